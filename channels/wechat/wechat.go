@@ -1,0 +1,475 @@
+// Package wechat delivers journey messages through WeChat Official Accounts
+// with github.com/silenceper/wechat/v2.
+//
+// Sender implements channels.Sender for wechat.text, wechat.news,
+// wechat.image and wechat.miniprogram_page (customer-service messages,
+// /cgi-bin/message/custom/send) and wechat.template (template messages,
+// /cgi-bin/message/template/send). The contract:
+//
+//   - The account is msg.To.AppID, looked up through Config.Accounts on every
+//     send. An empty AppID or OpenID is channels.ErrUnreachable; an unknown
+//     account or channel, or a message missing a field its channel needs, is
+//     channels.ErrPermanent.
+//   - An account with an empty AppSecret is a sandbox: the message is logged
+//     at Info ("wechat sandbox: would send") and Result.Sandbox is true. No
+//     HTTP call is made.
+//   - WeChat errcodes become *channels.Error through Classify, so errors.Is
+//     matches channels.ErrQuota, ErrUnreachable or ErrPermanent; anything
+//     else (network, non-200, unknown codes) is temporary.
+//   - Access tokens come from WeChat's stable_token API (UseStableAK), so
+//     processes fetching tokens never void each other's, and are kept in
+//     Config.Cache; pass a RedisCache to share one token between processes.
+//     On 40001/40014/42001 (token invalid or expired) the cached token is
+//     dropped and the send is retried once with a fresh token; there are no
+//     other retries, the engine owns them.
+//   - A template send passes msg.IdempotencyKey as client_msg_id, so WeChat
+//     drops a retried send it already accepted, and returns the msgid as
+//     Result.ProviderID.
+//
+// SetAPIBase and SetHTTPClient change silenceper's process-global settings;
+// call them at start-up (or test set-up), not while sends are running.
+package wechat
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/silenceper/wechat/v2/cache"
+	"github.com/silenceper/wechat/v2/credential"
+	"github.com/silenceper/wechat/v2/officialaccount"
+	oaconfig "github.com/silenceper/wechat/v2/officialaccount/config"
+	"github.com/silenceper/wechat/v2/officialaccount/message"
+	"github.com/silenceper/wechat/v2/util"
+	"github.com/sirupsen/logrus"
+
+	"github.com/wejourney/wejourney/channels"
+)
+
+// DefaultAPIBase is where silenceper sends every Official Account API call.
+const DefaultAPIBase = "https://api.weixin.qq.com"
+
+// The endpoints Sender calls; the same URLs silenceper's message package uses,
+// so SetAPIBase rewrites them like every other silenceper call.
+const (
+	customSendURL   = DefaultAPIBase + "/cgi-bin/message/custom/send"
+	templateSendURL = DefaultAPIBase + "/cgi-bin/message/template/send"
+)
+
+// ErrUnknownAccount is wrapped by Accounts implementations when no account
+// has the requested appid.
+var ErrUnknownAccount = errors.New("wechat: unknown official account")
+
+// Account is one Official Account's credentials. An empty AppSecret makes the
+// account a sandbox: messages are logged, never sent.
+type Account struct {
+	AppID     string
+	AppSecret string
+	Token     string // server callback token (not used for sending)
+	AESKey    string // EncodingAESKey for callbacks (not used for sending)
+}
+
+// Accounts looks up an account by appid (the engine stores them in its DB).
+// It returns an error wrapping ErrUnknownAccount when there is none. It must
+// be safe for concurrent use.
+type Accounts interface {
+	Account(ctx context.Context, appid string) (Account, error)
+}
+
+// Config configures a Sender.
+type Config struct {
+	// Accounts resolves msg.To.AppID to credentials. Required.
+	Accounts Accounts
+	// Cache keeps access tokens (silenceper's cache.Cache). Nil means a
+	// process-local in-memory cache. Production passes a RedisCache so all
+	// processes share one token per account.
+	Cache cache.Cache
+	// Logger receives sandbox sends and token refreshes. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Sender sends Official Account messages. It implements channels.Sender and
+// is safe for concurrent use.
+type Sender struct {
+	accounts Accounts
+	cache    cache.Cache
+	log      *slog.Logger
+
+	mu  sync.Mutex
+	oas map[string]*oaEntry // appid -> silenceper client
+}
+
+type oaEntry struct {
+	secret string
+	oa     *officialaccount.OfficialAccount
+}
+
+var _ channels.Sender = (*Sender)(nil)
+
+// NewSender returns a Sender for cfg. It panics if cfg.Accounts is nil.
+func NewSender(cfg Config) *Sender {
+	if cfg.Accounts == nil {
+		panic("wechat: NewSender: Config.Accounts is required")
+	}
+	s := &Sender{
+		accounts: cfg.Accounts,
+		cache:    cfg.Cache,
+		log:      cfg.Logger,
+		oas:      map[string]*oaEntry{},
+	}
+	if s.cache == nil {
+		// cache.Memory reads its map without its lock, which is a data race
+		// under concurrent sends; serialise every call.
+		s.cache = &lockedCache{c: cache.NewMemory()}
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	return s
+}
+
+// Send delivers msg once; see the package doc for the contract.
+func (s *Sender) Send(ctx context.Context, msg channels.Message) (channels.Result, error) {
+	body, err := buildBody(msg)
+	if err != nil {
+		return channels.Result{}, err
+	}
+	appid := msg.To.AppID
+	acct, err := s.accounts.Account(ctx, appid)
+	if err != nil {
+		if errors.Is(err, ErrUnknownAccount) {
+			return channels.Result{}, fmt.Errorf("%s: account %q: %w: %w", msg.Channel, appid, err, channels.ErrPermanent)
+		}
+		return channels.Result{}, fmt.Errorf("%s: account %q: %w", msg.Channel, appid, err)
+	}
+	if acct.AppSecret == "" {
+		s.logSandbox(ctx, msg)
+		return channels.Result{Sandbox: true}, nil
+	}
+	if acct.AppID == "" {
+		acct.AppID = appid
+	}
+
+	endpoint := customSendURL
+	if msg.Channel == channels.WeChatTemplate {
+		endpoint = templateSendURL
+	}
+	msgID, err := s.post(ctx, s.officialAccount(acct), acct.AppID, endpoint, body)
+	if err != nil {
+		return channels.Result{}, fmt.Errorf("%s to %s via %s: %w", msg.Channel, msg.To.OpenID, acct.AppID, err)
+	}
+	var res channels.Result
+	if msgID != 0 {
+		res.ProviderID = strconv.FormatInt(msgID, 10)
+	}
+	return res, nil
+}
+
+// buildBody checks msg and turns it into silenceper's request struct.
+func buildBody(msg channels.Message) (any, error) {
+	permanent := func(format string, args ...any) error {
+		return fmt.Errorf("%s: %s: %w", msg.Channel, fmt.Sprintf(format, args...), channels.ErrPermanent)
+	}
+	switch msg.Channel {
+	case channels.WeChatText, channels.WeChatNews, channels.WeChatImage,
+		channels.WeChatMiniprogramPage, channels.WeChatTemplate:
+	default:
+		return nil, permanent("not a WeChat Official Account channel")
+	}
+	if msg.To.AppID == "" {
+		return nil, fmt.Errorf("%s: member has no Official Account appid: %w", msg.Channel, channels.ErrUnreachable)
+	}
+	to := msg.To.OpenID
+	if to == "" {
+		return nil, fmt.Errorf("%s: member has no openid for %s: %w", msg.Channel, msg.To.AppID, channels.ErrUnreachable)
+	}
+	x := msg.Extra
+	switch msg.Channel {
+	case channels.WeChatText:
+		if msg.Text == "" {
+			return nil, permanent("empty text")
+		}
+		return message.NewCustomerTextMessage(to, msg.Text), nil
+	case channels.WeChatNews:
+		if x["title"] == "" && msg.URL == "" {
+			return nil, permanent("news needs a title or a url")
+		}
+		return &message.CustomerMessage{
+			ToUser:  to,
+			Msgtype: message.MsgTypeNews,
+			News: &message.MediaNews{Articles: []message.MediaArticles{{
+				Title:       x["title"],
+				Description: x["description"],
+				URL:         msg.URL,
+				Picurl:      x["picurl"],
+			}}},
+		}, nil
+	case channels.WeChatImage:
+		if x["media_id"] == "" {
+			return nil, permanent("image needs extra media_id")
+		}
+		return message.NewCustomerImgMessage(to, x["media_id"]), nil
+	case channels.WeChatMiniprogramPage:
+		if x["appid"] == "" || x["pagepath"] == "" || x["thumb_media_id"] == "" {
+			return nil, permanent("miniprogram page needs extra appid, pagepath and thumb_media_id")
+		}
+		return message.NewCustomerMiniprogrampageMessage(to, x["title"], x["appid"], x["pagepath"], x["thumb_media_id"]), nil
+	default: // channels.WeChatTemplate
+		if msg.TemplateID == "" {
+			return nil, permanent("no template id")
+		}
+		tm := &message.TemplateMessage{
+			ToUser:      to,
+			TemplateID:  msg.TemplateID,
+			URL:         msg.URL,
+			Data:        make(map[string]*message.TemplateDataItem, len(msg.Data)),
+			ClientMsgID: msg.IdempotencyKey, // WeChat dedupes on it
+		}
+		for k, v := range msg.Data {
+			tm.Data[k] = &message.TemplateDataItem{Value: v}
+		}
+		tm.MiniProgram.AppID = x["miniprogram_appid"]
+		tm.MiniProgram.PagePath = x["miniprogram_pagepath"]
+		return tm, nil
+	}
+}
+
+func (s *Sender) logSandbox(ctx context.Context, msg channels.Message) {
+	attrs := []any{
+		slog.String("channel", msg.Channel),
+		slog.String("appid", msg.To.AppID),
+		slog.String("openid", msg.To.OpenID),
+	}
+	if msg.Text != "" {
+		attrs = append(attrs, slog.String("text", msg.Text))
+	}
+	if msg.TemplateID != "" {
+		attrs = append(attrs, slog.String("template_id", msg.TemplateID), slog.Any("data", msg.Data))
+	}
+	if msg.URL != "" {
+		attrs = append(attrs, slog.String("url", msg.URL))
+	}
+	if len(msg.Extra) > 0 {
+		attrs = append(attrs, slog.Any("extra", msg.Extra))
+	}
+	s.log.InfoContext(ctx, "wechat sandbox: would send", attrs...)
+}
+
+// officialAccount returns the cached silenceper client for acct, creating it
+// (or replacing it when the secret changed) on first use.
+func (s *Sender) officialAccount(acct Account) *officialaccount.OfficialAccount {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.oas[acct.AppID]; ok && e.secret == acct.AppSecret {
+		return e.oa
+	}
+	oa := officialaccount.NewOfficialAccount(&oaconfig.Config{
+		AppID:          acct.AppID,
+		AppSecret:      acct.AppSecret,
+		Token:          acct.Token,
+		EncodingAESKey: acct.AESKey,
+		Cache:          s.cache,
+		UseStableAK:    true,
+	})
+	s.oas[acct.AppID] = &oaEntry{secret: acct.AppSecret, oa: oa}
+	return oa
+}
+
+// TokenCacheKey is the cache key under which silenceper (v2.1.10,
+// credential.StableAccessToken) keeps an Official Account's stable access
+// token. Sender deletes it to force a refresh.
+func TokenCacheKey(appid string) string {
+	return fmt.Sprintf("%s_stable_access_token_%s", credential.CacheKeyOfficialAccountPrefix, appid)
+}
+
+// sendAnswer is what both send APIs answer.
+type sendAnswer struct {
+	util.CommonError
+	MsgID int64 `json:"msgid"`
+}
+
+// isTokenErr reports whether code means "this access token is not (or no
+// longer) valid", which Send answers with one refresh.
+func isTokenErr(code int64) bool { return code == 40001 || code == 40014 || code == 42001 }
+
+// post sends body to endpoint with appid's access token, refreshing the token
+// once when WeChat rejects it. It returns the answer's msgid.
+//
+// silenceper's Manager.Send and Template.Send take no context and flatten the
+// errcode into a fmt.Errorf string, so we call the same endpoint with its
+// request structs, its token handle and util.PostJSONContext (which honours
+// SetURIModifier and DefaultHTTPClient) ourselves.
+func (s *Sender) post(ctx context.Context, oa *officialaccount.OfficialAccount, appid, endpoint string, body any) (int64, error) {
+	for attempt := 0; ; attempt++ {
+		token, err := oa.GetAccessTokenContext(ctx)
+		if err != nil {
+			return 0, tokenError(err)
+		}
+		raw, err := util.PostJSONContext(ctx, endpoint+"?access_token="+url.QueryEscape(token), body)
+		if err != nil {
+			return 0, fmt.Errorf("wechat: %w", err) // network or non-200: temporary
+		}
+		var ans sendAnswer
+		if err := json.Unmarshal(raw, &ans); err != nil {
+			return 0, fmt.Errorf("wechat: answer %.200q: %w", raw, err)
+		}
+		if ans.ErrCode == 0 {
+			return ans.MsgID, nil
+		}
+		if isTokenErr(ans.ErrCode) && attempt == 0 {
+			s.dropToken(appid, token, ans.ErrCode)
+			continue
+		}
+		return 0, Classify(int(ans.ErrCode), ans.ErrMsg)
+	}
+}
+
+// dropToken removes appid's cached token if it is still the rejected one (so
+// a token another goroutine or process just refreshed is kept).
+func (s *Sender) dropToken(appid, rejected string, code int64) {
+	key := TokenCacheKey(appid)
+	if cur, _ := s.cache.Get(key).(string); cur != "" && cur != rejected {
+		return
+	}
+	if err := s.cache.Delete(key); err != nil {
+		s.log.Warn("wechat: dropping rejected access token", "appid", appid, "errcode", code, "err", err)
+		return
+	}
+	s.log.Info("wechat: access token rejected, refreshing", "appid", appid, "errcode", code)
+}
+
+// credential returns token errors as fmt.Errorf("... errcode=%v , errormsg=%v").
+var tokenErrRE = regexp.MustCompile(`errcode=(-?\d+)\s*,\s*errormsg=(.*)$`)
+
+// tokenError classifies an error from silenceper's token handle.
+func tokenError(err error) error {
+	var ce *util.CommonError
+	if errors.As(err, &ce) {
+		return fmt.Errorf("wechat: access token: %w", Classify(int(ce.ErrCode), ce.ErrMsg))
+	}
+	if m := tokenErrRE.FindStringSubmatch(err.Error()); m != nil {
+		if code, convErr := strconv.Atoi(m[1]); convErr == nil && code != 0 {
+			return fmt.Errorf("wechat: access token: %w", Classify(code, m[2]))
+		}
+	}
+	return fmt.Errorf("wechat: access token: %w", err)
+}
+
+// Classify turns a WeChat errcode into a *channels.Error: 45009, 45011 and
+// 45047 are channels.ErrQuota; 40003, 43004, 43101 and 45015 are
+// channels.ErrUnreachable; 40013, 40037, 40125, 41004 and 48001 are
+// channels.ErrPermanent; other codes are temporary (Class nil). Code 0 is nil.
+func Classify(code int, msg string) error {
+	if code == 0 {
+		return nil
+	}
+	var class error
+	switch code {
+	case 45009, // api daily quota
+		45011, // api minute frequency
+		45047: // customer-service message count limit
+		class = channels.ErrQuota
+	case 40003, // invalid openid
+		43004, // not following the account
+		43101, // refused to receive messages / not subscribed
+		45015: // outside the 48 h customer-service window
+		class = channels.ErrUnreachable
+	case 40013, // invalid appid
+		40037, // invalid template id
+		40125, // invalid appsecret
+		41004, // appsecret missing
+		48001: // api unauthorized
+		class = channels.ErrPermanent
+	}
+	return &channels.Error{Class: class, Code: code, Msg: msg}
+}
+
+// SetAPIBase makes every silenceper call to https://api.weixin.qq.com go to
+// base instead (e.g. an internal/fakewx server's URL); "" or DefaultAPIBase
+// restores the real API. It is process-global, because silenceper's
+// util.SetURIModifier is: it affects every silenceper user in the process,
+// and must be called before sends start, never concurrently with them.
+func SetAPIBase(base string) {
+	base = strings.TrimRight(base, "/")
+	if base == "" || base == DefaultAPIBase {
+		util.SetURIModifier(nil)
+		return
+	}
+	util.SetURIModifier(func(uri string) string {
+		if rest, ok := strings.CutPrefix(uri, DefaultAPIBase); ok {
+			return base + rest
+		}
+		return uri
+	})
+}
+
+// SetHTTPClient makes silenceper use c for every API call (util.DefaultHTTPClient,
+// process-global like SetAPIBase); nil restores http.DefaultClient. Senders
+// doing hundreds of sends per second should pass a client from
+// NewHTTPClient: http.DefaultClient keeps only 2 idle connections per host
+// and so opens (and leaves in TIME_WAIT) a new connection for most sends.
+func SetHTTPClient(c *http.Client) {
+	if c == nil {
+		c = http.DefaultClient
+	}
+	util.DefaultHTTPClient = c
+}
+
+// NewHTTPClient returns an HTTP client suited to high send rates: up to
+// maxConns idle connections per host and the given overall request timeout
+// (0: none; the caller's context still applies).
+func NewHTTPClient(maxConns int, timeout time.Duration) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = maxConns
+	t.MaxIdleConnsPerHost = maxConns
+	return &http.Client{Transport: t, Timeout: timeout}
+}
+
+// SilenceSDK sends logrus output to io.Discard. silenceper logs callback
+// bodies and signatures through logrus's global logger (at debug when its
+// root package is imported); this package logs through slog instead. It is
+// process-global: any other user of logrus's standard logger is silenced too.
+func SilenceSDK() {
+	logrus.SetOutput(io.Discard)
+}
+
+// lockedCache serialises a cache.Cache that is not safe for concurrent use
+// (silenceper's cache.Memory).
+type lockedCache struct {
+	mu sync.Mutex
+	c  cache.Cache
+}
+
+func (l *lockedCache) Get(key string) any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.c.Get(key)
+}
+
+func (l *lockedCache) Set(key string, val any, timeout time.Duration) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.c.Set(key, val, timeout)
+}
+
+func (l *lockedCache) IsExist(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.c.IsExist(key)
+}
+
+func (l *lockedCache) Delete(key string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.c.Delete(key)
+}

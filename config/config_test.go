@@ -1,0 +1,96 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestLoadPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "wejourney.yaml")
+	if err := os.WriteFile(file, []byte("http_addr: 0.0.0.0:9000\nwechat_appid: wxfile\nwechat_token: filetoken\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"WEJOURNEY_WECHAT_APPID": "wxenv"}
+	got, err := Load(file, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Defaults()
+	want.HTTPAddr = "0.0.0.0:9000"
+	want.WeChatAppID = "wxenv"
+	want.WeChatToken = "filetoken"
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Load() mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestLoadMissingDefaultFileIsFine(t *testing.T) {
+	t.Chdir(t.TempDir())
+	if _, err := Load(DefaultFile, func(string) string { return "" }); err != nil {
+		t.Fatalf("Load(%q) without the file: %v", DefaultFile, err)
+	}
+	if _, err := Load("nope.yaml", func(string) string { return "" }); err == nil {
+		t.Fatal("Load of an explicitly named missing file succeeded")
+	}
+}
+
+func TestLoadRejectsUnknownYAMLKey(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "w.yaml")
+	os.WriteFile(file, []byte("wechat_app_id: typo\n"), 0o600)
+	if _, err := Load(file, func(string) string { return "" }); err == nil {
+		t.Fatal("a misspelt key was accepted")
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		modify func(*Config)
+		want   []string // one line per problem, each naming its variable
+	}{
+		{"defaults are valid", func(*Config) {}, nil},
+		{"short AES key", func(c *Config) {
+			c.WeChatAppID, c.WeChatToken, c.WeChatAESKey = "wx1", "t", strings.Repeat("a", 42)
+		}, []string{"WEJOURNEY_WECHAT_AES_KEY: EncodingAESKey must be 43 characters, got 42"}},
+		{"appid without token", func(c *Config) { c.WeChatAppID = "wx1" },
+			[]string{"WEJOURNEY_WECHAT_TOKEN: required when WEJOURNEY_WECHAT_APPID is set (the token you entered in the Official Account's server settings)"}},
+		{"two problems, two lines", func(c *Config) { c.HTTPAddr = "8080"; c.DatabaseURL = "oracle://x" }, []string{
+			`WEJOURNEY_HTTP_ADDR: "8080" is not host:port`,
+			`WEJOURNEY_DATABASE_URL: "oracle://x": want sqlite:PATH, postgres://… or mysql://…`,
+		}},
+		{"bad sms provider", func(c *Config) { c.SMSProvider = "twilio" },
+			[]string{`WEJOURNEY_SMS_PROVIDER: "twilio": want log, aliyun, tencent or webhook`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Defaults()
+			tt.modify(&c)
+			var got []string
+			if err := c.Validate(); err != nil {
+				got = strings.Split(err.Error(), "\n")
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Validate() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseDatabaseURL(t *testing.T) {
+	tests := []struct{ in, dialect, dsn string }{
+		{"sqlite:data/w.db", "sqlite", "data/w.db"},
+		{"postgres://u@127.0.0.1:5432/test", "postgres", "postgres://u@127.0.0.1:5432/test"},
+		{"mysql://root@127.0.0.1:3306/test", "mysql", "root@tcp(127.0.0.1:3306)/test?charset=utf8mb4&loc=UTC&parseTime=true"},
+	}
+	for _, tt := range tests {
+		d, dsn, err := ParseDatabaseURL(tt.in)
+		if err != nil || d != tt.dialect || dsn != tt.dsn {
+			t.Errorf("ParseDatabaseURL(%q) = %q, %q, %v; want %q, %q", tt.in, d, dsn, err, tt.dialect, tt.dsn)
+		}
+	}
+}

@@ -1,0 +1,125 @@
+// Package handler is wejourney's HTTP surface in gin: the WeChat callbacks,
+// the brand events API, health, metrics and the admin page. It translates
+// requests into calls on journey.Ingestor and the model; it does no journey
+// work itself. A callback is answered after its event is committed and
+// before any journey runs.
+package handler
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"gorm.io/gorm"
+
+	"github.com/wejourney/wejourney/journey"
+	"github.com/wejourney/wejourney/model"
+)
+
+// MaxBody is the largest request body accepted; larger ones get 413.
+const MaxBody = 1 << 20
+
+// Config wires a handler. Every field but Logger and Ready is required.
+type Config struct {
+	DB       *gorm.DB
+	Ingestor *journey.Ingestor
+	Accounts *model.Accounts
+	// Ready checks the dependencies for /readyz (nil: always ready).
+	Ready func(*http.Request) error
+	// Registry serves /metrics and receives the handler's metrics.
+	Registry *prometheus.Registry
+	// Admin serves /admin/ and its JSON API.
+	Admin *Admin
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Handler holds the routes' dependencies.
+type Handler struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	oa      oaCache
+}
+
+// New returns the router with the whole route table.
+func New(cfg Config) http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	h := &Handler{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry)}
+	r := gin.New()
+	r.Use(h.recoverer)
+
+	// The route table: every route wejourney serves.
+	r.GET("/wechat/oa/:appid", h.officialAccount)
+	r.POST("/wechat/oa/:appid", h.officialAccount)
+	r.POST("/api/v1/events", h.apiKeyAuth, h.postEvents)
+	r.GET("/healthz", h.healthz)
+	r.GET("/readyz", h.readyz)
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})))
+	if a := cfg.Admin; a != nil {
+		r.GET("/", func(c *gin.Context) { c.Redirect(http.StatusFound, "/admin/") })
+		r.GET("/admin", func(c *gin.Context) { c.Redirect(http.StatusMovedPermanently, "/admin/") })
+		r.GET("/admin/", a.page)
+		r.GET("/admin/login", a.loginPage)
+		r.POST("/admin/login", a.login)
+		r.POST("/admin/logout", a.logout)
+		api := r.Group("/api/v1", a.requireSession)
+		api.GET("/journeys", a.listJourneys)
+		api.GET("/deliveries", a.listDeliveries)
+	}
+	return r
+}
+
+// recoverer turns a panic into a 500 and a logged stack: never "success".
+func (h *Handler) recoverer(c *gin.Context) {
+	defer func() {
+		if p := recover(); p != nil {
+			h.log.Error("panic serving request", "path", c.Request.URL.Path, "panic", p)
+			c.AbortWithStatus(http.StatusInternalServerError)
+		}
+	}()
+	c.Next()
+}
+
+func (h *Handler) healthz(c *gin.Context) { c.String(http.StatusOK, "ok") }
+
+func (h *Handler) readyz(c *gin.Context) {
+	if h.cfg.Ready != nil {
+		if err := h.cfg.Ready(c.Request); err != nil {
+			c.JSON(http.StatusServiceUnavailable, gin.H{"ready": false, "error": err.Error()})
+			return
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{"ready": true})
+}
+
+type metrics struct {
+	callbacks *prometheus.CounterVec
+	ackTime   prometheus.Histogram
+	events    *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wejourney_callbacks_total", Help: "WeChat callbacks by outcome.",
+		}, []string{"source", "outcome"}),
+		ackTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "wejourney_callback_ack_seconds", Help: "Time from callback received to durable acknowledgement.",
+			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 5},
+		}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wejourney_events_total", Help: "Normalized events stored, by type.",
+		}, []string{"type"}),
+	}
+	reg.MustRegister(m.callbacks, m.ackTime, m.events)
+	return m
+}

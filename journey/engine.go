@@ -1,0 +1,285 @@
+package journey
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/vm"
+	"github.com/hibiken/asynq"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/wejourney/wejourney/channels"
+	"github.com/wejourney/wejourney/model"
+)
+
+// Config configures an Engine. Zero values have the documented defaults.
+type Config struct {
+	// DB is required.
+	DB *gorm.DB
+	// Queue carries step and route tasks. Nil: nothing is enqueued and only
+	// the sweeper drives work (tests that step the engine by hand).
+	Queue *asynq.Client
+	// Senders delivers messages; required for journeys that send.
+	Senders channels.Sender
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Lease is how long a claimed step visit stays claimed before another
+	// worker may take it over. Default 1 minute.
+	Lease time.Duration
+	// MaxAttempts bounds retries of a step that fails temporarily. Default 8.
+	MaxAttempts int
+	// IndexTTL is how often the trigger index re-reads which journey versions
+	// are live, so a version published by another process is picked up.
+	// Default 2 seconds.
+	IndexTTL time.Duration
+	// SweepGrace is how overdue work must be before the sweeper re-enqueues
+	// it. Default 3 seconds.
+	SweepGrace time.Duration
+}
+
+// Engine routes events to journeys and runs their steps.
+type Engine struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	versions map[int64]*Compiled // immutable versions, cached forever
+	index    *triggerIndex
+}
+
+type liveJourney struct {
+	journeyID, versionID int64
+	c                    *Compiled
+}
+
+type triggerIndex struct {
+	loaded time.Time
+	byType map[string][]liveJourney
+}
+
+// New returns an engine.
+func New(cfg Config) *Engine {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = time.Minute
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 8
+	}
+	if cfg.IndexTTL <= 0 {
+		cfg.IndexTTL = 2 * time.Second
+	}
+	if cfg.SweepGrace <= 0 {
+		cfg.SweepGrace = 3 * time.Second
+	}
+	return &Engine{cfg: cfg, log: cfg.Logger, versions: map[int64]*Compiled{}}
+}
+
+// InvalidateIndex makes the next routed event re-read the live journeys.
+func (e *Engine) InvalidateIndex() {
+	e.mu.Lock()
+	e.index = nil
+	e.mu.Unlock()
+}
+
+// version returns the compiled journey version with that id.
+func (e *Engine) version(db *gorm.DB, id int64) (*Compiled, error) {
+	e.mu.Lock()
+	c := e.versions[id]
+	e.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	var v model.JourneyVersion
+	if err := db.First(&v, id).Error; err != nil {
+		return nil, fmt.Errorf("journey: load version %d: %w", id, err)
+	}
+	c, err := Parse(v.Origin, []byte(v.Source))
+	if err != nil {
+		return nil, fmt.Errorf("journey: version %d no longer parses: %w", id, err)
+	}
+	e.mu.Lock()
+	e.versions[id] = c
+	e.mu.Unlock()
+	return c, nil
+}
+
+func (e *Engine) triggers(db *gorm.DB, eventType string) ([]liveJourney, error) {
+	e.mu.Lock()
+	idx := e.index
+	e.mu.Unlock()
+	if idx == nil || time.Since(idx.loaded) > e.cfg.IndexTTL {
+		var js []model.Journey
+		if err := db.Where("status = ? AND current_version_id <> 0", model.JourneyActive).Find(&js).Error; err != nil {
+			return nil, fmt.Errorf("journey: load live journeys: %w", err)
+		}
+		idx = &triggerIndex{loaded: time.Now(), byType: map[string][]liveJourney{}}
+		for _, j := range js {
+			c, err := e.version(db, j.CurrentVersionID)
+			if err != nil {
+				e.log.Error("skipping journey", "journey", j.Key, "err", err)
+				continue
+			}
+			t := c.Def.Trigger.Event
+			idx.byType[t] = append(idx.byType[t], liveJourney{j.ID, j.CurrentVersionID, c})
+		}
+		e.mu.Lock()
+		e.index = idx
+		e.mu.Unlock()
+	}
+	return idx.byType[eventType], nil
+}
+
+// env is what expressions and templates see.
+type env map[string]any
+
+func eventEnv(ev *model.Event) map[string]any {
+	m := make(map[string]any, len(ev.Props)+2)
+	for k, v := range ev.Props {
+		m[k] = v
+	}
+	m["type"] = ev.Type
+	m["at"] = ev.At
+	return m
+}
+
+func memberEnv(m *model.Member) map[string]any {
+	tags := m.Tags
+	if tags == nil {
+		tags = []string{}
+	}
+	attrs := m.Attrs
+	if attrs == nil {
+		attrs = map[string]any{}
+	}
+	return map[string]any{
+		"id": m.ID, "appid": m.AppID, "openid": m.OpenID, "unionid": m.UnionID,
+		"external_userid": m.ExternalUserID, "phone": m.Phone, "email": m.Email,
+		"user_id": m.UserID, "nickname": m.Nickname, "subscribed": m.Subscribed,
+		"tags": tags, "attrs": attrs, "first_scene": m.FirstScene, "last_scene": m.LastScene,
+	}
+}
+
+// eval runs a boolean expression; a nil program is true. An expression that
+// fails at run time (a missing prop compared as a string, say) is false.
+func (e *Engine) eval(p *vm.Program, vars env) bool {
+	if p == nil {
+		return true
+	}
+	out, err := expr.Run(p, map[string]any(vars))
+	if err != nil {
+		e.log.Debug("expression failed; treated as false", "expr", p.Source().String(), "err", err)
+		return false
+	}
+	b, _ := out.(bool)
+	return b
+}
+
+// End reasons recorded on enrollments. Exits by rule record "exit:" and the
+// event type.
+const (
+	ReasonCompleted   = "completed"
+	ReasonTimeout     = "timeout"
+	ReasonUnreachable = "unreachable"
+	ReasonFailed      = "failed"
+)
+
+// errConflict means another worker already made this transition.
+var errConflict = errors.New("journey: transition already made")
+
+// newVisit inserts the visit for entering step id. wait and wait_for steps
+// start waiting until their due time; others are due now.
+func newVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, seq int, stepID string, now time.Time) (*model.StepVisit, error) {
+	cs := c.steps[stepID]
+	v := &model.StepVisit{
+		EnrollmentID: enr.ID, Seq: seq, JourneyID: enr.JourneyID, VersionID: enr.VersionID,
+		StepID: stepID, MemberID: enr.MemberID, Status: model.VisitScheduled, DueAt: now, CreatedAt: now,
+	}
+	switch {
+	case cs.Wait != nil:
+		v.Status, v.DueAt = model.VisitWaiting, now.Add(time.Duration(*cs.Wait))
+	case cs.WaitFor != nil:
+		v.Status, v.DueAt = model.VisitWaiting, now.Add(time.Duration(cs.WaitFor.Timeout))
+	}
+	if err := tx.Create(v).Error; err != nil {
+		if errors.Is(err, gorm.ErrDuplicatedKey) {
+			return nil, errConflict
+		}
+		return nil, fmt.Errorf("journey: create visit: %w", err)
+	}
+	return v, nil
+}
+
+// finishVisit moves a visit out of fromStatus into done (or failed) and the
+// enrollment on to next, or ends it when next is empty. It returns the next
+// visit, or nil when the enrollment ended or had already left.
+func finishVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, v *model.StepVisit, fromStatus, status, outcome, next, endReason string, now time.Time) (*model.StepVisit, error) {
+	res := tx.Model(&model.StepVisit{}).Where("id = ? AND status = ?", v.ID, fromStatus).
+		Updates(map[string]any{"status": status, "outcome": outcome, "finished_at": now, "lease_until": nil})
+	if res.Error != nil {
+		return nil, fmt.Errorf("journey: finish visit: %w", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return nil, errConflict
+	}
+	if next == "" {
+		endStatus := model.EnrollmentCompleted
+		if endReason != ReasonCompleted {
+			endStatus = model.EnrollmentFailed
+		}
+		return nil, endEnrollment(tx, enr.ID, endStatus, endReason, now)
+	}
+	res = tx.Model(&model.Enrollment{}).Where("id = ? AND status = ?", enr.ID, model.EnrollmentActive).Update("step_id", next)
+	if res.Error != nil {
+		return nil, fmt.Errorf("journey: advance enrollment: %w", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return nil, nil // exited meanwhile
+	}
+	return newVisit(tx, c, enr, v.Seq+1, next, now)
+}
+
+// endEnrollment ends an active enrollment and cancels its open visits.
+func endEnrollment(tx *gorm.DB, id int64, status, reason string, now time.Time) error {
+	res := tx.Model(&model.Enrollment{}).Where("id = ? AND status = ?", id, model.EnrollmentActive).
+		Updates(map[string]any{"status": status, "end_reason": reason, "ended_at": now, "active_key": nil})
+	if res.Error != nil {
+		return fmt.Errorf("journey: end enrollment: %w", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return nil
+	}
+	if err := tx.Model(&model.StepVisit{}).
+		Where("enrollment_id = ? AND status IN ?", id, []string{model.VisitScheduled, model.VisitWaiting}).
+		Updates(map[string]any{"status": model.VisitCancelled, "outcome": reason, "finished_at": now}).Error; err != nil {
+		return fmt.Errorf("journey: cancel visits: %w", err)
+	}
+	return nil
+}
+
+// schedule enqueues the visits' tasks after their transaction committed.
+// A failed enqueue is left to the sweeper.
+func (e *Engine) schedule(visits ...*model.StepVisit) {
+	if e.cfg.Queue == nil {
+		return
+	}
+	for _, v := range visits {
+		if v == nil {
+			continue
+		}
+		t, opts := NewRunStepTask(v.ID, v.DueAt)
+		if _, err := e.cfg.Queue.Enqueue(t, opts...); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			e.log.Warn("enqueue step failed; the sweeper will retry", "visit", v.ID, "err", err)
+		}
+	}
+}
+
+// onConflictDoNothing is the portable INSERT ... ON CONFLICT DO NOTHING.
+var onConflictDoNothing = clause.OnConflict{DoNothing: true}

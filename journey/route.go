@@ -1,0 +1,308 @@
+package journey
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/wejourney/wejourney/model"
+)
+
+// maxRouteAttempts parks an event that keeps failing to route.
+const maxRouteAttempts = 5
+
+// Route routes the events with these ids, in id order: it resolves each
+// event's member, applies the event to the member, ends enrollments whose
+// exit rules match, resumes wait_for steps, and enters the member into
+// journeys whose trigger matches. Each event is routed in its own
+// transaction, once: already routed events are skipped.
+func (e *Engine) Route(ctx context.Context, ids ...int64) error {
+	ids = slices.Clone(ids)
+	slices.Sort(ids)
+	var errs []error
+	for _, id := range ids {
+		if err := e.routeOne(ctx, id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Engine) routeOne(ctx context.Context, id int64) error {
+	var toSchedule []*model.StepVisit
+	now := time.Now().UTC()
+	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		toSchedule = toSchedule[:0]
+		var ev model.Event
+		if err := tx.First(&ev, id).Error; err != nil {
+			if errors.Is(err, gorm.ErrRecordNotFound) {
+				return nil
+			}
+			return fmt.Errorf("journey: load event %d: %w", id, err)
+		}
+		if ev.RoutedAt != nil {
+			return nil
+		}
+		res := tx.Model(&model.Event{}).Where("id = ? AND routed_at IS NULL", id).Update("routed_at", now)
+		if res.Error != nil {
+			return fmt.Errorf("journey: claim event %d: %w", id, res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return nil
+		}
+		m, err := resolveMember(tx, ev.Member, now)
+		if err != nil {
+			return err
+		}
+		applyEvent(m, &ev)
+		if err := tx.Save(m).Error; err != nil {
+			return fmt.Errorf("journey: save member: %w", err)
+		}
+		if err := tx.Model(&model.Event{}).Where("id = ?", id).Update("member_id", m.ID).Error; err != nil {
+			return fmt.Errorf("journey: link event: %w", err)
+		}
+		vars := env{"event": eventEnv(&ev), "member": memberEnv(m)}
+		visits, err := e.routeToEnrollments(tx, &ev, m, vars, now)
+		if err != nil {
+			return err
+		}
+		toSchedule = append(toSchedule, visits...)
+		live, err := e.triggers(tx, ev.Type)
+		if err != nil {
+			return err
+		}
+		for _, lj := range live {
+			if !e.eval(lj.c.where, vars) {
+				continue
+			}
+			v, err := e.enroll(tx, lj, m, &ev, now)
+			if err != nil {
+				return err
+			}
+			toSchedule = append(toSchedule, v)
+		}
+		return nil
+	})
+	if err != nil {
+		e.recordRouteFailure(id, err)
+		return err
+	}
+	e.schedule(toSchedule...)
+	return nil
+}
+
+func (e *Engine) recordRouteFailure(id int64, cause error) {
+	e.log.Error("routing event failed", "event", id, "err", cause)
+	upd := map[string]any{"attempts": gorm.Expr("attempts + 1"), "error": cause.Error()}
+	var ev model.Event
+	if err := e.cfg.DB.Select("attempts").First(&ev, id).Error; err == nil && ev.Attempts+1 >= maxRouteAttempts {
+		upd["routed_at"] = time.Now().UTC() // parked: visible with its error, not retried
+	}
+	if err := e.cfg.DB.Model(&model.Event{}).Where("id = ? AND routed_at IS NULL", id).Updates(upd).Error; err != nil {
+		e.log.Error("recording routing failure", "event", id, "err", err)
+	}
+}
+
+// routeToEnrollments applies an event to the member's active enrollments:
+// exit rules end them, a matching wait_for resumes them.
+func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Member, vars env, now time.Time) ([]*model.StepVisit, error) {
+	var active []model.Enrollment
+	if err := tx.Where("member_id = ? AND status = ?", m.ID, model.EnrollmentActive).Find(&active).Error; err != nil {
+		return nil, fmt.Errorf("journey: load enrollments: %w", err)
+	}
+	var next []*model.StepVisit
+	for i := range active {
+		enr := &active[i]
+		if enr.TriggerEventID == ev.ID {
+			continue
+		}
+		c, err := e.version(tx, enr.VersionID)
+		if err != nil {
+			return nil, err
+		}
+		exited := false
+		for _, r := range c.exits {
+			if r.event == ev.Type && e.eval(r.where, vars) {
+				if err := endEnrollment(tx, enr.ID, model.EnrollmentExited, "exit:"+ev.Type, now); err != nil {
+					return nil, err
+				}
+				exited = true
+				break
+			}
+		}
+		if exited {
+			continue
+		}
+		cs := c.steps[enr.StepID]
+		if cs == nil || cs.WaitFor == nil || cs.WaitFor.Event != ev.Type || !e.eval(cs.waitFor, vars) {
+			continue
+		}
+		var v model.StepVisit
+		err = tx.Where("enrollment_id = ? AND step_id = ? AND status = ?", enr.ID, enr.StepID, model.VisitWaiting).
+			Order("seq DESC").First(&v).Error
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("journey: load waiting visit: %w", err)
+		}
+		nv, err := finishVisit(tx, c, enr, &v, model.VisitWaiting, model.VisitDone, "matched", cs.Next, ReasonCompleted, now)
+		if errors.Is(err, errConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		next = append(next, nv)
+	}
+	return next, nil
+}
+
+// enroll enters the member into a live journey if its entry rules allow and
+// returns the first visit (nil when not entered).
+func (e *Engine) enroll(tx *gorm.DB, lj liveJourney, m *model.Member, ev *model.Event, now time.Time) (*model.StepVisit, error) {
+	entry := lj.c.Def.Entry
+	if entry.Once || entry.Cooldown > 0 {
+		q := tx.Model(&model.Enrollment{}).Where("journey_id = ? AND member_id = ?", lj.journeyID, m.ID)
+		if entry.Cooldown > 0 {
+			q = q.Where("entered_at > ?", now.Add(-time.Duration(entry.Cooldown)))
+		}
+		var n int64
+		if err := q.Count(&n).Error; err != nil {
+			return nil, fmt.Errorf("journey: entry check: %w", err)
+		}
+		if n > 0 {
+			return nil, nil
+		}
+	}
+	key := fmt.Sprintf("%d:%d", lj.journeyID, m.ID)
+	enr := &model.Enrollment{
+		JourneyID: lj.journeyID, VersionID: lj.versionID, MemberID: m.ID, Status: model.EnrollmentActive,
+		ActiveKey: &key, StepID: lj.c.first, TriggerEventID: ev.ID, Event: eventEnv(ev), EnteredAt: now,
+	}
+	res := tx.Clauses(onConflictDoNothing).Create(enr)
+	if res.Error != nil {
+		return nil, fmt.Errorf("journey: enroll: %w", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return nil, nil // already in this journey
+	}
+	return newVisit(tx, lj.c, enr, 1, lj.c.first, now)
+}
+
+// resolveMember finds the member the reference names, creating it or
+// attaching new identities as needed.
+func resolveMember(tx *gorm.DB, ref model.MemberRef, now time.Time) (*model.Member, error) {
+	ids := identities(ref)
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("journey: event names no member")
+	}
+	var found []model.MemberIdentity
+	q := tx.Where("1 = 0")
+	for _, id := range ids {
+		q = q.Or("kind = ? AND value = ?", id.Kind, id.Value)
+	}
+	if err := q.Find(&found).Error; err != nil {
+		return nil, fmt.Errorf("journey: find identities: %w", err)
+	}
+	m := &model.Member{}
+	if len(found) > 0 {
+		// Several members may match (a phone first seen on its own); the
+		// oldest wins and the others keep their history. Merging them is the
+		// member model's later work.
+		slices.SortFunc(found, func(a, b model.MemberIdentity) int { return int(a.MemberID - b.MemberID) })
+		if err := tx.First(m, found[0].MemberID).Error; err != nil {
+			return nil, fmt.Errorf("journey: load member: %w", err)
+		}
+	} else {
+		m.CreatedAt = now
+	}
+	fill := func(dst *string, v string) {
+		if *dst == "" {
+			*dst = v
+		}
+	}
+	fill(&m.AppID, ref.AppID)
+	fill(&m.OpenID, ref.OpenID)
+	fill(&m.UnionID, ref.UnionID)
+	fill(&m.ExternalUserID, ref.ExternalUserID)
+	fill(&m.Phone, ref.Phone)
+	fill(&m.Email, ref.Email)
+	fill(&m.UserID, ref.UserID)
+	if m.ID == 0 {
+		if err := tx.Create(m).Error; err != nil {
+			return nil, fmt.Errorf("journey: create member: %w", err)
+		}
+	}
+	for _, id := range ids {
+		if slices.ContainsFunc(found, func(f model.MemberIdentity) bool { return f.Kind == id.Kind && f.Value == id.Value }) {
+			continue
+		}
+		id.MemberID = m.ID
+		if err := tx.Clauses(onConflictDoNothing).Create(&id).Error; err != nil {
+			return nil, fmt.Errorf("journey: add identity: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func identities(ref model.MemberRef) []model.MemberIdentity {
+	var out []model.MemberIdentity
+	add := func(kind, v string) {
+		if v != "" {
+			out = append(out, model.MemberIdentity{Kind: kind, Value: v})
+		}
+	}
+	if ref.OpenID != "" {
+		add(model.IdentityOpenID, ref.AppID+"/"+ref.OpenID)
+	}
+	add(model.IdentityUnionID, ref.UnionID)
+	add(model.IdentityExternalUserID, ref.ExternalUserID)
+	add(model.IdentityPhone, ref.Phone)
+	add(model.IdentityEmail, strings.ToLower(ref.Email))
+	add(model.IdentityUserID, ref.UserID)
+	return out
+}
+
+// applyEvent updates the member from what the event says about them.
+func applyEvent(m *model.Member, ev *model.Event) {
+	at := ev.At
+	scene, _ := ev.Props["scene"].(string)
+	switch ev.Type {
+	case "wechat.subscribe":
+		m.Subscribed, m.SubscribedAt = true, &at
+		if scene != "" {
+			if m.FirstScene == "" {
+				m.FirstScene = scene
+			}
+			m.LastScene = scene
+		}
+	case "wechat.unsubscribe":
+		m.Subscribed = false
+	case "wechat.scan":
+		m.Subscribed = true
+		if scene != "" {
+			m.LastScene = scene
+		}
+	case "member.updated":
+		if m.Attrs == nil {
+			m.Attrs = map[string]any{}
+		}
+		for k, v := range ev.Props {
+			m.Attrs[k] = v
+		}
+		if nick, ok := ev.Props["nickname"].(string); ok {
+			m.Nickname = nick
+		}
+	}
+	if strings.HasPrefix(ev.Type, "wechat.") && ev.Type != "wechat.unsubscribe" && ev.Type != "wechat.template_sent" {
+		m.Subscribed = true
+		m.LastInteractionAt = &at
+	}
+	m.UpdatedAt = time.Now().UTC()
+}

@@ -1,0 +1,419 @@
+package journey
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"slices"
+	"strings"
+	"text/template"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/wejourney/wejourney/channels"
+	"github.com/wejourney/wejourney/model"
+)
+
+// holdLimit is how early a step task may arrive and still be held in process
+// until its due time; earlier ones are re-scheduled. asynq keeps due times in
+// whole seconds and may deliver a task up to a second early.
+const holdLimit = 2 * time.Second
+
+// RunStep runs the step visit with this id if it is due and not yet run. It
+// is safe to call any number of times for the same visit, concurrently: the
+// visit is claimed with a conditional update, and a message already handed to
+// a channel for this visit is never handed over again.
+func (e *Engine) RunStep(ctx context.Context, visitID int64) error {
+	db := e.cfg.DB.WithContext(ctx)
+	var v model.StepVisit
+	if err := db.First(&v, visitID).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return nil
+		}
+		return fmt.Errorf("journey: load visit %d: %w", visitID, err)
+	}
+	now := time.Now().UTC()
+	switch v.Status {
+	case model.VisitScheduled, model.VisitWaiting:
+		if early := v.DueAt.Sub(now); early > 0 {
+			if early > holdLimit {
+				e.schedule(&v)
+				return nil
+			}
+			t := time.NewTimer(early)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+			now = time.Now().UTC()
+		}
+	case model.VisitRunning:
+		if v.LeaseUntil != nil && v.LeaseUntil.After(now) {
+			return nil // another worker holds it
+		}
+	default:
+		return nil // done, failed or cancelled
+	}
+	lease := now.Add(e.cfg.Lease)
+	res := db.Model(&model.StepVisit{}).
+		Where("id = ? AND ((status IN ? AND due_at <= ?) OR (status = ? AND lease_until < ?))",
+			visitID, []string{model.VisitScheduled, model.VisitWaiting}, now, model.VisitRunning, now).
+		Updates(map[string]any{"status": model.VisitRunning, "lease_until": lease, "attempts": gorm.Expr("attempts + 1")})
+	if res.Error != nil {
+		return fmt.Errorf("journey: claim visit %d: %w", visitID, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return nil
+	}
+	wasWaiting := v.Status == model.VisitWaiting
+	v.Attempts++
+	return e.execute(ctx, &v, wasWaiting, now)
+}
+
+// stepResult is what executing a step decided.
+type stepResult struct {
+	outcome   string
+	next      string
+	status    string // model.VisitDone or model.VisitFailed
+	endReason string // when next is empty
+	retryAt   time.Time
+	retryErr  error
+}
+
+func (e *Engine) execute(ctx context.Context, v *model.StepVisit, wasWaiting bool, now time.Time) error {
+	db := e.cfg.DB.WithContext(ctx)
+	var enr model.Enrollment
+	if err := db.First(&enr, v.EnrollmentID).Error; err != nil {
+		return fmt.Errorf("journey: load enrollment: %w", err)
+	}
+	if enr.Status != model.EnrollmentActive {
+		return db.Model(&model.StepVisit{}).Where("id = ? AND status = ?", v.ID, model.VisitRunning).
+			Updates(map[string]any{"status": model.VisitCancelled, "outcome": enr.EndReason, "finished_at": now}).Error
+	}
+	c, err := e.version(db, enr.VersionID)
+	if err != nil {
+		return err
+	}
+	cs := c.steps[v.StepID]
+	if cs == nil {
+		return e.finish(ctx, c, &enr, v, stepResult{outcome: "missing step", status: model.VisitFailed, endReason: ReasonFailed}, now)
+	}
+	var m model.Member
+	if err := db.First(&m, enr.MemberID).Error; err != nil {
+		return fmt.Errorf("journey: load member: %w", err)
+	}
+	vars := env{"event": enr.Event, "member": memberEnv(&m)}
+	if vars["event"] == nil {
+		vars["event"] = map[string]any{}
+	}
+	r := stepResult{status: model.VisitDone, next: cs.Next, endReason: ReasonCompleted}
+	switch {
+	case cs.Wait != nil:
+		r.outcome = "waited"
+	case cs.WaitFor != nil:
+		r.outcome, r.next = "timeout", cs.OnTimeout
+		if r.next == "" {
+			r.endReason = ReasonTimeout
+		}
+	case cs.Branch != nil:
+		r.next = ""
+		for i, arm := range cs.Branch {
+			if e.eval(cs.whens[i], vars) {
+				r.outcome, r.next = fmt.Sprintf("branch:%d", i), arm.Next
+				break
+			}
+		}
+		if r.outcome == "" {
+			r.outcome = "branch:none"
+		}
+	case cs.Split != nil:
+		i := pickSplit(cs.Split, enr.ID, cs.ID)
+		r.outcome, r.next = fmt.Sprintf("split:%d", i), cs.Split[i].Next
+	case cs.Update != nil:
+		if err := e.applyUpdate(db, &m, cs.Update, now); err != nil {
+			return err
+		}
+		r.outcome = "updated"
+	case cs.Send != nil:
+		if until := c.quiet.until(now); until.After(now) {
+			return e.reschedule(ctx, v, until, "quiet hours", nil)
+		}
+		r = e.send(ctx, c, cs, &enr, v, &m, vars, now)
+	case cs.Webhook != nil:
+		r = e.deliver(ctx, cs, &enr, v, &m, channels.Webhook, channels.Message{
+			Channel: channels.Webhook,
+			URL:     render(cs.texts["url"], vars),
+			Text:    render(cs.texts["body"], vars),
+			Extra:   mergeMaps(cs.Webhook.Headers, map[string]string{"method": cs.Webhook.Method}),
+		}, now)
+	}
+	if !r.retryAt.IsZero() {
+		return e.reschedule(ctx, v, r.retryAt, "retry", r.retryErr)
+	}
+	return e.finish(ctx, c, &enr, v, r, now)
+}
+
+func (e *Engine) finish(ctx context.Context, c *Compiled, enr *model.Enrollment, v *model.StepVisit, r stepResult, now time.Time) error {
+	var next *model.StepVisit
+	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var err error
+		next, err = finishVisit(tx, c, enr, v, model.VisitRunning, r.status, r.outcome, r.next, r.endReason, now)
+		return err
+	})
+	if errors.Is(err, errConflict) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	e.schedule(next)
+	return nil
+}
+
+// reschedule puts a claimed visit back to scheduled at due.
+func (e *Engine) reschedule(ctx context.Context, v *model.StepVisit, due time.Time, why string, cause error) error {
+	upd := map[string]any{"status": model.VisitScheduled, "due_at": due, "lease_until": nil}
+	if cause != nil {
+		upd["error"] = cause.Error()
+	}
+	res := e.cfg.DB.WithContext(ctx).Model(&model.StepVisit{}).Where("id = ? AND status = ?", v.ID, model.VisitRunning).Updates(upd)
+	if res.Error != nil {
+		return fmt.Errorf("journey: reschedule visit: %w", res.Error)
+	}
+	e.log.Info("step rescheduled", "visit", v.ID, "step", v.StepID, "why", why, "due", due, "err", cause)
+	v.DueAt = due
+	e.schedule(v)
+	return nil
+}
+
+// send renders the step's message and delivers it on its channel, then on
+// the fallback channel when the member is unreachable.
+func (e *Engine) send(ctx context.Context, c *Compiled, cs *compiledStep, enr *model.Enrollment, v *model.StepVisit, m *model.Member, vars env, now time.Time) stepResult {
+	snd := cs.Send
+	msg := channels.Message{
+		Text:       render(cs.texts["text"], vars),
+		Subject:    render(cs.texts["subject"], vars),
+		URL:        render(cs.texts["url"], vars),
+		TemplateID: snd.TemplateID,
+		Data:       map[string]string{},
+		Extra:      map[string]string{},
+	}
+	if snd.Channel == channels.SMS {
+		msg.TemplateID = snd.Template
+	}
+	for k, t := range cs.data {
+		msg.Data[k] = render(t, vars)
+	}
+	for k, t := range cs.texts {
+		if name, ok := strings.CutPrefix(k, "extra."); ok {
+			msg.Extra[name] = render(t, vars)
+		}
+	}
+	if code, ok := enr.Event["welcome_code"].(string); ok {
+		msg.Extra["welcome_code"] = code
+	}
+	r := e.deliver(ctx, cs, enr, v, m, snd.Channel, msg, now)
+	if r.outcome == ReasonUnreachable && cs.fbChan != "" {
+		r = e.deliver(ctx, cs, enr, v, m, cs.fbChan, msg, now)
+		if r.outcome == "sent" || r.outcome == "sandbox" {
+			r.outcome = "fallback:" + cs.fbChan
+		}
+	}
+	if r.outcome == ReasonUnreachable && cs.fallback != "" {
+		r.status, r.next, r.outcome = model.VisitDone, cs.fallback, "fallback:"+cs.fallback
+	}
+	return r
+}
+
+// deliver hands one message to one channel, at most once per visit and channel.
+func (e *Engine) deliver(ctx context.Context, cs *compiledStep, enr *model.Enrollment, v *model.StepVisit, m *model.Member, channel string, msg channels.Message, now time.Time) stepResult {
+	ok := stepResult{status: model.VisitDone, next: cs.Next, endReason: ReasonCompleted}
+	msg.Channel = channel
+	msg.To = channels.Recipient{MemberID: m.ID, AppID: m.AppID, OpenID: m.OpenID, UnionID: m.UnionID,
+		ExternalUserID: m.ExternalUserID, Phone: m.Phone, Email: m.Email}
+	payload, _ := json.Marshal(msg)
+	d := model.Delivery{StepVisitID: v.ID, Channel: channel, EnrollmentID: enr.ID, JourneyID: enr.JourneyID,
+		MemberID: m.ID, To: recipientAddress(channel, msg.To), Status: model.DeliverySending, Payload: string(payload), CreatedAt: now}
+	db := e.cfg.DB.WithContext(ctx)
+	res := db.Clauses(onConflictDoNothing).Create(&d)
+	if res.Error != nil {
+		return stepResult{retryAt: now.Add(e.backoff(v.Attempts)), retryErr: res.Error}
+	}
+	if res.RowsAffected == 0 {
+		// An earlier attempt of this visit got this far.
+		if err := db.Where("step_visit_id = ? AND channel = ?", v.ID, channel).First(&d).Error; err != nil {
+			return stepResult{retryAt: now.Add(e.backoff(v.Attempts)), retryErr: err}
+		}
+		switch d.Status {
+		case model.DeliverySent, model.DeliverySandbox:
+			ok.outcome = d.Status
+			return ok
+		case model.DeliveryUnknown:
+			ok.outcome = "unknown"
+			return ok
+		case model.DeliverySending:
+			// The process died while the provider had the message. Only a
+			// channel that dedupes by our idempotency key may be asked again.
+			if channel != channels.WeChatTemplate {
+				db.Model(&d).Update("status", model.DeliveryUnknown)
+				ok.outcome = "unknown"
+				return ok
+			}
+		}
+		db.Model(&d).Updates(map[string]any{"status": model.DeliverySending, "error": ""})
+	}
+	msg.DeliveryID = d.ID
+	msg.IdempotencyKey = fmt.Sprintf("wj-%d", d.ID)
+	var (
+		result channels.Result
+		err    error
+	)
+	switch {
+	case strings.HasPrefix(channel, "wechat.") && !m.Subscribed:
+		err = &channels.Error{Class: channels.ErrUnreachable, Code: 43004, Msg: "member has unfollowed"}
+	case e.cfg.Senders == nil:
+		err = fmt.Errorf("journey: no senders configured: %w", channels.ErrPermanent)
+	default:
+		result, err = e.cfg.Senders.Send(ctx, msg)
+	}
+	sentAt := time.Now().UTC()
+	if err == nil {
+		status := model.DeliverySent
+		if result.Sandbox {
+			status = model.DeliverySandbox
+		}
+		if uerr := db.Model(&d).Updates(map[string]any{"status": status, "provider_id": result.ProviderID, "sent_at": sentAt}).Error; uerr != nil {
+			e.log.Error("recording a sent delivery failed; it stays 'sending' and is never re-sent", "delivery", d.ID, "err", uerr)
+		}
+		ok.outcome = status
+		return ok
+	}
+	var cerr *channels.Error
+	code := 0
+	if errors.As(err, &cerr) {
+		code = cerr.Code
+	}
+	status := model.DeliveryFailed
+	if ambiguous(err) && channel != channels.WeChatTemplate {
+		status = model.DeliveryUnknown
+	}
+	db.Model(&d).Updates(map[string]any{"status": status, "error": err.Error(), "error_code": code})
+	e.log.Warn("delivery failed", "visit", v.ID, "channel", channel, "member", m.ID, "err", err)
+	switch {
+	case status == model.DeliveryUnknown:
+		ok.outcome = "unknown"
+		return ok
+	case errors.Is(err, channels.ErrUnreachable):
+		return stepResult{status: model.VisitDone, outcome: ReasonUnreachable, endReason: ReasonUnreachable}
+	case errors.Is(err, channels.ErrPermanent):
+		return stepResult{status: model.VisitFailed, outcome: "failed", endReason: ReasonFailed}
+	case v.Attempts >= e.cfg.MaxAttempts:
+		return stepResult{status: model.VisitFailed, outcome: "failed", endReason: ReasonFailed}
+	case errors.Is(err, channels.ErrQuota):
+		wait := time.Minute
+		if cerr != nil && cerr.RetryAfter > 0 {
+			wait = cerr.RetryAfter
+		}
+		return stepResult{retryAt: now.Add(wait), retryErr: err}
+	default:
+		return stepResult{retryAt: now.Add(e.backoff(v.Attempts)), retryErr: err}
+	}
+}
+
+// ambiguous reports whether a failed send may still have reached the
+// provider (a timeout after the request left).
+func ambiguous(err error) bool {
+	var cerr *channels.Error
+	if errors.As(err, &cerr) {
+		return false // the provider answered
+	}
+	return errors.Is(err, context.DeadlineExceeded) || os.IsTimeout(err)
+}
+
+func (e *Engine) backoff(attempt int) time.Duration {
+	d := time.Second << min(attempt, 10)
+	return min(d, 10*time.Minute)
+}
+
+func recipientAddress(channel string, to channels.Recipient) string {
+	switch {
+	case strings.HasPrefix(channel, "wechat."):
+		return to.OpenID
+	case strings.HasPrefix(channel, "wecom."):
+		return to.ExternalUserID
+	case channel == channels.SMS:
+		return to.Phone
+	case channel == channels.Email:
+		return to.Email
+	}
+	return ""
+}
+
+func (e *Engine) applyUpdate(db *gorm.DB, m *model.Member, u *Update, now time.Time) error {
+	for _, t := range u.AddTags {
+		if !slices.Contains(m.Tags, t) {
+			m.Tags = append(m.Tags, t)
+		}
+	}
+	m.Tags = slices.DeleteFunc(m.Tags, func(t string) bool { return slices.Contains(u.RemoveTags, t) })
+	if len(u.Set) > 0 && m.Attrs == nil {
+		m.Attrs = map[string]any{}
+	}
+	for k, val := range u.Set {
+		m.Attrs[k] = val
+	}
+	m.UpdatedAt = now
+	if err := db.Model(m).Select("tags", "attrs", "updated_at").Updates(m).Error; err != nil {
+		return fmt.Errorf("journey: update member: %w", err)
+	}
+	return nil
+}
+
+// pickSplit chooses an arm by weight, deterministically per enrollment, so a
+// retried split sends the member down the same arm.
+func pickSplit(arms []SplitArm, enrollmentID int64, stepID string) int {
+	total := 0
+	for _, a := range arms {
+		total += a.Weight
+	}
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%d/%s", enrollmentID, stepID)
+	n := int(h.Sum32() % uint32(total))
+	for i, a := range arms {
+		if n < a.Weight {
+			return i
+		}
+		n -= a.Weight
+	}
+	return len(arms) - 1
+}
+
+// render executes a message template; missing values render empty.
+func render(t *template.Template, vars env) string {
+	if t == nil {
+		return ""
+	}
+	var b strings.Builder
+	if err := t.Execute(&b, map[string]any(vars)); err != nil {
+		return ""
+	}
+	return strings.ReplaceAll(b.String(), "<no value>", "")
+}
+
+func mergeMaps(ms ...map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, m := range ms {
+		for k, v := range m {
+			if v != "" {
+				out[k] = v
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,86 @@
+package journey
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/wejourney/wejourney/model"
+)
+
+// sweepBatch caps how many rows one sweep re-enqueues of each kind.
+const sweepBatch = 1000
+
+// SweepResult says what one sweep re-enqueued.
+type SweepResult struct {
+	Events int // unrouted events
+	Visits int // overdue or abandoned step visits
+}
+
+// Sweep re-enqueues work the database says is overdue: events not routed
+// SweepGrace after they were stored, visits due more than SweepGrace ago, and
+// running visits whose lease expired (their worker died). With an embedded
+// Redis that lost its queue at a restart, the first sweep re-creates it.
+// Re-enqueueing is harmless: routing and step runs happen once.
+func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
+	var r SweepResult
+	db := e.cfg.DB.WithContext(ctx)
+	cutoff := time.Now().UTC().Add(-e.cfg.SweepGrace)
+	var ids []int64
+	if err := db.Model(&model.Event{}).Where("routed_at IS NULL AND received_at < ?", cutoff).
+		Order("id").Limit(sweepBatch).Pluck("id", &ids).Error; err != nil {
+		return r, fmt.Errorf("journey: sweep events: %w", err)
+	}
+	if len(ids) > 0 {
+		r.Events = len(ids)
+		if e.cfg.Queue == nil {
+			if err := e.Route(ctx, ids...); err != nil {
+				e.log.Error("sweep routing", "err", err)
+			}
+		} else {
+			for start := 0; start < len(ids); start += 100 {
+				if _, err := e.cfg.Queue.EnqueueContext(ctx, NewRouteEventsTask(ids[start:min(start+100, len(ids))])); err != nil {
+					return r, fmt.Errorf("journey: sweep enqueue: %w", err)
+				}
+			}
+		}
+	}
+	var visits []*model.StepVisit
+	now := time.Now().UTC()
+	if err := db.Select("id", "due_at", "status").
+		Where("(status IN ? AND due_at < ?) OR (status = ? AND lease_until < ?)",
+			[]string{model.VisitScheduled, model.VisitWaiting}, cutoff, model.VisitRunning, now).
+		Order("due_at").Limit(sweepBatch).Find(&visits).Error; err != nil {
+		return r, fmt.Errorf("journey: sweep visits: %w", err)
+	}
+	r.Visits = len(visits)
+	if e.cfg.Queue == nil {
+		for _, v := range visits {
+			if err := e.RunStep(ctx, v.ID); err != nil {
+				e.log.Error("sweep step", "visit", v.ID, "err", err)
+			}
+		}
+		return r, nil
+	}
+	e.schedule(visits...)
+	return r, nil
+}
+
+// RunSweeper sweeps every interval until ctx ends, starting at once.
+func (e *Engine) RunSweeper(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		r, err := e.Sweep(ctx)
+		if err != nil && ctx.Err() == nil {
+			e.log.Error("sweep failed", "err", err)
+		} else if r.Events+r.Visits > 0 {
+			e.log.Info("sweeper re-enqueued overdue work", "events", r.Events, "visits", r.Visits)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,66 @@
+package journey
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// Task types carried by asynq. Payloads are row ids only.
+const (
+	// TypeRouteEvents routes stored events: payload {"ids": [...]}.
+	TypeRouteEvents = "events:route"
+	// TypeRunStep runs one due step visit: payload is the visit id.
+	TypeRunStep = "step:run"
+)
+
+type routePayload struct {
+	IDs []int64 `json:"ids"`
+}
+
+// NewRouteEventsTask returns a task that routes the events with these ids.
+func NewRouteEventsTask(ids []int64) *asynq.Task {
+	b, _ := json.Marshal(routePayload{IDs: ids}) // a slice of ints always marshals
+	return asynq.NewTask(TypeRouteEvents, b, asynq.MaxRetry(5), asynq.Timeout(2*time.Minute))
+}
+
+// HandleRouteEventsTask routes the task's events (see Engine.Route).
+func (e *Engine) HandleRouteEventsTask(ctx context.Context, t *asynq.Task) error {
+	var p routePayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return fmt.Errorf("journey: bad %s payload: %v: %w", TypeRouteEvents, err, asynq.SkipRetry)
+	}
+	return e.Route(ctx, p.IDs...)
+}
+
+// NewRunStepTask returns a task that runs the step visit at due. Its task id
+// names the visit and due time, so the sweeper and the engine enqueueing the
+// same visit twice yields one task.
+func NewRunStepTask(visitID int64, due time.Time) (*asynq.Task, []asynq.Option) {
+	return asynq.NewTask(TypeRunStep, []byte(strconv.FormatInt(visitID, 10))),
+		[]asynq.Option{
+			asynq.TaskID(fmt.Sprintf("visit:%d@%d", visitID, due.UnixMilli())),
+			asynq.ProcessAt(due),
+			asynq.MaxRetry(10),
+			asynq.Timeout(time.Minute),
+		}
+}
+
+// HandleRunStepTask runs the task's step visit (see Engine.RunStep).
+func (e *Engine) HandleRunStepTask(ctx context.Context, t *asynq.Task) error {
+	id, err := strconv.ParseInt(string(t.Payload()), 10, 64)
+	if err != nil {
+		return fmt.Errorf("journey: bad %s payload %q: %w", TypeRunStep, t.Payload(), asynq.SkipRetry)
+	}
+	return e.RunStep(ctx, id)
+}
+
+// Register adds the engine's task handlers to mux.
+func (e *Engine) Register(mux *asynq.ServeMux) {
+	mux.HandleFunc(TypeRouteEvents, e.HandleRouteEventsTask)
+	mux.HandleFunc(TypeRunStep, e.HandleRunStepTask)
+}

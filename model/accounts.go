@@ -1,0 +1,81 @@
+package model
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// ErrUnknownAccount is returned for an appid no account has.
+var ErrUnknownAccount = errors.New("model: unknown account")
+
+// Accounts looks accounts up by appid with a short-lived in-memory cache, so
+// the callback path does not query the database for every request.
+type Accounts struct {
+	db  *gorm.DB
+	ttl time.Duration
+
+	mu    sync.Mutex
+	cache map[string]cachedAccount
+}
+
+type cachedAccount struct {
+	acct    Account
+	err     error
+	expires time.Time
+}
+
+// NewAccounts returns a lookup over db whose answers live for ttl (10 s when zero).
+func NewAccounts(db *gorm.DB, ttl time.Duration) *Accounts {
+	if ttl <= 0 {
+		ttl = 10 * time.Second
+	}
+	return &Accounts{db: db, ttl: ttl, cache: map[string]cachedAccount{}}
+}
+
+// Get returns the account with this appid, or an error wrapping ErrUnknownAccount.
+func (a *Accounts) Get(ctx context.Context, appid string) (Account, error) {
+	now := time.Now()
+	a.mu.Lock()
+	c, ok := a.cache[appid]
+	a.mu.Unlock()
+	if ok && now.Before(c.expires) {
+		return c.acct, c.err
+	}
+	var acct Account
+	err := a.db.WithContext(ctx).Where(&Account{AppID: appid}).First(&acct).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		err = fmt.Errorf("%w %q", ErrUnknownAccount, appid)
+	} else if err != nil {
+		return Account{}, fmt.Errorf("model: load account: %w", err) // not cached
+	}
+	a.mu.Lock()
+	a.cache[appid] = cachedAccount{acct, err, now.Add(a.ttl)}
+	a.mu.Unlock()
+	return acct, err
+}
+
+// Forget drops appid from the cache (after an account is edited).
+func (a *Accounts) Forget(appid string) {
+	a.mu.Lock()
+	delete(a.cache, appid)
+	a.mu.Unlock()
+}
+
+// UpsertAccount creates or updates the account with acct.AppID.
+func UpsertAccount(db *gorm.DB, acct Account) error {
+	var cur Account
+	err := db.Where(&Account{AppID: acct.AppID}).First(&cur).Error
+	switch {
+	case errors.Is(err, gorm.ErrRecordNotFound):
+		return db.Create(&acct).Error
+	case err != nil:
+		return fmt.Errorf("model: load account: %w", err)
+	}
+	return db.Model(&cur).Updates(map[string]any{"kind": acct.Kind, "name": acct.Name,
+		"app_secret": acct.AppSecret, "token": acct.Token, "aes_key": acct.AESKey}).Error
+}

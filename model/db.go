@@ -1,0 +1,90 @@
+package model
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	"github.com/go-gormigrate/gormigrate/v2"
+	"gorm.io/driver/mysql"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// Open connects to the database named by dialect ("sqlite", "postgres",
+// "mysql") and dsn, as config.ParseDatabaseURL returns them. SQLite files get
+// their directory created, WAL journaling, and a single connection: SQLite
+// has one writer, and one connection keeps writers from failing with
+// SQLITE_BUSY under load.
+func Open(dialect, dsn string) (*gorm.DB, error) {
+	var d gorm.Dialector
+	switch dialect {
+	case "sqlite":
+		if dsn != ":memory:" {
+			if err := os.MkdirAll(filepath.Dir(dsn), 0o755); err != nil {
+				return nil, fmt.Errorf("model: %w", err)
+			}
+		}
+		d = sqlite.Open(dsn + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate")
+	case "postgres":
+		d = postgres.Open(dsn)
+	case "mysql":
+		d = mysql.Open(dsn)
+	default:
+		return nil, fmt.Errorf("model: unknown dialect %q", dialect)
+	}
+	db, err := gorm.Open(d, &gorm.Config{
+		Logger:                 logger.Discard,
+		SkipDefaultTransaction: true,
+		NowFunc:                func() time.Time { return time.Now().UTC() },
+		TranslateError:         true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("model: open %s: %w", dialect, err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	if dialect == "sqlite" {
+		sqlDB.SetMaxOpenConns(1)
+	} else {
+		sqlDB.SetMaxOpenConns(32)
+		sqlDB.SetMaxIdleConns(32)
+		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	}
+	return db, nil
+}
+
+// Migrations are the schema's versions, oldest first. Never edit one that
+// has shipped: add the next.
+func Migrations() []*gormigrate.Migration {
+	return []*gormigrate.Migration{{
+		// v1 creates the spine's tables. Later migrations alter them with
+		// explicit AddColumn/CreateIndex calls, never by re-reading the structs.
+		ID: "2026112301_spine",
+		Migrate: func(tx *gorm.DB) error {
+			return tx.Migrator().CreateTable(&Event{}, &Member{}, &MemberIdentity{}, &Journey{},
+				&JourneyVersion{}, &Enrollment{}, &StepVisit{}, &Delivery{}, &Account{},
+				&AdminUser{}, &APIKey{}, &Setting{})
+		},
+		Rollback: func(tx *gorm.DB) error {
+			return tx.Migrator().DropTable(&Event{}, &Member{}, &MemberIdentity{}, &Journey{},
+				&JourneyVersion{}, &Enrollment{}, &StepVisit{}, &Delivery{}, &Account{},
+				&AdminUser{}, &APIKey{}, &Setting{})
+		},
+	}}
+}
+
+// Migrate brings the schema to the newest version, recording each applied
+// version in the schema_migrations table.
+func Migrate(db *gorm.DB) error {
+	m := gormigrate.New(db, &gormigrate.Options{TableName: "schema_migrations", IDColumnName: "id", IDColumnSize: 64, UseTransaction: false}, Migrations())
+	if err := m.Migrate(); err != nil {
+		return fmt.Errorf("model: migrate: %w", err)
+	}
+	return nil
+}

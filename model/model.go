@@ -1,0 +1,240 @@
+// Package model holds wejourney's database rows, the versioned migrations that
+// create them, and Open, which connects gorm to SQLite, PostgreSQL or MySQL.
+//
+// The database is the source of truth: every acknowledged callback, every
+// enrollment with its next step and due time, every delivery and its status is
+// a row here. Queues only carry row ids. Functions take a *gorm.DB; there is no
+// package-level handle.
+package model
+
+import (
+	"time"
+)
+
+// Event statuses are implied by RoutedAt: nil means not yet routed.
+
+// MemberRef names a member the way an input did: by any of these identities.
+type MemberRef struct {
+	AppID          string `json:"appid,omitempty"`
+	OpenID         string `json:"openid,omitempty"`
+	UnionID        string `json:"unionid,omitempty"`
+	ExternalUserID string `json:"external_userid,omitempty"`
+	Phone          string `json:"phone,omitempty"`
+	Email          string `json:"email,omitempty"`
+	UserID         string `json:"user_id,omitempty"`
+}
+
+// Event is one normalized input: a WeChat or WeCom callback, a brand event
+// from the events API, or an engine event. DedupeKey is unique, so a retried
+// callback inserts nothing.
+type Event struct {
+	ID         int64          `gorm:"primaryKey;autoIncrement"`
+	DedupeKey  string         `gorm:"size:191;not null;uniqueIndex"`
+	Type       string         `gorm:"size:64;not null;index"`
+	Source     string         `gorm:"size:32;not null"`
+	Member     MemberRef      `gorm:"serializer:json;type:text"`
+	Props      map[string]any `gorm:"serializer:json;type:text"`
+	At         time.Time      `gorm:"not null"`
+	ReceivedAt time.Time      `gorm:"not null"`
+	MemberID   *int64         `gorm:"index"`
+	RoutedAt   *time.Time     `gorm:"index"`
+	// Attempts counts routing attempts, so a poisonous event is parked, not retried forever.
+	Attempts int    `gorm:"not null;default:0"`
+	Error    string `gorm:"type:text"`
+}
+
+// Member is one person, however many identities they arrived with.
+type Member struct {
+	ID                int64          `gorm:"primaryKey;autoIncrement"`
+	AppID             string         `gorm:"size:64"`
+	OpenID            string         `gorm:"size:128"`
+	UnionID           string         `gorm:"size:128"`
+	ExternalUserID    string         `gorm:"size:128"`
+	Phone             string         `gorm:"size:32"`
+	Email             string         `gorm:"size:191"`
+	UserID            string         `gorm:"size:128"`
+	Nickname          string         `gorm:"size:128"`
+	Subscribed        bool           `gorm:"not null;default:false"`
+	SubscribedAt      *time.Time
+	Tags              []string       `gorm:"serializer:json;type:text"`
+	Attrs             map[string]any `gorm:"serializer:json;type:text"`
+	FirstScene        string         `gorm:"size:128"`
+	LastScene         string         `gorm:"size:128"`
+	LastInteractionAt *time.Time
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+}
+
+// Identity kinds of MemberIdentity.
+const (
+	IdentityOpenID         = "openid" // value: appid + "/" + openid
+	IdentityUnionID        = "unionid"
+	IdentityExternalUserID = "external_userid"
+	IdentityPhone          = "phone"
+	IdentityEmail          = "email"
+	IdentityUserID         = "user_id"
+)
+
+// MemberIdentity maps one identity to its member; (Kind, Value) is unique.
+type MemberIdentity struct {
+	Kind     string `gorm:"primaryKey;size:32"`
+	Value    string `gorm:"primaryKey;size:191"`
+	MemberID int64  `gorm:"not null;index"`
+}
+
+// Journey statuses.
+const (
+	JourneyActive = "active"
+	JourneyPaused = "paused"
+)
+
+// Journey is the stable identity of a journey; its definition lives in versions.
+type Journey struct {
+	ID               int64  `gorm:"primaryKey;autoIncrement"`
+	Key              string `gorm:"size:128;not null;uniqueIndex"`
+	Name             string `gorm:"size:255"`
+	Status           string `gorm:"size:16;not null"`
+	CurrentVersionID int64
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+}
+
+// JourneyVersion is one published definition. Members stay on the version
+// they entered.
+type JourneyVersion struct {
+	ID        int64  `gorm:"primaryKey;autoIncrement"`
+	JourneyID int64  `gorm:"not null;uniqueIndex:idx_journey_version"`
+	Version   int    `gorm:"not null;uniqueIndex:idx_journey_version"`
+	Source    string `gorm:"type:text;not null"` // the YAML as written
+	Hash      string `gorm:"size:64;not null"`   // sha256 of Source, to skip re-publishing unchanged files
+	Origin    string `gorm:"size:255"`           // file path or "admin"
+	CreatedAt time.Time
+}
+
+// Enrollment statuses.
+const (
+	EnrollmentActive    = "active"
+	EnrollmentCompleted = "completed"
+	EnrollmentExited    = "exited"
+	EnrollmentFailed    = "failed"
+)
+
+// Enrollment is one member's pass through one journey version.
+type Enrollment struct {
+	ID        int64 `gorm:"primaryKey;autoIncrement"`
+	JourneyID int64 `gorm:"not null;index:idx_enrollment_member"`
+	VersionID int64 `gorm:"not null"`
+	MemberID  int64 `gorm:"not null;index:idx_enrollment_member"`
+	Status    string `gorm:"size:16;not null;index"`
+	// ActiveKey is "journeyID:memberID" while active and NULL after, so a
+	// member is in a journey at most once at a time, whatever races.
+	ActiveKey      *string        `gorm:"size:64;uniqueIndex"`
+	StepID         string         `gorm:"size:64"`
+	TriggerEventID int64          `gorm:"not null"`
+	Event          map[string]any `gorm:"serializer:json;type:text"` // the trigger event, for templates
+	EnteredAt      time.Time      `gorm:"not null"`
+	EndedAt        *time.Time
+	EndReason      string `gorm:"size:128"`
+}
+
+// Step visit statuses.
+const (
+	VisitScheduled = "scheduled" // due at DueAt
+	VisitRunning   = "running"   // claimed until LeaseUntil
+	VisitWaiting   = "waiting"   // wait_for: until an event or DueAt (timeout)
+	VisitDone      = "done"
+	VisitFailed    = "failed"
+	VisitCancelled = "cancelled"
+)
+
+// StepVisit is one visit of one step by one enrollment: the schedule and the
+// analytics record at once. (EnrollmentID, Seq) is unique, so a step
+// transition happens once.
+type StepVisit struct {
+	ID           int64  `gorm:"primaryKey;autoIncrement"`
+	EnrollmentID int64  `gorm:"not null;uniqueIndex:idx_visit_seq"`
+	Seq          int    `gorm:"not null;uniqueIndex:idx_visit_seq"`
+	JourneyID    int64  `gorm:"not null;index:idx_visit_step"`
+	VersionID    int64  `gorm:"not null"`
+	StepID       string `gorm:"size:64;not null;index:idx_visit_step"`
+	MemberID     int64  `gorm:"not null;index"`
+	Status       string `gorm:"size:16;not null;index:idx_visit_due"`
+	DueAt        time.Time `gorm:"not null;index:idx_visit_due"`
+	Outcome      string    `gorm:"size:64"`
+	LeaseUntil   *time.Time
+	Attempts     int    `gorm:"not null;default:0"`
+	Error        string `gorm:"type:text"`
+	CreatedAt    time.Time
+	FinishedAt   *time.Time
+}
+
+// Delivery statuses.
+const (
+	DeliverySending = "sending" // handed to the provider; outcome not yet known
+	DeliverySent    = "sent"
+	DeliverySandbox = "sandbox" // logged only: no real credentials
+	DeliveryFailed  = "failed"
+	DeliveryUnknown = "unknown" // the process died mid-send; never re-sent
+)
+
+// Delivery is one message on one channel for one step visit;
+// (StepVisitID, Channel) is unique: at most one message per step visit and channel.
+type Delivery struct {
+	ID           int64  `gorm:"primaryKey;autoIncrement"`
+	StepVisitID  int64  `gorm:"not null;uniqueIndex:idx_delivery_visit"`
+	Channel      string `gorm:"size:64;not null;uniqueIndex:idx_delivery_visit"`
+	EnrollmentID int64  `gorm:"not null"`
+	JourneyID    int64  `gorm:"not null;index"`
+	MemberID     int64  `gorm:"not null;index"`
+	To           string `gorm:"size:191"`
+	Status       string `gorm:"size:16;not null"`
+	ProviderID   string `gorm:"size:128"`
+	ErrorCode    int
+	Error        string `gorm:"type:text"`
+	Payload      string `gorm:"type:text"`
+	CreatedAt    time.Time
+	SentAt       *time.Time
+}
+
+// Account kinds.
+const (
+	AccountWeChatOA = "wechat_oa"
+	AccountWeCom    = "wecom"
+)
+
+// Account is a connected Official Account or WeCom app. AppID is the
+// Official Account's appid, or "corpid/agentid" for WeCom.
+type Account struct {
+	ID        int64  `gorm:"primaryKey;autoIncrement"`
+	Kind      string `gorm:"size:16;not null"`
+	AppID     string `gorm:"size:128;not null;uniqueIndex"`
+	Name      string `gorm:"size:255"`
+	AppSecret string `gorm:"size:255"`
+	Token     string `gorm:"size:255"`
+	AESKey    string `gorm:"size:64"`
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// AdminUser can log into the admin page.
+type AdminUser struct {
+	ID           int64  `gorm:"primaryKey;autoIncrement"`
+	Username     string `gorm:"size:64;not null;uniqueIndex"`
+	PasswordHash string `gorm:"size:255;not null"`
+	CreatedAt    time.Time
+}
+
+// APIKey authorizes the events API. Only the key's SHA-256 is stored.
+type APIKey struct {
+	ID         int64  `gorm:"primaryKey;autoIncrement"`
+	Name       string `gorm:"size:128"`
+	Hash       string `gorm:"size:64;not null;uniqueIndex"`
+	CreatedAt  time.Time
+	LastUsedAt *time.Time
+}
+
+// Setting is a small key/value row (the session-signing secret, ...).
+type Setting struct {
+	Key   string `gorm:"primaryKey;size:64"`
+	Value string `gorm:"type:text"`
+}
