@@ -139,7 +139,13 @@ func (h *Handler) officialAccount(c *gin.Context) {
 		return
 	}
 	h.metrics.ackTime.Observe(time.Since(start).Seconds())
-	c.String(http.StatusOK, "success")
+	if err := srv.Send(); err != nil {
+		h.log.Error("writing callback reply", "err", err)
+	}
+	if !c.Writer.Written() {
+		// silenceper answers "success" itself in plaintext mode only.
+		c.String(http.StatusOK, "success")
+	}
 }
 
 var errStore = errors.New("store event")

@@ -23,6 +23,10 @@ import (
 // whole seconds and may deliver a task up to a second early.
 const holdLimit = 2 * time.Second
 
+// ReplyWindow is how long after entering a journey a send still counts as
+// a reply to the member's action: quiet hours do not hold it.
+const ReplyWindow = time.Minute
+
 // RunStep runs the step visit with this id if it is due and not yet run. It
 // is safe to call any number of times for the same visit, concurrently: the
 // visit is claimed with a conditional update, and a message already handed to
@@ -141,7 +145,9 @@ func (e *Engine) execute(ctx context.Context, v *model.StepVisit, wasWaiting boo
 		}
 		r.outcome = "updated"
 	case cs.Send != nil:
-		if until := c.quiet.until(now); until.After(now) {
+		// A send within ReplyWindow of entering answers the member's own
+		// action (a follow, a keyword) and is not held by quiet hours.
+		if until := c.quiet.until(now); until.After(now) && now.Sub(enr.EnteredAt) > ReplyWindow {
 			return e.reschedule(ctx, v, until, "quiet hours", nil)
 		}
 		r = e.send(ctx, c, cs, &enr, v, &m, vars, now)

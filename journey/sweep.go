@@ -84,3 +84,33 @@ func (e *Engine) RunSweeper(ctx context.Context, interval time.Duration) {
 		}
 	}
 }
+
+// Recover enqueues every open step visit, whatever its due time. Run it at
+// start when the queue is known to be empty (the in-process Redis), so waits
+// end on time instead of when the sweeper finds them overdue.
+func (e *Engine) Recover(ctx context.Context) (int, error) {
+	if e.cfg.Queue == nil {
+		return 0, nil
+	}
+	n := 0
+	var last int64
+	for {
+		var visits []*model.StepVisit
+		if err := e.cfg.DB.WithContext(ctx).Select("id", "due_at", "status").
+			Where("id > ? AND status IN ?", last, []string{model.VisitScheduled, model.VisitWaiting, model.VisitRunning}).
+			Order("id").Limit(sweepBatch).Find(&visits).Error; err != nil {
+			return n, fmt.Errorf("journey: recover: %w", err)
+		}
+		if len(visits) == 0 {
+			return n, nil
+		}
+		for _, v := range visits {
+			if v.Status == model.VisitRunning {
+				v.DueAt = time.Now().UTC() // lease expiry decides; RunStep checks it
+			}
+		}
+		e.schedule(visits...)
+		n += len(visits)
+		last = visits[len(visits)-1].ID
+	}
+}

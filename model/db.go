@@ -1,9 +1,11 @@
 package model
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/glebarez/sqlite"
@@ -85,6 +87,23 @@ func Migrate(db *gorm.DB) error {
 	m := gormigrate.New(db, &gormigrate.Options{TableName: "schema_migrations", IDColumnName: "id", IDColumnSize: 64, UseTransaction: false}, Migrations())
 	if err := m.Migrate(); err != nil {
 		return fmt.Errorf("model: migrate: %w", err)
+	}
+	return nil
+}
+
+// ErrNotMigrated is returned by CheckMigrated when the schema is behind.
+var ErrNotMigrated = errors.New("model: the database schema is not up to date; run `wejourney migrate`")
+
+// CheckMigrated reports whether every migration has been applied.
+func CheckMigrated(db *gorm.DB) error {
+	var applied []string
+	if err := db.Table("schema_migrations").Pluck("id", &applied).Error; err != nil {
+		return fmt.Errorf("%w (%v)", ErrNotMigrated, err)
+	}
+	for _, m := range Migrations() {
+		if !slices.Contains(applied, m.ID) {
+			return fmt.Errorf("%w: missing %s", ErrNotMigrated, m.ID)
+		}
 	}
 	return nil
 }

@@ -45,16 +45,16 @@ type Event struct {
 
 // Member is one person, however many identities they arrived with.
 type Member struct {
-	ID                int64          `gorm:"primaryKey;autoIncrement"`
-	AppID             string         `gorm:"size:64"`
-	OpenID            string         `gorm:"size:128"`
-	UnionID           string         `gorm:"size:128"`
-	ExternalUserID    string         `gorm:"size:128"`
-	Phone             string         `gorm:"size:32"`
-	Email             string         `gorm:"size:191"`
-	UserID            string         `gorm:"size:128"`
-	Nickname          string         `gorm:"size:128"`
-	Subscribed        bool           `gorm:"not null;default:false"`
+	ID                int64  `gorm:"primaryKey;autoIncrement"`
+	AppID             string `gorm:"size:64"`
+	OpenID            string `gorm:"size:128"`
+	UnionID           string `gorm:"size:128"`
+	ExternalUserID    string `gorm:"size:128"`
+	Phone             string `gorm:"size:32"`
+	Email             string `gorm:"size:191"`
+	UserID            string `gorm:"size:128"`
+	Nickname          string `gorm:"size:128"`
+	Subscribed        bool   `gorm:"not null;default:false"`
 	SubscribedAt      *time.Time
 	Tags              []string       `gorm:"serializer:json;type:text"`
 	Attrs             map[string]any `gorm:"serializer:json;type:text"`
@@ -121,10 +121,10 @@ const (
 
 // Enrollment is one member's pass through one journey version.
 type Enrollment struct {
-	ID        int64 `gorm:"primaryKey;autoIncrement"`
-	JourneyID int64 `gorm:"not null;index:idx_enrollment_member"`
-	VersionID int64 `gorm:"not null"`
-	MemberID  int64 `gorm:"not null;index:idx_enrollment_member"`
+	ID        int64  `gorm:"primaryKey;autoIncrement"`
+	JourneyID int64  `gorm:"not null;index:idx_enrollment_member"`
+	VersionID int64  `gorm:"not null"`
+	MemberID  int64  `gorm:"not null;index:idx_enrollment_member"`
 	Status    string `gorm:"size:16;not null;index"`
 	// ActiveKey is "journeyID:memberID" while active and NULL after, so a
 	// member is in a journey at most once at a time, whatever races.
@@ -151,14 +151,14 @@ const (
 // analytics record at once. (EnrollmentID, Seq) is unique, so a step
 // transition happens once.
 type StepVisit struct {
-	ID           int64  `gorm:"primaryKey;autoIncrement"`
-	EnrollmentID int64  `gorm:"not null;uniqueIndex:idx_visit_seq"`
-	Seq          int    `gorm:"not null;uniqueIndex:idx_visit_seq"`
-	JourneyID    int64  `gorm:"not null;index:idx_visit_step"`
-	VersionID    int64  `gorm:"not null"`
-	StepID       string `gorm:"size:64;not null;index:idx_visit_step"`
-	MemberID     int64  `gorm:"not null;index"`
-	Status       string `gorm:"size:16;not null;index:idx_visit_due"`
+	ID           int64     `gorm:"primaryKey;autoIncrement"`
+	EnrollmentID int64     `gorm:"not null;uniqueIndex:idx_visit_seq"`
+	Seq          int       `gorm:"not null;uniqueIndex:idx_visit_seq"`
+	JourneyID    int64     `gorm:"not null;index:idx_visit_step"`
+	VersionID    int64     `gorm:"not null"`
+	StepID       string    `gorm:"size:64;not null;index:idx_visit_step"`
+	MemberID     int64     `gorm:"not null;index"`
+	Status       string    `gorm:"size:16;not null;index:idx_visit_due"`
 	DueAt        time.Time `gorm:"not null;index:idx_visit_due"`
 	Outcome      string    `gorm:"size:64"`
 	LeaseUntil   *time.Time

@@ -1,0 +1,378 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/crypto/bcrypt"
+	"gorm.io/gorm"
+
+	"github.com/wejourney/wejourney/channels"
+	"github.com/wejourney/wejourney/channels/wechat"
+	"github.com/wejourney/wejourney/config"
+	"github.com/wejourney/wejourney/handler"
+	"github.com/wejourney/wejourney/journey"
+	"github.com/wejourney/wejourney/model"
+)
+
+// Roles a serve process can take.
+const (
+	RoleAll    = "all"
+	RoleWeb    = "web"
+	RoleWorker = "worker"
+)
+
+// Options are the process-level choices beside the configuration.
+type Options struct {
+	Role string // RoleAll (default), RoleWeb or RoleWorker
+	// Listener, if set, is served instead of listening on cfg.HTTPAddr.
+	Listener net.Listener
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// SweepInterval defaults to 2 seconds.
+	SweepInterval time.Duration
+	// Concurrency of the asynq worker; default 32.
+	Concurrency int
+}
+
+// App is one wired wejourney process.
+type App struct {
+	Cfg    config.Config
+	Opts   Options
+	DB     *gorm.DB
+	Engine *journey.Engine
+	Log    *slog.Logger
+	// Addr is the address the HTTP server listens on, once started.
+	Addr string
+	// AdminPassword is set when this start created the admin user.
+	AdminPassword string
+
+	mini      *miniredis.Miniredis
+	redisOpt  asynq.RedisConnOpt
+	rdb       redis.UniversalClient
+	queue     *asynq.Client
+	worker    *asynq.Server
+	ingestor  *journey.Ingestor
+	http      *http.Server
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// NewApp opens the database and Redis and wires every part; Start runs it.
+func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Role == "" {
+		opts.Role = RoleAll
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.SweepInterval <= 0 {
+		opts.SweepInterval = 2 * time.Second
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 32
+	}
+	a := &App{Cfg: cfg, Opts: opts, Log: opts.Logger}
+	ok := false
+	defer func() {
+		if !ok {
+			a.Close()
+		}
+	}()
+	wechat.SilenceSDK()
+	wechat.SetAPIBase(cfg.WeChatAPIBase)
+	wechat.SetHTTPClient(wechat.NewHTTPClient(64, 10*time.Second))
+
+	dialect, dsn, _ := config.ParseDatabaseURL(cfg.DatabaseURL) // validated above
+	db, err := model.Open(dialect, dsn)
+	if err != nil {
+		return nil, err
+	}
+	a.DB = db
+	if dialect == "sqlite" {
+		// The embedded default migrates itself; production runs `wejourney migrate`.
+		if err := model.Migrate(db); err != nil {
+			return nil, err
+		}
+	} else if err := model.CheckMigrated(db); err != nil {
+		return nil, err
+	}
+
+	if cfg.RedisURL == "" {
+		a.mini = miniredis.NewMiniRedis()
+		if err := a.mini.Start(); err != nil {
+			return nil, fmt.Errorf("start in-process redis: %w", err)
+		}
+		a.redisOpt = asynq.RedisClientOpt{Addr: a.mini.Addr()}
+	} else {
+		a.redisOpt, err = asynq.ParseRedisURI(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("WEJOURNEY_REDIS_URL: %w", err)
+		}
+	}
+	rc, ok2 := a.redisOpt.MakeRedisClient().(redis.UniversalClient)
+	if !ok2 {
+		return nil, errors.New("redis: unexpected client type")
+	}
+	a.rdb = rc
+	if err := a.rdb.Ping(ctx).Err(); err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	a.queue = asynq.NewClient(a.redisOpt)
+
+	if err := a.bootstrap(ctx); err != nil {
+		return nil, err
+	}
+	accounts := model.NewAccounts(db, 0)
+	wx := wechat.NewSender(wechat.Config{Accounts: wechatAccounts{accounts}, Cache: wechat.NewRedisCache(a.rdb), Logger: a.Log})
+	logOnly := logSender{a.Log}
+	senders := channels.Registry{
+		channels.WeChatText: wx, channels.WeChatNews: wx, channels.WeChatImage: wx,
+		channels.WeChatMiniprogramPage: wx, channels.WeChatTemplate: wx,
+	}
+	if cfg.SMSProvider == "log" {
+		senders[channels.SMS] = logOnly
+	}
+	if cfg.SMTPURL == "" {
+		senders[channels.Email] = logOnly
+	}
+	a.Engine = journey.New(journey.Config{DB: db, Queue: a.queue, Senders: senders, Logger: a.Log})
+	if _, err := a.Engine.SyncDir(ctx, cfg.JourneysDir); err != nil {
+		a.Log.Error("some journeys were not loaded", "dir", cfg.JourneysDir, "err", err)
+	}
+
+	if opts.Role != RoleWorker {
+		a.ingestor = journey.NewIngestor(journey.IngestorConfig{DB: db, Queue: a.queue, Logger: a.Log})
+		var secret model.Setting
+		if err := db.Where(&model.Setting{Key: "session_secret"}).First(&secret).Error; err != nil {
+			return nil, fmt.Errorf("load session secret: %w", err)
+		}
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		h := handler.New(handler.Config{
+			DB: db, Ingestor: a.ingestor, Accounts: accounts, Registry: reg, Logger: a.Log,
+			Ready: func(r *http.Request) error {
+				sqlDB, err := db.DB()
+				if err != nil {
+					return err
+				}
+				if err := sqlDB.PingContext(r.Context()); err != nil {
+					return fmt.Errorf("database: %w", err)
+				}
+				if err := a.rdb.Ping(r.Context()).Err(); err != nil {
+					return fmt.Errorf("redis: %w", err)
+				}
+				return nil
+			},
+			Admin: handler.NewAdmin(handler.AdminConfig{DB: db, Secret: []byte(secret.Value), Sandbox: cfg.Sandbox()}),
+		})
+		a.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	}
+	if opts.Role != RoleWeb {
+		a.worker = asynq.NewServer(a.redisOpt, asynq.Config{
+			Concurrency:              opts.Concurrency,
+			TaskCheckInterval:        20 * time.Millisecond,
+			DelayedTaskCheckInterval: time.Second,
+			Logger:                   asynqLogger{a.Log},
+			LogLevel:                 asynq.WarnLevel,
+			ShutdownTimeout:          10 * time.Second,
+		})
+	}
+	ok = true
+	return a, nil
+}
+
+// bootstrap seeds what a first start needs: the default Official Account,
+// the first admin, the API key from the environment, the session secret.
+func (a *App) bootstrap(ctx context.Context) error {
+	db := a.DB.WithContext(ctx)
+	cfg := a.Cfg
+	acct := model.Account{Kind: model.AccountWeChatOA, AppID: cfg.DefaultAppID(), Name: "default",
+		AppSecret: cfg.WeChatAppSecret, Token: cfg.DefaultToken(), AESKey: cfg.WeChatAESKey}
+	if err := model.UpsertAccount(db, acct); err != nil {
+		return fmt.Errorf("seed account: %w", err)
+	}
+	var n int64
+	if err := db.Model(&model.AdminUser{}).Count(&n).Error; err != nil {
+		return fmt.Errorf("count admins: %w", err)
+	}
+	if n == 0 {
+		pw := cfg.AdminPassword
+		if pw == "" {
+			pw = randomHex(8)
+			a.AdminPassword = pw
+		}
+		hash, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+		if err != nil {
+			return fmt.Errorf("hash admin password: %w", err)
+		}
+		if err := db.Create(&model.AdminUser{Username: "admin", PasswordHash: string(hash)}).Error; err != nil {
+			return fmt.Errorf("create admin: %w", err)
+		}
+	}
+	if cfg.APIKey != "" {
+		k := model.APIKey{Name: "WEJOURNEY_API_KEY", Hash: handler.HashAPIKey(cfg.APIKey), CreatedAt: time.Now().UTC()}
+		if err := db.Where(&model.APIKey{Hash: k.Hash}).FirstOrCreate(&k).Error; err != nil {
+			return fmt.Errorf("seed api key: %w", err)
+		}
+	}
+	secret := model.Setting{Key: "session_secret", Value: randomHex(32)}
+	if err := db.Where(&model.Setting{Key: secret.Key}).FirstOrCreate(&secret).Error; err != nil {
+		return fmt.Errorf("seed session secret: %w", err)
+	}
+	return nil
+}
+
+// Start serves HTTP and runs the worker and sweeper in the background.
+func (a *App) Start(ctx context.Context) error {
+	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if a.mini != nil {
+		// miniredis's TTLs move only when its clock does.
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					a.mini.SetTime(time.Now())
+					a.mini.FastForward(time.Second)
+				}
+			}
+		}()
+	}
+	if a.worker != nil {
+		mux := asynq.NewServeMux()
+		a.Engine.Register(mux)
+		if err := a.worker.Start(mux); err != nil {
+			return fmt.Errorf("start worker: %w", err)
+		}
+		if a.mini != nil {
+			// The in-process Redis starts empty: put every open step back.
+			if n, err := a.Engine.Recover(ctx); err != nil {
+				a.Log.Error("recovering open steps", "err", err)
+			} else if n > 0 {
+				a.Log.Info("re-enqueued open steps after start", "visits", n)
+			}
+		}
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.Engine.RunSweeper(ctx, a.Opts.SweepInterval)
+		}()
+	}
+	if a.http != nil {
+		ln := a.Opts.Listener
+		if ln == nil {
+			var err error
+			if ln, err = net.Listen("tcp", a.Cfg.HTTPAddr); err != nil {
+				return fmt.Errorf("listen: %w", err)
+			}
+		}
+		a.Addr = ln.Addr().String()
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.Log.Error("http server", "err", err)
+			}
+		}()
+	}
+	return nil
+}
+
+// Close shuts down in order: HTTP (finishing in-flight callbacks), the
+// ingestor, the worker, the background loops, the queue, Redis, the database.
+func (a *App) Close() {
+	a.closeOnce.Do(func() {
+		if a.http != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			a.http.Shutdown(sctx)
+			cancel()
+		}
+		if a.ingestor != nil {
+			a.ingestor.Close()
+		}
+		if a.worker != nil {
+			a.worker.Shutdown()
+		}
+		if a.cancel != nil {
+			a.cancel()
+		}
+		a.wg.Wait()
+		if a.queue != nil {
+			a.queue.Close()
+		}
+		if a.rdb != nil {
+			a.rdb.Close()
+		}
+		if a.mini != nil {
+			a.mini.Close()
+		}
+		if a.DB != nil {
+			if sqlDB, err := a.DB.DB(); err == nil {
+				sqlDB.Close()
+			}
+		}
+	})
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// wechatAccounts adapts the model's account lookup to the WeChat sender.
+type wechatAccounts struct{ a *model.Accounts }
+
+func (w wechatAccounts) Account(ctx context.Context, appid string) (wechat.Account, error) {
+	acct, err := w.a.Get(ctx, appid)
+	if errors.Is(err, model.ErrUnknownAccount) {
+		return wechat.Account{}, fmt.Errorf("%w: %w", wechat.ErrUnknownAccount, err)
+	}
+	if err != nil {
+		return wechat.Account{}, err
+	}
+	return wechat.Account{AppID: acct.AppID, AppSecret: acct.AppSecret, Token: acct.Token, AESKey: acct.AESKey}, nil
+}
+
+// logSender records messages of channels that have no provider configured
+// (the `log` SMS provider, email without SMTP).
+type logSender struct{ log *slog.Logger }
+
+func (l logSender) Send(_ context.Context, msg channels.Message) (channels.Result, error) {
+	l.log.Info(msg.Channel+" (log provider): would send", "to", msg.To, "template", msg.TemplateID, "text", msg.Text, "data", msg.Data)
+	return channels.Result{Sandbox: true}, nil
+}
+
+// asynqLogger sends asynq's logs to slog.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Fatal(args ...any) {
+	a.l.Error(fmt.Sprint(args...), "component", "asynq", "fatal", true)
+}
