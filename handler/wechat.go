@@ -139,9 +139,8 @@ func (h *Handler) officialAccount(c *gin.Context) {
 		return
 	}
 	h.metrics.ackTime.Observe(time.Since(start).Seconds())
-	if err := srv.Send(); err != nil {
-		h.log.Error("writing callback reply", "err", err)
-	}
+	// wejourney never replies passively (journeys answer through the API),
+	// so there is nothing for srv.Send to encrypt.
 	if !c.Writer.Written() {
 		// silenceper answers "success" itself in plaintext mode only.
 		c.String(http.StatusOK, "success")

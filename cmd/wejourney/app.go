@@ -46,6 +46,10 @@ type Options struct {
 	SweepInterval time.Duration
 	// Concurrency of the asynq worker; default 32.
 	Concurrency int
+	// AutoMigrate applies pending migrations at start (the embedded SQLite
+	// default does); otherwise a behind schema is an error that says to run
+	// `wejourney migrate`.
+	AutoMigrate bool
 }
 
 // App is one wired wejourney process.
@@ -106,8 +110,7 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 		return nil, err
 	}
 	a.DB = db
-	if dialect == "sqlite" {
-		// The embedded default migrates itself; production runs `wejourney migrate`.
+	if opts.AutoMigrate {
 		if err := model.Migrate(db); err != nil {
 			return nil, err
 		}

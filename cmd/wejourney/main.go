@@ -97,7 +97,9 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	slog.SetDefault(logger)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	app, err := NewApp(ctx, cfg, Options{Role: *role, Logger: logger})
+	// The embedded default migrates itself; production runs `wejourney migrate`.
+	embedded := strings.HasPrefix(cfg.DatabaseURL, "sqlite:")
+	app, err := NewApp(ctx, cfg, Options{Role: *role, Logger: logger, AutoMigrate: embedded})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/wejourney/wejourney/config"
+	"github.com/wejourney/wejourney/internal/fakewx"
+	"github.com/wejourney/wejourney/internal/wxsim"
+	"github.com/wejourney/wejourney/model"
+)
+
+// The integration tests run against the embedded defaults (a fresh SQLite
+// file and an in-process Redis per test) unless these name real servers:
+//
+//	WEJOURNEY_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test  (a fresh database is created per test)
+//	WEJOURNEY_TEST_REDIS_URL=redis://127.0.0.1:6379/9                     (flushed before each test)
+const (
+	envTestDB    = "WEJOURNEY_TEST_DATABASE_URL"
+	envTestRedis = "WEJOURNEY_TEST_REDIS_URL"
+)
+
+const (
+	testAppID  = "wxtest0000000001"
+	testToken  = "test-token"
+	testAESKey = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+)
+
+// testDatabaseURL returns a fresh database for one test.
+func testDatabaseURL(t testing.TB) string {
+	base := os.Getenv(envTestDB)
+	if base == "" {
+		return "sqlite:" + filepath.Join(t.TempDir(), "wejourney.db")
+	}
+	if !strings.HasPrefix(base, "postgres") {
+		t.Fatalf("%s: only postgres:// is supported for fresh per-test databases, got %q", envTestDB, base)
+	}
+	admin, err := sql.Open("pgx", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	name := fmt.Sprintf("wj_test_%d", time.Now().UnixNano())
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		admin, err := sql.Open("pgx", base)
+		if err != nil {
+			return
+		}
+		defer admin.Close()
+		admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// testRedisURL returns the real Redis to use, flushed, or "" for the in-process one.
+func testRedisURL(t testing.TB) string {
+	raw := os.Getenv(envTestRedis)
+	if raw == "" {
+		return ""
+	}
+	opt, err := redis.ParseURL(raw)
+	if err != nil {
+		t.Fatalf("%s: %v", envTestRedis, err)
+	}
+	c := redis.NewClient(opt)
+	defer c.Close()
+	if err := c.FlushDB(context.Background()).Err(); err != nil {
+		t.Fatalf("flush test redis: %v", err)
+	}
+	return raw
+}
+
+// harness is one running wejourney (all roles) wired to a fake WeChat API.
+type harness struct {
+	t     *testing.T
+	app   *App
+	fake  *fakewx.Server
+	plain *wxsim.Client // plaintext callbacks
+	safe  *wxsim.Client // safe-mode (AES) callbacks
+	base  string
+	db    *gorm.DB
+}
+
+// newHarness starts wejourney with the given journeys (file name → YAML).
+func newHarness(t *testing.T, journeys map[string]string) *harness {
+	t.Helper()
+	fake := fakewx.New(fakewx.Config{})
+	t.Cleanup(fake.Close)
+	dir := t.TempDir()
+	for name, src := range journeys {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := config.Defaults()
+	cfg.DatabaseURL = testDatabaseURL(t)
+	cfg.RedisURL = testRedisURL(t)
+	cfg.JourneysDir = dir
+	cfg.WeChatAppID, cfg.WeChatAppSecret, cfg.WeChatToken, cfg.WeChatAESKey = testAppID, "test-secret", testToken, testAESKey
+	cfg.WeChatAPIBase = fake.URL
+	cfg.AdminPassword = "admin-pass"
+	cfg.APIKey = "test-api-key"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	ctx := context.Background()
+	app, err := NewApp(ctx, cfg, Options{Listener: ln, Logger: logger, AutoMigrate: true, SweepInterval: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("NewApp: %v", err)
+	}
+	t.Cleanup(app.Close)
+	if err := app.Start(ctx); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	h := &harness{t: t, app: app, fake: fake, base: "http://" + app.Addr, db: app.DB}
+	h.plain = h.client("")
+	h.safe = h.client(testAESKey)
+	return h
+}
+
+func (h *harness) client(aes string) *wxsim.Client {
+	c, err := wxsim.New(wxsim.Config{Target: h.base, AppID: testAppID, Token: testToken, AESKey: aes})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return c
+}
+
+// send delivers a callback and returns the HTTP status and body.
+func (h *harness) send(c *wxsim.Client, ev wxsim.Event) (int, string) {
+	h.t.Helper()
+	status, body, err := c.Send(context.Background(), ev)
+	if err != nil {
+		h.t.Fatalf("send %s: %v", ev.Kind, err)
+	}
+	return status, body
+}
+
+// waitMessages waits until the fake WeChat API holds n messages for openid.
+func (h *harness) waitMessages(openid string, n int, within time.Duration) []fakewx.Message {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	err := h.fake.Wait(ctx, func(all []fakewx.Message) bool {
+		k := 0
+		for _, m := range all {
+			if m.ToUser == openid {
+				k++
+			}
+		}
+		return k >= n
+	})
+	got := h.fake.MessagesTo(openid)
+	if err != nil {
+		h.t.Fatalf("waiting for %d messages to %s: got %d: %v", n, openid, len(got), err)
+	}
+	return got
+}
+
+// eventually polls cond (reading the database) until it holds.
+func (h *harness) eventually(what string, within time.Duration, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (h *harness) count(m any, where string, args ...any) int64 {
+	h.t.Helper()
+	var n int64
+	if err := h.db.Model(m).Where(where, args...).Count(&n).Error; err != nil {
+		h.t.Fatal(err)
+	}
+	return n
+}
+
+func (h *harness) enrollments(openid string) []model.Enrollment {
+	h.t.Helper()
+	var out []model.Enrollment
+	if err := h.db.Joins("JOIN members ON members.id = enrollments.member_id").
+		Where("members.open_id = ?", openid).Order("enrollments.id").Find(&out).Error; err != nil {
+		h.t.Fatal(err)
+	}
+	return out
+}
