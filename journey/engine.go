@@ -29,7 +29,8 @@ type Config struct {
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Lease is how long a claimed step visit stays claimed before another
-	// worker may take it over. Default 1 minute.
+	// worker may take it over; longer than any send may take (the WeChat
+	// client's timeout is 10 s). Default 30 seconds.
 	Lease time.Duration
 	// MaxAttempts bounds retries of a step that fails temporarily. Default 8.
 	MaxAttempts int
@@ -68,7 +69,7 @@ func New(cfg Config) *Engine {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Lease <= 0 {
-		cfg.Lease = time.Minute
+		cfg.Lease = 30 * time.Second
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 8

@@ -85,12 +85,19 @@ func (e *Engine) RunSweeper(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Recover enqueues every open step visit, whatever its due time. Run it at
-// start when the queue is known to be empty (the in-process Redis), so waits
-// end on time instead of when the sweeper finds them overdue.
+// Recover enqueues every open step visit, whatever its due time, and
+// releases the leases of running ones. Run it at start when this process is
+// the only worker and its queue is known to be empty (the embedded default's
+// in-process Redis): running visits then belong to a process that died, and
+// waits end on time instead of when the sweeper finds them overdue.
 func (e *Engine) Recover(ctx context.Context) (int, error) {
 	if e.cfg.Queue == nil {
 		return 0, nil
+	}
+	now := time.Now().UTC()
+	if err := e.cfg.DB.WithContext(ctx).Model(&model.StepVisit{}).Where("status = ? AND lease_until > ?", model.VisitRunning, now).
+		Update("lease_until", now.Add(-time.Millisecond)).Error; err != nil {
+		return 0, fmt.Errorf("journey: recover leases: %w", err)
 	}
 	n := 0
 	var last int64
@@ -106,7 +113,7 @@ func (e *Engine) Recover(ctx context.Context) (int, error) {
 		}
 		for _, v := range visits {
 			if v.Status == model.VisitRunning {
-				v.DueAt = time.Now().UTC() // lease expiry decides; RunStep checks it
+				v.DueAt = now
 			}
 		}
 		e.schedule(visits...)

@@ -316,4 +316,3 @@ func TestUnfollowExitsJourney(t *testing.T) {
 		t.Errorf("the follow-up step was visited %d times after exit", n)
 	}
 }
-

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wejourney/wejourney/config"
+	"github.com/wejourney/wejourney/internal/fakewx"
+	"github.com/wejourney/wejourney/internal/wxsim"
+	"github.com/wejourney/wejourney/model"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// buildBinary builds cmd/wejourney once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "wejourney-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "wejourney")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startProcess runs `wejourney serve` and waits until it answers /readyz.
+func startProcess(t *testing.T, bin string, env []string, addr string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Dir = t.TempDir()
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { // keep the pipe drained; show the log with -v
+		s := bufio.NewScanner(stderr)
+		for s.Scan() {
+			if testing.Verbose() {
+				t.Log(s.Text())
+			}
+		}
+	}()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		conn, err := net.Dial("tcp", addr)
+		if err == nil {
+			conn.Close()
+			return cmd
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("wejourney did not start listening on %s", addr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestKillDuringWaitSendsFollowUpOnce kills the process with SIGKILL while a
+// member waits, restarts it on the same database (and Redis, when real), and
+// checks that the follow-up comes exactly once.
+func TestKillDuringWaitSendsFollowUpOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildBinary(t)
+	fake := fakewx.New(fakewx.Config{})
+	defer fake.Close()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "welcome.yaml"), []byte(`
+key: welcome-crash
+trigger: { event: wechat.subscribe }
+entry: { once: true }
+steps:
+  - id: hello
+    send: { channel: wechat.text, text: "欢迎" }
+    next: pause
+  - id: pause
+    wait: 4s
+    next: later
+  - id: later
+    send: { channel: wechat.text, text: "四秒后的问候" }
+`), 0o600)
+	dbURL := testDatabaseURL(t)
+	redisURL := testRedisURL(t)
+	if !strings.HasPrefix(dbURL, "sqlite:") {
+		// serve migrates SQLite itself; a server database is migrated first.
+		mig := exec.Command(bin, "migrate")
+		mig.Env = append(os.Environ(), "WEJOURNEY_DATABASE_URL="+dbURL)
+		if out, err := mig.CombinedOutput(); err != nil {
+			t.Fatalf("migrate: %v\n%s", err, out)
+		}
+	}
+	addr := freeAddr(t)
+	env := []string{
+		"WEJOURNEY_HTTP_ADDR=" + addr, "WEJOURNEY_DATABASE_URL=" + dbURL, "WEJOURNEY_REDIS_URL=" + redisURL,
+		"WEJOURNEY_JOURNEYS_DIR=" + dir, "WEJOURNEY_WECHAT_APPID=" + testAppID, "WEJOURNEY_WECHAT_APPSECRET=s",
+		"WEJOURNEY_WECHAT_TOKEN=" + testToken, "WEJOURNEY_WECHAT_AES_KEY=" + testAESKey,
+		"WEJOURNEY_WECHAT_API_BASE=" + fake.URL, "WEJOURNEY_ADMIN_PASSWORD=x",
+	}
+	first := startProcess(t, bin, env, addr)
+	sim, err := wxsim.New(wxsim.Config{Target: "http://" + addr, AppID: testAppID, Token: testToken, AESKey: testAESKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, _, err := sim.Send(context.Background(), wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: "o_crash"}); err != nil || status != 200 {
+		t.Fatalf("subscribe: %d %v", status, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := fake.Wait(ctx, func(m []fakewx.Message) bool { return len(m) >= 1 }); err != nil {
+		t.Fatalf("no welcome: %v", err)
+	}
+	welcomeAt := fake.Messages()[0].At
+	// Mid-wait: once the wait step is the member's current step, kill -9.
+	dialect, dsn, _ := config.ParseDatabaseURL(dbURL)
+	db, err := model.Open(dialect, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s, _ := db.DB(); s.Close() }()
+	waiting := func() bool {
+		var n int64
+		db.Model(&model.StepVisit{}).Where("step_id = ? AND status = ?", "pause", model.VisitWaiting).Count(&n)
+		return n == 1
+	}
+	for deadline := time.Now().Add(5 * time.Second); !waiting(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the member never started waiting")
+		}
+	}
+	if err := first.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	first.Wait()
+	startProcess(t, bin, env, addr)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel2()
+	if err := fake.Wait(ctx2, func(m []fakewx.Message) bool { return len(m) >= 2 }); err != nil {
+		var vs []model.StepVisit
+		db.Find(&vs)
+		t.Logf("visits: %+v", vs)
+		t.Fatalf("the follow-up never came after the restart: %v", err)
+	}
+	// Give duplicates every chance: past the sweeper's grace and a few sweeps.
+	time.Sleep(5 * time.Second)
+	msgs := fake.MessagesTo("o_crash")
+	var got []string
+	for _, m := range msgs {
+		got = append(got, m.Text)
+	}
+	if len(got) != 2 || got[0] != "欢迎" || got[1] != "四秒后的问候" {
+		t.Fatalf("messages = %q, want the welcome and the follow-up, once each", got)
+	}
+	if late := msgs[1].At.Sub(welcomeAt); late < 4*time.Second {
+		t.Errorf("the follow-up came %v after the welcome: the wait ended early", late)
+	}
+	// The database agrees: one delivery per send step, both sent.
+	var n int64
+	db.Model(&model.Delivery{}).Where("status = ?", model.DeliverySent).Count(&n)
+	if n != 2 {
+		t.Errorf("sent deliveries = %d, want 2", n)
+	}
+}
