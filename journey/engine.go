@@ -1,6 +1,7 @@
 package journey
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,11 @@ type Config struct {
 	// SweepGrace is how overdue work must be before the sweeper re-enqueues
 	// it. Default 3 seconds.
 	SweepGrace time.Duration
+	// Gate, if set, is called before each unit of background work (routing
+	// an event, running a step) and may block to give way. A process that
+	// also takes callbacks passes its Ingestor's WaitCalm, so acknowledging
+	// callbacks comes first in a burst.
+	Gate func(ctx context.Context)
 }
 
 // Engine routes events to journeys and runs their steps.
@@ -81,6 +87,12 @@ func New(cfg Config) *Engine {
 		cfg.SweepGrace = 3 * time.Second
 	}
 	return &Engine{cfg: cfg, log: cfg.Logger, versions: map[int64]*Compiled{}}
+}
+
+func (e *Engine) gate(ctx context.Context) {
+	if e.cfg.Gate != nil {
+		e.cfg.Gate(ctx)
+	}
 }
 
 // InvalidateIndex makes the next routed event re-read the live journeys.
@@ -196,18 +208,23 @@ const (
 var errConflict = errors.New("journey: transition already made")
 
 // newVisit inserts the visit for entering step id. wait and wait_for steps
-// start waiting until their due time; others are due now.
-func newVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, seq int, stepID string, now time.Time) (*model.StepVisit, error) {
+// start waiting until their due time. Others are due now and are created
+// already claimed (running, leased), so the transaction's caller runs them
+// at once without a queue round trip; if it dies first, the lease expires
+// and the sweeper hands the visit to another worker.
+func newVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, seq int, stepID string, now time.Time, lease time.Duration) (*model.StepVisit, error) {
 	cs := c.steps[stepID]
+	until := now.Add(lease)
 	v := &model.StepVisit{
 		EnrollmentID: enr.ID, Seq: seq, JourneyID: enr.JourneyID, VersionID: enr.VersionID,
-		StepID: stepID, MemberID: enr.MemberID, Status: model.VisitScheduled, DueAt: now, CreatedAt: now,
+		StepID: stepID, MemberID: enr.MemberID, Status: model.VisitRunning, DueAt: now, CreatedAt: now,
+		LeaseUntil: &until, Attempts: 1,
 	}
 	switch {
 	case cs.Wait != nil:
-		v.Status, v.DueAt = model.VisitWaiting, now.Add(time.Duration(*cs.Wait))
+		v.Status, v.DueAt, v.LeaseUntil, v.Attempts = model.VisitWaiting, now.Add(time.Duration(*cs.Wait)), nil, 0
 	case cs.WaitFor != nil:
-		v.Status, v.DueAt = model.VisitWaiting, now.Add(time.Duration(cs.WaitFor.Timeout))
+		v.Status, v.DueAt, v.LeaseUntil, v.Attempts = model.VisitWaiting, now.Add(time.Duration(cs.WaitFor.Timeout)), nil, 0
 	}
 	if err := tx.Create(v).Error; err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
@@ -221,7 +238,7 @@ func newVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, seq int, stepID s
 // finishVisit moves a visit out of fromStatus into done (or failed) and the
 // enrollment on to next, or ends it when next is empty. It returns the next
 // visit, or nil when the enrollment ended or had already left.
-func finishVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, v *model.StepVisit, fromStatus, status, outcome, next, endReason string, now time.Time) (*model.StepVisit, error) {
+func finishVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, v *model.StepVisit, fromStatus, status, outcome, next, endReason string, now time.Time, lease time.Duration) (*model.StepVisit, error) {
 	res := tx.Model(&model.StepVisit{}).Where("id = ? AND status = ?", v.ID, fromStatus).
 		Updates(map[string]any{"status": status, "outcome": outcome, "finished_at": now, "lease_until": nil})
 	if res.Error != nil {
@@ -235,7 +252,7 @@ func finishVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, v *model.StepV
 		if endReason != ReasonCompleted {
 			endStatus = model.EnrollmentFailed
 		}
-		return nil, endEnrollment(tx, enr.ID, endStatus, endReason, now)
+		return nil, endEnrollment(tx, enr.ID, endStatus, endReason, now, endStatus != model.EnrollmentCompleted)
 	}
 	res = tx.Model(&model.Enrollment{}).Where("id = ? AND status = ?", enr.ID, model.EnrollmentActive).Update("step_id", next)
 	if res.Error != nil {
@@ -244,17 +261,18 @@ func finishVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, v *model.StepV
 	if res.RowsAffected == 0 {
 		return nil, nil // exited meanwhile
 	}
-	return newVisit(tx, c, enr, v.Seq+1, next, now)
+	return newVisit(tx, c, enr, v.Seq+1, next, now, lease)
 }
 
-// endEnrollment ends an active enrollment and cancels its open visits.
-func endEnrollment(tx *gorm.DB, id int64, status, reason string, now time.Time) error {
+// endEnrollment ends an active enrollment and, with cancel, its open visits
+// (a completed enrollment has none left).
+func endEnrollment(tx *gorm.DB, id int64, status, reason string, now time.Time, cancel bool) error {
 	res := tx.Model(&model.Enrollment{}).Where("id = ? AND status = ?", id, model.EnrollmentActive).
 		Updates(map[string]any{"status": status, "end_reason": reason, "ended_at": now, "active_key": nil})
 	if res.Error != nil {
 		return fmt.Errorf("journey: end enrollment: %w", res.Error)
 	}
-	if res.RowsAffected == 0 {
+	if res.RowsAffected == 0 || !cancel {
 		return nil
 	}
 	if err := tx.Model(&model.StepVisit{}).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -25,6 +26,9 @@ type IngestorConfig struct {
 	MaxBatch int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// PressureAt is how many callers waiting for a commit count as pressure
+	// (see WaitCalm). Default 8.
+	PressureAt int
 }
 
 // Ingestor durably stores events with group commit: concurrent callers'
@@ -34,6 +38,10 @@ type Ingestor struct {
 	cfg  IngestorConfig
 	in   chan *ingestReq
 	done chan struct{}
+
+	mu      sync.Mutex
+	pending int           // callers inside Ingest
+	calm    chan struct{} // closed while pending < PressureAt
 }
 
 type ingestReq struct {
@@ -57,7 +65,11 @@ func NewIngestor(cfg IngestorConfig) *Ingestor {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	ing := &Ingestor{cfg: cfg, in: make(chan *ingestReq, 4096), done: make(chan struct{})}
+	if cfg.PressureAt <= 0 {
+		cfg.PressureAt = 8
+	}
+	ing := &Ingestor{cfg: cfg, in: make(chan *ingestReq, 4096), done: make(chan struct{}), calm: make(chan struct{})}
+	close(ing.calm)
 	go ing.loop()
 	return ing
 }
@@ -66,6 +78,8 @@ func NewIngestor(cfg IngestorConfig) *Ingestor {
 // were new and how many repeated an already stored DedupeKey. It returns after
 // the commit. On error nothing of this call is stored.
 func (ing *Ingestor) Ingest(ctx context.Context, events ...*model.Event) (accepted, duplicates int, err error) {
+	ing.track(+1)
+	defer ing.track(-1)
 	req := &ingestReq{events: events, result: make(chan ingestResult, 1)}
 	select {
 	case ing.in <- req:
@@ -81,6 +95,42 @@ func (ing *Ingestor) Ingest(ctx context.Context, events ...*model.Event) (accept
 		// The commit may still happen; the caller answers an error and the
 		// sender retries, which the dedupe key makes harmless.
 		return 0, 0, ctx.Err()
+	}
+}
+
+func (ing *Ingestor) track(delta int) {
+	ing.mu.Lock()
+	defer ing.mu.Unlock()
+	before := ing.pending
+	ing.pending += delta
+	switch {
+	case before < ing.cfg.PressureAt && ing.pending >= ing.cfg.PressureAt:
+		ing.calm = make(chan struct{})
+	case before >= ing.cfg.PressureAt && ing.pending < ing.cfg.PressureAt:
+		close(ing.calm)
+	}
+}
+
+// WaitCalm blocks while at least PressureAt callers wait for their events to
+// be committed, but no longer than max. Background work in the same process
+// calls it first, so that during a burst callbacks are acknowledged before
+// journeys run: WeChat retries any callback not answered within 5 seconds,
+// while a welcome a few seconds late is still a welcome.
+func (ing *Ingestor) WaitCalm(ctx context.Context, max time.Duration) {
+	ing.mu.Lock()
+	calm := ing.calm
+	ing.mu.Unlock()
+	select {
+	case <-calm:
+		return
+	default:
+	}
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-calm:
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 
@@ -126,22 +176,50 @@ func (ing *Ingestor) commit(batch []*ingestReq) {
 	var ids []int64
 	err := ing.cfg.DB.Transaction(func(tx *gorm.DB) error {
 		ids = ids[:0]
+		var keys []string
+		for _, r := range batch {
+			for _, ev := range r.events {
+				keys = append(keys, ev.DedupeKey)
+			}
+		}
+		seen := make(map[string]bool, len(keys))
+		for start := 0; start < len(keys); start += 500 {
+			var existing []string
+			if err := tx.Model(&model.Event{}).Where("dedupe_key IN ?", keys[start:min(start+500, len(keys))]).
+				Pluck("dedupe_key", &existing).Error; err != nil {
+				return fmt.Errorf("journey: look up dedupe keys: %w", err)
+			}
+			for _, k := range existing {
+				seen[k] = true
+			}
+		}
+		var fresh []*model.Event
 		for i, r := range batch {
 			results[i] = ingestResult{}
 			for _, ev := range r.events {
+				if seen[ev.DedupeKey] {
+					results[i].duplicates++
+					continue
+				}
+				seen[ev.DedupeKey] = true // a repeat within this batch is a duplicate too
 				ev.ReceivedAt = now
 				if ev.At.IsZero() {
 					ev.At = now
 				}
-				res := tx.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "dedupe_key"}}, DoNothing: true}).Create(ev)
-				if res.Error != nil {
-					return fmt.Errorf("journey: store event: %w", res.Error)
-				}
-				if res.RowsAffected == 0 {
-					results[i].duplicates++
-					continue
-				}
+				fresh = append(fresh, ev)
 				results[i].accepted++
+			}
+		}
+		if len(fresh) == 0 {
+			return nil
+		}
+		// ON CONFLICT covers another process storing the same key meanwhile.
+		if err := tx.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "dedupe_key"}}, DoNothing: true}).
+			CreateInBatches(fresh, 200).Error; err != nil {
+			return fmt.Errorf("journey: store events: %w", err)
+		}
+		for _, ev := range fresh {
+			if ev.ID != 0 {
 				ids = append(ids, ev.ID)
 			}
 		}

@@ -26,6 +26,7 @@ func (e *Engine) Route(ctx context.Context, ids ...int64) error {
 	slices.Sort(ids)
 	var errs []error
 	for _, id := range ids {
+		e.gate(ctx)
 		if err := e.routeOne(ctx, id); err != nil {
 			errs = append(errs, err)
 		}
@@ -34,7 +35,10 @@ func (e *Engine) Route(ctx context.Context, ids ...int64) error {
 }
 
 func (e *Engine) routeOne(ctx context.Context, id int64) error {
-	var toSchedule []*model.StepVisit
+	var (
+		toSchedule []*model.StepVisit
+		member     *model.Member
+	)
 	now := time.Now().UTC()
 	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		toSchedule = toSchedule[:0]
@@ -48,23 +52,20 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 		if ev.RoutedAt != nil {
 			return nil
 		}
-		res := tx.Model(&model.Event{}).Where("id = ? AND routed_at IS NULL", id).Update("routed_at", now)
-		if res.Error != nil {
-			return fmt.Errorf("journey: claim event %d: %w", id, res.Error)
-		}
-		if res.RowsAffected == 0 {
-			return nil
-		}
-		m, err := resolveMember(tx, ev.Member, now)
+		m, err := resolveMember(tx, ev.Member, now, func(m *model.Member) { applyEvent(m, &ev) })
 		if err != nil {
 			return err
 		}
-		applyEvent(m, &ev)
-		if err := tx.Save(m).Error; err != nil {
-			return fmt.Errorf("journey: save member: %w", err)
+		member = m
+		// Marking the event routed is conditional: if another worker routed
+		// it meanwhile, this transaction rolls back and nothing happens twice.
+		res := tx.Model(&model.Event{}).Where("id = ? AND routed_at IS NULL", id).
+			Updates(map[string]any{"routed_at": now, "member_id": m.ID})
+		if res.Error != nil {
+			return fmt.Errorf("journey: mark event %d routed: %w", id, res.Error)
 		}
-		if err := tx.Model(&model.Event{}).Where("id = ?", id).Update("member_id", m.ID).Error; err != nil {
-			return fmt.Errorf("journey: link event: %w", err)
+		if res.RowsAffected == 0 {
+			return errConflict
 		}
 		vars := env{"event": eventEnv(&ev), "member": memberEnv(m)}
 		visits, err := e.routeToEnrollments(tx, &ev, m, vars, now)
@@ -88,12 +89,29 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 		}
 		return nil
 	})
+	if errors.Is(err, errConflict) {
+		return nil
+	}
 	if err != nil {
 		e.recordRouteFailure(id, err)
 		return err
 	}
-	e.schedule(toSchedule...)
-	return nil
+	var claimed []*model.StepVisit
+	for _, v := range toSchedule {
+		if v != nil && v.Status == model.VisitRunning {
+			claimed = append(claimed, v)
+		} else {
+			e.schedule(v)
+		}
+	}
+	var errs []error
+	for _, v := range claimed {
+		m := *member
+		if err := e.run(ctx, v, nil, &m); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (e *Engine) recordRouteFailure(id int64, cause error) {
@@ -128,7 +146,7 @@ func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Membe
 		exited := false
 		for _, r := range c.exits {
 			if r.event == ev.Type && e.eval(r.where, vars) {
-				if err := endEnrollment(tx, enr.ID, model.EnrollmentExited, "exit:"+ev.Type, now); err != nil {
+				if err := endEnrollment(tx, enr.ID, model.EnrollmentExited, "exit:"+ev.Type, now, true); err != nil {
 					return nil, err
 				}
 				exited = true
@@ -151,7 +169,7 @@ func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Membe
 		if err != nil {
 			return nil, fmt.Errorf("journey: load waiting visit: %w", err)
 		}
-		nv, err := finishVisit(tx, c, enr, &v, model.VisitWaiting, model.VisitDone, "matched", cs.Next, ReasonCompleted, now)
+		nv, err := finishVisit(tx, c, enr, &v, model.VisitWaiting, model.VisitDone, "matched", cs.Next, ReasonCompleted, now, e.cfg.Lease)
 		if errors.Is(err, errConflict) {
 			continue
 		}
@@ -192,23 +210,24 @@ func (e *Engine) enroll(tx *gorm.DB, lj liveJourney, m *model.Member, ev *model.
 	if res.RowsAffected == 0 {
 		return nil, nil // already in this journey
 	}
-	return newVisit(tx, lj.c, enr, 1, lj.c.first, now)
+	return newVisit(tx, lj.c, enr, 1, lj.c.first, now, e.cfg.Lease)
 }
 
 // resolveMember finds the member the reference names, creating it or
-// attaching new identities as needed.
-func resolveMember(tx *gorm.DB, ref model.MemberRef, now time.Time) (*model.Member, error) {
+// attaching new identities as needed, and saves it after apply changed it.
+func resolveMember(tx *gorm.DB, ref model.MemberRef, now time.Time, apply func(*model.Member)) (*model.Member, error) {
 	ids := identities(ref)
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("journey: event names no member")
 	}
+	// One primary-key lookup per identity: an OR of pairs would scan.
 	var found []model.MemberIdentity
-	q := tx.Where("1 = 0")
 	for _, id := range ids {
-		q = q.Or("kind = ? AND value = ?", id.Kind, id.Value)
-	}
-	if err := q.Find(&found).Error; err != nil {
-		return nil, fmt.Errorf("journey: find identities: %w", err)
+		var f []model.MemberIdentity
+		if err := tx.Where("kind = ? AND value = ?", id.Kind, id.Value).Limit(1).Find(&f).Error; err != nil {
+			return nil, fmt.Errorf("journey: find identity: %w", err)
+		}
+		found = append(found, f...)
 	}
 	m := &model.Member{}
 	if len(found) > 0 {
@@ -234,10 +253,13 @@ func resolveMember(tx *gorm.DB, ref model.MemberRef, now time.Time) (*model.Memb
 	fill(&m.Phone, ref.Phone)
 	fill(&m.Email, ref.Email)
 	fill(&m.UserID, ref.UserID)
+	apply(m)
 	if m.ID == 0 {
 		if err := tx.Create(m).Error; err != nil {
 			return nil, fmt.Errorf("journey: create member: %w", err)
 		}
+	} else if err := tx.Save(m).Error; err != nil {
+		return nil, fmt.Errorf("journey: save member: %w", err)
 	}
 	for _, id := range ids {
 		if slices.ContainsFunc(found, func(f model.MemberIdentity) bool { return f.Kind == id.Kind && f.Value == id.Value }) {

@@ -75,9 +75,38 @@ func (e *Engine) RunStep(ctx context.Context, visitID int64) error {
 	if res.RowsAffected == 0 {
 		return nil
 	}
-	wasWaiting := v.Status == model.VisitWaiting
 	v.Attempts++
-	return e.execute(ctx, &v, wasWaiting, now)
+	v.Status = model.VisitRunning
+	return e.run(ctx, &v, nil, nil)
+}
+
+// maxChain bounds how many due-now steps one task runs back to back; a
+// journey that loops longer without waiting fails.
+const maxChain = 50
+
+// run executes a claimed visit, then each following visit that is due at
+// once (created claimed), until one has to wait. enr and m may be nil: they
+// are loaded.
+func (e *Engine) run(ctx context.Context, v *model.StepVisit, enr *model.Enrollment, m *model.Member) error {
+	for range maxChain {
+		e.gate(ctx)
+		next, err := e.execute(ctx, v, enr, m)
+		if err != nil || next == nil {
+			return err
+		}
+		if next.Status != model.VisitRunning {
+			e.schedule(next)
+			return nil
+		}
+		v = next
+	}
+	e.log.Error("journey loops without waiting; failing the enrollment", "enrollment", v.EnrollmentID, "step", v.StepID)
+	return e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Model(&model.StepVisit{}).Where("id = ?", v.ID).Updates(map[string]any{"status": model.VisitFailed, "outcome": "loop", "finished_at": time.Now().UTC()}).Error; err != nil {
+			return err
+		}
+		return endEnrollment(tx, v.EnrollmentID, model.EnrollmentFailed, "loop", time.Now().UTC(), true)
+	})
 }
 
 // stepResult is what executing a step decided.
@@ -88,31 +117,54 @@ type stepResult struct {
 	endReason string // when next is empty
 	retryAt   time.Time
 	retryErr  error
+	// deliveries are status changes of delivery rows, written in the same
+	// transaction as the visit's outcome.
+	deliveries []deliveryUpdate
 }
 
-func (e *Engine) execute(ctx context.Context, v *model.StepVisit, wasWaiting bool, now time.Time) error {
+type deliveryUpdate struct {
+	id     int64
+	fields map[string]any
+}
+
+func applyDeliveries(tx *gorm.DB, us []deliveryUpdate) error {
+	for _, u := range us {
+		if err := tx.Model(&model.Delivery{}).Where("id = ?", u.id).Updates(u.fields).Error; err != nil {
+			return fmt.Errorf("journey: record delivery: %w", err)
+		}
+	}
+	return nil
+}
+
+// execute runs one claimed visit and returns the next visit, if any.
+func (e *Engine) execute(ctx context.Context, v *model.StepVisit, enrIn *model.Enrollment, m *model.Member) (*model.StepVisit, error) {
 	db := e.cfg.DB.WithContext(ctx)
+	now := time.Now().UTC()
 	var enr model.Enrollment
-	if err := db.First(&enr, v.EnrollmentID).Error; err != nil {
-		return fmt.Errorf("journey: load enrollment: %w", err)
+	if enrIn != nil {
+		enr = *enrIn
+	} else if err := db.First(&enr, v.EnrollmentID).Error; err != nil {
+		return nil, fmt.Errorf("journey: load enrollment: %w", err)
 	}
 	if enr.Status != model.EnrollmentActive {
-		return db.Model(&model.StepVisit{}).Where("id = ? AND status = ?", v.ID, model.VisitRunning).
+		return nil, db.Model(&model.StepVisit{}).Where("id = ? AND status = ?", v.ID, model.VisitRunning).
 			Updates(map[string]any{"status": model.VisitCancelled, "outcome": enr.EndReason, "finished_at": now}).Error
 	}
 	c, err := e.version(db, enr.VersionID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cs := c.steps[v.StepID]
 	if cs == nil {
 		return e.finish(ctx, c, &enr, v, stepResult{outcome: "missing step", status: model.VisitFailed, endReason: ReasonFailed}, now)
 	}
-	var m model.Member
-	if err := db.First(&m, enr.MemberID).Error; err != nil {
-		return fmt.Errorf("journey: load member: %w", err)
+	if m == nil {
+		m = &model.Member{}
+		if err := db.First(m, enr.MemberID).Error; err != nil {
+			return nil, fmt.Errorf("journey: load member: %w", err)
+		}
 	}
-	vars := env{"event": enr.Event, "member": memberEnv(&m)}
+	vars := env{"event": enr.Event, "member": memberEnv(m)}
 	if vars["event"] == nil {
 		vars["event"] = map[string]any{}
 	}
@@ -140,19 +192,19 @@ func (e *Engine) execute(ctx context.Context, v *model.StepVisit, wasWaiting boo
 		i := pickSplit(cs.Split, enr.ID, cs.ID)
 		r.outcome, r.next = fmt.Sprintf("split:%d", i), cs.Split[i].Next
 	case cs.Update != nil:
-		if err := e.applyUpdate(db, &m, cs.Update, now); err != nil {
-			return err
+		if err := e.applyUpdate(db, m, cs.Update, now); err != nil {
+			return nil, err
 		}
 		r.outcome = "updated"
 	case cs.Send != nil:
 		// A send within ReplyWindow of entering answers the member's own
 		// action (a follow, a keyword) and is not held by quiet hours.
 		if until := c.quiet.until(now); until.After(now) && now.Sub(enr.EnteredAt) > ReplyWindow {
-			return e.reschedule(ctx, v, until, "quiet hours", nil)
+			return nil, e.reschedule(ctx, v, until, "quiet hours", nil)
 		}
-		r = e.send(ctx, c, cs, &enr, v, &m, vars, now)
+		r = e.send(ctx, c, cs, &enr, v, m, vars, now)
 	case cs.Webhook != nil:
-		r = e.deliver(ctx, cs, &enr, v, &m, channels.Webhook, channels.Message{
+		r = e.deliver(ctx, cs, &enr, v, m, channels.Webhook, channels.Message{
 			Channel: channels.Webhook,
 			URL:     render(cs.texts["url"], vars),
 			Text:    render(cs.texts["body"], vars),
@@ -160,37 +212,43 @@ func (e *Engine) execute(ctx context.Context, v *model.StepVisit, wasWaiting boo
 		}, now)
 	}
 	if !r.retryAt.IsZero() {
-		return e.reschedule(ctx, v, r.retryAt, "retry", r.retryErr)
+		return nil, e.reschedule(ctx, v, r.retryAt, "retry", r.retryErr, r.deliveries...)
 	}
-	return e.finish(ctx, c, &enr, v, r, now)
+	return e.finish(ctx, c, &enr, v, r, time.Now().UTC())
 }
 
-func (e *Engine) finish(ctx context.Context, c *Compiled, enr *model.Enrollment, v *model.StepVisit, r stepResult, now time.Time) error {
+// finish records the visit's outcome and returns the next visit (nil when
+// the enrollment ended or another worker already finished this visit).
+func (e *Engine) finish(ctx context.Context, c *Compiled, enr *model.Enrollment, v *model.StepVisit, r stepResult, now time.Time) (*model.StepVisit, error) {
 	var next *model.StepVisit
 	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var err error
-		next, err = finishVisit(tx, c, enr, v, model.VisitRunning, r.status, r.outcome, r.next, r.endReason, now)
+		if err := applyDeliveries(tx, r.deliveries); err != nil {
+			return err
+		}
+		next, err = finishVisit(tx, c, enr, v, model.VisitRunning, r.status, r.outcome, r.next, r.endReason, now, e.cfg.Lease)
 		return err
 	})
 	if errors.Is(err, errConflict) {
-		return nil
+		return nil, nil
 	}
-	if err != nil {
-		return err
-	}
-	e.schedule(next)
-	return nil
+	return next, err
 }
 
 // reschedule puts a claimed visit back to scheduled at due.
-func (e *Engine) reschedule(ctx context.Context, v *model.StepVisit, due time.Time, why string, cause error) error {
+func (e *Engine) reschedule(ctx context.Context, v *model.StepVisit, due time.Time, why string, cause error, deliveries ...deliveryUpdate) error {
 	upd := map[string]any{"status": model.VisitScheduled, "due_at": due, "lease_until": nil}
 	if cause != nil {
 		upd["error"] = cause.Error()
 	}
-	res := e.cfg.DB.WithContext(ctx).Model(&model.StepVisit{}).Where("id = ? AND status = ?", v.ID, model.VisitRunning).Updates(upd)
-	if res.Error != nil {
-		return fmt.Errorf("journey: reschedule visit: %w", res.Error)
+	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := applyDeliveries(tx, deliveries); err != nil {
+			return err
+		}
+		return tx.Model(&model.StepVisit{}).Where("id = ? AND status = ?", v.ID, model.VisitRunning).Updates(upd).Error
+	})
+	if err != nil {
+		return fmt.Errorf("journey: reschedule visit: %w", err)
 	}
 	e.log.Info("step rescheduled", "visit", v.ID, "step", v.StepID, "why", why, "due", due, "err", cause)
 	v.DueAt = due
@@ -226,7 +284,9 @@ func (e *Engine) send(ctx context.Context, c *Compiled, cs *compiledStep, enr *m
 	}
 	r := e.deliver(ctx, cs, enr, v, m, snd.Channel, msg, now)
 	if r.outcome == ReasonUnreachable && cs.fbChan != "" {
+		first := r.deliveries
 		r = e.deliver(ctx, cs, enr, v, m, cs.fbChan, msg, now)
+		r.deliveries = append(first, r.deliveries...)
 		if r.outcome == "sent" || r.outcome == "sandbox" {
 			r.outcome = "fallback:" + cs.fbChan
 		}
@@ -294,9 +354,9 @@ func (e *Engine) deliver(ctx context.Context, cs *compiledStep, enr *model.Enrol
 		if result.Sandbox {
 			status = model.DeliverySandbox
 		}
-		if uerr := db.Model(&d).Updates(map[string]any{"status": status, "provider_id": result.ProviderID, "sent_at": sentAt}).Error; uerr != nil {
-			e.log.Error("recording a sent delivery failed; it stays 'sending' and is never re-sent", "delivery", d.ID, "err", uerr)
-		}
+		// Should this update be lost with its transaction, the row stays
+		// "sending" and is never re-sent.
+		ok.deliveries = []deliveryUpdate{{d.ID, map[string]any{"status": status, "provider_id": result.ProviderID, "sent_at": sentAt}}}
 		ok.outcome = status
 		return ok
 	}
@@ -309,26 +369,24 @@ func (e *Engine) deliver(ctx context.Context, cs *compiledStep, enr *model.Enrol
 	if ambiguous(err) && channel != channels.WeChatTemplate {
 		status = model.DeliveryUnknown
 	}
-	db.Model(&d).Updates(map[string]any{"status": status, "error": err.Error(), "error_code": code})
+	upd := []deliveryUpdate{{d.ID, map[string]any{"status": status, "error": err.Error(), "error_code": code}}}
 	e.log.Warn("delivery failed", "visit", v.ID, "channel", channel, "member", m.ID, "err", err)
 	switch {
 	case status == model.DeliveryUnknown:
-		ok.outcome = "unknown"
+		ok.outcome, ok.deliveries = "unknown", upd
 		return ok
 	case errors.Is(err, channels.ErrUnreachable):
-		return stepResult{status: model.VisitDone, outcome: ReasonUnreachable, endReason: ReasonUnreachable}
-	case errors.Is(err, channels.ErrPermanent):
-		return stepResult{status: model.VisitFailed, outcome: "failed", endReason: ReasonFailed}
-	case v.Attempts >= e.cfg.MaxAttempts:
-		return stepResult{status: model.VisitFailed, outcome: "failed", endReason: ReasonFailed}
+		return stepResult{status: model.VisitDone, outcome: ReasonUnreachable, endReason: ReasonUnreachable, deliveries: upd}
+	case errors.Is(err, channels.ErrPermanent), v.Attempts >= e.cfg.MaxAttempts:
+		return stepResult{status: model.VisitFailed, outcome: "failed", endReason: ReasonFailed, deliveries: upd}
 	case errors.Is(err, channels.ErrQuota):
 		wait := time.Minute
 		if cerr != nil && cerr.RetryAfter > 0 {
 			wait = cerr.RetryAfter
 		}
-		return stepResult{retryAt: now.Add(wait), retryErr: err}
+		return stepResult{retryAt: now.Add(wait), retryErr: err, deliveries: upd}
 	default:
-		return stepResult{retryAt: now.Add(e.backoff(v.Attempts)), retryErr: err}
+		return stepResult{retryAt: now.Add(e.backoff(v.Attempts)), retryErr: err, deliveries: upd}
 	}
 }
 

@@ -43,6 +43,7 @@ func Open(dialect, dsn string) (*gorm.DB, error) {
 		SkipDefaultTransaction: true,
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 		TranslateError:         true,
+		PrepareStmt:            true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("model: open %s: %w", dialect, err)

@@ -156,13 +156,20 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 	if cfg.SMTPURL == "" {
 		senders[channels.Email] = logOnly
 	}
-	a.Engine = journey.New(journey.Config{DB: db, Queue: a.queue, Senders: senders, Logger: a.Log})
+	var gate func(context.Context)
+	if opts.Role != RoleWorker {
+		a.ingestor = journey.NewIngestor(journey.IngestorConfig{DB: db, Queue: a.queue, Logger: a.Log})
+		if opts.Role == RoleAll {
+			// One process takes callbacks and runs journeys: callbacks first.
+			gate = func(ctx context.Context) { a.ingestor.WaitCalm(ctx, 250*time.Millisecond) }
+		}
+	}
+	a.Engine = journey.New(journey.Config{DB: db, Queue: a.queue, Senders: senders, Logger: a.Log, Gate: gate})
 	if _, err := a.Engine.SyncDir(ctx, cfg.JourneysDir); err != nil {
 		a.Log.Error("some journeys were not loaded", "dir", cfg.JourneysDir, "err", err)
 	}
 
 	if opts.Role != RoleWorker {
-		a.ingestor = journey.NewIngestor(journey.IngestorConfig{DB: db, Queue: a.queue, Logger: a.Log})
 		var secret model.Setting
 		if err := db.Where(&model.Setting{Key: "session_secret"}).First(&secret).Error; err != nil {
 			return nil, fmt.Errorf("load session secret: %w", err)

@@ -2,10 +2,380 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/silenceper/wechat/v2/cache"
+	"github.com/silenceper/wechat/v2/officialaccount"
+	oaconfig "github.com/silenceper/wechat/v2/officialaccount/config"
+	"github.com/silenceper/wechat/v2/officialaccount/message"
+
+	"github.com/wejourney/wejourney/config"
+	"github.com/wejourney/wejourney/internal/fakewx"
+	"github.com/wejourney/wejourney/internal/wxsim"
 )
 
+// benchJourney is the journey the bench measures: a follow sends a welcome.
+const benchJourney = `key: bench-welcome
+name: 压测关注欢迎
+trigger: { event: wechat.subscribe }
+steps:
+  - id: hello
+    send: { channel: wechat.text, text: "欢迎关注 {{ .event.scene }}" }
+`
+
+// benchOpts are the bench's flags.
+type benchOpts struct {
+	n, burst, concurrency int
+	rate                  float64
+	target, fakeAddr      string
+	settle                time.Duration
+	bare                  bool
+	role                  string
+}
+
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("bench: not yet")
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	var o benchOpts
+	fs.IntVar(&o.n, "n", 10000, "follows sent at --rate")
+	fs.Float64Var(&o.rate, "rate", 500, "follows per second in the paced run")
+	fs.IntVar(&o.burst, "burst", 20000, "callbacks sent as fast as possible in the burst run (0 skips it)")
+	fs.IntVar(&o.concurrency, "concurrency", 64, "concurrent connections")
+	fs.StringVar(&o.target, "target", "", "a running server's base URL (default: start one with embedded defaults); it must send to --fake-addr")
+	fs.StringVar(&o.fakeAddr, "fake-addr", "127.0.0.1:18081", "where the fake WeChat API listens when --target is set (the server's WEJOURNEY_WECHAT_API_BASE)")
+	fs.DurationVar(&o.settle, "settle", 30*time.Second, "how long to wait for the last messages after the last callback")
+	fs.BoolVar(&o.bare, "bare", true, "also measure a bare silenceper callback server for comparison")
+	fs.StringVar(&o.role, "role", RoleAll, "role of the embedded server: all, or web to measure callbacks alone (no message is sent)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole bench to this file")
+	cfg, err := loadConfig(fs, args)
+	if err != nil {
+		return err
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	return runBench(ctx, cfg, o, stdout, stderr)
+}
+
+// arrivals records when each member's messages reached the fake WeChat API.
+type arrivals struct {
+	mu sync.Mutex
+	at map[string][]time.Time
+	n  atomic.Int64
+}
+
+func (a *arrivals) record(m fakewx.Message) {
+	a.mu.Lock()
+	a.at[m.ToUser] = append(a.at[m.ToUser], m.At)
+	a.mu.Unlock()
+	a.n.Add(1)
+}
+
+func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stderr io.Writer) error {
+	arr := &arrivals{at: map[string][]time.Time{}}
+	fakeCfg := fakewx.Config{OnMessage: arr.record}
+	target := o.target
+	desc := "external server " + target
+	if target != "" {
+		ln, err := net.Listen("tcp", o.fakeAddr)
+		if err != nil {
+			return fmt.Errorf("fake WeChat API: %w", err)
+		}
+		fakeCfg.Listener = ln
+	}
+	fake := fakewx.New(fakeCfg)
+	defer fake.Close()
+	if target == "" {
+		dir, err := os.MkdirTemp("", "wejourney-bench")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		if err := os.MkdirAll(filepath.Join(dir, "journeys"), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "journeys", "bench.yaml"), []byte(benchJourney), 0o600); err != nil {
+			return err
+		}
+		cfg = config.Defaults()
+		cfg.DatabaseURL = "sqlite:" + filepath.Join(dir, "bench.db")
+		cfg.JourneysDir = filepath.Join(dir, "journeys")
+		cfg.WeChatAppID, cfg.WeChatAppSecret, cfg.WeChatToken = "wxbench000000001", "bench-secret", "bench-token"
+		cfg.WeChatAESKey = randomAESKey()
+		cfg.WeChatAPIBase = fake.URL
+		cfg.AdminPassword = "bench"
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		app, err := NewApp(ctx, cfg, Options{Listener: ln, Logger: logger, AutoMigrate: true, Role: o.role})
+		if err != nil {
+			return err
+		}
+		defer app.Close()
+		if err := app.Start(ctx); err != nil {
+			return err
+		}
+		target = "http://" + app.Addr
+		desc = "embedded defaults (SQLite file, in-process Redis), server and load generator in one process"
+	}
+	sim, err := wxsim.New(wxsim.Config{Target: target, AppID: cfg.DefaultAppID(), Token: cfg.DefaultToken(), AESKey: cfg.WeChatAESKey})
+	if err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		MaxIdleConns: o.concurrency * 2, MaxIdleConnsPerHost: o.concurrency * 2, IdleConnTimeout: time.Minute,
+	}}
+	mode := "plaintext"
+	if sim.SafeMode() {
+		mode = "safe mode (AES)"
+	}
+	fmt.Fprintf(stdout, "wejourney bench — %s, %s callbacks, %d CPUs (GOMAXPROCS %d), %s\n",
+		desc, mode, runtime.NumCPU(), runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339))
+
+	// Paced run: follows at --rate.
+	paced, err := prepareFollows(sim, "obp", o.n)
+	if err != nil {
+		return err
+	}
+	res := runLoad(ctx, client, paced.reqs, o.rate, o.concurrency)
+	lost, doubled, lat := paced.outcome(arr, res.sentAt, o.settle)
+	fmt.Fprintf(stdout, "\npaced: %d follows at %.0f/s, concurrency %d\n", o.n, o.rate, o.concurrency)
+	fmt.Fprintf(stdout, "  callbacks/s        %8.0f   (errors %d)\n", res.throughput(), res.errors)
+	fmt.Fprintf(stdout, "  ack                p50 %s  p99 %s  max %s\n", pct(res.acks, 50), pct(res.acks, 99), pct(res.acks, 100))
+	fmt.Fprintf(stdout, "  follow → message   p50 %s  p99 %s  max %s\n", pct(lat, 50), pct(lat, 99), pct(lat, 100))
+	fmt.Fprintf(stdout, "  messages lost %d, doubled %d\n", lost, doubled)
+
+	var burstRate float64
+	if o.burst > 0 {
+		burst, err := prepareFollows(sim, "obb", o.burst)
+		if err != nil {
+			return err
+		}
+		res := runLoad(ctx, client, burst.reqs, 0, o.concurrency)
+		burstRate = res.throughput()
+		drainStart := time.Now()
+		lost, doubled, lat := burst.outcome(arr, res.sentAt, o.settle)
+		fmt.Fprintf(stdout, "\nburst: %d follows as fast as possible, concurrency %d\n", o.burst, o.concurrency)
+		fmt.Fprintf(stdout, "  callbacks/s        %8.0f   (errors %d)\n", burstRate, res.errors)
+		fmt.Fprintf(stdout, "  ack                p50 %s  p99 %s  max %s\n", pct(res.acks, 50), pct(res.acks, 99), pct(res.acks, 100))
+		fmt.Fprintf(stdout, "  follow → message   p50 %s  p99 %s  max %s   (backlog drained %s after the last callback)\n",
+			pct(lat, 50), pct(lat, 99), pct(lat, 100), time.Since(drainStart).Round(10*time.Millisecond))
+		fmt.Fprintf(stdout, "  messages lost %d, doubled %d\n", lost, doubled)
+	}
+	if o.bare && o.burst > 0 {
+		bareRate, err := benchBare(ctx, client, cfg, o)
+		if err != nil {
+			return fmt.Errorf("bare server: %w", err)
+		}
+		fmt.Fprintf(stdout, "\nbare silenceper callback server (net/http, answers \"success\", stores nothing), %s, same burst:\n", mode)
+		fmt.Fprintf(stdout, "  callbacks/s        %8.0f\n", bareRate)
+		fmt.Fprintf(stdout, "  wejourney burst / bare = %.2f\n", burstRate/bareRate)
+	}
+	return nil
+}
+
+// follows are prepared callbacks, one new member each.
+type follows struct {
+	openids []string
+	reqs    []wxsim.Prepared
+}
+
+func prepareFollows(sim *wxsim.Client, prefix string, n int) (*follows, error) {
+	f := &follows{openids: make([]string, n), reqs: make([]wxsim.Prepared, n)}
+	run := randomHex(4)
+	for i := range n {
+		f.openids[i] = fmt.Sprintf("%s_%s_%d", prefix, run, i)
+		p, err := sim.Prepared(wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: f.openids[i], Scene: "store_bench"})
+		if err != nil {
+			return nil, err
+		}
+		f.reqs[i] = p
+	}
+	return f, nil
+}
+
+// outcome waits up to settle after the last callback for one message per
+// follow, then counts the lost and the doubled and the follow → message latencies.
+func (f *follows) outcome(arr *arrivals, sentAt []time.Time, settle time.Duration) (lost, doubled int, lat []time.Duration) {
+	deadline := time.Now().Add(settle)
+	for {
+		arr.mu.Lock()
+		got := 0
+		for _, id := range f.openids {
+			if len(arr.at[id]) > 0 {
+				got++
+			}
+		}
+		arr.mu.Unlock()
+		if got == len(f.openids) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A doubled message would arrive just after the first: look once more.
+	time.Sleep(time.Second)
+	arr.mu.Lock()
+	defer arr.mu.Unlock()
+	for i, id := range f.openids {
+		ts := arr.at[id]
+		switch {
+		case len(ts) == 0:
+			lost++
+		case len(ts) > 1:
+			doubled++
+		}
+		if len(ts) > 0 && !sentAt[i].IsZero() {
+			lat = append(lat, ts[0].Sub(sentAt[i]))
+		}
+	}
+	return lost, doubled, lat
+}
+
+type loadResult struct {
+	acks    []time.Duration
+	sentAt  []time.Time
+	errors  int
+	elapsed time.Duration
+}
+
+func (r loadResult) throughput() float64 {
+	return float64(len(r.acks)) / r.elapsed.Seconds()
+}
+
+// runLoad sends reqs with concurrency workers, paced at rate per second
+// (open loop: request i is due at start + i/rate) or as fast as possible
+// when rate is 0.
+func runLoad(ctx context.Context, client *http.Client, reqs []wxsim.Prepared, rate float64, concurrency int) loadResult {
+	res := loadResult{sentAt: make([]time.Time, len(reqs))}
+	acks := make([]time.Duration, len(reqs))
+	ok := make([]bool, len(reqs))
+	var next atomic.Int64
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(reqs) || ctx.Err() != nil {
+					return
+				}
+				if rate > 0 {
+					if d := time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second)))); d > 0 {
+						time.Sleep(d) // pacing the open-loop schedule
+					}
+				}
+				req, err := reqs[i].NewRequest(ctx)
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				t0 := time.Now()
+				resp, err := client.Do(req)
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || string(body) != "success" {
+					errs.Add(1)
+					continue
+				}
+				res.sentAt[i], acks[i], ok[i] = t0, time.Since(t0), true
+			}
+		}()
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	for i := range acks {
+		if ok[i] {
+			res.acks = append(res.acks, acks[i])
+		}
+	}
+	res.errors = int(errs.Load())
+	return res
+}
+
+// benchBare measures a bare silenceper callback server on the same machine:
+// the same safe-mode verification and decryption, no storage.
+func benchBare(ctx context.Context, client *http.Client, cfg config.Config, o benchOpts) (float64, error) {
+	oa := officialaccount.NewOfficialAccount(&oaconfig.Config{AppID: cfg.DefaultAppID(), Token: cfg.DefaultToken(),
+		EncodingAESKey: cfg.WeChatAESKey, Cache: cache.NewMemory()})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/wechat/oa/", func(w http.ResponseWriter, r *http.Request) {
+		srv := oa.GetServer(r, w)
+		srv.SetMessageHandler(func(*message.MixMessage) *message.Reply { return nil })
+		if err := srv.Serve(); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if cfg.WeChatAESKey != "" {
+			io.WriteString(w, "success") // plaintext mode: silenceper wrote it
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	hs := &http.Server{Handler: mux}
+	go hs.Serve(ln)
+	defer hs.Close()
+	sim, err := wxsim.New(wxsim.Config{Target: "http://" + ln.Addr().String(), AppID: cfg.DefaultAppID(), Token: cfg.DefaultToken(), AESKey: cfg.WeChatAESKey})
+	if err != nil {
+		return 0, err
+	}
+	f, err := prepareFollows(sim, "obare", o.burst)
+	if err != nil {
+		return 0, err
+	}
+	res := runLoad(ctx, client, f.reqs, 0, o.concurrency)
+	if res.errors > 0 {
+		return 0, errors.New("the bare server answered errors")
+	}
+	return res.throughput(), nil
+}
+
+// pct returns the p-th percentile of ds, formatted.
+func pct(ds []time.Duration, p float64) string {
+	if len(ds) == 0 {
+		return "-"
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p / 100)
+	return s[i].Round(10 * time.Microsecond).String()
+}
+
+func randomAESKey() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)[:43]
 }

@@ -33,6 +33,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -52,6 +53,9 @@ type Config struct {
 	// "invalid appsecret" otherwise). Nil accepts any appid with a non-empty
 	// secret.
 	Secrets map[string]string
+	// Listener, if set, is served instead of a random loopback port (the
+	// bench uses a fixed address an external server is configured with).
+	Listener net.Listener
 }
 
 // Message is one message accepted by the fake.
@@ -112,7 +116,12 @@ func New(cfg Config) *Server {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "fakewx: no such API: "+r.URL.Path, http.StatusNotFound)
 	})
-	s.hs = httptest.NewServer(mux)
+	if cfg.Listener != nil {
+		s.hs = &httptest.Server{Listener: cfg.Listener, Config: &http.Server{Handler: mux}}
+		s.hs.Start()
+	} else {
+		s.hs = httptest.NewServer(mux)
+	}
 	s.URL = s.hs.URL
 	return s
 }
