@@ -136,8 +136,8 @@ func (c Config) Validate() error {
 	}
 	if c.RedisURL != "" {
 		u, err := url.Parse(c.RedisURL)
-		if err != nil || !oneOf(u.Scheme, "redis", "rediss", "redis-socket", "redis-sentinel") {
-			bad("WEJOURNEY_REDIS_URL", "%q: want redis://host:6379/0, rediss://…, redis-sentinel://… or redis-socket://…", c.RedisURL)
+		if err != nil || !oneOf(u.Scheme, "redis", "rediss", "redis-socket", "redis-sentinel", "redis-cluster") {
+			bad("WEJOURNEY_REDIS_URL", "%q: want redis://host:6379/0, rediss://…, redis-sentinel://…, redis-cluster://… or redis-socket://…", c.RedisURL)
 		}
 	}
 	if c.WeChatAESKey != "" && len(c.WeChatAESKey) != 43 {

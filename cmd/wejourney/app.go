@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -125,7 +126,7 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 		}
 		a.redisOpt = asynq.RedisClientOpt{Addr: a.mini.Addr()}
 	} else {
-		a.redisOpt, err = asynq.ParseRedisURI(cfg.RedisURL)
+		a.redisOpt, err = parseRedisURL(cfg.RedisURL)
 		if err != nil {
 			return nil, fmt.Errorf("WEJOURNEY_REDIS_URL: %w", err)
 		}
@@ -345,6 +346,36 @@ func (a *App) Close() {
 			}
 		}
 	})
+}
+
+// parseRedisURL reads asynq's URL forms (redis://, rediss://,
+// redis-socket://, redis-sentinel://host1:26379,host2:26379?master=name)
+// plus redis-cluster://[:password@]host1:6379,host2:6379 for Redis Cluster.
+func parseRedisURL(raw string) (asynq.RedisConnOpt, error) {
+	rest, ok := strings.CutPrefix(raw, "redis-cluster://")
+	if !ok {
+		return asynq.ParseRedisURI(raw)
+	}
+	var opt asynq.RedisClusterClientOpt
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		cred := rest[:at]
+		rest = rest[at+1:]
+		if user, pass, found := strings.Cut(cred, ":"); found {
+			opt.Username, opt.Password = user, pass
+		} else {
+			opt.Password = cred
+		}
+	}
+	rest, _, _ = strings.Cut(rest, "/")
+	for _, h := range strings.Split(rest, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			opt.Addrs = append(opt.Addrs, h)
+		}
+	}
+	if len(opt.Addrs) == 0 {
+		return nil, errors.New("redis-cluster:// needs at least one host:port")
+	}
+	return opt, nil
 }
 
 func randomHex(n int) string {
