@@ -47,12 +47,36 @@ type Config struct {
 	// also takes callbacks passes its Ingestor's WaitCalm, so acknowledging
 	// callbacks comes first in a burst.
 	Gate func(ctx context.Context)
+	// DBSlots, when positive, bounds how many of this engine's goroutines
+	// use the database at once (sends to channels happen outside). With
+	// SQLite's single connection, 1 keeps callback commits from queueing
+	// behind every worker. Zero: unbounded.
+	DBSlots int
+	// BaseContext is the context of work the engine starts by itself (steps
+	// held until their due time). Default context.Background().
+	BaseContext context.Context
+}
+
+// dbSlot is a counting semaphore; a nil one never blocks.
+type dbSlot chan struct{}
+
+func (s dbSlot) lock() {
+	if s != nil {
+		s <- struct{}{}
+	}
+}
+
+func (s dbSlot) unlock() {
+	if s != nil {
+		<-s
+	}
 }
 
 // Engine routes events to journeys and runs their steps.
 type Engine struct {
-	cfg Config
-	log *slog.Logger
+	cfg  Config
+	log  *slog.Logger
+	slot dbSlot
 
 	mu       sync.Mutex
 	versions map[int64]*Compiled // immutable versions, cached forever
@@ -86,7 +110,14 @@ func New(cfg Config) *Engine {
 	if cfg.SweepGrace <= 0 {
 		cfg.SweepGrace = 3 * time.Second
 	}
-	return &Engine{cfg: cfg, log: cfg.Logger, versions: map[int64]*Compiled{}}
+	if cfg.BaseContext == nil {
+		cfg.BaseContext = context.Background()
+	}
+	e := &Engine{cfg: cfg, log: cfg.Logger, versions: map[int64]*Compiled{}}
+	if cfg.DBSlots > 0 {
+		e.slot = make(dbSlot, cfg.DBSlots)
+	}
+	return e
 }
 
 func (e *Engine) gate(ctx context.Context) {

@@ -40,6 +40,7 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 		member     *model.Member
 	)
 	now := time.Now().UTC()
+	e.slot.lock()
 	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		toSchedule = toSchedule[:0]
 		var ev model.Event
@@ -89,6 +90,7 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 		}
 		return nil
 	})
+	e.slot.unlock()
 	if errors.Is(err, errConflict) {
 		return nil
 	}
@@ -115,6 +117,8 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 }
 
 func (e *Engine) recordRouteFailure(id int64, cause error) {
+	e.slot.lock()
+	defer e.slot.unlock()
 	e.log.Error("routing event failed", "event", id, "err", cause)
 	upd := map[string]any{"attempts": gorm.Expr("attempts + 1"), "error": cause.Error()}
 	var ev model.Event

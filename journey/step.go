@@ -34,7 +34,10 @@ const ReplyWindow = time.Minute
 func (e *Engine) RunStep(ctx context.Context, visitID int64) error {
 	db := e.cfg.DB.WithContext(ctx)
 	var v model.StepVisit
-	if err := db.First(&v, visitID).Error; err != nil {
+	e.slot.lock()
+	err := db.First(&v, visitID).Error
+	e.slot.unlock()
+	if err != nil {
 		if errors.Is(err, gorm.ErrRecordNotFound) {
 			return nil
 		}
@@ -48,14 +51,15 @@ func (e *Engine) RunStep(ctx context.Context, visitID int64) error {
 				e.schedule(&v)
 				return nil
 			}
-			t := time.NewTimer(early)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			}
-			now = time.Now().UTC()
+			// Early by less than asynq's one-second granularity: run it at
+			// the due time the database keeps, without holding a worker.
+			// Should this process die first, the sweeper runs it.
+			time.AfterFunc(early, func() {
+				if err := e.RunStep(e.cfg.BaseContext, visitID); err != nil {
+					e.log.Error("running held step", "visit", visitID, "err", err)
+				}
+			})
+			return nil
 		}
 	case model.VisitRunning:
 		if v.LeaseUntil != nil && v.LeaseUntil.After(now) {
@@ -65,10 +69,12 @@ func (e *Engine) RunStep(ctx context.Context, visitID int64) error {
 		return nil // done, failed or cancelled
 	}
 	lease := now.Add(e.cfg.Lease)
+	e.slot.lock()
 	res := db.Model(&model.StepVisit{}).
 		Where("id = ? AND ((status IN ? AND due_at <= ?) OR (status = ? AND lease_until < ?))",
 			visitID, []string{model.VisitScheduled, model.VisitWaiting}, now, model.VisitRunning, now).
 		Updates(map[string]any{"status": model.VisitRunning, "lease_until": lease, "attempts": gorm.Expr("attempts + 1")})
+	e.slot.unlock()
 	if res.Error != nil {
 		return fmt.Errorf("journey: claim visit %d: %w", visitID, res.Error)
 	}
@@ -101,6 +107,8 @@ func (e *Engine) run(ctx context.Context, v *model.StepVisit, enr *model.Enrollm
 		v = next
 	}
 	e.log.Error("journey loops without waiting; failing the enrollment", "enrollment", v.EnrollmentID, "step", v.StepID)
+	e.slot.lock()
+	defer e.slot.unlock()
 	return e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Model(&model.StepVisit{}).Where("id = ?", v.ID).Updates(map[string]any{"status": model.VisitFailed, "outcome": "loop", "finished_at": time.Now().UTC()}).Error; err != nil {
 			return err
@@ -136,8 +144,11 @@ func applyDeliveries(tx *gorm.DB, us []deliveryUpdate) error {
 	return nil
 }
 
-// execute runs one claimed visit and returns the next visit, if any.
+// execute runs one claimed visit and returns the next visit, if any. It
+// holds the database slot except while a channel sends.
 func (e *Engine) execute(ctx context.Context, v *model.StepVisit, enrIn *model.Enrollment, m *model.Member) (*model.StepVisit, error) {
+	e.slot.lock()
+	defer e.slot.unlock()
 	db := e.cfg.DB.WithContext(ctx)
 	now := time.Now().UTC()
 	var enr model.Enrollment
@@ -346,7 +357,9 @@ func (e *Engine) deliver(ctx context.Context, cs *compiledStep, enr *model.Enrol
 	case e.cfg.Senders == nil:
 		err = fmt.Errorf("journey: no senders configured: %w", channels.ErrPermanent)
 	default:
+		e.slot.unlock()
 		result, err = e.cfg.Senders.Send(ctx, msg)
+		e.slot.lock()
 	}
 	sentAt := time.Now().UTC()
 	if err == nil {

@@ -72,6 +72,7 @@ type App struct {
 	worker    *asynq.Server
 	ingestor  *journey.Ingestor
 	http      *http.Server
+	runCtx    context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -165,7 +166,13 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 			gate = func(ctx context.Context) { a.ingestor.WaitCalm(ctx, 250*time.Millisecond) }
 		}
 	}
-	a.Engine = journey.New(journey.Config{DB: db, Queue: a.queue, Senders: senders, Logger: a.Log, Gate: gate})
+	slots := 0
+	if dialect == "sqlite" {
+		slots = 1 // one connection: see journey.Config.DBSlots
+	}
+	a.runCtx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	a.Engine = journey.New(journey.Config{DB: db, Queue: a.queue, Senders: senders, Logger: a.Log,
+		Gate: gate, DBSlots: slots, BaseContext: a.runCtx})
 	if _, err := a.Engine.SyncDir(ctx, cfg.JourneysDir); err != nil {
 		a.Log.Error("some journeys were not loaded", "dir", cfg.JourneysDir, "err", err)
 	}
@@ -252,8 +259,8 @@ func (a *App) bootstrap(ctx context.Context) error {
 }
 
 // Start serves HTTP and runs the worker and sweeper in the background.
-func (a *App) Start(ctx context.Context) error {
-	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
+func (a *App) Start(context.Context) error {
+	ctx := a.runCtx
 	if a.mini != nil {
 		// miniredis's TTLs move only when its clock does.
 		a.wg.Add(1)
