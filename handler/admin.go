@@ -121,6 +121,9 @@ func (a *Admin) logout(c *gin.Context) {
 	c.Redirect(http.StatusSeeOther, "/admin/login")
 }
 
+// chinaTime is how operators read times: UTC+8.
+var chinaTime = time.FixedZone("CST", 8*3600)
+
 // JourneyRow is one journey with its enrollment counts.
 type JourneyRow struct {
 	ID        int64  `json:"id"`
@@ -210,7 +213,7 @@ func (a *Admin) deliveries(c *gin.Context, limit int) ([]DeliveryRow, error) {
 		if content == "" && p.TemplateID != "" {
 			content = "template " + p.TemplateID
 		}
-		rows = append(rows, DeliveryRow{ID: d.ID, CreatedAt: d.CreatedAt, Journey: keys[d.JourneyID], To: d.To,
+		rows = append(rows, DeliveryRow{ID: d.ID, CreatedAt: d.CreatedAt.In(chinaTime), Journey: keys[d.JourneyID], To: d.To,
 			Channel: d.Channel, Status: d.Status, Content: content, Error: d.Error})
 	}
 	return rows, nil
