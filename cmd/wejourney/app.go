@@ -261,6 +261,18 @@ func (a *App) bootstrap(ctx context.Context) error {
 // Start serves HTTP and runs the worker and sweeper in the background.
 func (a *App) Start(context.Context) error {
 	ctx := a.runCtx
+	var ln net.Listener
+	if a.http != nil {
+		// Listen first: a taken port fails the start before any work runs.
+		ln = a.Opts.Listener
+		if ln == nil {
+			var err error
+			if ln, err = net.Listen("tcp", a.Cfg.HTTPAddr); err != nil {
+				return fmt.Errorf("listen: %w", err)
+			}
+		}
+		a.Addr = ln.Addr().String()
+	}
 	if a.mini != nil {
 		// miniredis's TTLs move only when its clock does.
 		a.wg.Add(1)
@@ -300,14 +312,6 @@ func (a *App) Start(context.Context) error {
 		}()
 	}
 	if a.http != nil {
-		ln := a.Opts.Listener
-		if ln == nil {
-			var err error
-			if ln, err = net.Listen("tcp", a.Cfg.HTTPAddr); err != nil {
-				return fmt.Errorf("listen: %w", err)
-			}
-		}
-		a.Addr = ln.Addr().String()
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
