@@ -155,18 +155,23 @@ func (s *Step) Kind() string {
 // Duration is a time.Duration written as "10m", "48h" or "7d".
 type Duration time.Duration
 
-// UnmarshalYAML parses Go durations plus a "d" (day) suffix.
+// UnmarshalYAML parses Go durations plus a "d" (day) suffix. A bad one is a
+// *yaml.TypeError, so decoding goes on and Parse reports every problem.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := ParseDuration(n.Value)
 	if err != nil {
-		return err
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
 	}
 	*d = Duration(v)
 	return nil
 }
 
-// ParseDuration parses "90s", "10m", "48h", "7d", "1d12h".
+// ParseDuration parses "90s", "10m", "48h", "7d", "1d12h". Negative
+// durations are refused.
 func ParseDuration(s string) (time.Duration, error) {
+	if strings.HasPrefix(strings.TrimSpace(s), "-") {
+		return 0, fmt.Errorf("bad duration %q: must not be negative", s)
+	}
 	var days time.Duration
 	if i := strings.Index(s, "d"); i > 0 {
 		n, err := strconv.Atoi(s[:i])
@@ -251,13 +256,31 @@ func Parse(name string, src []byte) (*Compiled, error) {
 	var def Definition
 	dec := yaml.NewDecoder(bytes.NewReader(src))
 	dec.KnownFields(true)
-	if err := dec.Decode(&def); err != nil {
+	var typeErr *yaml.TypeError
+	if err := dec.Decode(&def); err != nil && !errors.As(err, &typeErr) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
 	}
 	c := &Compiled{Def: def, Source: string(src), steps: map[string]*compiledStep{}}
 	var errs []error
 	bad := func(where, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s: %s", name, where, fmt.Sprintf(format, args...)))
+	}
+	decodeBad := map[string]bool{} // where the decoder already complained
+	if typeErr != nil {
+		// The decoder went on past these; name the step each one is in.
+		starts := sections(src)
+		for _, msg := range typeErr.Errors {
+			var line int
+			fmt.Sscanf(msg, "line %d:", &line)
+			where := "definition"
+			for _, st := range starts {
+				if st.line <= line {
+					where = st.where
+				}
+			}
+			bad(where, "%s", msg)
+			decodeBad[where] = true
+		}
 	}
 	if def.Key == "" {
 		bad("key", "required")
@@ -362,14 +385,14 @@ func Parse(name string, src []byte) (*Compiled, error) {
 				tmpl("extra."+k, v, cs.texts, "extra."+k)
 			}
 		case KindWait:
-			if *s.Wait <= 0 {
+			if *s.Wait <= 0 && !decodeBad[where] {
 				bad(where, "wait must be positive")
 			}
 		case KindWaitFor:
 			if s.WaitFor.Event == "" {
 				bad(where, "wait_for needs event")
 			}
-			if s.WaitFor.Timeout <= 0 {
+			if s.WaitFor.Timeout <= 0 && !decodeBad[where] {
 				bad(where, "wait_for needs a positive timeout")
 			}
 			if s.WaitFor.Where != "" {
@@ -380,6 +403,9 @@ func Parse(name string, src []byte) (*Compiled, error) {
 				cs.waitFor = p
 			}
 		case KindBranch:
+			if len(s.Branch) == 0 {
+				bad(where, "branch needs arms")
+			}
 			for j, arm := range s.Branch {
 				var p *vm.Program
 				if arm.When != "" {
@@ -437,7 +463,7 @@ func Parse(name string, src []byte) (*Compiled, error) {
 				bad(where, "fallback %q is neither a step nor a channel", cs.Send.Fallback)
 			}
 		}
-		if cs.Next == cs.ID {
+		if cs.Next != "" && cs.Next == cs.ID {
 			bad(where, "next points at itself")
 		}
 	}
@@ -445,6 +471,38 @@ func Parse(name string, src []byte) (*Compiled, error) {
 		return nil, fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(errs...))
 	}
 	return c, nil
+}
+
+type section struct {
+	line  int
+	where string
+}
+
+// sections lists, in order, the lines where each top-level key and each
+// step of a journey's YAML begin, to name where a decoding problem is.
+func sections(src []byte) []section {
+	var root yaml.Node
+	if yaml.Unmarshal(src, &root) != nil || len(root.Content) == 0 {
+		return nil
+	}
+	doc := root.Content[0]
+	var out []section
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		out = append(out, section{doc.Content[i].Line, doc.Content[i].Value})
+		if doc.Content[i].Value != "steps" {
+			continue
+		}
+		for j, item := range doc.Content[i+1].Content {
+			where := fmt.Sprintf("step #%d", j+1)
+			for k := 0; k+1 < len(item.Content); k += 2 {
+				if item.Content[k].Value == "id" {
+					where = fmt.Sprintf("step %q", item.Content[k+1].Value)
+				}
+			}
+			out = append(out, section{item.Line, where})
+		}
+	}
+	return out
 }
 
 func oneLine(err error) string {

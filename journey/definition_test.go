@@ -351,9 +351,6 @@ steps:
   - { send: { channel: wechat.text, text: hi } }
 `,
 			want: []string{file + `: step #1: id is required`},
-			bug: "BUG: journey/definition.go:440 (Parse, second pass) reports a step without id and without next " +
-				"as `step \"\": next points at itself` too (cs.Next == cs.ID because both are \"\"); " +
-				"the check must skip an empty next.",
 		},
 		{
 			name: "unknown field on a step",
@@ -413,9 +410,6 @@ steps:
   - { id: b, branch: [] }
 `,
 			want: []string{file + `: step "b": branch needs arms`},
-			bug: "BUG: journey/definition.go:382 (Parse, case KindBranch) accepts `branch: []`, a branch with no arms " +
-				"that silently ends every enrollment, while `split: []` is rejected (\"split needs arms\"); " +
-				"it should report `branch needs arms`.",
 		},
 		{
 			name: "negative cooldown",
@@ -427,8 +421,6 @@ steps:
   - { id: hello, send: { channel: wechat.text, text: hi } }
 `,
 			want: []string{file + `: entry: `},
-			bug: "BUG: journey/definition.go:169-186 (ParseDuration) accepts negative durations (and \"-1d12h\" is -12h, " +
-				"not -36h), and Parse never checks entry.cooldown's sign: `cooldown: -1d` is accepted and silently means no cooldown.",
 		},
 		{
 			name: "bad template syntax",
@@ -559,11 +551,6 @@ steps:
 // duration) aborts Parse: it is reported without its step, and the file's
 // other problems are not reported at all.
 func TestParseDecoderProblemsNameStepAndKeepOthers(t *testing.T) {
-	t.Skip("BUG: journey/definition.go:254-255 (Parse) returns at the first yaml.Decoder error. " +
-		"An unknown field inside send/wait_for/branch (KnownFields) or a bad duration (Duration.UnmarshalYAML) " +
-		"is reported without the step it is in (a bad duration not even with a line), and every other problem of " +
-		"the file (here: next \"nowhere\") is dropped, contrary to Parse's doc (\"all problems are reported\") and " +
-		"LoadDir's (\"each problem naming its file and step\").")
 	const file = "journeys/bad.yaml"
 	tests := []struct {
 		name string
@@ -578,7 +565,7 @@ trigger: { event: wechat.subscribe }
 steps:
   - { id: hello, send: { channel: wechat.text, txt: hi }, next: nowhere }
 `,
-			want: []string{file + `: step "hello": `, file + `: step "hello": next "nowhere" is not a step`},
+			want: []string{file + `: step "hello": `, file + `: step "hello": wechat.text needs text`, file + `: step "hello": next "nowhere" is not a step`},
 		},
 		{
 			name: "bad duration",

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,25 +104,36 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sqlDB.Close() })
-	logger := slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	lw := &testLogWriter{t: t}
+	t.Cleanup(func() { lw.done.Store(true) })
+	logger := slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	rec := &sendRecorder{}
 	h := &harness{
 		t:   t,
 		ctx: t.Context(),
 		db:  db,
 		rec: rec,
-		e:   journey.New(journey.Config{DB: db, Senders: rec.sender(), Logger: logger, SweepGrace: time.Nanosecond}),
+		// As the app configures it for SQLite (one database slot), with no
+		// queue; work the engine starts by itself ends with the test.
+		e: journey.New(journey.Config{DB: db, Senders: rec.sender(), Logger: logger, SweepGrace: time.Nanosecond,
+			DBSlots: 1, BaseContext: t.Context()}),
 		ing: journey.NewIngestor(journey.IngestorConfig{DB: db, Logger: logger}),
 	}
 	t.Cleanup(h.ing.Close)
 	return h
 }
 
-// testLogWriter sends the engine's log to the test's log, shown on failure.
-type testLogWriter struct{ t *testing.T }
+// testLogWriter sends the engine's log to the test's log, shown on failure,
+// until the test ends.
+type testLogWriter struct {
+	t    *testing.T
+	done atomic.Bool
+}
 
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
+func (w *testLogWriter) Write(p []byte) (int, error) {
+	if !w.done.Load() {
+		w.t.Log(strings.TrimSpace(string(p)))
+	}
 	return len(p), nil
 }
 
@@ -203,6 +215,19 @@ func (h *harness) drain() {
 		}
 	}
 	h.t.Fatal("drain: steps keep becoming due")
+}
+
+// runWhenDue lets the newest visit of step become due, then runs it. The
+// sleep only lets a short wait (or retry backoff) elapse: RunStep before the
+// due time would hand the visit to a background timer instead.
+func (h *harness) runWhenDue(step string) {
+	h.t.Helper()
+	v := h.visitOf(step)
+	if d := time.Until(v.DueAt); d > 5*time.Second {
+		h.t.Fatalf("visit of step %q is due in %v; want within seconds", step, d)
+	}
+	time.Sleep(time.Until(v.DueAt) + 5*time.Millisecond)
+	h.runStep(v.ID)
 }
 
 func (h *harness) runStep(id int64) {

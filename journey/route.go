@@ -108,8 +108,7 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 	}
 	var errs []error
 	for _, v := range claimed {
-		m := *member
-		if err := e.run(ctx, v, nil, &m); err != nil {
+		if err := e.run(ctx, v, nil, member); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -215,12 +215,18 @@ func (e *Engine) execute(ctx context.Context, v *model.StepVisit, enrIn *model.E
 		}
 		r = e.send(ctx, c, cs, &enr, v, m, vars, now)
 	case cs.Webhook != nil:
-		r = e.deliver(ctx, cs, &enr, v, m, channels.Webhook, channels.Message{
+		rd := renderer{vars: vars}
+		msg := channels.Message{
 			Channel: channels.Webhook,
-			URL:     render(cs.texts["url"], vars),
-			Text:    render(cs.texts["body"], vars),
+			URL:     rd.render(cs.texts["url"]),
+			Text:    rd.render(cs.texts["body"]),
 			Extra:   mergeMaps(cs.Webhook.Headers, map[string]string{"method": cs.Webhook.Method}),
-		}, now)
+		}
+		if rd.err != nil {
+			r = rd.failed()
+		} else {
+			r = e.deliver(ctx, cs, &enr, v, m, channels.Webhook, msg, now)
+		}
 	}
 	if !r.retryAt.IsZero() {
 		return nil, e.reschedule(ctx, v, r.retryAt, "retry", r.retryErr, r.deliveries...)
@@ -271,10 +277,11 @@ func (e *Engine) reschedule(ctx context.Context, v *model.StepVisit, due time.Ti
 // the fallback channel when the member is unreachable.
 func (e *Engine) send(ctx context.Context, c *Compiled, cs *compiledStep, enr *model.Enrollment, v *model.StepVisit, m *model.Member, vars env, now time.Time) stepResult {
 	snd := cs.Send
+	rd := renderer{vars: vars}
 	msg := channels.Message{
-		Text:       render(cs.texts["text"], vars),
-		Subject:    render(cs.texts["subject"], vars),
-		URL:        render(cs.texts["url"], vars),
+		Text:       rd.render(cs.texts["text"]),
+		Subject:    rd.render(cs.texts["subject"]),
+		URL:        rd.render(cs.texts["url"]),
 		TemplateID: snd.TemplateID,
 		Data:       map[string]string{},
 		Extra:      map[string]string{},
@@ -283,12 +290,16 @@ func (e *Engine) send(ctx context.Context, c *Compiled, cs *compiledStep, enr *m
 		msg.TemplateID = snd.Template
 	}
 	for k, t := range cs.data {
-		msg.Data[k] = render(t, vars)
+		msg.Data[k] = rd.render(t)
 	}
 	for k, t := range cs.texts {
 		if name, ok := strings.CutPrefix(k, "extra."); ok {
-			msg.Extra[name] = render(t, vars)
+			msg.Extra[name] = rd.render(t)
 		}
+	}
+	if rd.err != nil {
+		e.log.Error("message template failed; nothing sent", "visit", v.ID, "step", v.StepID, "err", rd.err)
+		return rd.failed()
 	}
 	if code, ok := enr.Event["welcome_code"].(string); ok {
 		msg.Extra["welcome_code"] = code
@@ -432,24 +443,33 @@ func recipientAddress(channel string, to channels.Recipient) string {
 	return ""
 }
 
+// applyUpdate changes the member's tags and attributes, reading and writing
+// them in one transaction so concurrent updates from other journeys are kept.
 func (e *Engine) applyUpdate(db *gorm.DB, m *model.Member, u *Update, now time.Time) error {
-	for _, t := range u.AddTags {
-		if !slices.Contains(m.Tags, t) {
-			m.Tags = append(m.Tags, t)
+	return db.Transaction(func(tx *gorm.DB) error {
+		var cur model.Member
+		if err := tx.Select("id", "tags", "attrs").First(&cur, m.ID).Error; err != nil {
+			return fmt.Errorf("journey: load member: %w", err)
 		}
-	}
-	m.Tags = slices.DeleteFunc(m.Tags, func(t string) bool { return slices.Contains(u.RemoveTags, t) })
-	if len(u.Set) > 0 && m.Attrs == nil {
-		m.Attrs = map[string]any{}
-	}
-	for k, val := range u.Set {
-		m.Attrs[k] = val
-	}
-	m.UpdatedAt = now
-	if err := db.Model(m).Select("tags", "attrs", "updated_at").Updates(m).Error; err != nil {
-		return fmt.Errorf("journey: update member: %w", err)
-	}
-	return nil
+		for _, t := range u.AddTags {
+			if !slices.Contains(cur.Tags, t) {
+				cur.Tags = append(cur.Tags, t)
+			}
+		}
+		cur.Tags = slices.DeleteFunc(cur.Tags, func(t string) bool { return slices.Contains(u.RemoveTags, t) })
+		if cur.Attrs == nil {
+			cur.Attrs = map[string]any{}
+		}
+		for k, val := range u.Set {
+			cur.Attrs[k] = val
+		}
+		cur.UpdatedAt = now
+		if err := tx.Model(&cur).Select("tags", "attrs", "updated_at").Updates(&cur).Error; err != nil {
+			return fmt.Errorf("journey: update member: %w", err)
+		}
+		m.Tags, m.Attrs, m.UpdatedAt = cur.Tags, cur.Attrs, now
+		return nil
+	})
 }
 
 // pickSplit chooses an arm by weight, deterministically per enrollment, so a
@@ -471,16 +491,30 @@ func pickSplit(arms []SplitArm, enrollmentID int64, stepID string) int {
 	return len(arms) - 1
 }
 
-// render executes a message template; missing values render empty.
-func render(t *template.Template, vars env) string {
+// renderer executes message templates; missing values render empty. The
+// first template that fails is kept in err: a broken message is not sent.
+type renderer struct {
+	vars env
+	err  error
+}
+
+func (r *renderer) render(t *template.Template) string {
 	if t == nil {
 		return ""
 	}
 	var b strings.Builder
-	if err := t.Execute(&b, map[string]any(vars)); err != nil {
+	if err := t.Execute(&b, map[string]any(r.vars)); err != nil {
+		if r.err == nil {
+			r.err = err
+		}
 		return ""
 	}
 	return strings.ReplaceAll(b.String(), "<no value>", "")
+}
+
+// failed is the step's result when a template failed.
+func (r *renderer) failed() stepResult {
+	return stepResult{status: model.VisitFailed, outcome: "template error", endReason: ReasonFailed}
 }
 
 func mergeMaps(ms ...map[string]string) map[string]string {
