@@ -384,8 +384,11 @@ func Classify(code int, msg string) error {
 		43101, // refused to receive messages / not subscribed
 		45015: // outside the 48 h customer-service window
 		class = channels.ErrUnreachable
-	case 40013, // invalid appid
+	case 40008, // invalid message type
+		40013, // invalid appid
 		40037, // invalid template id
+		44002, // empty POST body
+		47001, // malformed request data
 		40125, // invalid appsecret
 		41004, // appsecret missing
 		48001: // api unauthorized

@@ -635,6 +635,9 @@ func TestClassify(t *testing.T) {
 		{code: 40125, want: channels.ErrPermanent},
 		{code: 41004, want: channels.ErrPermanent},
 		{code: 48001, want: channels.ErrPermanent},
+		{code: 47001, want: channels.ErrPermanent},
+		{code: 44002, want: channels.ErrPermanent},
+		{code: 40008, want: channels.ErrPermanent},
 		{code: 40001}, // token: refreshed by Send, temporary when it persists
 		{code: 42001},
 		{code: -1}, // system busy
