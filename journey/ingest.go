@@ -39,9 +39,11 @@ type Ingestor struct {
 	in   chan *ingestReq
 	done chan struct{}
 
-	mu      sync.Mutex
-	pending int           // callers inside Ingest
-	calm    chan struct{} // closed while pending < PressureAt
+	mu          sync.Mutex
+	pending     int           // callers inside Ingest
+	calm        chan struct{} // closed once pending stayed below PressureAt for calmAfter
+	calmClosed  bool
+	pressureGen int // counts rises to PressureAt
 }
 
 type ingestReq struct {
@@ -68,7 +70,7 @@ func NewIngestor(cfg IngestorConfig) *Ingestor {
 	if cfg.PressureAt <= 0 {
 		cfg.PressureAt = 8
 	}
-	ing := &Ingestor{cfg: cfg, in: make(chan *ingestReq, 4096), done: make(chan struct{}), calm: make(chan struct{})}
+	ing := &Ingestor{cfg: cfg, in: make(chan *ingestReq, 4096), done: make(chan struct{}), calm: make(chan struct{}), calmClosed: true}
 	close(ing.calm)
 	go ing.loop()
 	return ing
@@ -98,6 +100,11 @@ func (ing *Ingestor) Ingest(ctx context.Context, events ...*model.Event) (accept
 	}
 }
 
+// calmAfter is how long the queue of callers must stay short before
+// background work resumes: a burst's waiters come and go with every commit,
+// and resuming between two commits would let the worker take the CPU back.
+const calmAfter = 50 * time.Millisecond
+
 func (ing *Ingestor) track(delta int) {
 	ing.mu.Lock()
 	defer ing.mu.Unlock()
@@ -105,9 +112,20 @@ func (ing *Ingestor) track(delta int) {
 	ing.pending += delta
 	switch {
 	case before < ing.cfg.PressureAt && ing.pending >= ing.cfg.PressureAt:
-		ing.calm = make(chan struct{})
+		ing.pressureGen++
+		if ing.calmClosed {
+			ing.calm, ing.calmClosed = make(chan struct{}), false
+		}
 	case before >= ing.cfg.PressureAt && ing.pending < ing.cfg.PressureAt:
-		close(ing.calm)
+		gen := ing.pressureGen
+		time.AfterFunc(calmAfter, func() {
+			ing.mu.Lock()
+			defer ing.mu.Unlock()
+			if ing.pressureGen == gen && !ing.calmClosed {
+				close(ing.calm)
+				ing.calmClosed = true
+			}
+		})
 	}
 }
 
