@@ -453,24 +453,28 @@ type lockedCache struct {
 	c  cache.Cache
 }
 
+// Get reads key under the lock.
 func (l *lockedCache) Get(key string) any {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.c.Get(key)
 }
 
+// Set writes key under the lock.
 func (l *lockedCache) Set(key string, val any, timeout time.Duration) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.c.Set(key, val, timeout)
 }
 
+// IsExist reports under the lock whether key exists.
 func (l *lockedCache) IsExist(key string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.c.IsExist(key)
 }
 
+// Delete removes key under the lock.
 func (l *lockedCache) Delete(key string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -398,6 +398,7 @@ func randomHex(n int) string {
 // wechatAccounts adapts the model's account lookup to the WeChat sender.
 type wechatAccounts struct{ a *model.Accounts }
 
+// Account returns the WeChat credentials of appid.
 func (w wechatAccounts) Account(ctx context.Context, appid string) (wechat.Account, error) {
 	acct, err := w.a.Get(ctx, appid)
 	if errors.Is(err, model.ErrUnknownAccount) {
@@ -413,6 +414,7 @@ func (w wechatAccounts) Account(ctx context.Context, appid string) (wechat.Accou
 // (the `log` SMS provider, email without SMTP).
 type logSender struct{ log *slog.Logger }
 
+// Send logs msg and reports it as sandboxed.
 func (l logSender) Send(_ context.Context, msg channels.Message) (channels.Result, error) {
 	l.log.Info(msg.Channel+" (log provider): would send", "to", msg.To, "template", msg.TemplateID, "text", msg.Text, "data", msg.Data)
 	return channels.Result{Sandbox: true}, nil
@@ -421,6 +423,7 @@ func (l logSender) Send(_ context.Context, msg channels.Message) (channels.Resul
 // asynqLogger sends asynq's logs to slog.
 type asynqLogger struct{ l *slog.Logger }
 
+// Debug, Info, Warn, Error and Fatal implement asynq.Logger; Fatal does not exit.
 func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...), "component", "asynq") }
 func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...), "component", "asynq") }
 func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...), "component", "asynq") }
