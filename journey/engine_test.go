@@ -1488,3 +1488,42 @@ steps:
 		t.Errorf("enrollments mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// A member's events route in the order they were stored, even when the
+// later one is routed first (another batch, another worker): a follow then an
+// immediate unfollow never sends the welcome.
+func TestMemberEventsRouteInOrder(t *testing.T) {
+	h := newHarness(t)
+	h.publish(`
+key: welcome
+trigger: { event: wechat.subscribe }
+exit: [ { event: wechat.unsubscribe } ]
+steps:
+  - { id: hello, send: { channel: wechat.text, text: 欢迎 } }
+`)
+	sub := h.ingest(wechatEvent("wechat.subscribe", "o1", map[string]any{"scene": "store_1"}))
+	other := h.ingest(wechatEvent("wechat.subscribe", "o2", nil))
+	unsub := h.ingest(wechatEvent("wechat.unsubscribe", "o1", nil))
+	if err := h.e.Route(h.ctx, unsub); err != nil { // the later event's worker is first
+		t.Fatal(err)
+	}
+	var routed []int64
+	h.db.Model(&model.Event{}).Where("routed_at IS NOT NULL").Order("id").Pluck("id", &routed)
+	if diff := cmp.Diff([]int64{sub, unsub}, routed); diff != "" {
+		t.Errorf("routed events (-want +got):\n%s", diff)
+	}
+	if err := h.e.Route(h.ctx, sub, other); err != nil { // the earlier event's own task: a no-op for o1
+		t.Fatal(err)
+	}
+	h.drain()
+	if diff := cmp.Diff([]sent{{Channel: channels.WeChatText, OpenID: "o2", Text: "欢迎"}}, h.rec.sent()); diff != "" {
+		t.Errorf("sent (-want +got):\n%s", diff)
+	}
+	if m := h.member("o1"); m.Subscribed {
+		t.Error("o1 is subscribed; the unfollow came last")
+	}
+	want := []enrollment{{"o1", model.EnrollmentExited, "hello", "exit:wechat.unsubscribe"}, {"o2", model.EnrollmentCompleted, "hello", journey.ReasonCompleted}}
+	if diff := cmp.Diff(want, h.enrollments()); diff != "" {
+		t.Errorf("enrollments (-want +got):\n%s", diff)
+	}
+}

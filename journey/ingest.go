@@ -221,6 +221,7 @@ func (ing *Ingestor) commit(batch []*ingestReq) {
 				}
 				seen[ev.DedupeKey] = true // a repeat within this batch is a duplicate too
 				ev.ReceivedAt = now
+				ev.MemberKey = ev.Member.Key()
 				if ev.At.IsZero() {
 					ev.At = now
 				}

@@ -34,15 +34,16 @@ func (e *Engine) Route(ctx context.Context, ids ...int64) error {
 	return errors.Join(errs...)
 }
 
+// routeOne routes one event. A member's events are routed in the order they
+// were stored: earlier events of the same member that are still unrouted
+// (stored in another batch, picked up by another worker) are routed first,
+// in the same transaction. One that fails is left to its own task.
 func (e *Engine) routeOne(ctx context.Context, id int64) error {
-	var (
-		toSchedule []*model.StepVisit
-		member     *model.Member
-	)
+	var r routed
 	now := time.Now().UTC()
 	e.slot.lock()
 	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		toSchedule = toSchedule[:0]
+		r = routed{}
 		var ev model.Event
 		if err := tx.First(&ev, id).Error; err != nil {
 			if errors.Is(err, gorm.ErrRecordNotFound) {
@@ -53,42 +54,22 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 		if ev.RoutedAt != nil {
 			return nil
 		}
-		m, err := resolveMember(tx, ev.Member, now, func(m *model.Member) { applyEvent(m, &ev) })
-		if err != nil {
-			return err
-		}
-		member = m
-		// Marking the event routed is conditional: if another worker routed
-		// it meanwhile, this transaction rolls back and nothing happens twice.
-		res := tx.Model(&model.Event{}).Where("id = ? AND routed_at IS NULL", id).
-			Updates(map[string]any{"routed_at": now, "member_id": m.ID})
-		if res.Error != nil {
-			return fmt.Errorf("journey: mark event %d routed: %w", id, res.Error)
-		}
-		if res.RowsAffected == 0 {
-			return errConflict
-		}
-		vars := env{"event": eventEnv(&ev), "member": memberEnv(m)}
-		visits, err := e.routeToEnrollments(tx, &ev, m, vars, now)
-		if err != nil {
-			return err
-		}
-		toSchedule = append(toSchedule, visits...)
-		live, err := e.triggers(tx, ev.Type)
-		if err != nil {
-			return err
-		}
-		for _, lj := range live {
-			if !e.eval(lj.c.where, vars) {
-				continue
+		if ev.MemberKey != "" {
+			var earlier []model.Event
+			if err := tx.Where("member_key = ? AND routed_at IS NULL AND id < ?", ev.MemberKey, ev.ID).
+				Order("id").Find(&earlier).Error; err != nil {
+				return fmt.Errorf("journey: load earlier events: %w", err)
 			}
-			v, err := e.enroll(tx, lj, m, &ev, now)
-			if err != nil {
-				return err
+			for i := range earlier {
+				err := tx.Transaction(func(sub *gorm.DB) error { // a savepoint
+					return e.routeEvent(sub, &earlier[i], now, &r)
+				})
+				if err != nil && !errors.Is(err, errConflict) {
+					e.log.Warn("routing an earlier event of the member failed; it is retried on its own", "event", earlier[i].ID, "err", err)
+				}
 			}
-			toSchedule = append(toSchedule, v)
 		}
-		return nil
+		return e.routeEvent(tx, &ev, now, &r)
 	})
 	e.slot.unlock()
 	if errors.Is(err, errConflict) {
@@ -98,21 +79,70 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 		e.recordRouteFailure(id, err)
 		return err
 	}
-	var claimed []*model.StepVisit
-	for _, v := range toSchedule {
-		if v != nil && v.Status == model.VisitRunning {
-			claimed = append(claimed, v)
-		} else {
-			e.schedule(v)
-		}
-	}
+	e.schedule(r.waiting...)
 	var errs []error
-	for _, v := range claimed {
-		if err := e.run(ctx, v, nil, member); err != nil {
+	for _, v := range r.claimed {
+		if err := e.run(ctx, v, nil, r.member); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// routed is what routing left to do once its transaction commits: visits
+// created claimed run at once, waiting ones are scheduled.
+type routed struct {
+	claimed, waiting []*model.StepVisit
+	member           *model.Member // as the last routed event left it
+}
+
+// routeEvent routes one unrouted event inside tx and adds its follow-up
+// work to r (only when it succeeds, so a rolled-back savepoint adds nothing).
+func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *routed) error {
+	m, err := resolveMember(tx, ev.Member, now, func(m *model.Member) { applyEvent(m, ev) })
+	if err != nil {
+		return err
+	}
+	// Marking the event routed is conditional: if another worker routed it
+	// meanwhile, the transaction rolls back and nothing happens twice.
+	res := tx.Model(&model.Event{}).Where("id = ? AND routed_at IS NULL", ev.ID).
+		Updates(map[string]any{"routed_at": now, "member_id": m.ID})
+	if res.Error != nil {
+		return fmt.Errorf("journey: mark event %d routed: %w", ev.ID, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return errConflict
+	}
+	vars := env{"event": eventEnv(ev), "member": memberEnv(m)}
+	visits, err := e.routeToEnrollments(tx, ev, m, vars, now)
+	if err != nil {
+		return err
+	}
+	live, err := e.triggers(tx, ev.Type)
+	if err != nil {
+		return err
+	}
+	for _, lj := range live {
+		if !e.eval(lj.c.where, vars) {
+			continue
+		}
+		v, err := e.enroll(tx, lj, m, ev, now)
+		if err != nil {
+			return err
+		}
+		visits = append(visits, v)
+	}
+	for _, v := range visits {
+		switch {
+		case v == nil:
+		case v.Status == model.VisitRunning:
+			r.claimed = append(r.claimed, v)
+		default:
+			r.waiting = append(r.waiting, v)
+		}
+	}
+	r.member = m
+	return nil
 }
 
 func (e *Engine) recordRouteFailure(id int64, cause error) {

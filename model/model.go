@@ -8,6 +8,7 @@
 package model
 
 import (
+	"strings"
 	"time"
 )
 
@@ -24,6 +25,27 @@ type MemberRef struct {
 	UserID         string `json:"user_id,omitempty"`
 }
 
+// Key is the reference's first identity ("openid:wx…/o…", "unionid:…",
+// "external_userid:…", "user_id:…", "phone:…", "email:…"), or "" when it
+// names nobody. Events of one member share it, so they route in order.
+func (r MemberRef) Key() string {
+	switch {
+	case r.OpenID != "":
+		return IdentityOpenID + ":" + r.AppID + "/" + r.OpenID
+	case r.UnionID != "":
+		return IdentityUnionID + ":" + r.UnionID
+	case r.ExternalUserID != "":
+		return IdentityExternalUserID + ":" + r.ExternalUserID
+	case r.UserID != "":
+		return IdentityUserID + ":" + r.UserID
+	case r.Phone != "":
+		return IdentityPhone + ":" + r.Phone
+	case r.Email != "":
+		return IdentityEmail + ":" + strings.ToLower(r.Email)
+	}
+	return ""
+}
+
 // Event is one normalized input: a WeChat or WeCom callback, a brand event
 // from the events API, or an engine event. DedupeKey is unique, so a retried
 // callback inserts nothing.
@@ -33,6 +55,7 @@ type Event struct {
 	Type       string         `gorm:"size:64;not null;index"`
 	Source     string         `gorm:"size:32;not null"`
 	Member     MemberRef      `gorm:"serializer:json;type:text"`
+	MemberKey  string         `gorm:"size:191;index:idx_event_member_key"` // Member.Key()
 	Props      map[string]any `gorm:"serializer:json;type:text"`
 	At         time.Time      `gorm:"not null"`
 	ReceivedAt time.Time      `gorm:"not null"`
