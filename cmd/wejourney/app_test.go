@@ -317,3 +317,34 @@ func TestUnfollowExitsJourney(t *testing.T) {
 		t.Errorf("the follow-up step was visited %d times after exit", n)
 	}
 }
+
+func TestBrandEventStartsJourney(t *testing.T) {
+	h := newHarness(t, testJourneys)
+	h.send(h.plain, wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: "o_form", Scene: "event_1"})
+	h.waitMessages("o_form", 1, 5*time.Second)
+	body := `{"id":"form-1","type":"form.submitted","member":{"openid":"o_form","appid":"` + testAppID + `"},"props":{"form":"bind","phone":"13800000000"}}`
+	for range 2 { // the brand's retry with the same id stores nothing more
+		req, _ := http.NewRequest(http.MethodPost, h.base+"/api/v1/events", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer test-api-key")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("POST /api/v1/events: %d", resp.StatusCode)
+		}
+	}
+	msgs := h.waitMessages("o_form", 2, 5*time.Second)
+	if msgs[1].Text != "绑定成功 13800000000" {
+		t.Errorf("second message = %q, want the bind confirmation", msgs[1].Text)
+	}
+	if n := h.count(&model.Event{}, "type = ?", "form.submitted"); n != 1 {
+		t.Errorf("form events stored = %d, want 1", n)
+	}
+	// The brand's event and the follow are one member.
+	if n := h.count(&model.Member{}, "1 = 1"); n != 1 {
+		t.Errorf("members = %d, want 1", n)
+	}
+}
