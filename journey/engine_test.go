@@ -631,9 +631,10 @@ steps:
 		if got := h.visitOf("pause").Status; got != model.VisitWaiting {
 			t.Fatalf("right after an early RunStep the wait is %q; want still waiting", got)
 		}
-		// Give the engine's own timer up to 3 s past the due time.
+		// Give the engine's own timer up to 3 s past the due time to end the
+		// wait and run the send that follows (the enrollment then completes).
 		deadline := pause.DueAt.Add(3 * time.Second)
-		for h.visitOf("pause").Status == model.VisitWaiting && time.Now().Before(deadline) {
+		for h.enrollments()[0].Status == model.EnrollmentActive && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond) // waiting for the wait to elapse
 		}
 		pause = h.visitOf("pause")
