@@ -12,7 +12,6 @@ import (
 	"github.com/expr-lang/expr/vm"
 	"github.com/hibiken/asynq"
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/wejourney/wejourney/channels"
 	"github.com/wejourney/wejourney/model"
@@ -330,6 +329,3 @@ func (e *Engine) schedule(visits ...*model.StepVisit) {
 		}
 	}
 }
-
-// onConflictDoNothing is the portable INSERT ... ON CONFLICT DO NOTHING.
-var onConflictDoNothing = clause.OnConflict{DoNothing: true}

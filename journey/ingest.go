@@ -10,7 +10,6 @@ import (
 
 	"github.com/hibiken/asynq"
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/wejourney/wejourney/model"
 )
@@ -232,9 +231,8 @@ func (ing *Ingestor) commit(batch []*ingestReq) {
 		if len(fresh) == 0 {
 			return nil
 		}
-		// ON CONFLICT covers another process storing the same key meanwhile.
-		if err := tx.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "dedupe_key"}}, DoNothing: true}).
-			CreateInBatches(fresh, 200).Error; err != nil {
+		// Ignoring conflicts covers another process storing the same key meanwhile.
+		if err := model.InsertIgnore(tx).CreateInBatches(fresh, 200).Error; err != nil {
 			return fmt.Errorf("journey: store events: %w", err)
 		}
 		for _, ev := range fresh {

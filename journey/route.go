@@ -236,7 +236,7 @@ func (e *Engine) enroll(tx *gorm.DB, lj liveJourney, m *model.Member, ev *model.
 		JourneyID: lj.journeyID, VersionID: lj.versionID, MemberID: m.ID, Status: model.EnrollmentActive,
 		ActiveKey: &key, StepID: lj.c.first, TriggerEventID: ev.ID, Event: eventEnv(ev), EnteredAt: now,
 	}
-	res := tx.Clauses(onConflictDoNothing).Create(enr)
+	res := model.InsertIgnore(tx).Create(enr)
 	if res.Error != nil {
 		return nil, fmt.Errorf("journey: enroll: %w", res.Error)
 	}
@@ -299,7 +299,7 @@ func resolveMember(tx *gorm.DB, ref model.MemberRef, now time.Time, apply func(*
 			continue
 		}
 		id.MemberID = m.ID
-		if err := tx.Clauses(onConflictDoNothing).Create(&id).Error; err != nil {
+		if err := model.InsertIgnore(tx).Create(&id).Error; err != nil {
 			return nil, fmt.Errorf("journey: add identity: %w", err)
 		}
 	}

@@ -329,7 +329,7 @@ func (e *Engine) deliver(ctx context.Context, cs *compiledStep, enr *model.Enrol
 	d := model.Delivery{StepVisitID: v.ID, Channel: channel, EnrollmentID: enr.ID, JourneyID: enr.JourneyID,
 		MemberID: m.ID, To: recipientAddress(channel, msg.To), Status: model.DeliverySending, Payload: string(payload), CreatedAt: now}
 	db := e.cfg.DB.WithContext(ctx)
-	res := db.Clauses(onConflictDoNothing).Create(&d)
+	res := model.InsertIgnore(db).Create(&d)
 	if res.Error != nil {
 		return stepResult{retryAt: now.Add(e.backoff(v.Attempts)), retryErr: res.Error}
 	}

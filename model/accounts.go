@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 )
 
 // ErrUnknownAccount is returned for an appid no account has.
@@ -66,16 +67,15 @@ func (a *Accounts) Forget(appid string) {
 	a.mu.Unlock()
 }
 
-// UpsertAccount creates or updates the account with acct.AppID.
+// UpsertAccount creates or updates the account with acct.AppID, in one
+// statement, so processes starting together do not collide.
 func UpsertAccount(db *gorm.DB, acct Account) error {
-	var cur Account
-	err := db.Where(&Account{AppID: acct.AppID}).First(&cur).Error
-	switch {
-	case errors.Is(err, gorm.ErrRecordNotFound):
-		return db.Create(&acct).Error
-	case err != nil:
-		return fmt.Errorf("model: load account: %w", err)
+	err := db.Clauses(clause.OnConflict{
+		Columns:   []clause.Column{{Name: "app_id"}},
+		DoUpdates: clause.AssignmentColumns([]string{"kind", "name", "app_secret", "token", "aes_key", "updated_at"}),
+	}).Create(&acct).Error
+	if err != nil {
+		return fmt.Errorf("model: upsert account %q: %w", acct.AppID, err)
 	}
-	return db.Model(&cur).Updates(map[string]any{"kind": acct.Kind, "name": acct.Name,
-		"app_secret": acct.AppSecret, "token": acct.Token, "aes_key": acct.AESKey}).Error
+	return nil
 }

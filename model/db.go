@@ -13,6 +13,7 @@ import (
 	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 	"gorm.io/gorm/logger"
 )
 
@@ -107,4 +108,16 @@ func CheckMigrated(db *gorm.DB) error {
 		}
 	}
 	return nil
+}
+
+// InsertIgnore makes the next Create skip rows that collide with a unique
+// key, with RowsAffected counting only the rows inserted, on every dialect:
+// MySQL's INSERT IGNORE (gorm's ON CONFLICT DO NOTHING there becomes ON
+// DUPLICATE KEY UPDATE, whose affected-row count MariaDB reports as 1),
+// ON CONFLICT DO NOTHING elsewhere.
+func InsertIgnore(db *gorm.DB) *gorm.DB {
+	if db.Dialector.Name() == "mysql" {
+		return db.Clauses(clause.Insert{Modifier: "IGNORE"})
+	}
+	return db.Clauses(clause.OnConflict{DoNothing: true})
 }

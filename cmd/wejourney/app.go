@@ -227,32 +227,31 @@ func (a *App) bootstrap(ctx context.Context) error {
 	if err := model.UpsertAccount(db, acct); err != nil {
 		return fmt.Errorf("seed account: %w", err)
 	}
-	var n int64
-	if err := db.Model(&model.AdminUser{}).Count(&n).Error; err != nil {
-		return fmt.Errorf("count admins: %w", err)
+	// Every seed is an insert that does nothing when the row exists, so
+	// several processes may start at once (web and worker roles).
+	pw := cfg.AdminPassword
+	generated := pw == ""
+	if generated {
+		pw = randomHex(8)
 	}
-	if n == 0 {
-		pw := cfg.AdminPassword
-		if pw == "" {
-			pw = randomHex(8)
-			a.AdminPassword = pw
-		}
-		hash, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
-		if err != nil {
-			return fmt.Errorf("hash admin password: %w", err)
-		}
-		if err := db.Create(&model.AdminUser{Username: "admin", PasswordHash: string(hash)}).Error; err != nil {
-			return fmt.Errorf("create admin: %w", err)
-		}
+	hash, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+	if err != nil {
+		return fmt.Errorf("hash admin password: %w", err)
+	}
+	res := model.InsertIgnore(db).Create(&model.AdminUser{Username: "admin", PasswordHash: string(hash)})
+	if res.Error != nil {
+		return fmt.Errorf("create admin: %w", res.Error)
+	}
+	if res.RowsAffected == 1 && generated {
+		a.AdminPassword = pw
 	}
 	if cfg.APIKey != "" {
 		k := model.APIKey{Name: "WEJOURNEY_API_KEY", Hash: handler.HashAPIKey(cfg.APIKey), CreatedAt: time.Now().UTC()}
-		if err := db.Where(&model.APIKey{Hash: k.Hash}).FirstOrCreate(&k).Error; err != nil {
+		if err := model.InsertIgnore(db).Create(&k).Error; err != nil {
 			return fmt.Errorf("seed api key: %w", err)
 		}
 	}
-	secret := model.Setting{Key: "session_secret", Value: randomHex(32)}
-	if err := db.Where(&model.Setting{Key: secret.Key}).FirstOrCreate(&secret).Error; err != nil {
+	if err := model.InsertIgnore(db).Create(&model.Setting{Key: "session_secret", Value: randomHex(32)}).Error; err != nil {
 		return fmt.Errorf("seed session secret: %w", err)
 	}
 	return nil

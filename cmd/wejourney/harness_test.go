@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 
+	_ "github.com/go-sql-driver/mysql"
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/wejourney/wejourney/config"
@@ -47,10 +48,19 @@ func testDatabaseURL(t testing.TB) string {
 	if base == "" {
 		return "sqlite:" + filepath.Join(t.TempDir(), "wejourney.db")
 	}
-	if !strings.HasPrefix(base, "postgres") {
-		t.Fatalf("%s: only postgres:// is supported for fresh per-test databases, got %q", envTestDB, base)
+	driver, dsn, drop := "pgx", base, " WITH (FORCE)"
+	switch {
+	case strings.HasPrefix(base, "postgres"):
+	case strings.HasPrefix(base, "mysql://"):
+		_, mdsn, err := config.ParseDatabaseURL(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		driver, dsn, drop = "mysql", mdsn, ""
+	default:
+		t.Fatalf("%s: want postgres:// or mysql:// for fresh per-test databases, got %q", envTestDB, base)
 	}
-	admin, err := sql.Open("pgx", base)
+	admin, err := sql.Open(driver, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,12 +70,12 @@ func testDatabaseURL(t testing.TB) string {
 		t.Fatalf("create test database: %v", err)
 	}
 	t.Cleanup(func() {
-		admin, err := sql.Open("pgx", base)
+		admin, err := sql.Open(driver, dsn)
 		if err != nil {
 			return
 		}
 		defer admin.Close()
-		admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
+		admin.Exec("DROP DATABASE IF EXISTS " + name + drop)
 	})
 	u, err := url.Parse(base)
 	if err != nil {

@@ -122,6 +122,9 @@ func printBanner(w io.Writer, app *App) {
 	}
 	fmt.Fprintf(w, "wejourney %s is running (database %s, %s)\n", app.Opts.Role, cfg.DatabaseURL, redisDesc)
 	if app.Addr == "" {
+		if app.AdminPassword != "" {
+			fmt.Fprintf(w, "  admin:    user admin, password %s   (shown once: note it)\n", app.AdminPassword)
+		}
 		return
 	}
 	base := "http://" + app.Addr
