@@ -55,6 +55,9 @@ func (e *Engine) RunStep(ctx context.Context, visitID int64) error {
 			// the due time the database keeps, without holding a worker.
 			// Should this process die first, the sweeper runs it.
 			time.AfterFunc(early, func() {
+				if e.cfg.BaseContext.Err() != nil {
+					return // shutting down: the next start's sweep runs it
+				}
 				if err := e.RunStep(e.cfg.BaseContext, visitID); err != nil {
 					e.log.Error("running held step", "visit", visitID, "err", err)
 				}
