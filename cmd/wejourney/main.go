@@ -169,7 +169,7 @@ func migrateCmd(args []string, stdout io.Writer) error {
 
 func journeysCmd(args []string, stdout io.Writer) error {
 	if len(args) < 2 || args[0] != "validate" {
-		return errors.New("usage: wejourney journeys validate FILE...")
+		return errors.New("usage: wejourney journeys validate FILE [FILE]")
 	}
 	var errs []error
 	for _, f := range args[1:] {
