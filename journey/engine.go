@@ -11,6 +11,7 @@ import (
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/vm"
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/channels"
@@ -54,6 +55,34 @@ type Config struct {
 	// BaseContext is the context of work the engine starts by itself (steps
 	// held until their due time). Default context.Background().
 	BaseContext context.Context
+	// Metrics, if set, receives the engine's Prometheus metrics: routed
+	// events by type, deliveries by channel and status, step outcomes.
+	Metrics prometheus.Registerer
+}
+
+// engineMetrics are the counters the engine keeps when Config.Metrics is set.
+type engineMetrics struct {
+	routed     *prometheus.CounterVec
+	deliveries *prometheus.CounterVec
+	steps      *prometheus.CounterVec
+}
+
+func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
+	m := &engineMetrics{
+		routed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wejourney_events_routed_total", Help: "Events routed to journeys, by type.",
+		}, []string{"type"}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wejourney_deliveries_total", Help: "Messages handed to channels, by channel and delivery status.",
+		}, []string{"channel", "status"}),
+		steps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wejourney_steps_total", Help: "Step visits finished, by visit status.",
+		}, []string{"status"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.routed, m.deliveries, m.steps)
+	}
+	return m
 }
 
 // dbSlot is a counting semaphore; a nil one never blocks.
@@ -73,9 +102,10 @@ func (s dbSlot) unlock() {
 
 // Engine routes events to journeys and runs their steps.
 type Engine struct {
-	cfg  Config
-	log  *slog.Logger
-	slot dbSlot
+	cfg     Config
+	log     *slog.Logger
+	slot    dbSlot
+	metrics *engineMetrics
 
 	mu       sync.Mutex
 	versions map[int64]*Compiled // immutable versions, cached forever
@@ -112,7 +142,7 @@ func New(cfg Config) *Engine {
 	if cfg.BaseContext == nil {
 		cfg.BaseContext = context.Background()
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, versions: map[int64]*Compiled{}}
+	e := &Engine{cfg: cfg, log: cfg.Logger, versions: map[int64]*Compiled{}, metrics: newEngineMetrics(cfg.Metrics)}
 	if cfg.DBSlots > 0 {
 		e.slot = make(dbSlot, cfg.DBSlots)
 	}

@@ -79,6 +79,9 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 		e.recordRouteFailure(id, err)
 		return err
 	}
+	for _, t := range r.types {
+		e.metrics.routed.WithLabelValues(t).Inc()
+	}
 	e.schedule(r.waiting...)
 	var errs []error
 	for _, v := range r.claimed {
@@ -94,6 +97,7 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 type routed struct {
 	claimed, waiting []*model.StepVisit
 	member           *model.Member // as the last routed event left it
+	types            []string      // of the routed events
 }
 
 // routeEvent routes one unrouted event inside tx and adds its follow-up
@@ -142,6 +146,7 @@ func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *rout
 		}
 	}
 	r.member = m
+	r.types = append(r.types, ev.Type)
 	return nil
 }
 

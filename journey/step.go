@@ -134,8 +134,9 @@ type stepResult struct {
 }
 
 type deliveryUpdate struct {
-	id     int64
-	fields map[string]any
+	id      int64
+	channel string
+	fields  map[string]any
 }
 
 func applyDeliveries(tx *gorm.DB, us []deliveryUpdate) error {
@@ -251,6 +252,14 @@ func (e *Engine) finish(ctx context.Context, c *Compiled, enr *model.Enrollment,
 	})
 	if errors.Is(err, errConflict) {
 		return nil, nil
+	}
+	if err == nil {
+		e.metrics.steps.WithLabelValues(r.status).Inc()
+		for _, d := range r.deliveries {
+			if st, ok := d.fields["status"].(string); ok {
+				e.metrics.deliveries.WithLabelValues(d.channel, st).Inc()
+			}
+		}
 	}
 	return next, err
 }
@@ -383,7 +392,7 @@ func (e *Engine) deliver(ctx context.Context, cs *compiledStep, enr *model.Enrol
 		}
 		// Should this update be lost with its transaction, the row stays
 		// "sending" and is never re-sent.
-		ok.deliveries = []deliveryUpdate{{d.ID, map[string]any{"status": status, "provider_id": result.ProviderID, "sent_at": sentAt}}}
+		ok.deliveries = []deliveryUpdate{{d.ID, channel, map[string]any{"status": status, "provider_id": result.ProviderID, "sent_at": sentAt}}}
 		ok.outcome = status
 		return ok
 	}
@@ -396,7 +405,7 @@ func (e *Engine) deliver(ctx context.Context, cs *compiledStep, enr *model.Enrol
 	if ambiguous(err) && channel != channels.WeChatTemplate {
 		status = model.DeliveryUnknown
 	}
-	upd := []deliveryUpdate{{d.ID, map[string]any{"status": status, "error": err.Error(), "error_code": code}}}
+	upd := []deliveryUpdate{{d.ID, channel, map[string]any{"status": status, "error": err.Error(), "error_code": code}}}
 	e.log.Warn("delivery failed", "visit", v.ID, "channel", channel, "member", m.ID, "err", err)
 	switch {
 	case status == model.DeliveryUnknown:

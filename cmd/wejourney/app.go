@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
@@ -73,6 +75,7 @@ type App struct {
 	ingestor  *journey.Ingestor
 	http      *http.Server
 	runCtx    context.Context
+	registry  *prometheus.Registry
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -171,8 +174,10 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 		slots = 1 // one connection: see journey.Config.DBSlots
 	}
 	a.runCtx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	a.registry = prometheus.NewRegistry()
+	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.Engine = journey.New(journey.Config{DB: db, Queue: a.queue, Senders: senders, Logger: a.Log,
-		Gate: gate, DBSlots: slots, BaseContext: a.runCtx})
+		Gate: gate, DBSlots: slots, BaseContext: a.runCtx, Metrics: a.registry})
 	if _, err := a.Engine.SyncDir(ctx, cfg.JourneysDir); err != nil {
 		a.Log.Error("some journeys were not loaded", "dir", cfg.JourneysDir, "err", err)
 	}
@@ -182,26 +187,26 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 		if err := db.Where(&model.Setting{Key: "session_secret"}).First(&secret).Error; err != nil {
 			return nil, fmt.Errorf("load session secret: %w", err)
 		}
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		h := handler.New(handler.Config{
-			DB: db, Ingestor: a.ingestor, Accounts: accounts, Registry: reg, Logger: a.Log,
-			Ready: func(r *http.Request) error {
-				sqlDB, err := db.DB()
-				if err != nil {
-					return err
-				}
-				if err := sqlDB.PingContext(r.Context()); err != nil {
-					return fmt.Errorf("database: %w", err)
-				}
-				if err := a.rdb.Ping(r.Context()).Err(); err != nil {
-					return fmt.Errorf("redis: %w", err)
-				}
-				return nil
-			},
+			DB: db, Ingestor: a.ingestor, Accounts: accounts, Registry: a.registry, Logger: a.Log,
+			Ready: a.ready,
 			Admin: handler.NewAdmin(handler.AdminConfig{DB: db, Secret: []byte(secret.Value), Sandbox: cfg.Sandbox()}),
 		})
 		a.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	}
+	if opts.Role == RoleWorker {
+		// A worker serves only its probes and metrics.
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+			if err := a.ready(r); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			io.WriteString(w, "ready")
+		})
+		mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
+		a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 	if opts.Role != RoleWeb {
 		a.worker = asynq.NewServer(a.redisOpt, asynq.Config{
@@ -215,6 +220,21 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 	}
 	ok = true
 	return a, nil
+}
+
+// ready reports whether the database and Redis answer.
+func (a *App) ready(r *http.Request) error {
+	sqlDB, err := a.DB.DB()
+	if err != nil {
+		return err
+	}
+	if err := sqlDB.PingContext(r.Context()); err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	if err := a.rdb.Ping(r.Context()).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return nil
 }
 
 // bootstrap seeds what a first start needs: the default Official Account,

@@ -234,6 +234,29 @@ func TestRetriedCallbackEntersOnce(t *testing.T) {
 	if len(msgs) != 2 || msgs[0].Kind != "custom" || msgs[1].Kind != "template" {
 		t.Errorf("messages = %+v, want one welcome and one follow-up", msgs)
 	}
+	// Operators see the same in /metrics.
+	wants := []string{
+		`wejourney_callbacks_total{outcome="duplicate",source="wechat"} 2`,
+		`wejourney_events_routed_total{type="wechat.subscribe"} 1`,
+		`wejourney_deliveries_total{channel="wechat.text",status="sent"} 1`,
+		`wejourney_deliveries_total{channel="wechat.template",status="sent"} 1`,
+	}
+	var metrics string
+	h.eventually("/metrics to count the callbacks, the routing and both deliveries", 5*time.Second, func() bool {
+		resp, err := http.Get(h.base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		metrics = string(b)
+		for _, want := range wants {
+			if !strings.Contains(metrics, want) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 func TestTwoEventsInOneSecondBothHandled(t *testing.T) {
