@@ -156,35 +156,50 @@ func (a *Admin) journeys(c *gin.Context) ([]JourneyRow, error) {
 	if err := db.Order("id").Find(&js).Error; err != nil {
 		return nil, err
 	}
-	rows := make([]JourneyRow, 0, len(js))
+	versionIDs := make([]int64, 0, len(js))
 	for _, j := range js {
-		r := JourneyRow{ID: j.ID, Key: j.Key, Name: j.Name, Status: j.Status}
-		var v model.JourneyVersion
-		if err := db.Select("version").First(&v, j.CurrentVersionID).Error; err == nil {
-			r.Version = v.Version
+		versionIDs = append(versionIDs, j.CurrentVersionID)
+	}
+	var versions []model.JourneyVersion
+	if err := db.Select("id", "version").Where("id IN ?", versionIDs).Find(&versions).Error; err != nil {
+		return nil, err
+	}
+	versionOf := make(map[int64]int, len(versions))
+	for _, v := range versions {
+		versionOf[v.ID] = v.Version
+	}
+	var counts []struct {
+		JourneyID int64
+		Status    string
+		N         int64
+	}
+	if err := db.Model(&model.Enrollment{}).Select("journey_id, status, count(*) AS n").
+		Group("journey_id, status").Scan(&counts).Error; err != nil {
+		return nil, err
+	}
+	rows := make([]JourneyRow, 0, len(js))
+	index := make(map[int64]int, len(js))
+	for _, j := range js {
+		index[j.ID] = len(rows)
+		rows = append(rows, JourneyRow{ID: j.ID, Key: j.Key, Name: j.Name, Status: j.Status, Version: versionOf[j.CurrentVersionID]})
+	}
+	for _, ct := range counts {
+		i, ok := index[ct.JourneyID]
+		if !ok {
+			continue
 		}
-		var counts []struct {
-			Status string
-			N      int64
+		r := &rows[i]
+		r.Entered += ct.N
+		switch ct.Status {
+		case model.EnrollmentActive:
+			r.Active = ct.N
+		case model.EnrollmentCompleted:
+			r.Completed = ct.N
+		case model.EnrollmentExited:
+			r.Exited = ct.N
+		case model.EnrollmentFailed:
+			r.Dropped = ct.N
 		}
-		if err := db.Model(&model.Enrollment{}).Select("status, count(*) AS n").Where("journey_id = ?", j.ID).
-			Group("status").Scan(&counts).Error; err != nil {
-			return nil, err
-		}
-		for _, ct := range counts {
-			r.Entered += ct.N
-			switch ct.Status {
-			case model.EnrollmentActive:
-				r.Active = ct.N
-			case model.EnrollmentCompleted:
-				r.Completed = ct.N
-			case model.EnrollmentExited:
-				r.Exited = ct.N
-			case model.EnrollmentFailed:
-				r.Dropped = ct.N
-			}
-		}
-		rows = append(rows, r)
 	}
 	return rows, nil
 }

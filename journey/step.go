@@ -361,8 +361,8 @@ func (e *Engine) deliver(ctx context.Context, cs *compiledStep, enr *model.Enrol
 			// The process died while the provider had the message. Only a
 			// channel that dedupes by our idempotency key may be asked again.
 			if channel != channels.WeChatTemplate {
-				db.Model(&d).Update("status", model.DeliveryUnknown)
 				ok.outcome = "unknown"
+				ok.deliveries = []deliveryUpdate{{d.ID, channel, map[string]any{"status": model.DeliveryUnknown}}}
 				return ok
 			}
 		}

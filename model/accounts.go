@@ -60,13 +60,6 @@ func (a *Accounts) Get(ctx context.Context, appid string) (Account, error) {
 	return acct, err
 }
 
-// Forget drops appid from the cache (after an account is edited).
-func (a *Accounts) Forget(appid string) {
-	a.mu.Lock()
-	delete(a.cache, appid)
-	a.mu.Unlock()
-}
-
 // UpsertAccount creates or updates the account with acct.AppID, in one
 // statement, so processes starting together do not collide.
 func UpsertAccount(db *gorm.DB, acct Account) error {

@@ -69,18 +69,16 @@ func Migrations() []*gormigrate.Migration {
 	return []*gormigrate.Migration{{
 		// v1 creates the spine's tables. Later migrations alter them with
 		// explicit AddColumn/CreateIndex calls, never by re-reading the structs.
-		ID: "2026112301_spine",
-		Migrate: func(tx *gorm.DB) error {
-			return tx.Migrator().CreateTable(&Event{}, &Member{}, &MemberIdentity{}, &Journey{},
-				&JourneyVersion{}, &Enrollment{}, &StepVisit{}, &Delivery{}, &Account{},
-				&AdminUser{}, &APIKey{}, &Setting{})
-		},
-		Rollback: func(tx *gorm.DB) error {
-			return tx.Migrator().DropTable(&Event{}, &Member{}, &MemberIdentity{}, &Journey{},
-				&JourneyVersion{}, &Enrollment{}, &StepVisit{}, &Delivery{}, &Account{},
-				&AdminUser{}, &APIKey{}, &Setting{})
-		},
+		ID:       "2026112301_spine",
+		Migrate:  func(tx *gorm.DB) error { return tx.Migrator().CreateTable(spineTables()...) },
+		Rollback: func(tx *gorm.DB) error { return tx.Migrator().DropTable(spineTables()...) },
 	}}
+}
+
+// spineTables are the tables the first migration creates.
+func spineTables() []any {
+	return []any{&Event{}, &Member{}, &MemberIdentity{}, &Journey{}, &JourneyVersion{},
+		&Enrollment{}, &StepVisit{}, &Delivery{}, &Account{}, &AdminUser{}, &APIKey{}, &Setting{}}
 }
 
 // Migrate brings the schema to the newest version, recording each applied
