@@ -8,6 +8,8 @@
 package config
 
 import (
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -53,6 +55,26 @@ type Config struct {
 	SMTPURL     string `env:"WEJOURNEY_SMTP_URL" yaml:"smtp_url"`
 	EmailFrom   string `env:"WEJOURNEY_EMAIL_FROM" yaml:"email_from"`
 	SMSProvider string `env:"WEJOURNEY_SMS_PROVIDER" yaml:"sms_provider"`
+
+	// PublicURL is the public base URL (callback URLs shown to operators,
+	// tracking links); empty: http:// + HTTPAddr.
+	PublicURL string `env:"WEJOURNEY_PUBLIC_URL" yaml:"public_url"`
+	// SecretKey encrypts account secrets at rest: one or more comma-separated
+	// 32-byte keys (base64 or 64 hex digits); the first encrypts, every one
+	// decrypts (rotation). Required with PostgreSQL or MySQL; on the embedded
+	// SQLite default it is generated into the database's directory.
+	SecretKey string `env:"WEJOURNEY_SECRET_KEY" yaml:"secret_key"`
+	// CookieSecure sets the Secure flag of admin cookies: "auto" (default:
+	// when the request came over TLS, or through a trusted proxy that says
+	// X-Forwarded-Proto: https, or PublicURL is https), "always" or "never".
+	CookieSecure string `env:"WEJOURNEY_COOKIE_SECURE" yaml:"cookie_secure"`
+	// TrustedProxies are comma-separated IPs or CIDRs whose X-Forwarded-For
+	// and X-Forwarded-Proto are believed (client IPs for sign-in limits);
+	// empty: none, the peer address is the client.
+	TrustedProxies string `env:"WEJOURNEY_TRUSTED_PROXIES" yaml:"trusted_proxies"`
+	// DemoJourneys: "auto" (default) loads journeys marked demo: true only
+	// while the default account is the sandbox; "on" always; "off" never.
+	DemoJourneys string `env:"WEJOURNEY_DEMO_JOURNEYS" yaml:"demo_journeys"`
 }
 
 // Defaults returns the configuration with nothing set.
@@ -64,6 +86,8 @@ func Defaults() Config {
 		WeChatAPIBase: "https://api.weixin.qq.com",
 		WeComAPIBase:  "https://qyapi.weixin.qq.com",
 		SMSProvider:   "log",
+		CookieSecure:  "auto",
+		DemoJourneys:  "auto",
 	}
 }
 
@@ -140,8 +164,8 @@ func (c Config) Validate() error {
 			bad("WEJOURNEY_REDIS_URL", "%q: want redis://host:6379/0, rediss://…, redis-sentinel://…, redis-cluster://… or redis-socket://…", c.RedisURL)
 		}
 	}
-	if c.WeChatAESKey != "" && len(c.WeChatAESKey) != 43 {
-		bad("WEJOURNEY_WECHAT_AES_KEY", "EncodingAESKey must be 43 characters, got %d", len(c.WeChatAESKey))
+	if err := checkAESKey(c.WeChatAESKey); err != nil {
+		bad("WEJOURNEY_WECHAT_AES_KEY", "%v", err)
 	}
 	if c.WeChatAppID != "" && c.WeChatToken == "" {
 		bad("WEJOURNEY_WECHAT_TOKEN", "required when WEJOURNEY_WECHAT_APPID is set (the token you entered in the Official Account's server settings)")
@@ -149,8 +173,8 @@ func (c Config) Validate() error {
 	if c.WeChatAppSecret != "" && c.WeChatAppID == "" {
 		bad("WEJOURNEY_WECHAT_APPID", "required when WEJOURNEY_WECHAT_APPSECRET is set")
 	}
-	if c.WeComAESKey != "" && len(c.WeComAESKey) != 43 {
-		bad("WEJOURNEY_WECOM_AES_KEY", "EncodingAESKey must be 43 characters, got %d", len(c.WeComAESKey))
+	if err := checkAESKey(c.WeComAESKey); err != nil {
+		bad("WEJOURNEY_WECOM_AES_KEY", "%v", err)
 	}
 	for env, base := range map[string]string{"WEJOURNEY_WECHAT_API_BASE": c.WeChatAPIBase, "WEJOURNEY_WECOM_API_BASE": c.WeComAPIBase} {
 		if u, err := url.Parse(base); err != nil || !oneOf(u.Scheme, "http", "https") || u.Host == "" {
@@ -165,7 +189,102 @@ func (c Config) Validate() error {
 	if !oneOf(c.SMSProvider, "log", "aliyun", "tencent", "webhook") {
 		bad("WEJOURNEY_SMS_PROVIDER", "%q: want log, aliyun, tencent or webhook", c.SMSProvider)
 	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || !oneOf(u.Scheme, "http", "https") || u.Host == "" {
+			bad("WEJOURNEY_PUBLIC_URL", "%q is not an http(s) URL", c.PublicURL)
+		}
+	}
+	if _, err := c.SecretKeys(); err != nil {
+		bad("WEJOURNEY_SECRET_KEY", "%v", err)
+	} else if d, _, err := ParseDatabaseURL(c.DatabaseURL); err == nil && c.SecretKey == "" && d != "sqlite" {
+		bad("WEJOURNEY_SECRET_KEY", "required with %s (it encrypts account secrets at rest); make one with: openssl rand -base64 32", d)
+	}
+	if !oneOf(c.CookieSecure, "auto", "always", "never") {
+		bad("WEJOURNEY_COOKIE_SECURE", "%q: want auto, always or never", c.CookieSecure)
+	}
+	if _, err := c.Proxies(); err != nil {
+		bad("WEJOURNEY_TRUSTED_PROXIES", "%v", err)
+	}
+	if !oneOf(c.DemoJourneys, "auto", "on", "off") {
+		bad("WEJOURNEY_DEMO_JOURNEYS", "%q: want auto, on or off", c.DemoJourneys)
+	}
 	return errors.Join(errs...)
+}
+
+// checkAESKey checks an EncodingAESKey: 43 characters of base64 that decode
+// (with the "=" WeChat leaves off) to a 32-byte AES key.
+func checkAESKey(k string) error {
+	if k == "" {
+		return nil
+	}
+	if len(k) != 43 {
+		return fmt.Errorf("EncodingAESKey must be 43 characters, got %d", len(k))
+	}
+	if b, err := base64.StdEncoding.DecodeString(k + "="); err != nil || len(b) != 32 {
+		return errors.New("EncodingAESKey is not base64 (copy it again from the server settings: letters and digits only)")
+	}
+	return nil
+}
+
+// SecretKeys decodes SecretKey: each comma-separated key is 32 bytes as
+// base64 (standard or URL alphabet) or 64 hex digits. The first encrypts.
+func (c Config) SecretKeys() ([][]byte, error) {
+	var keys [][]byte
+	for i, k := range strings.Split(c.SecretKey, ",") {
+		k = strings.TrimSpace(k)
+		if k == "" {
+			continue
+		}
+		var b []byte
+		if h, err := hex.DecodeString(k); err == nil && len(h) == 32 {
+			b = h
+		} else {
+			for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+				if d, err := enc.DecodeString(k); err == nil && len(d) == 32 {
+					b = d
+					break
+				}
+			}
+		}
+		if b == nil {
+			return nil, fmt.Errorf("key %d is not 32 bytes of base64 or 64 hex digits (make one with: openssl rand -base64 32)", i+1)
+		}
+		keys = append(keys, b)
+	}
+	return keys, nil
+}
+
+// Proxies parses TrustedProxies into IPs and CIDRs, as gin's SetTrustedProxies takes them.
+func (c Config) Proxies() ([]string, error) {
+	var out []string
+	for _, p := range strings.Split(c.TrustedProxies, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		if _, _, err := net.ParseCIDR(p); err != nil && net.ParseIP(p) == nil {
+			return nil, fmt.Errorf("%q is not an IP address or CIDR", p)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// BaseURL is the public base URL: PublicURL, or http:// + HTTPAddr.
+func (c Config) BaseURL() string {
+	if c.PublicURL != "" {
+		return strings.TrimRight(c.PublicURL, "/")
+	}
+	return "http://" + c.HTTPAddr
+}
+
+// RedactURL returns raw with any password replaced by "xxxxx", for logs and banners.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	return u.Redacted()
 }
 
 // ParseDatabaseURL splits a database URL into its gorm dialect ("sqlite",

@@ -63,6 +63,16 @@ func TestValidate(t *testing.T) {
 			`WEJOURNEY_HTTP_ADDR: "8080" is not host:port`,
 			`WEJOURNEY_DATABASE_URL: "oracle://x": want sqlite:PATH, postgres://… or mysql://…`,
 		}},
+		{"AES key that is not base64", func(c *Config) {
+			c.WeChatAppID, c.WeChatToken, c.WeChatAESKey = "wx1", "t", strings.Repeat("!", 43)
+		}, []string{"WEJOURNEY_WECHAT_AES_KEY: EncodingAESKey is not base64 (copy it again from the server settings: letters and digits only)"}},
+		{"postgres without a secret key", func(c *Config) { c.DatabaseURL = "postgres://u@h:5432/db" },
+			[]string{"WEJOURNEY_SECRET_KEY: required with postgres (it encrypts account secrets at rest); make one with: openssl rand -base64 32"}},
+		{"postgres with a secret key", func(c *Config) {
+			c.DatabaseURL, c.SecretKey = "postgres://u@h:5432/db", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+		}, nil},
+		{"bad secret key", func(c *Config) { c.SecretKey = "short" },
+			[]string{"WEJOURNEY_SECRET_KEY: key 1 is not 32 bytes of base64 or 64 hex digits (make one with: openssl rand -base64 32)"}},
 		{"bad sms provider", func(c *Config) { c.SMSProvider = "twilio" },
 			[]string{`WEJOURNEY_SMS_PROVIDER: "twilio": want log, aliyun, tencent or webhook`}},
 	}
@@ -78,6 +88,18 @@ func TestValidate(t *testing.T) {
 				t.Errorf("Validate() mismatch (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://app:s3cret@db:5432/wj": "postgres://app:xxxxx@db:5432/wj",
+		"redis://:s3cret@r:6379/0":         "redis://:xxxxx@r:6379/0",
+		"sqlite:data/wejourney.db":         "sqlite:data/wejourney.db",
+	} {
+		if got := RedactURL(in); got != want || strings.Contains(got, "s3cret") {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 

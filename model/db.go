@@ -63,32 +63,18 @@ func Open(dialect, dsn string) (*gorm.DB, error) {
 	return db, nil
 }
 
-// Migrations are the schema's versions, oldest first. Never edit one that
-// has shipped: add the next.
-func Migrations() []*gormigrate.Migration {
-	return []*gormigrate.Migration{{
-		// v1 creates the spine's tables. Later migrations alter them with
-		// explicit AddColumn/CreateIndex calls, never by re-reading the structs.
-		ID:       "2026112301_spine",
-		Migrate:  func(tx *gorm.DB) error { return tx.Migrator().CreateTable(spineTables()...) },
-		Rollback: func(tx *gorm.DB) error { return tx.Migrator().DropTable(spineTables()...) },
-	}}
-}
-
-// spineTables are the tables the first migration creates.
-func spineTables() []any {
-	return []any{&Event{}, &Member{}, &MemberIdentity{}, &Journey{}, &JourneyVersion{},
-		&Enrollment{}, &StepVisit{}, &Delivery{}, &Account{}, &AdminUser{}, &APIKey{}, &Setting{}}
-}
-
 // Migrate brings the schema to the newest version, recording each applied
 // version in the schema_migrations table.
 func Migrate(db *gorm.DB) error {
-	m := gormigrate.New(db, &gormigrate.Options{TableName: "schema_migrations", IDColumnName: "id", IDColumnSize: 64, UseTransaction: false}, Migrations())
+	m := gormigrate.New(db, migrateOptions(), Migrations())
 	if err := m.Migrate(); err != nil {
 		return fmt.Errorf("model: migrate: %w", err)
 	}
 	return nil
+}
+
+func migrateOptions() *gormigrate.Options {
+	return &gormigrate.Options{TableName: "schema_migrations", IDColumnName: "id", IDColumnSize: 64, UseTransaction: false}
 }
 
 // ErrNotMigrated is returned by CheckMigrated when the schema is behind.

@@ -64,6 +64,9 @@ type Event struct {
 	// Attempts counts routing attempts, so a poisonous event is parked, not retried forever.
 	Attempts int    `gorm:"not null;default:0"`
 	Error    string `gorm:"type:text"`
+	// PayloadHash fingerprints what the sender posted (events API), so a
+	// reused id with another payload is told apart from a retry.
+	PayloadHash string `gorm:"size:64"`
 }
 
 // Member is one person, however many identities they arrived with.
@@ -232,9 +235,10 @@ type Account struct {
 	Kind      string `gorm:"size:16;not null"`
 	AppID     string `gorm:"size:128;not null;uniqueIndex"`
 	Name      string `gorm:"size:255"`
-	AppSecret string `gorm:"size:255"`
-	Token     string `gorm:"size:255"`
-	AESKey    string `gorm:"size:64"`
+	// AppSecret, Token and AESKey are stored encrypted (see SecretBox).
+	AppSecret string `gorm:"size:512"`
+	Token     string `gorm:"size:512"`
+	AESKey    string `gorm:"size:255"`
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }
@@ -247,13 +251,32 @@ type AdminUser struct {
 	CreatedAt    time.Time
 }
 
-// APIKey authorizes the events API. Only the key's SHA-256 is stored.
+// API key scopes.
+const (
+	ScopeEvents = "events" // POST /api/v1/events
+	ScopeAdmin  = "admin"  // the admin JSON API
+)
+
+// APIKey authorizes the events API (scope "events") or the admin JSON API
+// (scope "admin"). Only the key's SHA-256 is stored; Prefix is its first
+// characters, shown in listings so operators can tell keys apart.
 type APIKey struct {
 	ID         int64  `gorm:"primaryKey;autoIncrement"`
 	Name       string `gorm:"size:128"`
 	Hash       string `gorm:"size:64;not null;uniqueIndex"`
 	CreatedAt  time.Time
 	LastUsedAt *time.Time
+	Scope      string `gorm:"size:16;not null;default:events"`
+	Prefix     string `gorm:"size:16"`
+	RevokedAt  *time.Time
+}
+
+// Session is one admin sign-in, stored server side (the layout of
+// alexedwards/scs stores): deleting the row ends the session.
+type Session struct {
+	Token  string    `gorm:"primaryKey;size:64"`
+	Data   []byte    `gorm:"not null"`
+	Expiry time.Time `gorm:"not null;index:idx_sessions_expiry"`
 }
 
 // Setting is a small key/value row (the session-signing secret, ...).

@@ -118,7 +118,7 @@ steps:
 	if !strings.HasPrefix(dbURL, "sqlite:") {
 		// serve migrates SQLite itself; a server database is migrated first.
 		mig := exec.Command(bin, "migrate")
-		mig.Env = append(os.Environ(), "WEJOURNEY_DATABASE_URL="+dbURL)
+		mig.Env = append(os.Environ(), "WEJOURNEY_DATABASE_URL="+dbURL, "WEJOURNEY_SECRET_KEY="+testSecretKey)
 		if out, err := mig.CombinedOutput(); err != nil {
 			t.Fatalf("migrate: %v\n%s", err, out)
 		}
@@ -128,7 +128,7 @@ steps:
 		"WEJOURNEY_HTTP_ADDR=" + addr, "WEJOURNEY_DATABASE_URL=" + dbURL, "WEJOURNEY_REDIS_URL=" + redisURL,
 		"WEJOURNEY_JOURNEYS_DIR=" + dir, "WEJOURNEY_WECHAT_APPID=" + testAppID, "WEJOURNEY_WECHAT_APPSECRET=s",
 		"WEJOURNEY_WECHAT_TOKEN=" + testToken, "WEJOURNEY_WECHAT_AES_KEY=" + testAESKey,
-		"WEJOURNEY_WECHAT_API_BASE=" + fake.URL, "WEJOURNEY_ADMIN_PASSWORD=x",
+		"WEJOURNEY_WECHAT_API_BASE=" + fake.URL, "WEJOURNEY_ADMIN_PASSWORD=x", "WEJOURNEY_SECRET_KEY=" + testSecretKey,
 	}
 	first := startProcess(t, bin, env, addr)
 	sim, err := wxsim.New(wxsim.Config{Target: "http://" + addr, AppID: testAppID, Token: testToken, AESKey: testAESKey})

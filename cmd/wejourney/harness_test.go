@@ -40,6 +40,8 @@ const (
 	testAppID  = "wxtest0000000001"
 	testToken  = "test-token"
 	testAESKey = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+	// testSecretKey encrypts account secrets in tests (WEJOURNEY_SECRET_KEY).
+	testSecretKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 )
 
 // testDatabaseURL returns a fresh database for one test.
@@ -132,6 +134,7 @@ func newHarness(t *testing.T, journeys map[string]string) *harness {
 	cfg.WeChatAppID, cfg.WeChatAppSecret, cfg.WeChatToken, cfg.WeChatAESKey = testAppID, "test-secret", testToken, testAESKey
 	cfg.WeChatAPIBase = fake.URL
 	cfg.AdminPassword = "admin-pass"
+	cfg.SecretKey = testSecretKey
 	cfg.APIKey = "test-api-key"
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
