@@ -231,10 +231,10 @@ const (
 // Account is a connected Official Account or WeCom app. AppID is the
 // Official Account's appid, or "corpid/agentid" for WeCom.
 type Account struct {
-	ID        int64  `gorm:"primaryKey;autoIncrement"`
-	Kind      string `gorm:"size:16;not null"`
-	AppID     string `gorm:"size:128;not null;uniqueIndex"`
-	Name      string `gorm:"size:255"`
+	ID    int64  `gorm:"primaryKey;autoIncrement"`
+	Kind  string `gorm:"size:16;not null"`
+	AppID string `gorm:"size:128;not null;uniqueIndex"`
+	Name  string `gorm:"size:255"`
 	// AppSecret, Token and AESKey are stored encrypted (see SecretBox).
 	AppSecret string `gorm:"size:512"`
 	Token     string `gorm:"size:512"`
