@@ -8,6 +8,8 @@ package handler
 import (
 	"log/slog"
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,7 +23,15 @@ import (
 // MaxBody is the largest request body accepted; larger ones get 413.
 const MaxBody = 1 << 20
 
-// Config wires a handler. Every field but Logger and Ready is required.
+// DefaultMaxConcurrentBodies is how many callback bodies are read at once
+// when Config.MaxConcurrentBodies is zero.
+const DefaultMaxConcurrentBodies = 64
+
+// bodySlotWait is how long a callback waits for a free body slot before it
+// is answered 503 (WeChat retries it).
+const bodySlotWait = time.Second
+
+// Config wires a handler. DB, Ingestor and Accounts are required.
 type Config struct {
 	DB       *gorm.DB
 	Ingestor *journey.Ingestor
@@ -34,6 +44,14 @@ type Config struct {
 	Admin *Admin
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Now is the clock callback timestamps are checked against; it
+	// defaults to time.Now.
+	Now func() time.Time
+	// MaxConcurrentBodies caps how many callback bodies are read at once,
+	// bounding the memory that request bodies can take; a callback that
+	// finds no free slot within a second is answered 503. Default
+	// DefaultMaxConcurrentBodies.
+	MaxConcurrentBodies int
 }
 
 // Handler holds the routes' dependencies.
@@ -41,19 +59,43 @@ type Handler struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics
-	oa      oaCache
+	now     func() time.Time
+	// bodies holds one token per callback body being read.
+	bodies   chan struct{}
+	bodyWait time.Duration
+	// logs rate-limits the log lines about refused requests.
+	logs logLimiter
 }
 
 // New returns the router with the whole route table.
 func New(cfg Config) http.Handler {
-	gin.SetMode(gin.ReleaseMode)
+	return newHandler(cfg).routes()
+}
+
+// newHandler fills in cfg's defaults.
+func newHandler(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry)}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MaxConcurrentBodies <= 0 {
+		cfg.MaxConcurrentBodies = DefaultMaxConcurrentBodies
+	}
+	return &Handler{
+		cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry), now: cfg.Now,
+		bodies: make(chan struct{}, cfg.MaxConcurrentBodies), bodyWait: bodySlotWait,
+	}
+}
+
+// routes returns the router.
+func (h *Handler) routes() http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	cfg := h.cfg
 	r := gin.New()
 	r.Use(h.recoverer)
 
@@ -91,14 +133,31 @@ func (h *Handler) recoverer(c *gin.Context) {
 
 func (h *Handler) healthz(c *gin.Context) { c.String(http.StatusOK, "ok") }
 
+// readyz answers whether the dependencies answer. The reason for "not
+// ready" goes to the log, never to the caller: driver errors name hosts,
+// users and sometimes more. At most the failing component is named.
 func (h *Handler) readyz(c *gin.Context) {
 	if h.cfg.Ready != nil {
 		if err := h.cfg.Ready(c.Request); err != nil {
-			c.JSON(http.StatusServiceUnavailable, gin.H{"ready": false, "error": err.Error()})
+			if ok, suppressed := h.logs.allow("readyz"); ok {
+				h.log.Warn("not ready", "err", err, "suppressed", suppressed)
+			}
+			c.JSON(http.StatusServiceUnavailable, gin.H{"ready": false, "error": notReadyReason(err)})
 			return
 		}
 	}
 	c.JSON(http.StatusOK, gin.H{"ready": true})
+}
+
+// notReadyReason is what /readyz tells the caller about err: the component
+// when the error names one ("database: …", "redis: …"), nothing else.
+func notReadyReason(err error) string {
+	for _, component := range []string{"database", "redis"} {
+		if strings.HasPrefix(err.Error(), component+":") {
+			return "not ready: " + component + ": see the server log"
+		}
+	}
+	return "not ready: see the server log"
 }
 
 type metrics struct {

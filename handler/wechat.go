@@ -1,153 +1,324 @@
 package handler
 
 import (
-	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/silenceper/wechat/v2/cache"
-	"github.com/silenceper/wechat/v2/officialaccount"
-	oaconfig "github.com/silenceper/wechat/v2/officialaccount/config"
 	"github.com/silenceper/wechat/v2/officialaccount/message"
+	"github.com/silenceper/wechat/v2/util"
 
 	"github.com/wejourney/wejourney/model"
 )
 
-type oaKey struct{ appid, token, aes string }
+// MaxTimestampSkew is how far a callback's timestamp may be from this
+// server's clock; an older (or later) callback is refused as a replay.
+const MaxTimestampSkew = 5 * time.Minute
 
-// oaCache holds one silenceper OfficialAccount per appid and credentials,
-// used only for its callback server (signature, AES, XML).
-type oaCache struct {
-	mu  sync.Mutex
-	m   map[oaKey]*officialaccount.OfficialAccount
-	mem cache.Cache
+// Hints logged with refused callbacks: what an operator should check.
+const (
+	hintToken    = "check WEJOURNEY_WECHAT_TOKEN matches the token in 公众平台 → 基本配置"
+	hintClock    = "a replay, or this server's clock is wrong"
+	hintSafeMode = "choose 安全模式 in the platform or unset WEJOURNEY_WECHAT_AES_KEY"
+	hintAESKey   = "check WEJOURNEY_WECHAT_AES_KEY matches the EncodingAESKey in 公众平台 → 基本配置"
+	hintAppID    = "check the callback URL and WEJOURNEY_WECHAT_APPID"
+)
+
+// refusal is a callback answered with something other than 200: its status,
+// its metric outcome (a fixed set, also the log rate-limit kind), what went
+// wrong and what to check.
+type refusal struct {
+	status  int
+	outcome string
+	reason  string
+	hint    string
 }
 
-func (o *oaCache) get(a model.Account) *officialaccount.OfficialAccount {
-	k := oaKey{a.AppID, a.Token, a.AESKey}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.m == nil {
-		o.m = map[oaKey]*officialaccount.OfficialAccount{}
-		o.mem = cache.NewMemory()
-	}
-	oa := o.m[k]
-	if oa == nil {
-		oa = officialaccount.NewOfficialAccount(&oaconfig.Config{AppID: a.AppID, Token: a.Token, EncodingAESKey: a.AESKey, Cache: o.mem})
-		o.m[k] = oa
-	}
-	return oa
+func forbidden(outcome, reason, hint string) *refusal {
+	return &refusal{http.StatusForbidden, outcome, reason, hint}
+}
+
+func malformed(reason string) *refusal {
+	return &refusal{http.StatusBadRequest, "malformed", reason, "not a callback WeChat sends; check what posts to this URL"}
 }
 
 // officialAccount serves GET/POST /wechat/oa/{appid}: the URL check, and
-// plaintext and safe-mode callbacks. It answers "success" only after the
-// normalized event is committed.
+// plaintext and safe-mode callbacks.
+//
+// The query signature and timestamp are checked before the body is read;
+// bodies are read a bounded number at a time. Nothing is written before the
+// outcome is known: 200 "success" only once the normalized event is
+// committed, 503 when it could not be (WeChat retries), 4xx for callbacks no
+// retry can fix. Every refusal is counted and logged (rate-limited) with a
+// hint.
 func (h *Handler) officialAccount(c *gin.Context) {
 	start := time.Now()
 	appid := c.Param("appid")
-	acct, err := h.cfg.Accounts.Get(c.Request.Context(), appid)
-	if err != nil || acct.Kind != model.AccountWeChatOA {
-		h.metrics.callbacks.WithLabelValues("wechat", "unknown_account").Inc()
-		if err != nil && !errors.Is(err, model.ErrUnknownAccount) {
-			c.String(http.StatusServiceUnavailable, "account lookup failed")
-			return
-		}
-		c.String(http.StatusNotFound, "unknown appid")
+	acct, ref := h.account(c.Request.Context(), appid)
+	if ref != nil {
+		h.refuse(c, appid, ref)
 		return
 	}
+	q := c.Request.URL.Query()
+	if ref := h.verifyQuery(acct, q); ref != nil {
+		h.refuse(c, appid, ref)
+		return
+	}
+	if c.Request.Method == http.MethodGet {
+		// The URL check WeChat sends when the callback URL is saved; it is
+		// never encrypted.
+		echostr := q.Get("echostr")
+		if echostr == "" {
+			h.refuse(c, appid, malformed("URL check without echostr"))
+			return
+		}
+		h.metrics.callbacks.WithLabelValues("wechat", "url_check").Inc()
+		c.Data(http.StatusOK, "text/plain; charset=utf-8", []byte(echostr))
+		return
+	}
+	safe := acct.AESKey != ""
+	switch encrypted := q.Get("encrypt_type") == "aes"; {
+	case safe && !encrypted:
+		h.refuse(c, appid, forbidden("plaintext_refused", "plaintext callback to a safe-mode account", hintSafeMode))
+		return
+	case safe && q.Get("msg_signature") == "":
+		h.refuse(c, appid, forbidden("bad_msg_signature", "encrypted callback without msg_signature", "not sent by WeChat"))
+		return
+	case !safe && encrypted:
+		h.refuse(c, appid, forbidden("undecryptable", "encrypted callback to an account without an AES key",
+			"set WEJOURNEY_WECHAT_AES_KEY to the EncodingAESKey in 公众平台 → 基本配置, or choose 明文模式 there"))
+		return
+	}
+	body, ref := h.readBody(c)
+	if ref != nil {
+		h.refuse(c, appid, ref)
+		return
+	}
+	raw := body
+	if safe {
+		if raw, ref = decryptCallback(acct, q, body); ref != nil {
+			h.refuse(c, appid, ref)
+			return
+		}
+	}
+	var msg message.MixMessage
+	if err := xml.Unmarshal(raw, &msg); err != nil {
+		h.refuse(c, appid, malformed("callback is not XML"))
+		return
+	}
+	ev, err := normalizeOA(appid, &msg)
+	if err != nil {
+		h.refuse(c, appid, malformed(err.Error()))
+		return
+	}
+	_, dup, err := h.cfg.Ingestor.Ingest(c.Request.Context(), ev)
+	if err != nil {
+		h.metrics.callbacks.WithLabelValues("wechat", "store_failed").Inc()
+		if ok, suppressed := h.logs.allow("store_failed"); ok {
+			h.log.Error("storing callback failed; answered 503 so that WeChat retries it",
+				"appid", logAppID(appid), "err", err, "suppressed", suppressed)
+		}
+		c.String(http.StatusServiceUnavailable, "try again")
+		return
+	}
+	outcome := "stored"
+	if dup > 0 {
+		outcome = "duplicate"
+	} else {
+		h.metrics.events.WithLabelValues(eventLabel(ev.Type)).Inc()
+	}
+	h.metrics.callbacks.WithLabelValues("wechat", outcome).Inc()
+	h.metrics.ackTime.Observe(time.Since(start).Seconds())
+	// wejourney never replies passively (journeys answer through the API).
+	c.String(http.StatusOK, "success")
+}
+
+// account looks up the Official Account the callback URL names.
+func (h *Handler) account(ctx context.Context, appid string) (model.Account, *refusal) {
+	unknown := &refusal{http.StatusNotFound, "unknown_account", "unknown appid", hintAppID}
+	if !plausibleAppID(appid) {
+		return model.Account{}, unknown
+	}
+	acct, err := h.cfg.Accounts.Get(ctx, appid)
+	switch {
+	case errors.Is(err, model.ErrUnknownAccount):
+		return model.Account{}, unknown
+	case err != nil:
+		return model.Account{}, &refusal{http.StatusServiceUnavailable, "lookup_failed",
+			"account lookup failed: " + err.Error(), "the database is unavailable; WeChat retries"}
+	case acct.Kind != model.AccountWeChatOA:
+		return model.Account{}, &refusal{http.StatusNotFound, "unknown_account", "appid is not an Official Account", hintAppID}
+	}
+	return acct, nil
+}
+
+// plausibleAppID reports whether s can be an appid at all, so that random
+// paths cost no database query.
+func plausibleAppID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// verifyQuery checks the query signature, SHA1(sort(token, timestamp,
+// nonce)), in constant time, then that the timestamp is within
+// MaxTimestampSkew of now.
+func (h *Handler) verifyQuery(acct model.Account, q url.Values) *refusal {
+	sig, ts, nonce := q.Get("signature"), q.Get("timestamp"), q.Get("nonce")
+	if sig == "" || ts == "" || nonce == "" {
+		return forbidden("bad_signature", "no signature, timestamp or nonce in the query",
+			"not a WeChat callback, or a proxy drops the query string")
+	}
+	if !equalSignature(sig, util.Signature(acct.Token, ts, nonce)) {
+		return forbidden("bad_signature", "signature mismatch", hintToken)
+	}
+	t, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return forbidden("stale_timestamp", "timestamp is not a number", "not a WeChat callback")
+	}
+	off := h.now().Unix() - t
+	if off < 0 {
+		off = -off
+	}
+	if off > int64(MaxTimestampSkew/time.Second) {
+		return forbidden("stale_timestamp", fmt.Sprintf("timestamp %ds off", off), hintClock)
+	}
+	return nil
+}
+
+// equalSignature compares two hex SHA1 signatures in constant time.
+func equalSignature(got, want string) bool {
+	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+// readBody reads the request body, at most MaxBody bytes, holding one of the
+// Config.MaxConcurrentBodies slots while it reads.
+func (h *Handler) readBody(c *gin.Context) ([]byte, *refusal) {
+	tooLarge := &refusal{http.StatusRequestEntityTooLarge, "too_large",
+		fmt.Sprintf("body over %d bytes", MaxBody), "not a callback WeChat sends"}
+	if c.Request.ContentLength > MaxBody {
+		return nil, tooLarge
+	}
+	if !h.acquireBody(c.Request.Context()) {
+		return nil, &refusal{http.StatusServiceUnavailable, "busy",
+			"too many callback bodies being read", "a burst or a slow sender; WeChat retries"}
+	}
+	defer func() { <-h.bodies }()
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			h.metrics.callbacks.WithLabelValues("wechat", "too_large").Inc()
-			c.String(http.StatusRequestEntityTooLarge, "body too large")
-			return
+			return nil, tooLarge
 		}
-		c.String(http.StatusBadRequest, "unreadable body")
-		return
+		return nil, malformed("unreadable body")
 	}
-	c.Request.Body = io.NopCloser(bytes.NewReader(body))
-	srv := h.oa.get(acct).GetServer(c.Request, c.Writer)
-	if !srv.Validate() {
-		h.metrics.callbacks.WithLabelValues("wechat", "bad_signature").Inc()
-		c.String(http.StatusForbidden, "bad signature")
-		return
+	return body, nil
+}
+
+// acquireBody takes a body slot, waiting up to h.bodyWait for one.
+func (h *Handler) acquireBody(ctx context.Context) bool {
+	select {
+	case h.bodies <- struct{}{}:
+		return true
+	default:
 	}
-	if c.Request.Method == http.MethodGet {
-		if _, ok := c.GetQuery("echostr"); !ok {
-			c.String(http.StatusBadRequest, "missing echostr")
-			return
-		}
-		if err := srv.Serve(); err != nil {
-			c.String(http.StatusForbidden, "bad signature")
-		}
-		return
-	}
-	var (
-		ingestErr error
-		handled   bool
-	)
-	srv.SetMessageHandler(func(msg *message.MixMessage) *message.Reply {
-		handled = true
-		ev, err := normalizeOA(appid, msg)
-		if err != nil {
-			ingestErr = err
-			return nil
-		}
-		_, dup, err := h.cfg.Ingestor.Ingest(c.Request.Context(), ev)
-		if err != nil {
-			ingestErr = fmt.Errorf("%w: %w", errStore, err)
-			return nil
-		}
-		outcome := "stored"
-		if dup > 0 {
-			outcome = "duplicate"
-		} else {
-			h.metrics.events.WithLabelValues(ev.Type).Inc()
-		}
-		h.metrics.callbacks.WithLabelValues("wechat", outcome).Inc()
-		return nil
-	})
-	if err := srv.Serve(); err != nil {
-		h.metrics.callbacks.WithLabelValues("wechat", "malformed").Inc()
-		status := http.StatusBadRequest
-		if strings.Contains(err.Error(), "签名") {
-			status = http.StatusForbidden
-		}
-		c.String(status, "bad request")
-		return
-	}
-	switch {
-	case errors.Is(ingestErr, errStore):
-		h.log.Error("storing callback failed; WeChat will retry", "appid", appid, "err", ingestErr)
-		h.metrics.callbacks.WithLabelValues("wechat", "store_failed").Inc()
-		c.String(http.StatusServiceUnavailable, "try again")
-		return
-	case ingestErr != nil:
-		h.metrics.callbacks.WithLabelValues("wechat", "malformed").Inc()
-		c.String(http.StatusBadRequest, ingestErr.Error())
-		return
-	case !handled:
-		c.String(http.StatusBadRequest, "no message")
-		return
-	}
-	h.metrics.ackTime.Observe(time.Since(start).Seconds())
-	// wejourney never replies passively (journeys answer through the API),
-	// so there is nothing for srv.Send to encrypt.
-	if !c.Writer.Written() {
-		// silenceper answers "success" itself in plaintext mode only.
-		c.String(http.StatusOK, "success")
+	t := time.NewTimer(h.bodyWait)
+	defer t.Stop()
+	select {
+	case h.bodies <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
 	}
 }
 
-var errStore = errors.New("store event")
+// decryptCallback checks a safe-mode body's msg_signature,
+// SHA1(sort(token, timestamp, nonce, Encrypt)), in constant time, decrypts
+// it with silenceper's routine and checks it was encrypted for this appid.
+// It returns the callback XML.
+func decryptCallback(acct model.Account, q url.Values, body []byte) ([]byte, *refusal) {
+	var env message.EncryptedXMLMsg
+	if err := xml.Unmarshal(body, &env); err != nil || env.EncryptedMsg == "" {
+		return nil, malformed("safe-mode callback without <Encrypt>")
+	}
+	want := util.Signature(acct.Token, q.Get("timestamp"), q.Get("nonce"), env.EncryptedMsg)
+	if !equalSignature(q.Get("msg_signature"), want) {
+		return nil, forbidden("bad_msg_signature", "msg_signature mismatch",
+			"the body is not the one WeChat signed: forged or altered on the way")
+	}
+	raw, appid, err := decryptOA(env.EncryptedMsg, acct.AESKey)
+	if err != nil {
+		return nil, forbidden("undecryptable", "cannot decrypt", hintAESKey)
+	}
+	if subtle.ConstantTimeCompare([]byte(appid), []byte(acct.AppID)) != 1 {
+		return nil, forbidden("undecryptable", "encrypted for another appid", hintAppID)
+	}
+	return raw, nil
+}
+
+// decryptOA decrypts a safe-mode <Encrypt> with the account's
+// EncodingAESKey, as silenceper's util.DecryptMsg does, returning the XML
+// and the appid it was encrypted for.
+func decryptOA(encrypted, encodingAESKey string) (xmlMsg []byte, appid string, err error) {
+	if len(encodingAESKey) != 43 {
+		return nil, "", errors.New("EncodingAESKey is not 43 characters")
+	}
+	key, err := base64.StdEncoding.DecodeString(encodingAESKey + "=")
+	if err != nil || len(key) != 32 {
+		return nil, "", errors.New("EncodingAESKey does not decode to 32 bytes")
+	}
+	ciphertext, err := base64.StdEncoding.DecodeString(encrypted)
+	if err != nil {
+		return nil, "", fmt.Errorf("encrypted message is not base64: %w", err)
+	}
+	_, xmlMsg, id, err := util.AESDecryptMsg(ciphertext, key)
+	if err != nil {
+		return nil, "", fmt.Errorf("decrypt: %w", err)
+	}
+	return xmlMsg, string(id), nil
+}
+
+// refuse answers a refused callback and counts it; it logs it at warn,
+// rate-limited per outcome, with what to check. It never logs the token or
+// the body.
+func (h *Handler) refuse(c *gin.Context, appid string, r *refusal) {
+	h.metrics.callbacks.WithLabelValues("wechat", r.outcome).Inc()
+	if ok, suppressed := h.logs.allow(r.outcome); ok {
+		h.log.Warn("wechat callback refused", "appid", logAppID(appid), "status", r.status,
+			"reason", r.reason, "hint", r.hint, "remote", c.Request.RemoteAddr, "suppressed", suppressed)
+	}
+	body := r.reason
+	if r.status == http.StatusServiceUnavailable {
+		body = "try again"
+	}
+	c.String(r.status, body)
+}
+
+// logAppID bounds what a caller-chosen appid puts into a log line.
+func logAppID(appid string) string {
+	if len(appid) > 64 {
+		return appid[:64] + "…"
+	}
+	return appid
+}
 
 // normalizeOA turns an Official Account callback into one normalized event.
 func normalizeOA(appid string, msg *message.MixMessage) (*model.Event, error) {
@@ -199,7 +370,7 @@ func normalizeOA(appid string, msg *message.MixMessage) (*model.Event, error) {
 			ev.Props["status"] = msg.Status
 			ev.Props["msg_id"] = msg.TemplateMsgID
 		default:
-			ev.Type = "wechat." + strings.ToLower(string(msg.Event))
+			ev.Type = otherEventType(string(msg.Event))
 			if key != "" {
 				ev.Props["key"] = key
 			}
@@ -226,6 +397,29 @@ func normalizeOA(appid string, msg *message.MixMessage) (*model.Event, error) {
 		ev.DedupeKey = fmt.Sprintf("wx:%s:msg:%s:%d:%s", appid, from, msg.CreateTime, msg.MsgType)
 	}
 	return ev, nil
+}
+
+// maxEventType is the longest event type the events table stores.
+const maxEventType = 64
+
+// otherEventType names a WeChat event normalizeOA has no name for:
+// "wechat." and the event lowercased, anything but letters, digits and
+// underscores replaced by "_", cut to fit maxEventType.
+func otherEventType(event string) string {
+	const prefix = "wechat."
+	name := []byte(strings.ToLower(event))
+	for i, b := range name {
+		if !(b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || b == '_') {
+			name[i] = '_'
+		}
+	}
+	if len(name) > maxEventType-len(prefix) {
+		name = name[:maxEventType-len(prefix)]
+	}
+	if len(name) == 0 {
+		return prefix + "unknown"
+	}
+	return prefix + string(name)
 }
 
 func parseFloat(s string) float64 {
