@@ -137,7 +137,7 @@ func TestCallbackProtocol(t *testing.T) {
 			return do(http.MethodPost, prepared(h.plain, sub).URL, big)
 		}, 413, "", 0},
 		{"unknown appid", func() *http.Request {
-			u := strings.Replace(prepared(h.plain, sub).URL, testAppID, "wxunknown", 1)
+			u := strings.Replace(prepared(h.plain, sub).URL, testPlainAppID, "wxunknown", 1)
 			return do(http.MethodPost, u, h.plain.XML(sub))
 		}, 404, "", 0},
 		{"plaintext subscribe is stored and acknowledged", func() *http.Request {
@@ -345,7 +345,7 @@ func TestBrandEventStartsJourney(t *testing.T) {
 	h := newHarness(t, testJourneys)
 	h.send(h.plain, wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: "o_form", Scene: "event_1"})
 	h.waitMessages("o_form", 1, 5*time.Second)
-	body := `{"id":"form-1","type":"form.submitted","member":{"openid":"o_form","appid":"` + testAppID + `"},"props":{"form":"bind","phone":"13800000000"}}`
+	body := `{"id":"form-1","type":"form.submitted","member":{"openid":"o_form","appid":"` + testPlainAppID + `"},"props":{"form":"bind","phone":"13800000000"}}`
 	for range 2 { // the brand's retry with the same id stores nothing more
 		req, _ := http.NewRequest(http.MethodPost, h.base+"/api/v1/events", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer test-api-key")

@@ -40,6 +40,10 @@ const (
 	testAppID  = "wxtest0000000001"
 	testToken  = "test-token"
 	testAESKey = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+	// testPlainAppID is a second Official Account, without an AES key, for
+	// plaintext callbacks: the default account (testAppID) has an AES key
+	// and so refuses them.
+	testPlainAppID = "wxtest0000000002"
 	// testSecretKey encrypts account secrets in tests (WEJOURNEY_SECRET_KEY).
 	testSecretKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 )
@@ -154,13 +158,17 @@ func newHarness(t *testing.T, journeys map[string]string) *harness {
 		t.Fatalf("Start: %v", err)
 	}
 	h := &harness{t: t, app: app, fake: fake, base: "http://" + app.Addr, db: app.DB}
-	h.plain = h.client("")
-	h.safe = h.client(testAESKey)
+	plain := model.Account{Kind: model.AccountWeChatOA, AppID: testPlainAppID, Name: "plain", AppSecret: "test-secret", Token: testToken}
+	if err := model.UpsertAccount(app.DB, plain); err != nil {
+		t.Fatal(err)
+	}
+	h.plain = h.client(testPlainAppID, "")
+	h.safe = h.client(testAppID, testAESKey)
 	return h
 }
 
-func (h *harness) client(aes string) *wxsim.Client {
-	c, err := wxsim.New(wxsim.Config{Target: h.base, AppID: testAppID, Token: testToken, AESKey: aes})
+func (h *harness) client(appid, aes string) *wxsim.Client {
+	c, err := wxsim.New(wxsim.Config{Target: h.base, AppID: appid, Token: testToken, AESKey: aes})
 	if err != nil {
 		h.t.Fatal(err)
 	}
