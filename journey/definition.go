@@ -26,6 +26,10 @@ type Definition struct {
 	QuietHours string   `yaml:"quiet_hours"`
 	Steps      []Step   `yaml:"steps"`
 	Tags       []string `yaml:"tags"`
+	// Demo marks an example journey (the ones shipped in journeys/): it is
+	// loaded only while the default account is the sandbox, unless the
+	// operator chose demos (WEJOURNEY_DEMO_JOURNEYS; see SyncDir).
+	Demo bool `yaml:"demo"`
 }
 
 // Trigger says which events enter members.

@@ -25,6 +25,12 @@ type Config struct {
 	// Queue carries step and route tasks. Nil: nothing is enqueued and only
 	// the sweeper drives work (tests that step the engine by hand).
 	Queue *asynq.Client
+	// Inspector, if set, looks into Queue's Redis: when the sweeper
+	// re-enqueues an overdue visit whose task already exists, waiting out a
+	// retry delay in asynq's retry set (or archived after its retries ran
+	// out during an outage), the task is run now instead. Nil: such a visit
+	// runs when its task's retry comes.
+	Inspector *asynq.Inspector
 	// Senders delivers messages; required for journeys that send.
 	Senders channels.Sender
 	// Logger defaults to slog.Default().
@@ -344,18 +350,62 @@ func endEnrollment(tx *gorm.DB, id int64, status, reason string, now time.Time, 
 }
 
 // schedule enqueues the visits' tasks after their transaction committed.
-// A failed enqueue is left to the sweeper.
+// A failed enqueue is left to the sweeper; the first one ends the batch
+// (Redis is likely down: the others would wait out the same timeout) and
+// is logged once. An overdue visit whose task already exists but waits in
+// asynq's retry or scheduled set, or was archived, has that task run now
+// (see Config.Inspector): the database says it is due, so it runs on time
+// after an outage rather than when asynq's retry comes.
 func (e *Engine) schedule(visits ...*model.StepVisit) {
 	if e.cfg.Queue == nil {
 		return
 	}
-	for _, v := range visits {
+	now := time.Now()
+	for i, v := range visits {
 		if v == nil {
 			continue
 		}
 		t, opts := NewRunStepTask(v.ID, v.DueAt)
-		if _, err := e.cfg.Queue.Enqueue(t, opts...); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-			e.log.Warn("enqueue step failed; the sweeper will retry", "visit", v.ID, "err", err)
+		_, err := e.cfg.Queue.Enqueue(t, opts...)
+		switch {
+		case err == nil:
+		case errors.Is(err, asynq.ErrTaskIDConflict):
+			if v.DueAt.Before(now) {
+				e.hurry(v.ID, StepTaskID(v.ID, v.DueAt))
+			}
+		default:
+			e.log.Warn("enqueue step failed; the sweeper will retry", "visit", v.ID, "not_enqueued", len(visits)-i, "err", err)
+			return
 		}
 	}
+}
+
+// hurry runs the existing task id of an overdue visit now when asynq holds
+// it for later: in the retry set (it failed during an outage and waits out
+// its retry delay), the scheduled set, or the archive (its retries ran out).
+// A pending or active task is left alone: it runs anyway.
+func (e *Engine) hurry(visitID int64, id string) {
+	if e.cfg.Inspector == nil {
+		return
+	}
+	info, err := e.cfg.Inspector.GetTaskInfo(taskQueue, id)
+	if err != nil {
+		// Not found: it finished meanwhile; the next sweep enqueues afresh
+		// if the visit is still open.
+		if !errors.Is(err, asynq.ErrTaskNotFound) {
+			e.log.Warn("looking up an overdue step's task failed", "visit", visitID, "task", id, "err", err)
+		}
+		return
+	}
+	switch info.State {
+	case asynq.TaskStateRetry, asynq.TaskStateScheduled, asynq.TaskStateArchived:
+	default:
+		return
+	}
+	if err := e.cfg.Inspector.RunTask(taskQueue, id); err != nil {
+		// It moved on meanwhile (asynq's forwarder made it pending, or it ran).
+		e.log.Debug("running an overdue step's task now failed", "visit", visitID, "task", id, "err", err)
+		return
+	}
+	e.log.Info("overdue step's task run now", "visit", visitID, "task", id, "was", info.State.String(), "retried", info.Retried)
 }

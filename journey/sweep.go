@@ -21,7 +21,10 @@ type SweepResult struct {
 // SweepGrace after they were stored, visits due more than SweepGrace ago, and
 // running visits whose lease expired (their worker died). With an embedded
 // Redis that lost its queue at a restart, the first sweep re-creates it.
-// Re-enqueueing is harmless: routing and step runs happen once.
+// Re-enqueueing is harmless: routing and step runs happen once. A visit
+// whose task asynq holds for later (a retry delay, or archived after an
+// outage used up its retries) has that task run now (Config.Inspector), so
+// after an outage every overdue wait runs at the next sweep.
 func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 	var r SweepResult
 	db := e.cfg.DB.WithContext(ctx)

@@ -98,11 +98,49 @@ func (e *Engine) Publish(ctx context.Context, c *Compiled, origin string) (bool,
 	return created, nil
 }
 
+// SyncOption changes what SyncDir does.
+type SyncOption func(*syncOptions)
+
+type syncOptions struct {
+	refuseDemo string // why demo journeys may not run; "" allows them
+}
+
+// RefuseDemo keeps journeys marked demo: true from running (DESIGN.md:
+// demo journeys are a sandbox thing). SyncDir does not publish them, and
+// pauses every demo journey that is live in the database, ending the
+// enrollments still inside it so no member gets the rest of a demo. why
+// says what the operator can change; it is logged with each journey.
+func RefuseDemo(why string) SyncOption {
+	if why == "" {
+		why = "demo journeys are not allowed"
+	}
+	return func(o *syncOptions) { o.refuseDemo = why }
+}
+
+// EndReasonDemoPaused is the end reason of enrollments ended because their
+// demo journey was paused (see RefuseDemo).
+const EndReasonDemoPaused = "paused:demo"
+
 // SyncDir loads dir and publishes every valid journey in it. An invalid file
-// is reported and skipped; the others are still published.
-func (e *Engine) SyncDir(ctx context.Context, dir string) (published []string, err error) {
+// is reported and skipped; the others are still published. Journeys marked
+// demo: true are published unless RefuseDemo is given; when demos are
+// allowed, a demo journey that an earlier start paused is made active again.
+func (e *Engine) SyncDir(ctx context.Context, dir string, opts ...SyncOption) (published []string, err error) {
+	var o syncOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	cs, loadErr := LoadDir(dir)
+	demoKeys := map[string]bool{}
+	var skipped []string
 	for _, c := range cs {
+		if c.Def.Demo {
+			demoKeys[c.Def.Key] = true
+			if o.refuseDemo != "" {
+				skipped = append(skipped, c.Def.Key)
+				continue
+			}
+		}
 		created, err := e.Publish(ctx, c, c.origin)
 		if err != nil {
 			return published, err
@@ -111,8 +149,86 @@ func (e *Engine) SyncDir(ctx context.Context, dir string) (published []string, e
 			published = append(published, c.Def.Key)
 		}
 	}
+	if len(skipped) > 0 {
+		e.log.Warn("demo journeys not loaded: "+o.refuseDemo, "dir", dir, "journeys", strings.Join(skipped, ","))
+	}
+	if err := e.settleDemos(ctx, demoKeys, o.refuseDemo); err != nil {
+		return published, err
+	}
 	if loadErr != nil && strings.TrimSpace(loadErr.Error()) != "" {
 		return published, loadErr
 	}
 	return published, nil
+}
+
+// settleDemos pauses the live demo journeys when refuse is set, and
+// otherwise resumes the paused ones. A journey is a demo when its key is
+// that of a demo file in the directory (its live version may predate the
+// flag) or its live version says demo: true.
+func (e *Engine) settleDemos(ctx context.Context, demoKeys map[string]bool, refuse string) error {
+	db := e.cfg.DB.WithContext(ctx)
+	from, to := model.JourneyPaused, model.JourneyActive
+	if refuse != "" {
+		from, to = model.JourneyActive, model.JourneyPaused
+	}
+	var js []model.Journey
+	if err := db.Where("status = ?", from).Order("id").Find(&js).Error; err != nil {
+		return fmt.Errorf("journey: load %s journeys: %w", from, err)
+	}
+	changed := false
+	for _, j := range js {
+		demo := demoKeys[j.Key]
+		if !demo && j.CurrentVersionID != 0 {
+			c, err := e.version(db, j.CurrentVersionID)
+			if err != nil {
+				e.log.Error("cannot tell whether a journey is a demo", "journey", j.Key, "err", err)
+				continue
+			}
+			demo = c.Def.Demo
+		}
+		if !demo {
+			continue
+		}
+		moved, ended := false, 0
+		err := db.Transaction(func(tx *gorm.DB) error {
+			now := time.Now().UTC()
+			res := tx.Model(&model.Journey{}).Where("id = ? AND status = ?", j.ID, from).
+				Updates(map[string]any{"status": to, "updated_at": now})
+			if res.Error != nil || res.RowsAffected == 0 {
+				return res.Error
+			}
+			moved = true
+			if refuse == "" {
+				return nil
+			}
+			var ids []int64
+			if err := tx.Model(&model.Enrollment{}).Where("journey_id = ? AND status = ?", j.ID, model.EnrollmentActive).
+				Pluck("id", &ids).Error; err != nil {
+				return fmt.Errorf("journey: load enrollments of %q: %w", j.Key, err)
+			}
+			for _, id := range ids {
+				if err := endEnrollment(tx, id, model.EnrollmentExited, EndReasonDemoPaused, now, true); err != nil {
+					return err
+				}
+			}
+			ended = len(ids)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("journey: set demo journey %q %s: %w", j.Key, to, err)
+		}
+		if !moved {
+			continue // another process did it
+		}
+		changed = true
+		if refuse != "" {
+			e.log.Warn(fmt.Sprintf("demo journey %s paused: %s", j.Key, refuse), "journey", j.Key, "enrollments_ended", ended)
+		} else {
+			e.log.Info(fmt.Sprintf("demo journey %s resumed: demo journeys are allowed", j.Key), "journey", j.Key)
+		}
+	}
+	if changed {
+		e.InvalidateIndex()
+	}
+	return nil
 }

@@ -18,6 +18,36 @@ const (
 	TypeRunStep = "step:run"
 )
 
+// taskQueue is the asynq queue the engine's tasks go to (asynq's default).
+const taskQueue = "default"
+
+// Retry delays of the engine's tasks: the first retry after RetryDelayMin,
+// doubling up to RetryDelayMax.
+const (
+	RetryDelayMin = time.Second
+	RetryDelayMax = 8 * time.Second
+)
+
+// RetryDelay is the asynq.Config.RetryDelayFunc of a worker running the
+// engine's tasks. Routing and step tasks fail together when the database or
+// Redis is down, and every one of them is idempotent, so they are retried
+// soon: 1 s, 2 s, 4 s, then every 8 s. asynq's default (15 s and more,
+// growing with n^4) would let waits end tens of seconds late after a short
+// outage. Other task types keep asynq's default.
+func RetryDelay(n int, err error, t *asynq.Task) time.Duration {
+	switch t.Type() {
+	case TypeRunStep, TypeRouteEvents:
+		if n < 0 {
+			n = 0
+		}
+		if n >= 4 { // 1s<<4 is already past the cap
+			return RetryDelayMax
+		}
+		return min(RetryDelayMin<<n, RetryDelayMax)
+	}
+	return asynq.DefaultRetryDelayFunc(n, err, t)
+}
+
 type routePayload struct {
 	IDs []int64 `json:"ids"`
 }
@@ -43,11 +73,16 @@ func (e *Engine) HandleRouteEventsTask(ctx context.Context, t *asynq.Task) error
 func NewRunStepTask(visitID int64, due time.Time) (*asynq.Task, []asynq.Option) {
 	return asynq.NewTask(TypeRunStep, []byte(strconv.FormatInt(visitID, 10))),
 		[]asynq.Option{
-			asynq.TaskID(fmt.Sprintf("visit:%d@%d", visitID, due.UnixMilli())),
+			asynq.TaskID(StepTaskID(visitID, due)),
 			asynq.ProcessAt(due),
 			asynq.MaxRetry(10),
 			asynq.Timeout(time.Minute),
 		}
+}
+
+// StepTaskID is the asynq task id of the step task for visitID due at due.
+func StepTaskID(visitID int64, due time.Time) string {
+	return fmt.Sprintf("visit:%d@%d", visitID, due.UnixMilli())
 }
 
 // HandleRunStepTask runs the task's step visit (see Engine.RunStep).

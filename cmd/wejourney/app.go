@@ -177,8 +177,18 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 	a.registry = prometheus.NewRegistry()
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.Engine = journey.New(journey.Config{DB: db, Queue: a.queue, Senders: senders, Logger: a.Log,
-		Gate: gate, DBSlots: slots, BaseContext: a.runCtx, Metrics: a.registry})
-	if _, err := a.Engine.SyncDir(ctx, cfg.JourneysDir); err != nil {
+		Gate: gate, DBSlots: slots, BaseContext: a.runCtx, Metrics: a.registry,
+		Inspector: asynq.NewInspectorFromRedisClient(a.rdb)})
+	// Demo journeys (demo: true) run in the sandbox, or where the operator
+	// chose them: never by surprise for a real account's followers.
+	var syncOpts []journey.SyncOption
+	switch {
+	case cfg.DemoJourneys == "off":
+		syncOpts = append(syncOpts, journey.RefuseDemo("WEJOURNEY_DEMO_JOURNEYS=off"))
+	case cfg.DemoJourneys != "on" && !cfg.Sandbox():
+		syncOpts = append(syncOpts, journey.RefuseDemo("the default account has real credentials; set WEJOURNEY_DEMO_JOURNEYS=on to keep it"))
+	}
+	if _, err := a.Engine.SyncDir(ctx, cfg.JourneysDir, syncOpts...); err != nil {
 		a.Log.Error("some journeys were not loaded", "dir", cfg.JourneysDir, "err", err)
 	}
 
@@ -200,7 +210,10 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
 		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 			if err := a.ready(r); err != nil {
-				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				// Only the failing dependency's name: driver errors may
+				// carry hosts and credentials.
+				what, _, _ := strings.Cut(err.Error(), ":")
+				http.Error(w, "not ready: "+what, http.StatusServiceUnavailable)
 				return
 			}
 			io.WriteString(w, "ready")
@@ -216,23 +229,48 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 			Logger:                   asynqLogger{a.Log},
 			LogLevel:                 asynq.WarnLevel,
 			ShutdownTimeout:          10 * time.Second,
+			// Step and routing tasks retry after 1, 2, 4, then every 8
+			// seconds: after an outage, waits end on time.
+			RetryDelayFunc: journey.RetryDelay,
 		})
 	}
 	ok = true
 	return a, nil
 }
 
-// ready reports whether the database and Redis answer.
+// Bounds of each dependency check of /readyz: together under the 1 s a
+// Kubernetes probe waits by default (the checks run side by side).
+const (
+	readyDBTimeout    = 800 * time.Millisecond
+	readyRedisTimeout = 500 * time.Millisecond
+)
+
+// ready reports whether this process can do its role's work. Errors start
+// with "database:" or "redis:" and name nothing else a caller should see
+// first. The worker role needs both. The web role, and --role=all, need
+// only the database: callbacks and API events are stored there and
+// acknowledged while Redis is down (the sweeper routes them once it is
+// back), so an unreachable Redis is logged as degraded, not unready.
 func (a *App) ready(r *http.Request) error {
+	rctx, rcancel := context.WithTimeout(r.Context(), readyRedisTimeout)
+	defer rcancel()
+	redisErr := make(chan error, 1)
+	go func() { redisErr <- a.rdb.Ping(rctx).Err() }()
 	sqlDB, err := a.DB.DB()
 	if err != nil {
-		return err
-	}
-	if err := sqlDB.PingContext(r.Context()); err != nil {
 		return fmt.Errorf("database: %w", err)
 	}
-	if err := a.rdb.Ping(r.Context()).Err(); err != nil {
-		return fmt.Errorf("redis: %w", err)
+	ctx, cancel := context.WithTimeout(r.Context(), readyDBTimeout)
+	defer cancel()
+	if err := sqlDB.PingContext(ctx); err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	if err := <-redisErr; err != nil {
+		if a.Opts.Role == RoleWorker {
+			return fmt.Errorf("redis: %w", err)
+		}
+		a.Log.Warn("readiness: Redis does not answer; callbacks are still stored and acknowledged, routing and journeys wait until it is back",
+			"role", a.Opts.Role, "degraded", "redis", "err", err)
 	}
 	return nil
 }
