@@ -100,8 +100,12 @@ func (e *Engine) run(ctx context.Context, v *model.StepVisit, enr *model.Enrollm
 	for range maxChain {
 		e.gate(ctx)
 		next, err := e.execute(ctx, v, enr, m)
-		if err != nil || next == nil {
+		if err != nil {
+			e.releaseClaim(v)
 			return err
+		}
+		if next == nil {
+			return nil
 		}
 		if next.Status != model.VisitRunning {
 			e.schedule(next)
@@ -118,6 +122,45 @@ func (e *Engine) run(ctx context.Context, v *model.StepVisit, enr *model.Enrollm
 		}
 		return endEnrollment(tx, v.EnrollmentID, model.EnrollmentFailed, "loop", time.Now().UTC(), true)
 	})
+}
+
+// releaseClaim gives back the claim on a visit whose run failed (usually the
+// database went away mid-step), so the task's next retry or the sweeper runs
+// it as soon as the database is back instead of after the lease. It retries
+// every second in the background until it succeeds, the lease would have
+// ended anyway, or the engine stops. Only this claim is released: every
+// claim increments attempts. A send already handed to a channel is not
+// repeated by the re-run (its delivery row is found and settled).
+func (e *Engine) releaseClaim(v *model.StepVisit) {
+	id, attempts := v.ID, v.Attempts
+	until := time.Now().Add(e.cfg.Lease)
+	release := func() bool {
+		ctx, cancel := context.WithTimeout(e.cfg.BaseContext, 2*time.Second)
+		defer cancel()
+		e.slot.lock()
+		defer e.slot.unlock()
+		err := e.cfg.DB.WithContext(ctx).Model(&model.StepVisit{}).
+			Where("id = ? AND status = ? AND attempts = ?", id, model.VisitRunning, attempts).
+			Update("lease_until", time.Now().UTC().Add(-time.Millisecond)).Error
+		return err == nil
+	}
+	if release() {
+		return
+	}
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for time.Now().Before(until) {
+			select {
+			case <-e.cfg.BaseContext.Done():
+				return
+			case <-t.C:
+				if release() {
+					return
+				}
+			}
+		}
+	}()
 }
 
 // stepResult is what executing a step decided.
