@@ -361,3 +361,40 @@ func TestGeneratedSecretKey(t *testing.T) {
 		t.Errorf("start after the key file was lost = %v, want a clear error naming %s", err, keyFile)
 	}
 }
+
+// The banner names the database and Redis without their passwords.
+func TestBannerHidesPasswords(t *testing.T) {
+	var banner bytes.Buffer
+	printBanner(&banner, &App{Cfg: config.Config{
+		DatabaseURL: "postgres://app:db-password@db.internal:5432/wejourney",
+		RedisURL:    "redis://:redis-password@cache.internal:6379/0",
+	}, Opts: Options{Role: RoleWorker}})
+	out := banner.String()
+	if strings.Contains(out, "db-password") || strings.Contains(out, "redis-password") {
+		t.Errorf("banner shows a password:\n%s", out)
+	}
+	if !strings.Contains(out, "db.internal") || !strings.Contains(out, "cache.internal") {
+		t.Errorf("banner no longer names the servers:\n%s", out)
+	}
+}
+
+// `wejourney migrate` names the database without its password.
+func TestMigrateHidesPassword(t *testing.T) {
+	base := os.Getenv(envTestDB)
+	if !strings.HasPrefix(base, "postgres") {
+		t.Skip("migrate with a password in the URL needs " + envTestDB + "=postgres://… (trust authentication ignores the password)")
+	}
+	u, err := url.Parse(testDatabaseURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(u.User.Username(), "migrate-password")
+	t.Setenv("WEJOURNEY_DATABASE_URL", u.String())
+	var stdout bytes.Buffer
+	if err := migrateCmd(nil, &stdout); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	if strings.Contains(stdout.String(), "migrate-password") || !strings.Contains(stdout.String(), "is at schema") {
+		t.Errorf("migrate printed %q", stdout.String())
+	}
+}
