@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/channels"
+	"github.com/wejourney/wejourney/internal/redact"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -311,7 +312,7 @@ func (e *Engine) finish(ctx context.Context, c *Compiled, enr *model.Enrollment,
 func (e *Engine) reschedule(ctx context.Context, v *model.StepVisit, due time.Time, why string, cause error, deliveries ...deliveryUpdate) error {
 	upd := map[string]any{"status": model.VisitScheduled, "due_at": due, "lease_until": nil}
 	if cause != nil {
-		upd["error"] = cause.Error()
+		upd["error"] = redact.String(cause.Error())
 	}
 	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := applyDeliveries(tx, deliveries); err != nil {
@@ -448,7 +449,7 @@ func (e *Engine) deliver(ctx context.Context, cs *compiledStep, enr *model.Enrol
 	if ambiguous(err) && channel != channels.WeChatTemplate {
 		status = model.DeliveryUnknown
 	}
-	upd := []deliveryUpdate{{d.ID, channel, map[string]any{"status": status, "error": err.Error(), "error_code": code}}}
+	upd := []deliveryUpdate{{d.ID, channel, map[string]any{"status": status, "error": redact.String(err.Error()), "error_code": code}}}
 	e.log.Warn("delivery failed", "visit", v.ID, "channel", channel, "member", m.ID, "err", err)
 	switch {
 	case status == model.DeliveryUnknown:

@@ -16,6 +16,9 @@
 //   - WeChat errcodes become *channels.Error through Classify, so errors.Is
 //     matches channels.ErrQuota, ErrUnreachable or ErrPermanent; anything
 //     else (network, non-200, unknown codes) is temporary.
+//   - No returned error holds the access token or the AppSecret: the URLs in
+//     transport and non-200 errors are masked with internal/redact (the
+//     error chain is kept for errors.Is and errors.As).
 //   - Access tokens come from WeChat's stable_token API (UseStableAK), so
 //     processes fetching tokens never void each other's, and are kept in
 //     Config.Cache; pass a RedisCache to share one token between processes.
@@ -54,6 +57,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/wejourney/wejourney/channels"
+	"github.com/wejourney/wejourney/internal/redact"
 )
 
 // DefaultAPIBase is where silenceper sends every Official Account API call.
@@ -317,11 +321,13 @@ func (s *Sender) post(ctx context.Context, oa *officialaccount.OfficialAccount, 
 		}
 		raw, err := util.PostJSONContext(ctx, endpoint+"?access_token="+url.QueryEscape(token), body)
 		if err != nil {
-			return 0, fmt.Errorf("wechat: %w", err) // network or non-200: temporary
+			// Network or non-200: temporary. silenceper's error (and
+			// net/http's *url.Error) names the URL, access token included.
+			return 0, fmt.Errorf("wechat: %w", redact.Error(err))
 		}
 		var ans sendAnswer
 		if err := json.Unmarshal(raw, &ans); err != nil {
-			return 0, fmt.Errorf("wechat: answer %.200q: %w", raw, err)
+			return 0, fmt.Errorf("wechat: answer %s: %w", redact.String(fmt.Sprintf("%.200q", raw)), err)
 		}
 		if ans.ErrCode == 0 {
 			return ans.MsgID, nil
@@ -362,7 +368,9 @@ func tokenError(err error) error {
 			return fmt.Errorf("wechat: access token: %w", Classify(code, m[2]))
 		}
 	}
-	return fmt.Errorf("wechat: access token: %w", err)
+	// Network or non-200: the URL is in the message, and the non-stable
+	// token endpoint has the AppSecret in its query.
+	return fmt.Errorf("wechat: access token: %w", redact.Error(err))
 }
 
 // Classify turns a WeChat errcode into a *channels.Error: 45009, 45011 and

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -67,6 +68,7 @@ type App struct {
 	// AdminPassword is set when this start created the admin user.
 	AdminPassword string
 
+	secrets   *model.SecretBox // account secrets at rest
 	mini      *miniredis.Miniredis
 	redisOpt  asynq.RedisConnOpt
 	rdb       redis.UniversalClient
@@ -122,6 +124,9 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 	} else if err := model.CheckMigrated(db); err != nil {
 		return nil, err
 	}
+	if a.secrets, err = openSecrets(ctx, cfg, dialect, dsn, db, a.Log); err != nil {
+		return nil, err
+	}
 
 	if cfg.RedisURL == "" {
 		a.mini = miniredis.NewMiniRedis()
@@ -148,7 +153,7 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 	if err := a.bootstrap(ctx); err != nil {
 		return nil, err
 	}
-	accounts := model.NewAccounts(db, 0)
+	accounts := model.NewAccounts(db, a.secrets)
 	wx := wechat.NewSender(wechat.Config{Accounts: wechatAccounts{accounts}, Cache: wechat.NewRedisCache(a.rdb), Logger: a.Log})
 	logOnly := logSender{a.Log}
 	senders := channels.Registry{
@@ -282,7 +287,7 @@ func (a *App) bootstrap(ctx context.Context) error {
 	cfg := a.Cfg
 	acct := model.Account{Kind: model.AccountWeChatOA, AppID: cfg.DefaultAppID(), Name: "default",
 		AppSecret: cfg.WeChatAppSecret, Token: cfg.DefaultToken(), AESKey: cfg.WeChatAESKey}
-	if err := model.UpsertAccount(db, acct); err != nil {
+	if err := model.UpsertAccount(db, a.secrets, acct); err != nil {
 		return fmt.Errorf("seed account: %w", err)
 	}
 	// Every seed is an insert that does nothing when the row exists, so
@@ -452,10 +457,63 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// openSecrets returns the box that encrypts account secrets at rest, with
+// the keys of WEJOURNEY_SECRET_KEY or, on SQLite without one, the key kept in
+// secret.key beside the database file (generated on the first start). It
+// checks that every stored account opens under the keys, and re-encrypts
+// under the first key those stored in plaintext or under an older key.
+func openSecrets(ctx context.Context, cfg config.Config, dialect, dsn string, db *gorm.DB, log *slog.Logger) (*model.SecretBox, error) {
+	keys, err := cfg.SecretKeys() // validated in NewApp
+	if err != nil {
+		return nil, fmt.Errorf("WEJOURNEY_SECRET_KEY: %w", err)
+	}
+	keyFile := ""
+	if len(keys) == 0 {
+		if dialect != "sqlite" {
+			return nil, fmt.Errorf("WEJOURNEY_SECRET_KEY is required with %s", dialect)
+		}
+		raw := make([]byte, 32)
+		if dsn == ":memory:" {
+			rand.Read(raw) // the database dies with the process; so may its key
+		} else {
+			keyFile = filepath.Join(filepath.Dir(dsn), "secret.key")
+			key, created, err := model.LoadOrCreateKeyFile(keyFile)
+			if err != nil {
+				return nil, fmt.Errorf("WEJOURNEY_SECRET_KEY is not set: %w", err)
+			}
+			if created {
+				log.Info("generated the key that encrypts account secrets; back it up with the database, or set WEJOURNEY_SECRET_KEY", "file", keyFile)
+			} else {
+				log.Info("account secrets are encrypted with the key in the data directory (WEJOURNEY_SECRET_KEY is not set)", "file", keyFile)
+			}
+			if keys, err = (config.Config{SecretKey: key}).SecretKeys(); err != nil || len(keys) == 0 {
+				return nil, fmt.Errorf("%s does not hold a secret key (32 bytes of base64): delete it only if no account secrets were stored with it", keyFile)
+			}
+			raw = keys[0]
+		}
+		keys = [][]byte{raw}
+	}
+	box, err := model.NewSecretBox(keys)
+	if err != nil {
+		return nil, err
+	}
+	n, err := model.ReencryptAccounts(db.WithContext(ctx), box)
+	if err != nil {
+		if errors.Is(err, model.ErrWrongSecretKey) && keyFile != "" {
+			return nil, fmt.Errorf("%w; the key was read from %s", err, keyFile)
+		}
+		return nil, err
+	}
+	if n > 0 {
+		log.Info("re-encrypted account secrets with the first WEJOURNEY_SECRET_KEY; older keys can now be dropped", "accounts", n)
+	}
+	return box, nil
+}
+
 // wechatAccounts adapts the model's account lookup to the WeChat sender.
 type wechatAccounts struct{ a *model.Accounts }
 
-// Account returns the WeChat credentials of appid.
+// Account returns the WeChat credentials of appid, secrets decrypted.
 func (w wechatAccounts) Account(ctx context.Context, appid string) (wechat.Account, error) {
 	acct, err := w.a.Get(ctx, appid)
 	if errors.Is(err, model.ErrUnknownAccount) {

@@ -22,6 +22,7 @@ import (
 	"syscall"
 
 	"github.com/wejourney/wejourney/config"
+	"github.com/wejourney/wejourney/internal/redact"
 	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
@@ -93,7 +94,8 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	// Every line passes through redact: no token, secret or password is logged.
+	logger := slog.New(redact.NewHandler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	slog.SetDefault(logger)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -116,11 +118,11 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 func printBanner(w io.Writer, app *App) {
 	cfg := app.Cfg
-	redisDesc := cfg.RedisURL
+	redisDesc := redact.String(config.RedactURL(cfg.RedisURL))
 	if redisDesc == "" {
 		redisDesc = "in-process Redis"
 	}
-	fmt.Fprintf(w, "wejourney %s is running (database %s, %s)\n", app.Opts.Role, cfg.DatabaseURL, redisDesc)
+	fmt.Fprintf(w, "wejourney %s is running (database %s, %s)\n", app.Opts.Role, redact.String(config.RedactURL(cfg.DatabaseURL)), redisDesc)
 	if app.Addr == "" {
 		if app.AdminPassword != "" {
 			fmt.Fprintf(w, "  admin:    user admin, password %s   (shown once: note it)\n", app.AdminPassword)
@@ -163,7 +165,7 @@ func migrateCmd(args []string, stdout io.Writer) error {
 	if err := model.Migrate(db); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "database %s is at schema %s\n", cfg.DatabaseURL, model.Migrations()[len(model.Migrations())-1].ID)
+	fmt.Fprintf(stdout, "database %s is at schema %s\n", redact.String(config.RedactURL(cfg.DatabaseURL)), model.Migrations()[len(model.Migrations())-1].ID)
 	return nil
 }
 

@@ -20,6 +20,10 @@
 //     (44002 empty, 47001 not JSON, 40003 no touser, 40008 bad msgtype,
 //     40037 no template_id), then an error injected with SetError, and only
 //     then accept and record the message.
+//   - Faults for the send endpoints: SetHTTPStatus makes them answer a
+//     non-200 status (WeChat's gateway failing), SetDropConnections makes
+//     them close the connection without answering (a network error). Token
+//     endpoints keep working.
 //   - A template client_msg_id already accepted for the same appid is
 //     answered with success and the original msgid, and is not recorded a
 //     second time (WeChat's dedupe).
@@ -89,6 +93,8 @@ type Server struct {
 	current    map[string]string    // appid -> current stable token
 	errs       map[string]int       // openid -> injected errcode
 	clientIDs  map[string]int64     // appid + "\x00" + client_msg_id -> msgid
+	httpStatus int                  // non-zero: send endpoints answer this status
+	drop       bool                 // send endpoints close the connection unanswered
 	fetches    int
 	tokenSeq   int64
 	templateID int64
@@ -187,6 +193,23 @@ func (s *Server) SetError(openid string, errcode int) {
 		return
 	}
 	s.errs[openid] = errcode
+}
+
+// SetHTTPStatus makes both send endpoints answer every request with HTTP
+// status code (e.g. 502) and a short text body, before any check, until it is
+// cleared with 0. Nothing is recorded meanwhile.
+func (s *Server) SetHTTPStatus(code int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.httpStatus = code
+}
+
+// SetDropConnections makes both send endpoints close the connection without
+// an answer (the client sees a network error such as EOF) while on is true.
+func (s *Server) SetDropConnections(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drop = on
 }
 
 // ExpireTokens makes every token issued so far answer 40001 from now on.
@@ -341,6 +364,22 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 // readSend does the checks common to both send APIs. It returns the body and
 // the token's appid, or writes the error answer and returns ok == false.
 func (s *Server) readSend(w http.ResponseWriter, r *http.Request) (body []byte, appID string, ok bool) {
+	s.mu.Lock()
+	status, drop := s.httpStatus, s.drop
+	s.mu.Unlock()
+	if drop {
+		if hj, isHJ := w.(http.Hijacker); isHJ {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return nil, "", false
+			}
+		}
+		panic(http.ErrAbortHandler) // HTTP/2: abort the stream
+	}
+	if status != 0 {
+		http.Error(w, fmt.Sprintf("fakewx: injected HTTP %d", status), status)
+		return nil, "", false
+	}
 	if r.Method != http.MethodPost {
 		writeErr(w, 43002)
 		return nil, "", false

@@ -462,3 +462,40 @@ func BenchmarkCustomSend(b *testing.B) {
 		}
 	})
 }
+
+func TestSendFaults(t *testing.T) {
+	s := New(Config{})
+	defer s.Close()
+	tok := stableToken(t, s, "wxfault")
+	send := func() (*http.Response, error) {
+		return http.Post(s.URL+"/cgi-bin/message/custom/send?access_token="+url.QueryEscape(tok), "application/json",
+			strings.NewReader(`{"touser":"o1","msgtype":"text","text":{"content":"hi"}}`))
+	}
+
+	s.SetHTTPStatus(http.StatusBadGateway)
+	resp, err := send()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("with SetHTTPStatus(502): HTTP %d", resp.StatusCode)
+	}
+	stableToken(t, s, "wxfault") // tokens still work
+
+	s.SetHTTPStatus(0)
+	s.SetDropConnections(true)
+	if resp, err := send(); err == nil {
+		resp.Body.Close()
+		t.Errorf("with SetDropConnections(true): HTTP %d, want a network error", resp.StatusCode)
+	}
+
+	s.SetDropConnections(false)
+	if a := do(t, http.MethodPost, s.URL+"/cgi-bin/message/custom/send?access_token="+url.QueryEscape(tok),
+		`{"touser":"o1","msgtype":"text","text":{"content":"hi"}}`); a.ErrCode != 0 {
+		t.Errorf("after clearing the faults: %+v", a)
+	}
+	if n := len(s.Messages()); n != 1 {
+		t.Errorf("%d messages recorded, want only the one sent after the faults", n)
+	}
+}
