@@ -86,7 +86,7 @@ func newCallbackEnv(t *testing.T, configure func(*Config)) *cbEnv {
 		{Kind: model.AccountWeChatOA, AppID: plainAppID, Name: "plain", Token: plainToken},
 		{Kind: model.AccountWeChatOA, AppID: safeAppID, Name: "safe", Token: safeToken, AESKey: safeAESKey},
 	} {
-		if err := model.UpsertAccount(db, a); err != nil {
+		if err := model.UpsertAccount(db, nil, a); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -95,7 +95,7 @@ func newCallbackEnv(t *testing.T, configure func(*Config)) *cbEnv {
 	logs := &syncBuffer{}
 	reg := prometheus.NewRegistry()
 	cfg := Config{
-		DB: db, Ingestor: ing, Accounts: model.NewAccounts(db, 0), Registry: reg,
+		DB: db, Ingestor: ing, Accounts: model.NewAccounts(db, nil), Registry: reg,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Now:    func() time.Time { return cbNow },
 	}

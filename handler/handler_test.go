@@ -34,7 +34,7 @@ func newTestRouter(t *testing.T) (http.Handler, *gorm.DB) {
 	db.Create(&model.Journey{Key: "welcome", Name: "欢迎", Status: model.JourneyActive})
 	ing := journey.NewIngestor(journey.IngestorConfig{DB: db})
 	t.Cleanup(ing.Close)
-	return New(Config{DB: db, Ingestor: ing, Accounts: model.NewAccounts(db, 0),
+	return New(Config{DB: db, Ingestor: ing, Accounts: model.NewAccounts(db, nil),
 		Admin: NewAdmin(AdminConfig{DB: db, Secret: []byte("secret")})}), db
 }
 

@@ -159,7 +159,7 @@ func newHarness(t *testing.T, journeys map[string]string) *harness {
 	}
 	h := &harness{t: t, app: app, fake: fake, base: "http://" + app.Addr, db: app.DB}
 	plain := model.Account{Kind: model.AccountWeChatOA, AppID: testPlainAppID, Name: "plain", AppSecret: "test-secret", Token: testToken}
-	if err := model.UpsertAccount(app.DB, plain); err != nil {
+	if err := model.UpsertAccount(app.DB, app.secrets, plain); err != nil {
 		t.Fatal(err)
 	}
 	h.plain = h.client(testPlainAppID, "")

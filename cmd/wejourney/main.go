@@ -29,7 +29,7 @@ import (
 
 func main() {
 	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "wejourney:", err)
+		fmt.Fprintln(os.Stderr, "wejourney:", redact.String(err.Error()))
 		os.Exit(1)
 	}
 }

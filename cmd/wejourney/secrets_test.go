@@ -168,7 +168,7 @@ steps:
 			} else {
 				fake.SetDropConnections(true)
 			}
-			if status, body := h.send(h.client(""), wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: "o_leak"}); status != http.StatusOK {
+			if status, body := h.send(h.client(testAppID, testAESKey), wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: "o_leak"}); status != http.StatusOK {
 				t.Fatalf("follow: HTTP %d %q", status, body)
 			}
 
