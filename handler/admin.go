@@ -722,7 +722,7 @@ func (a *Admin) page(c *gin.Context) {
 		a.renderError(c, http.StatusInternalServerError, "db_error")
 		return
 	}
-	a.render(c, http.StatusOK, "admin.html", map[string]any{"Journeys": js, "Deliveries": ds, "Sandbox": a.cfg.Sandbox, "User": user})
+	a.render(c, http.StatusOK, "admin.html", map[string]any{"Journeys": js, "Deliveries": ds, "Sandbox": a.cfg.Sandbox})
 }
 
 func (a *Admin) listJourneys(c *gin.Context) {
