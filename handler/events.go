@@ -41,22 +41,6 @@ func HashAPIKey(key string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// apiKeyAuth admits requests with a valid "Authorization: Bearer <key>".
-func (h *Handler) apiKeyAuth(c *gin.Context) {
-	key, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
-	if !ok || key == "" {
-		c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"error": "missing Authorization: Bearer <api key>"})
-		return
-	}
-	var k model.APIKey
-	if err := h.cfg.DB.WithContext(c.Request.Context()).Where(&model.APIKey{Hash: HashAPIKey(key)}).First(&k).Error; err != nil {
-		c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"error": "invalid api key"})
-		return
-	}
-	c.Set("api_key_id", k.ID)
-	c.Next()
-}
-
 // postEvents serves POST /api/v1/events: one event or {"events": [...]}.
 func (h *Handler) postEvents(c *gin.Context) {
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, 8*MaxBody))

@@ -3,7 +3,6 @@ package handler
 import (
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -116,31 +115,5 @@ func TestHealthAndUnknownAccount(t *testing.T) {
 		{"readyz", "GET", "/readyz", "", nil, 200, []string{`"ready":true`}, -1},
 		{"callback for an unknown appid", "POST", "/wechat/oa/wxnobody?signature=x&timestamp=1&nonce=2", "<xml/>", nil, 404, nil, 0},
 		{"metrics count it", "GET", "/metrics", "", nil, 200, []string{`wejourney_callbacks_total{outcome="unknown_account",source="wechat"} 1`}, -1},
-	})
-}
-
-func TestAdminLogin(t *testing.T) {
-	h, db := newTestRouter(t)
-	form := map[string]string{"Content-Type": "application/x-www-form-urlencoded"}
-	runScenarios(t, h, db, []scenario{
-		{"the page asks to log in", "GET", "/admin/", "", nil, 302, nil, -1},
-		{"the login page is in Chinese", "GET", "/admin/login", "", nil, 200, []string{"登录", "密码"}, -1},
-		{"and in English on request", "GET", "/admin/login?lang=en", "", nil, 200, []string{"Log in", "Password"}, -1},
-		{"wrong password", "POST", "/admin/login", url.Values{"username": {"admin"}, "password": {"x"}}.Encode(), form, 401, []string{"用户名或密码错误"}, -1},
-		{"the JSON API needs a session", "GET", "/api/v1/journeys", "", nil, 401, nil, -1},
-	})
-	req := httptest.NewRequest("POST", "/admin/login", strings.NewReader(url.Values{"username": {"admin"}, "password": {"pw"}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	if rec.Code != http.StatusSeeOther {
-		t.Fatalf("login: status %d", rec.Code)
-	}
-	cookie := rec.Header().Get("Set-Cookie")
-	withSession := map[string]string{"Cookie": strings.Split(cookie, ";")[0]}
-	runScenarios(t, h, db, []scenario{
-		{"logged in, the page lists journeys", "GET", "/admin/", "", withSession, 200, []string{"旅程", "welcome", "欢迎"}, -1},
-		{"logged in, the JSON API answers", "GET", "/api/v1/journeys", "", withSession, 200, []string{`"key":"welcome"`}, -1},
-		{"a forged session is refused", "GET", "/api/v1/journeys", "", map[string]string{"Cookie": "wj_session=admin|99999999999|forged"}, 401, nil, -1},
 	})
 }

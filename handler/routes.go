@@ -97,6 +97,7 @@ func (h *Handler) routes() http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	cfg := h.cfg
 	r := gin.New()
+	r.SetTrustedProxies(cfg.Admin.Proxies()) // validated: nil trusts no X-Forwarded-For
 	r.Use(h.recoverer)
 
 	// The route table: every route wejourney serves.
@@ -109,11 +110,12 @@ func (h *Handler) routes() http.Handler {
 	if a := cfg.Admin; a != nil {
 		r.GET("/", func(c *gin.Context) { c.Redirect(http.StatusFound, "/admin/") })
 		r.GET("/admin", func(c *gin.Context) { c.Redirect(http.StatusMovedPermanently, "/admin/") })
-		r.GET("/admin/", a.page)
-		r.GET("/admin/login", a.loginPage)
-		r.POST("/admin/login", a.login)
-		r.POST("/admin/logout", a.logout)
-		api := r.Group("/api/v1", a.requireSession)
+		pages := r.Group("/admin", a.headers, a.withSession, a.csrfGuard)
+		pages.GET("/", a.page)
+		pages.GET("/login", a.loginPage)
+		pages.POST("/login", a.login)
+		pages.POST("/logout", a.logout)
+		api := r.Group("/api/v1", a.headers, a.apiAuth, a.csrfGuard)
 		api.GET("/journeys", a.listJourneys)
 		api.GET("/deliveries", a.listDeliveries)
 	}

@@ -20,6 +20,9 @@ var Messages = map[string]map[string]string{
 		"exited": "目标退出", "dropped": "流失", "deliveries": "最近发送", "time": "时间", "member": "会员",
 		"channel": "渠道", "content": "内容", "journey": "旅程", "none": "暂无", "callback": "回调地址",
 		"other_lang": "English", "other_lang_code": "en", "sandbox_note": "沙箱账号：消息只记录不发送。",
+		"too_many": "尝试次数过多，请 %d 分钟后再试", "busy": "服务器繁忙，请稍后再试",
+		"db_error": "暂时无法访问数据库，请稍后再试", "csrf_failed": "表单已过期或无效（CSRF 校验失败），请刷新页面后重试",
+		"back_to_login": "返回登录",
 	},
 	"en": {
 		"title": "wejourney journeys", "login": "Log in", "username": "Username", "password": "Password",
@@ -28,6 +31,9 @@ var Messages = map[string]map[string]string{
 		"exited": "Exited by goal", "dropped": "Dropped", "deliveries": "Recent deliveries", "time": "Time", "member": "Member",
 		"channel": "Channel", "content": "Content", "journey": "Journey", "none": "None yet", "callback": "Callback URL",
 		"other_lang": "中文", "other_lang_code": "zh-CN", "sandbox_note": "Sandbox account: messages are recorded, not sent.",
+		"too_many": "Too many attempts; try again in %d min", "busy": "The server is busy; try again in a moment",
+		"db_error": "The database cannot be reached; try again shortly", "csrf_failed": "This form has expired or is not valid (CSRF check failed); reload the page and try again",
+		"back_to_login": "Back to sign-in",
 	},
 }
 

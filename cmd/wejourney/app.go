@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/channels"
@@ -205,7 +204,7 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 		h := handler.New(handler.Config{
 			DB: db, Ingestor: a.ingestor, Accounts: accounts, Registry: a.registry, Logger: a.Log,
 			Ready: a.ready,
-			Admin: handler.NewAdmin(handler.AdminConfig{DB: db, Secret: []byte(secret.Value), Sandbox: cfg.Sandbox()}),
+			Admin: handler.NewAdmin(adminConfig(a.runCtx, db, secret.Value, cfg, a.Log)),
 		})
 		a.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 	}
@@ -280,8 +279,8 @@ func (a *App) ready(r *http.Request) error {
 	return nil
 }
 
-// bootstrap seeds what a first start needs: the default Official Account,
-// the first admin, the API key from the environment, the session secret.
+// bootstrap seeds what a start needs: the default Official Account, the
+// admin password and API key from the environment, the session secret.
 func (a *App) bootstrap(ctx context.Context) error {
 	db := a.DB.WithContext(ctx)
 	cfg := a.Cfg
@@ -291,27 +290,17 @@ func (a *App) bootstrap(ctx context.Context) error {
 		return fmt.Errorf("seed account: %w", err)
 	}
 	// Every seed is an insert that does nothing when the row exists, so
-	// several processes may start at once (web and worker roles).
-	pw := cfg.AdminPassword
-	generated := pw == ""
-	if generated {
-		pw = randomHex(8)
-	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
-	if err != nil {
-		return fmt.Errorf("hash admin password: %w", err)
-	}
-	res := model.InsertIgnore(db).Create(&model.AdminUser{Username: "admin", PasswordHash: string(hash)})
-	if res.Error != nil {
-		return fmt.Errorf("create admin: %w", res.Error)
-	}
-	if res.RowsAffected == 1 && generated {
-		a.AdminPassword = pw
+	// several processes may start at once (web and worker roles). The
+	// environment's credentials are authoritative when set; the first admin
+	// without one is created by Start, once the server listens.
+	if cfg.AdminPassword != "" {
+		if err := syncEnvPassword(ctx, a.DB, cfg.AdminPassword, a.Log); err != nil {
+			return err
+		}
 	}
 	if cfg.APIKey != "" {
-		k := model.APIKey{Name: "WEJOURNEY_API_KEY", Hash: handler.HashAPIKey(cfg.APIKey), CreatedAt: time.Now().UTC()}
-		if err := model.InsertIgnore(db).Create(&k).Error; err != nil {
-			return fmt.Errorf("seed api key: %w", err)
+		if err := syncEnvAPIKey(ctx, a.DB, cfg.APIKey, a.Log); err != nil {
+			return err
 		}
 	}
 	if err := model.InsertIgnore(db).Create(&model.Setting{Key: "session_secret", Value: randomHex(32)}).Error; err != nil {
@@ -334,6 +323,15 @@ func (a *App) Start(context.Context) error {
 			}
 		}
 		a.Addr = ln.Addr().String()
+		if a.Opts.Role != RoleWorker && a.Cfg.AdminPassword == "" {
+			// Only now: a start that cannot listen creates no password nobody saw.
+			pw, err := createFirstAdmin(ctx, a.DB)
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			a.AdminPassword = pw
+		}
 	}
 	if a.mini != nil {
 		// miniredis's TTLs move only when its clock does.

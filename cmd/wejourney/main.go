@@ -43,6 +43,12 @@ usage:
   wejourney simulate KIND [flags]            send a signed WeChat callback to a running server
                                              KIND: subscribe, scan, click, view, text, unsubscribe, location
   wejourney bench [flags]                    measure callbacks and follow → message latency
+  wejourney admin passwd [USER] [--password-stdin]
+                                             set (or create) an admin's password; ends its sessions
+  wejourney apikeys create --name NAME [--scope events|admin]
+                                             make an API key (printed once)
+  wejourney apikeys list                     list API keys (never the keys themselves)
+  wejourney apikeys revoke ID                revoke an API key: it gets 401 from now on
 
 Every command reads wejourney.yaml (if present; --config names another) and
 the WEJOURNEY_* environment variables.
@@ -64,6 +70,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return simulateCmd(ctx, args, stdout)
 	case "bench":
 		return benchCmd(ctx, args, stdout, stderr)
+	case "admin":
+		return adminCmd(ctx, args, os.Stdin, stdout, stderr)
+	case "apikeys":
+		return apikeysCmd(ctx, args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -124,19 +134,18 @@ func printBanner(w io.Writer, app *App) {
 	}
 	fmt.Fprintf(w, "wejourney %s is running (database %s, %s)\n", app.Opts.Role, redact.String(config.RedactURL(cfg.DatabaseURL)), redisDesc)
 	if app.Addr == "" {
-		if app.AdminPassword != "" {
-			fmt.Fprintf(w, "  admin:    user admin, password %s   (shown once: note it)\n", app.AdminPassword)
-		}
 		return
 	}
 	base := "http://" + app.Addr
-	pw := "as printed at the first start (or WEJOURNEY_ADMIN_PASSWORD)"
-	if app.AdminPassword != "" {
-		pw = app.AdminPassword + "   (shown once: note it)"
-	} else if cfg.AdminPassword != "" {
-		pw = "from WEJOURNEY_ADMIN_PASSWORD"
+	if app.Opts.Role != RoleWorker {
+		pw := "set with `wejourney admin passwd`"
+		if app.AdminPassword != "" {
+			pw = app.AdminPassword + "   (generated: shown once, note it; change it with `wejourney admin passwd`)"
+		} else if cfg.AdminPassword != "" {
+			pw = "from WEJOURNEY_ADMIN_PASSWORD"
+		}
+		fmt.Fprintf(w, "  admin:    %s/admin/   user admin, password %s\n", base, pw)
 	}
-	fmt.Fprintf(w, "  admin:    %s/admin/   user admin, password %s\n", base, pw)
 	fmt.Fprintf(w, "  callback: %s/wechat/oa/%s   token %q", base, cfg.DefaultAppID(), cfg.DefaultToken())
 	if cfg.WeChatAESKey != "" {
 		fmt.Fprint(w, ", safe mode (AES)")

@@ -1,0 +1,391 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/wejourney/wejourney/config"
+	"github.com/wejourney/wejourney/model"
+)
+
+// credApp is a running wejourney plus a config file for the CLI that
+// points at the same database.
+type credApp struct {
+	app     *App
+	base    string
+	cfgFile string
+}
+
+// startCredApp starts wejourney (all roles, SQLite unless the test
+// database is set, in-process Redis) with cfg's credentials.
+func startCredApp(t *testing.T, dbURL string, mutate func(*config.Config)) *credApp {
+	t.Helper()
+	cfg := config.Defaults()
+	cfg.DatabaseURL = dbURL
+	cfg.JourneysDir = t.TempDir()
+	cfg.SecretKey = testSecretKey
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	app, err := NewApp(ctx, cfg, Options{Listener: ln, Logger: slog.New(slog.DiscardHandler), AutoMigrate: true})
+	if err != nil {
+		t.Fatalf("NewApp: %v", err)
+	}
+	t.Cleanup(app.Close)
+	if err := app.Start(ctx); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return &credApp{app: app, base: "http://" + app.Addr, cfgFile: writeConfig(t, dbURL, "")}
+}
+
+// writeConfig writes a wejourney.yaml naming the database (and an
+// environment admin password, if any).
+func writeConfig(t *testing.T, dbURL, adminPassword string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "wejourney.yaml")
+	src := "database_url: " + dbURL + "\nsecret_key: " + testSecretKey + "\n"
+	if adminPassword != "" {
+		src += "admin_password: " + adminPassword + "\n"
+	}
+	if err := os.WriteFile(f, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// cli runs `wejourney args...` with stdin and returns stdout, stderr.
+func cli(t *testing.T, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	if stdin != "" {
+		f := filepath.Join(t.TempDir(), "stdin")
+		os.WriteFile(f, []byte(stdin), 0o600)
+		in, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		saved := os.Stdin
+		os.Stdin = in
+		defer func() { os.Stdin = saved; in.Close() }()
+	}
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), args, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+var csrfToken = regexp.MustCompile(`name="csrf_token" value="([^"]+)"`)
+
+// signIn fills in the sign-in form like a browser; it returns the client
+// (holding the session cookie) and the answer's status.
+func signIn(t *testing.T, base, user, pw string) (*http.Client, int) {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get(base + "/admin/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := csrfToken.FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("no csrf_token on the login page: %s", body)
+	}
+	resp, err = c.PostForm(base+"/admin/login", url.Values{"username": {user}, "password": {pw}, "csrf_token": {string(m[1])}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return c, resp.StatusCode
+}
+
+// status GETs path with c and returns the status.
+func status(t *testing.T, c *http.Client, url string) int {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// callAPI sends a request with an API key and returns the status.
+func callAPI(t *testing.T, method, url, key string) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(`{"type":"order.paid","member":{"phone":"13800000000"}}`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestAdminPasswd(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		stdin   string
+		args    []string
+		wantErr string
+		wantOut string
+		check   func(t *testing.T, a *credApp)
+	}{
+		{"a new user", "alice-password\n", []string{"alice", "--password-stdin"}, "", "created admin user alice", func(t *testing.T, a *credApp) {
+			if _, code := signIn(t, a.base, "alice", "alice-password"); code != http.StatusSeeOther {
+				t.Errorf("alice signs in: %d, want 303", code)
+			}
+		}},
+		{"flags before the user", "alice-password", []string{"--password-stdin", "alice"}, "", "created admin user alice", nil},
+		{"too short", "short\n", []string{"--password-stdin"}, "at least 8", "", nil},
+		{"not a terminal, no --password-stdin", "alice-password\n", []string{"alice"}, "--password-stdin", "", nil},
+		{"admin's new password ends its sessions", "brand-new-pass\n", []string{"admin", "--password-stdin"}, "", "changed the password of admin", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := startCredApp(t, testDatabaseURL(t), nil)
+			pw := a.app.AdminPassword // generated by this first start
+			if pw == "" {
+				t.Fatal("the first start showed no admin password")
+			}
+			session, code := signIn(t, a.base, "admin", pw)
+			if code != http.StatusSeeOther {
+				t.Fatalf("sign in with the generated password: %d", code)
+			}
+			args := append([]string{"admin", "passwd", "--config", a.cfgFile}, tc.args...)
+			out, _, err := cli(t, tc.stdin, args...)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || !strings.Contains(out, tc.wantOut) {
+				t.Fatalf("out %q, err %v; want %q", out, err, tc.wantOut)
+			}
+			wantAdmin := http.StatusOK
+			if strings.Contains(tc.name, "ends its sessions") {
+				wantAdmin = http.StatusFound
+				if _, code := signIn(t, a.base, "admin", "brand-new-pass"); code != http.StatusSeeOther {
+					t.Errorf("the new password signs in: %d, want 303", code)
+				}
+				if _, code := signIn(t, a.base, "admin", pw); code != http.StatusUnauthorized {
+					t.Errorf("the old password: %d, want 401", code)
+				}
+			}
+			if got := status(t, session, a.base+"/admin/"); got != wantAdmin {
+				t.Errorf("admin's earlier session on /admin/: %d, want %d", got, wantAdmin)
+			}
+			if tc.check != nil {
+				tc.check(t, a)
+			}
+		})
+	}
+}
+
+func TestAdminPasswdWarnsWhenTheEnvironmentResetsIt(t *testing.T) {
+	f := writeConfig(t, "sqlite:"+filepath.Join(t.TempDir(), "w.db"), "env-password")
+	_, errOut, err := cli(t, "another-password\n", "admin", "passwd", "--password-stdin", "--config", f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errOut, "WEJOURNEY_ADMIN_PASSWORD is set") {
+		t.Errorf("stderr %q: want a warning that the next start resets the password", errOut)
+	}
+}
+
+func TestAPIKeysCommands(t *testing.T) {
+	a := startCredApp(t, testDatabaseURL(t), nil)
+	events := a.base + "/api/v1/events"
+	journeys := a.base + "/api/v1/journeys"
+
+	key, info, err := cli(t, "", "apikeys", "create", "--name", "crm", "--config", a.cfgFile)
+	key = strings.TrimSpace(key)
+	if err != nil || !strings.HasPrefix(key, "wj_") || !strings.Contains(info, "shown once") {
+		t.Fatalf("create: key %q, info %q, err %v", key, info, err)
+	}
+	adminKey, _, err := cli(t, "", "apikeys", "create", "--name", "dashboard", "--scope", "admin", "--config", a.cfgFile)
+	adminKey = strings.TrimSpace(adminKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cli(t, "", "apikeys", "create", "--name", "x", "--scope", "root", "--config", a.cfgFile); err == nil {
+		t.Error("--scope root was accepted")
+	}
+
+	for _, c := range []struct {
+		what        string
+		method, url string
+		key         string
+		want        int
+	}{
+		{"events key posts events", "POST", events, key, 202},
+		{"events key on the admin API", "GET", journeys, key, 403},
+		{"admin key on the admin API", "GET", journeys, adminKey, 200},
+		{"admin key posts no events", "POST", events, adminKey, 403},
+	} {
+		if got := callAPI(t, c.method, c.url, c.key); got != c.want {
+			t.Errorf("%s: %d, want %d", c.what, got, c.want)
+		}
+	}
+
+	list, _, err := cli(t, "", "apikeys", "list", "--config", a.cfgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(list, key) || !strings.Contains(list, key[:8]) {
+		t.Errorf("list shows the whole key or not its prefix %q:\n%s", key[:8], list)
+	}
+	crm := lineOf(list, "crm")
+	// ID NAME SCOPE PREFIX CREATED (date time) LAST USED (date time) REVOKED
+	if f := strings.Fields(crm); len(f) != 9 || f[2] != "events" || f[8] != "-" {
+		t.Errorf("crm row %q: want scope events, a last-used time, not revoked", crm)
+	}
+	id := strings.Fields(crm)[0]
+
+	out, _, err := cli(t, "", "apikeys", "revoke", id, "--config", a.cfgFile)
+	if err != nil || !strings.Contains(out, "revoked api key "+id) {
+		t.Fatalf("revoke: %q, %v", out, err)
+	}
+	if got := callAPI(t, "POST", events, key); got != http.StatusUnauthorized {
+		t.Errorf("revoked key: %d, want 401", got)
+	}
+	if got := callAPI(t, "GET", journeys, adminKey); got != http.StatusOK {
+		t.Errorf("the other key after revoking one: %d, want 200", got)
+	}
+	list, _, _ = cli(t, "", "apikeys", "list", "--config", a.cfgFile)
+	if f := strings.Fields(lineOf(list, "crm")); f[len(f)-1] == "-" {
+		t.Errorf("crm not shown revoked:\n%s", list)
+	}
+	if _, _, err := cli(t, "", "apikeys", "revoke", "999", "--config", a.cfgFile); err == nil || !strings.Contains(err.Error(), "no api key") {
+		t.Errorf("revoke 999: %v", err)
+	}
+}
+
+func lineOf(out, name string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[1] == name {
+			return l
+		}
+	}
+	return ""
+}
+
+func TestEnvironmentCredentialsAreAuthoritative(t *testing.T) {
+	db := testDatabaseURL(t)
+	first := startCredApp(t, db, func(c *config.Config) { c.AdminPassword, c.APIKey = "first-password", "first-key" })
+	if first.app.AdminPassword != "" {
+		t.Error("a password from the environment was reported as generated")
+	}
+	session, code := signIn(t, first.base, "admin", "first-password")
+	if code != http.StatusSeeOther {
+		t.Fatalf("sign in with WEJOURNEY_ADMIN_PASSWORD: %d", code)
+	}
+	if got := callAPI(t, "POST", first.base+"/api/v1/events", "first-key"); got != 202 {
+		t.Fatalf("WEJOURNEY_API_KEY: %d", got)
+	}
+	first.app.Close()
+
+	second := startCredApp(t, db, func(c *config.Config) { c.AdminPassword, c.APIKey = "second-password", "second-key" })
+	var banner bytes.Buffer
+	printBanner(&banner, second.app)
+	if !strings.Contains(banner.String(), "password from WEJOURNEY_ADMIN_PASSWORD") {
+		t.Errorf("banner:\n%s", banner.String())
+	}
+	if _, code := signIn(t, second.base, "admin", "first-password"); code != http.StatusUnauthorized {
+		t.Errorf("the previous WEJOURNEY_ADMIN_PASSWORD: %d, want 401", code)
+	}
+	if _, code := signIn(t, second.base, "admin", "second-password"); code != http.StatusSeeOther {
+		t.Errorf("the new WEJOURNEY_ADMIN_PASSWORD: %d, want 303", code)
+	}
+	// The session from the first start, replayed against the second.
+	old, _ := url.Parse(first.base)
+	jar, _ := cookiejar.New(nil)
+	newBase, _ := url.Parse(second.base)
+	jar.SetCookies(newBase, session.Jar.Cookies(old))
+	replay := &http.Client{Jar: jar, CheckRedirect: session.CheckRedirect}
+	if got := status(t, replay, second.base+"/admin/"); got != http.StatusFound {
+		t.Errorf("a session signed in with the previous password: %d, want 302 to sign in", got)
+	}
+	if got := callAPI(t, "POST", second.base+"/api/v1/events", "first-key"); got != http.StatusUnauthorized {
+		t.Errorf("the previous WEJOURNEY_API_KEY: %d, want 401", got)
+	}
+	if got := callAPI(t, "POST", second.base+"/api/v1/events", "second-key"); got != 202 {
+		t.Errorf("the new WEJOURNEY_API_KEY: %d, want 202", got)
+	}
+	second.app.Close()
+
+	// Unset: nothing changes, and the banner does not claim the environment.
+	third := startCredApp(t, db, nil)
+	banner.Reset()
+	printBanner(&banner, third.app)
+	if !strings.Contains(banner.String(), "set with `wejourney admin passwd`") || strings.Contains(banner.String(), "WEJOURNEY_ADMIN_PASSWORD") {
+		t.Errorf("banner without WEJOURNEY_ADMIN_PASSWORD:\n%s", banner.String())
+	}
+	if _, code := signIn(t, third.base, "admin", "second-password"); code != http.StatusSeeOther {
+		t.Errorf("the password stays when the variable is unset: %d, want 303", code)
+	}
+	if got := callAPI(t, "POST", third.base+"/api/v1/events", "second-key"); got != 202 {
+		t.Errorf("the key stays when the variable is unset: %d, want 202", got)
+	}
+}
+
+func TestFirstAdminOnlyOnceListening(t *testing.T) {
+	db := testDatabaseURL(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := config.Defaults()
+	cfg.DatabaseURL, cfg.JourneysDir, cfg.SecretKey = db, t.TempDir(), testSecretKey
+	cfg.HTTPAddr = taken.Addr().String()
+	ctx := context.Background()
+	app, err := NewApp(ctx, cfg, Options{Logger: slog.New(slog.DiscardHandler), AutoMigrate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Start(ctx); err == nil {
+		t.Fatal("Start on a taken port succeeded")
+	}
+	var n int64
+	app.DB.Model(&model.AdminUser{}).Count(&n)
+	app.Close()
+	if n != 0 || app.AdminPassword != "" {
+		t.Fatalf("a start that could not listen created %d admin users (password %q)", n, app.AdminPassword)
+	}
+
+	a := startCredApp(t, db, nil)
+	var banner bytes.Buffer
+	printBanner(&banner, a.app)
+	if a.app.AdminPassword == "" || !strings.Contains(banner.String(), a.app.AdminPassword) {
+		t.Fatalf("the first start that listens shows no password:\n%s", banner.String())
+	}
+	if _, code := signIn(t, a.base, "admin", a.app.AdminPassword); code != http.StatusSeeOther {
+		t.Errorf("the shown password signs in: %d", code)
+	}
+	pw := a.app.AdminPassword
+	a.app.Close()
+	b := startCredApp(t, db, nil)
+	banner.Reset()
+	printBanner(&banner, b.app)
+	if b.app.AdminPassword != "" || strings.Contains(banner.String(), pw) {
+		t.Errorf("a later start shows a password:\n%s", banner.String())
+	}
+}
