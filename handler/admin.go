@@ -29,6 +29,7 @@ import (
 	"golang.org/x/time/rate"
 	"gorm.io/gorm"
 
+	"github.com/wejourney/wejourney/internal/redact"
 	"github.com/wejourney/wejourney/model"
 	"github.com/wejourney/wejourney/web"
 )
@@ -696,7 +697,7 @@ func (a *Admin) deliveries(c *gin.Context, limit int) ([]DeliveryRow, error) {
 			content = "template " + p.TemplateID
 		}
 		rows = append(rows, DeliveryRow{ID: d.ID, CreatedAt: d.CreatedAt.In(chinaTime), Journey: keys[d.JourneyID], To: d.To,
-			Channel: d.Channel, Status: d.Status, Content: content, Error: d.Error})
+			Channel: d.Channel, Status: d.Status, Content: content, Error: redact.String(d.Error)})
 	}
 	return rows, nil
 }

@@ -51,7 +51,7 @@ func newAdminApp(t *testing.T, cfg AdminConfig) *adminApp {
 	t.Cleanup(a.Close)
 	cheap, _ := bcrypt.GenerateFromPassword([]byte("dummy"), bcrypt.MinCost)
 	a.dummy = cheap // as cheap as the test users' hashes
-	return &adminApp{h: New(Config{DB: db, Ingestor: ing, Accounts: model.NewAccounts(db, 0), Admin: a}), db: db, admin: a}
+	return &adminApp{h: New(Config{DB: db, Ingestor: ing, Accounts: model.NewAccounts(db, nil), Admin: a}), db: db, admin: a}
 }
 
 // setPassword creates or updates an admin user, as `admin passwd` does.

@@ -5,12 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"html"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -102,34 +100,6 @@ func leaks(text string) []string {
 	return found
 }
 
-// signIn returns a client with an admin session, submitting the sign-in
-// form with every hidden field it carries (a CSRF token, say).
-func signIn(t *testing.T, base, password string) *http.Client {
-	t.Helper()
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, Timeout: 10 * time.Second}
-	resp, err := c.Get(base + "/admin/login")
-	if err != nil {
-		t.Fatal(err)
-	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	form := url.Values{"username": {"admin"}, "password": {password}}
-	for _, in := range regexp.MustCompile(`<input[^>]*type="hidden"[^>]*>`).FindAllString(string(page), -1) {
-		name := regexp.MustCompile(`name="([^"]*)"`).FindStringSubmatch(in)
-		value := regexp.MustCompile(`value="([^"]*)"`).FindStringSubmatch(in)
-		if name != nil && value != nil {
-			form.Set(html.UnescapeString(name[1]), html.UnescapeString(value[1]))
-		}
-	}
-	resp, err = c.PostForm(base+"/admin/login", form)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return c
-}
-
 func get(t *testing.T, c *http.Client, u string) (int, string) {
 	t.Helper()
 	resp, err := c.Get(u)
@@ -189,7 +159,10 @@ steps:
 				t.Errorf("the failed delivery was not logged:\n%s", logs.String())
 			}
 
-			admin := signIn(t, h.base, "admin-pass")
+			admin, code := signIn(t, h.base, "admin", "admin-pass")
+			if code != http.StatusSeeOther {
+				t.Fatalf("sign-in: HTTP %d", code)
+			}
 			status, api := get(t, admin, h.base+"/api/v1/deliveries")
 			if status != http.StatusOK || !strings.Contains(api, "xxxxx") {
 				t.Errorf("GET /api/v1/deliveries: HTTP %d, want 200 with the masked error:\n%s", status, api)
