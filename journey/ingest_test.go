@@ -433,3 +433,74 @@ func countEvents(db *gorm.DB) (int64, error) {
 	err := db.WithContext(context.Background()).Model(&model.Event{}).Count(&n).Error
 	return n, err
 }
+
+// lockedBuffer is a log destination tests can read while the engine writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) take() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.b.String()
+	l.b.Reset()
+	return s
+}
+
+// TestRouteSaysWhyNoJourney: an event that enters no journey is logged at
+// debug with each journey's reason.
+func TestRouteSaysWhyNoJourney(t *testing.T) {
+	db := openTestDB(t, "sqlite")
+	var logs lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e := journey.New(journey.Config{DB: db, Logger: logger, BaseContext: t.Context()})
+	ing := journey.NewIngestor(journey.IngestorConfig{DB: db, Logger: logger})
+	t.Cleanup(ing.Close)
+	ctx := t.Context()
+	for _, src := range []string{
+		"key: j-once\ntrigger: { event: wechat.subscribe }\nentry: { once: true }\nsteps: [ { id: hold, wait: 1h } ]\n",
+		"key: j-cool\ntrigger: { event: wechat.subscribe }\nentry: { cooldown: 24h }\nsteps: [ { id: hold, wait: 1h } ]\n",
+		"key: j-default\ntrigger: { event: wechat.subscribe }\nsteps: [ { id: hold, wait: 1h } ]\n",
+		"key: j-store\ntrigger: { event: wechat.subscribe, where: 'event.scene startsWith \"store_\"' }\nsteps: [ { id: hold, wait: 1h } ]\n",
+	} {
+		c, err := journey.Parse("test.yaml", []byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Publish(ctx, c, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	route := func(ev *model.Event) string {
+		t.Helper()
+		logs.take()
+		if _, _, err := ing.Ingest(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Route(ctx, ev.ID); err != nil {
+			t.Fatal(err)
+		}
+		return logs.take()
+	}
+	if out := route(withKey(wechatEvent("wechat.subscribe", "o1", map[string]any{"scene": "event_1"}), "s1")); strings.Contains(out, "entered no journey") {
+		t.Errorf("the first follow entered journeys, yet the log says none:\n%s", out)
+	}
+	out := route(withKey(wechatEvent("wechat.subscribe", "o1", map[string]any{"scene": "event_1"}), "s2"))
+	for _, want := range []string{"entered no journey", "j-once: entry.once and already entered", "j-cool: entry.cooldown",
+		"j-default: already active", "j-store: where was false"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("second follow's log lacks %q:\n%s", want, out)
+		}
+	}
+	out = route(withKey(&model.Event{Type: "form.submitted", Source: "api", Member: model.MemberRef{Phone: "1"}}, "f1"))
+	if !strings.Contains(out, "no journey triggers on form.submitted") {
+		t.Errorf("an event no journey triggers on: log lacks the reason:\n%s", out)
+	}
+}

@@ -148,7 +148,7 @@ func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *rout
 		if len(live) == 0 {
 			why = []string{"no journey triggers on " + ev.Type}
 		}
-		e.log.Debug("event entered no journey", "event", ev.ID, "type", ev.Type, "member", m.ID, "why", why)
+		e.log.Debug("event entered no journey", "event", ev.ID, "type", ev.Type, "member", m.ID, "why", strings.Join(why, "; "))
 	}
 	for _, v := range visits {
 		switch {
