@@ -504,3 +504,42 @@ func TestRouteSaysWhyNoJourney(t *testing.T) {
 		t.Errorf("an event no journey triggers on: log lacks the reason:\n%s", out)
 	}
 }
+
+// TestFitKey: fitted keys fit, are stable, stay distinct, and are clean
+// text for PostgreSQL.
+func TestFitKey(t *testing.T) {
+	long := strings.Repeat("长", 150) + "a"
+	tests := []struct {
+		name string
+		in   string
+		max  int
+	}{
+		{"fits", "wx:app:ev:o1", 191},
+		{"long ASCII", strings.Repeat("x", 300), 191},
+		{"long Chinese", long, 191},
+		{"NUL byte", "a\x00b", 191},
+		{"invalid UTF-8", "a\xffb" + strings.Repeat("c", 10), 191},
+		{"max below a digest", strings.Repeat("x", 100), 32},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := model.FitKey(tc.in, tc.max)
+			if !model.Fits(got, tc.max) {
+				t.Errorf("FitKey = %q: does not fit %d characters as clean UTF-8", got, tc.max)
+			}
+			if model.FitKey(tc.in, tc.max) != got || model.FitKey(got, tc.max) != got {
+				t.Errorf("FitKey is not stable or not idempotent for %q", tc.in)
+			}
+			if model.Fits(tc.in, tc.max) != (got == tc.in) {
+				t.Errorf("FitKey(%q) = %q: want the input back exactly when it fits", tc.in, got)
+			}
+		})
+	}
+	a, b := model.FitKey(long, 191), model.FitKey(long+"b", 191)
+	if a == b {
+		t.Errorf("two long keys with the same start fit to the same key %q", a)
+	}
+	if !strings.HasPrefix(a, strings.Repeat("长", 100)) {
+		t.Errorf("FitKey(long) = %q: want it to keep the key's start, for people reading it", a)
+	}
+}
