@@ -9,12 +9,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -41,8 +45,26 @@ func HashAPIKey(key string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// Limits of the events API: every field that could not be stored whole is
+// refused with a 400 naming it.
+const (
+	maxEventID      = 128
+	maxAheadOfNow   = 24 * time.Hour
+	maxPropsJSON    = model.MaxTextBytes // props as stored (JSON in a text column)
+	reservedWeChat  = "wechat."
+	reservedWeCom   = "wecom."
+	eventsMediaType = "application/json"
+)
+
+// earliestAt is the earliest `at` the events API accepts.
+func earliestAt() time.Time { return time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC) }
+
 // postEvents serves POST /api/v1/events: one event or {"events": [...]}.
 func (h *Handler) postEvents(c *gin.Context) {
+	if err := checkJSONContentType(c.GetHeader("Content-Type")); err != nil {
+		c.JSON(http.StatusUnsupportedMediaType, gin.H{"error": err.Error()})
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, 8*MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
@@ -72,23 +94,34 @@ func (h *Handler) postEvents(c *gin.Context) {
 		return
 	}
 	keyID := c.GetInt64("api_key_id")
+	now := time.Now()
 	var (
 		events []*model.Event
+		ids    []string // as posted, for conflict messages
 		errs   []apiError
 	)
 	for i, raw := range raws {
-		ev, err := parseAPIEvent(raw, keyID)
+		ev, id, err := parseAPIEvent(raw, keyID, now)
 		if err != nil {
 			errs = append(errs, apiError{i, err.Error()})
 			continue
 		}
 		events = append(events, ev)
+		ids = append(ids, id)
 	}
 	if len(errs) > 0 {
 		c.JSON(http.StatusBadRequest, gin.H{"errors": errs})
 		return
 	}
 	accepted, dups, err := h.cfg.Ingestor.Ingest(c.Request.Context(), events...)
+	var conflict *journey.ConflictError
+	if errors.As(err, &conflict) {
+		for _, i := range conflict.Indexes {
+			errs = append(errs, apiError{i, fmt.Sprintf("id %q was already used with a different payload", ids[i])})
+		}
+		c.JSON(http.StatusConflict, gin.H{"errors": errs})
+		return
+	}
 	if err != nil {
 		h.log.Error("storing events failed", "err", err)
 		c.JSON(http.StatusServiceUnavailable, gin.H{"error": "could not store events; retry with the same ids"})
@@ -96,46 +129,139 @@ func (h *Handler) postEvents(c *gin.Context) {
 	}
 	for _, ev := range events {
 		if ev.ID != 0 {
-			h.metrics.events.WithLabelValues(ev.Type).Inc()
+			h.metrics.events.WithLabelValues(eventLabel(ev.Type)).Inc()
 		}
 	}
 	c.JSON(http.StatusAccepted, gin.H{"accepted": accepted, "duplicates": dups})
 }
 
-func parseAPIEvent(raw json.RawMessage, keyID int64) (*model.Event, error) {
+// checkJSONContentType accepts application/json, with a UTF-8 charset if any.
+func checkJSONContentType(ct string) error {
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || mt != eventsMediaType {
+		return fmt.Errorf("send Content-Type: %s (got %q)", eventsMediaType, ct)
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
+		return fmt.Errorf("send JSON in UTF-8 (got charset %q)", cs)
+	}
+	return nil
+}
+
+// parseAPIEvent checks one posted event and returns it with the id as
+// posted ("" when none). Every refusal names the field.
+func parseAPIEvent(raw json.RawMessage, keyID int64, now time.Time) (*model.Event, string, error) {
 	var in apiEvent
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
-		return nil, fmt.Errorf("not an event: %v", err)
+		return nil, "", fmt.Errorf("not an event: %v", err)
 	}
+	lower := strings.ToLower(in.Type)
 	switch {
-	case in.Type == "" || len(in.Type) > 64:
-		return nil, errors.New("type is required (at most 64 characters)")
-	case strings.HasPrefix(in.Type, "wechat.") || strings.HasPrefix(in.Type, "wecom."):
-		return nil, fmt.Errorf("type %q is reserved for callbacks", in.Type)
+	case in.Type == "" || len(in.Type) > model.MaxEventType:
+		return nil, "", fmt.Errorf("type is required (at most %d characters)", model.MaxEventType)
+	case !validType(in.Type):
+		return nil, "", errors.New("type: use letters, digits and . _ - : (starting with a letter)")
+	case strings.HasPrefix(lower, reservedWeChat) || strings.HasPrefix(lower, reservedWeCom):
+		return nil, "", fmt.Errorf("type %q is reserved for callbacks", in.Type)
 	case in.Member == (model.MemberRef{}):
-		return nil, errors.New("member needs one of openid (+appid), unionid, external_userid, phone, email, user_id")
+		return nil, "", errors.New("member needs one of openid (+appid), unionid, external_userid, phone, email, user_id")
 	case in.Member.OpenID != "" && in.Member.AppID == "":
-		return nil, errors.New("member.openid needs member.appid")
-	case len(in.ID) > 128:
-		return nil, errors.New("id is at most 128 characters")
+		return nil, "", errors.New("member.openid needs member.appid")
+	case utf8.RuneCountInString(in.ID) > maxEventID:
+		return nil, "", fmt.Errorf("id is at most %d characters", maxEventID)
+	case hasControl(in.ID):
+		return nil, "", errors.New("id must not contain control characters")
+	}
+	if err := checkMember(in.Member); err != nil {
+		return nil, "", err
 	}
 	ev := &model.Event{Type: in.Type, Source: "api", Member: in.Member, Props: in.Props}
 	if ev.Props == nil {
 		ev.Props = map[string]any{}
 	}
+	if b, err := json.Marshal(ev.Props); err != nil || len(b) > maxPropsJSON {
+		return nil, "", fmt.Errorf("props: at most %d bytes as JSON", maxPropsJSON)
+	}
 	if in.At != "" {
 		at, err := time.Parse(time.RFC3339, in.At)
 		if err != nil {
-			return nil, fmt.Errorf("at: want RFC 3339 (2026-11-23T10:00:00+08:00): %v", err)
+			return nil, "", fmt.Errorf("at: want RFC 3339 (2026-11-23T10:00:00+08:00): %v", err)
+		}
+		if at.Before(earliestAt()) || at.After(now.Add(maxAheadOfNow)) {
+			return nil, "", fmt.Errorf("at: %s is out of range: not before 2000-01-01 and not more than 24 hours ahead", in.At)
 		}
 		ev.At = at.UTC()
 	}
+	ev.PayloadHash = payloadHash(in, ev.At)
 	id := in.ID
 	if id == "" {
 		id = "gen-" + rand.Text()
 	}
 	ev.DedupeKey = fmt.Sprintf("api:%d:%s", keyID, id)
-	return ev, nil
+	return ev, in.ID, nil
+}
+
+// checkMember refuses identities too long for their member column, or with
+// control characters.
+func checkMember(m model.MemberRef) error {
+	for _, f := range []struct {
+		name, v string
+		max     int
+	}{
+		{"member.appid", m.AppID, model.MaxAppID},
+		{"member.openid", m.OpenID, model.MaxOpenID},
+		{"member.unionid", m.UnionID, model.MaxUnionID},
+		{"member.external_userid", m.ExternalUserID, model.MaxExternalUser},
+		{"member.user_id", m.UserID, model.MaxUserID},
+		{"member.phone", m.Phone, model.MaxPhone},
+		{"member.email", m.Email, model.MaxEmail},
+	} {
+		if utf8.RuneCountInString(f.v) > f.max {
+			return fmt.Errorf("%s is at most %d characters", f.name, f.max)
+		}
+		if hasControl(f.v) {
+			return fmt.Errorf("%s must not contain control characters", f.name)
+		}
+	}
+	return nil
+}
+
+// validType: ASCII letters, digits and . _ - :, starting with a letter.
+func validType(t string) bool {
+	for i, r := range t {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z':
+		case i > 0 && (r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-' || r == ':'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, unicode.IsControl)
+}
+
+// payloadHash fingerprints an event as posted: its type, member, props and
+// `at` (the instant given, or none; never the time it was received), as
+// JSON with sorted keys, hashed with SHA-256. A retry hashes the same; the
+// same id with another payload does not.
+func payloadHash(in apiEvent, at time.Time) string {
+	canon := struct {
+		Type   string          `json:"type"`
+		Member model.MemberRef `json:"member"`
+		Props  map[string]any  `json:"props"`
+		At     string          `json:"at"`
+	}{Type: in.Type, Member: in.Member, Props: in.Props}
+	if canon.Props == nil {
+		canon.Props = map[string]any{}
+	}
+	if !at.IsZero() {
+		canon.At = at.UTC().Format(time.RFC3339Nano)
+	}
+	b, _ := json.Marshal(canon) // checked encodable above
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }

@@ -126,15 +126,29 @@ func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *rout
 	if err != nil {
 		return err
 	}
+	var why []string // per journey, why the member did not enter it
+	entered := false
 	for _, lj := range live {
 		if !e.eval(lj.c.where, vars) {
+			why = append(why, lj.c.Def.Key+": where was false")
 			continue
 		}
-		v, err := e.enroll(tx, lj, m, ev, now)
+		v, reason, err := e.enroll(tx, lj, m, ev, now)
 		if err != nil {
 			return err
 		}
+		if v == nil {
+			why = append(why, lj.c.Def.Key+": "+reason)
+			continue
+		}
+		entered = true
 		visits = append(visits, v)
+	}
+	if !entered {
+		if len(live) == 0 {
+			why = []string{"no journey triggers on " + ev.Type}
+		}
+		e.log.Debug("event entered no journey", "event", ev.ID, "type", ev.Type, "member", m.ID, "why", strings.Join(why, "; "))
 	}
 	for _, v := range visits {
 		switch {
@@ -219,9 +233,16 @@ func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Membe
 	return next, nil
 }
 
+// Reasons enroll gives for not entering a member into a journey.
+const (
+	whyOnce     = "entry.once and already entered"
+	whyCooldown = "entry.cooldown since the last entry"
+	whyActive   = "already active in this journey"
+)
+
 // enroll enters the member into a live journey if its entry rules allow and
-// returns the first visit (nil when not entered).
-func (e *Engine) enroll(tx *gorm.DB, lj liveJourney, m *model.Member, ev *model.Event, now time.Time) (*model.StepVisit, error) {
+// returns the first visit, or nil and why the member was not entered.
+func (e *Engine) enroll(tx *gorm.DB, lj liveJourney, m *model.Member, ev *model.Event, now time.Time) (*model.StepVisit, string, error) {
 	entry := lj.c.Def.Entry
 	if entry.Once || entry.Cooldown > 0 {
 		q := tx.Model(&model.Enrollment{}).Where("journey_id = ? AND member_id = ?", lj.journeyID, m.ID)
@@ -230,10 +251,13 @@ func (e *Engine) enroll(tx *gorm.DB, lj liveJourney, m *model.Member, ev *model.
 		}
 		var n int64
 		if err := q.Count(&n).Error; err != nil {
-			return nil, fmt.Errorf("journey: entry check: %w", err)
+			return nil, "", fmt.Errorf("journey: entry check: %w", err)
 		}
 		if n > 0 {
-			return nil, nil
+			if entry.Once {
+				return nil, whyOnce, nil
+			}
+			return nil, whyCooldown, nil
 		}
 	}
 	key := fmt.Sprintf("%d:%d", lj.journeyID, m.ID)
@@ -243,12 +267,13 @@ func (e *Engine) enroll(tx *gorm.DB, lj liveJourney, m *model.Member, ev *model.
 	}
 	res := model.InsertIgnore(tx).Create(enr)
 	if res.Error != nil {
-		return nil, fmt.Errorf("journey: enroll: %w", res.Error)
+		return nil, "", fmt.Errorf("journey: enroll: %w", res.Error)
 	}
 	if res.RowsAffected == 0 {
-		return nil, nil // already in this journey
+		return nil, whyActive, nil
 	}
-	return newVisit(tx, lj.c, enr, 1, lj.c.first, now, e.cfg.Lease)
+	v, err := newVisit(tx, lj.c, enr, 1, lj.c.first, now, e.cfg.Lease)
+	return v, "", err
 }
 
 // resolveMember finds the member the reference names, creating it or
@@ -279,18 +304,20 @@ func resolveMember(tx *gorm.DB, ref model.MemberRef, now time.Time, apply func(*
 	} else {
 		m.CreatedAt = now
 	}
-	fill := func(dst *string, v string) {
-		if *dst == "" {
+	// A value too long for its column is not copied: the identity row
+	// (fitted, see identities) still names the member.
+	fill := func(dst *string, v string, max int) {
+		if *dst == "" && model.Fits(v, max) {
 			*dst = v
 		}
 	}
-	fill(&m.AppID, ref.AppID)
-	fill(&m.OpenID, ref.OpenID)
-	fill(&m.UnionID, ref.UnionID)
-	fill(&m.ExternalUserID, ref.ExternalUserID)
-	fill(&m.Phone, ref.Phone)
-	fill(&m.Email, ref.Email)
-	fill(&m.UserID, ref.UserID)
+	fill(&m.AppID, ref.AppID, model.MaxAppID)
+	fill(&m.OpenID, ref.OpenID, model.MaxOpenID)
+	fill(&m.UnionID, ref.UnionID, model.MaxUnionID)
+	fill(&m.ExternalUserID, ref.ExternalUserID, model.MaxExternalUser)
+	fill(&m.Phone, ref.Phone, model.MaxPhone)
+	fill(&m.Email, ref.Email, model.MaxEmail)
+	fill(&m.UserID, ref.UserID, model.MaxUserID)
 	apply(m)
 	if m.ID == 0 {
 		if err := tx.Create(m).Error; err != nil {
@@ -311,11 +338,13 @@ func resolveMember(tx *gorm.DB, ref model.MemberRef, now time.Time, apply func(*
 	return m, nil
 }
 
+// identities are the identity rows a reference names. A value longer than
+// the column is fitted (model.FitKey), the same way for lookups and inserts.
 func identities(ref model.MemberRef) []model.MemberIdentity {
 	var out []model.MemberIdentity
 	add := func(kind, v string) {
 		if v != "" {
-			out = append(out, model.MemberIdentity{Kind: kind, Value: v})
+			out = append(out, model.MemberIdentity{Kind: kind, Value: model.FitKey(v, model.MaxIdentityValue)})
 		}
 	}
 	if ref.OpenID != "" {
@@ -329,10 +358,14 @@ func identities(ref model.MemberRef) []model.MemberIdentity {
 	return out
 }
 
-// applyEvent updates the member from what the event says about them.
+// applyEvent updates the member from what the event says about them. Props
+// too long for a member column (scene, nickname) are not copied.
 func applyEvent(m *model.Member, ev *model.Event) {
 	at := ev.At
 	scene, _ := ev.Props["scene"].(string)
+	if !model.Fits(scene, model.MaxScene) {
+		scene = ""
+	}
 	switch ev.Type {
 	case "wechat.subscribe":
 		m.Subscribed, m.SubscribedAt = true, &at
@@ -356,7 +389,7 @@ func applyEvent(m *model.Member, ev *model.Event) {
 		for k, v := range ev.Props {
 			m.Attrs[k] = v
 		}
-		if nick, ok := ev.Props["nickname"].(string); ok {
+		if nick, ok := ev.Props["nickname"].(string); ok && model.Fits(nick, model.MaxNickname) {
 			m.Nickname = nick
 		}
 	}
