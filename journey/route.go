@@ -10,6 +10,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/wejourney/wejourney/internal/redact"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -168,7 +169,7 @@ func (e *Engine) recordRouteFailure(id int64, cause error) {
 	e.slot.lock()
 	defer e.slot.unlock()
 	e.log.Error("routing event failed", "event", id, "err", cause)
-	upd := map[string]any{"attempts": gorm.Expr("attempts + 1"), "error": cause.Error()}
+	upd := map[string]any{"attempts": gorm.Expr("attempts + 1"), "error": redact.String(cause.Error())}
 	var ev model.Event
 	if err := e.cfg.DB.Select("attempts").First(&ev, id).Error; err == nil && ev.Attempts+1 >= maxRouteAttempts {
 		upd["routed_at"] = time.Now().UTC() // parked: visible with its error, not retried
