@@ -335,7 +335,7 @@ func TestEnvironmentCredentialsAreAuthoritative(t *testing.T) {
 	third := startCredApp(t, db, nil)
 	banner.Reset()
 	printBanner(&banner, third.app)
-	if !strings.Contains(banner.String(), "set with `wejourney admin passwd`") || strings.Contains(banner.String(), "WEJOURNEY_ADMIN_PASSWORD") {
+	if !strings.Contains(banner.String(), "as shown at the first start (change it with `wejourney admin passwd`)") || strings.Contains(banner.String(), "WEJOURNEY_ADMIN_PASSWORD") {
 		t.Errorf("banner without WEJOURNEY_ADMIN_PASSWORD:\n%s", banner.String())
 	}
 	if _, code := signIn(t, third.base, "admin", "second-password"); code != http.StatusSeeOther {

@@ -138,7 +138,7 @@ func printBanner(w io.Writer, app *App) {
 	}
 	base := "http://" + app.Addr
 	if app.Opts.Role != RoleWorker {
-		pw := "set with `wejourney admin passwd`"
+		pw := "as shown at the first start (change it with `wejourney admin passwd`)"
 		if app.AdminPassword != "" {
 			pw = app.AdminPassword + "   (generated: shown once, note it; change it with `wejourney admin passwd`)"
 		} else if cfg.AdminPassword != "" {
