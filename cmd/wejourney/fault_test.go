@@ -26,9 +26,11 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/internal/fakewx"
 	"github.com/wejourney/wejourney/internal/faultproxy"
+	"github.com/wejourney/wejourney/model"
 )
 
 // TestFaultDatabaseOutage puts a cuttable proxy between wejourney and its
@@ -58,7 +60,7 @@ func TestFaultDatabaseOutage(t *testing.T) {
 			t.Cleanup(func() { proxy.Close() })
 			u.Host = proxy.Addr()
 			tg := startFaultApp(t, mode, u.String(), testRedisURL(t), direct)
-			runFaultScenario(t, tg, mode, func() time.Time {
+			runFaultScenario(t, tg, mode, false, func() time.Time {
 				proxy.Cut()
 				<-time.After(faultOutage)
 				proxy.Restore()
@@ -101,7 +103,7 @@ func TestFaultRedisRestartedEmpty(t *testing.T) {
 			t.Cleanup(func() { rdb.Close() })
 			dbURL := testDatabaseURL(t)
 			tg := startFaultApp(t, mode, dbURL, u.String(), dbURL)
-			runFaultScenario(t, tg, mode, func() time.Time {
+			runFaultScenario(t, tg, mode, false, func() time.Time {
 				proxy.Cut()
 				cut := time.Now()
 				if err := rdb.FlushDB(context.Background()).Err(); err != nil {
@@ -113,6 +115,23 @@ func TestFaultRedisRestartedEmpty(t *testing.T) {
 				return time.Now()
 			})
 		})
+	}
+}
+
+// waitRunningStep polls until some step visit is running (claimed by the
+// worker) and returns how many are, or 0 after within.
+func waitRunningStep(t *testing.T, db *gorm.DB, within time.Duration) int64 {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var n int64
+		if err := db.Model(&model.StepVisit{}).Where("status = ?", model.VisitRunning).Count(&n).Error; err != nil {
+			t.Fatalf("counting running visits: %v", err)
+		}
+		if n > 0 || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 
@@ -158,13 +177,17 @@ func TestFaultKill(t *testing.T) {
 			}
 			proc := startProcess(t, bin, env, addr)
 			tg := faultTarget{base: "http://" + addr, fake: fake, db: openDirect(t, dbURL)}
-			runFaultScenario(t, tg, mode, func() time.Time {
+			runFaultScenario(t, tg, mode, true, func() time.Time {
+				// The worst moment: while a step runs (claimed, its task
+				// active in the queue, maybe its message in flight).
+				running := waitRunningStep(t, tg.db, 2*time.Second)
 				if err := proc.Process.Kill(); err != nil {
 					t.Fatalf("kill -9: %v", err)
 				}
 				proc.Wait()
 				<-time.After(faultKillDown)
 				startProcess(t, bin, env, addr)
+				t.Logf("killed with %d step visits running, restarted after %v", running, faultKillDown)
 				return time.Now()
 			})
 		})
