@@ -36,8 +36,9 @@ type Config struct {
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Lease is how long a claimed step visit stays claimed before another
-	// worker may take it over; longer than any send may take (the WeChat
-	// client's timeout is 10 s). Default 30 seconds.
+	// worker may take it over. A running step renews its claim every third
+	// of the lease, so a slow send keeps it, while the claims of a process
+	// that died expire within one lease. Default 6 seconds.
 	Lease time.Duration
 	// MaxAttempts bounds retries of a step that fails temporarily. Default 8.
 	MaxAttempts int
@@ -134,7 +135,7 @@ func New(cfg Config) *Engine {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Lease <= 0 {
-		cfg.Lease = 30 * time.Second
+		cfg.Lease = 6 * time.Second
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 8
@@ -380,6 +381,25 @@ func (e *Engine) schedule(visits ...*model.StepVisit) {
 	}
 }
 
+// standInEvery bounds how often a stand-in task is enqueued for one visit
+// whose task looks orphaned.
+const standInEvery = 10 * time.Second
+
+// standIn enqueues a task for visitID under a fresh id derived from id and
+// the current standInEvery bucket.
+func (e *Engine) standIn(visitID int64, id string) {
+	t, _ := NewRunStepTask(visitID, time.Now())
+	sid := fmt.Sprintf("%s/standin@%d", id, time.Now().Unix()/int64(standInEvery/time.Second))
+	_, err := e.cfg.Queue.Enqueue(t, asynq.TaskID(sid), asynq.MaxRetry(10), asynq.Timeout(time.Minute))
+	switch {
+	case err == nil:
+		e.log.Info("overdue step's task looks orphaned (its worker died?): enqueued a stand-in", "visit", visitID, "task", id)
+	case errors.Is(err, asynq.ErrTaskIDConflict):
+	default:
+		e.log.Warn("enqueueing a stand-in for an orphaned step task failed", "visit", visitID, "err", err)
+	}
+}
+
 // hurry runs the existing task id of an overdue visit now when asynq holds
 // it for later: in the retry set (it failed during an outage and waits out
 // its retry delay), the scheduled set, or the archive (its retries ran out).
@@ -399,6 +419,14 @@ func (e *Engine) hurry(visitID int64, id string) {
 	}
 	switch info.State {
 	case asynq.TaskStateRetry, asynq.TaskStateScheduled, asynq.TaskStateArchived:
+	case asynq.TaskStateActive:
+		// The database says the visit is overdue and unclaimed, yet asynq
+		// says a worker holds its task: that worker most likely died (asynq
+		// recovers such tasks only after a minute or more). Enqueue a
+		// stand-in under another id, at most one per standInEvery per visit;
+		// running a visit twice is harmless (its claim is conditional).
+		e.standIn(visitID, id)
+		return
 	default:
 		return
 	}

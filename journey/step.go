@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"text/template"
 	"time"
 
@@ -100,7 +101,9 @@ const maxChain = 50
 func (e *Engine) run(ctx context.Context, v *model.StepVisit, enr *model.Enrollment, m *model.Member) error {
 	for range maxChain {
 		e.gate(ctx)
+		stop := e.keepClaim(v)
 		next, err := e.execute(ctx, v, enr, m)
+		stop()
 		if err != nil {
 			e.releaseClaim(v)
 			return err
@@ -123,6 +126,41 @@ func (e *Engine) run(ctx context.Context, v *model.StepVisit, enr *model.Enrollm
 		}
 		return endEnrollment(tx, v.EnrollmentID, model.EnrollmentFailed, "loop", time.Now().UTC(), true)
 	})
+}
+
+// keepClaim renews the claim on a running visit every third of the lease
+// until the returned stop is called, so a step that takes longer than the
+// lease (a slow channel) is not taken over by another worker. Steps that
+// finish within a third of the lease cost no write.
+func (e *Engine) keepClaim(v *model.StepVisit) (stop func()) {
+	id, attempts := v.ID, v.Attempts
+	every := e.cfg.Lease / 3
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-e.cfg.BaseContext.Done():
+				return
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(e.cfg.BaseContext, every)
+				e.slot.lock()
+				err := e.cfg.DB.WithContext(ctx).Model(&model.StepVisit{}).
+					Where("id = ? AND status = ? AND attempts = ?", id, model.VisitRunning, attempts).
+					Update("lease_until", time.Now().UTC().Add(e.cfg.Lease)).Error
+				e.slot.unlock()
+				cancel()
+				if err != nil {
+					e.log.Warn("renewing a step's claim failed", "visit", id, "err", err)
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }) }
 }
 
 // releaseClaim gives back the claim on a visit whose run failed (usually the
