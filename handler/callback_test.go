@@ -608,8 +608,8 @@ func TestEventLabel(t *testing.T) {
 		"anything.the.user": "other",
 		"":                  "other",
 	} {
-		if got := eventLabel(typ); got != want {
-			t.Errorf("eventLabel(%q) = %q, want %q", typ, got, want)
+		if got := journey.EventLabel(typ); got != want {
+			t.Errorf("journey.EventLabel(%q) = %q, want %q", typ, got, want)
 		}
 	}
 }

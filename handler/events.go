@@ -129,7 +129,7 @@ func (h *Handler) postEvents(c *gin.Context) {
 	}
 	for _, ev := range events {
 		if ev.ID != 0 {
-			h.metrics.events.WithLabelValues(eventLabel(ev.Type)).Inc()
+			h.metrics.events.WithLabelValues(journey.EventLabel(ev.Type)).Inc()
 		}
 	}
 	c.JSON(http.StatusAccepted, gin.H{"accepted": accepted, "duplicates": dups})

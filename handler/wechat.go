@@ -18,6 +18,7 @@ import (
 	"github.com/silenceper/wechat/v2/officialaccount/message"
 	"github.com/silenceper/wechat/v2/util"
 
+	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -135,7 +136,7 @@ func (h *Handler) officialAccount(c *gin.Context) {
 	if dup > 0 {
 		outcome = "duplicate"
 	} else {
-		h.metrics.events.WithLabelValues(eventLabel(ev.Type)).Inc()
+		h.metrics.events.WithLabelValues(journey.EventLabel(ev.Type)).Inc()
 	}
 	h.metrics.callbacks.WithLabelValues("wechat", outcome).Inc()
 	h.metrics.ackTime.Observe(time.Since(start).Seconds())

@@ -81,7 +81,7 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 		return err
 	}
 	for _, t := range r.types {
-		e.metrics.routed.WithLabelValues(t).Inc()
+		e.metrics.routed.WithLabelValues(EventLabel(t)).Inc()
 	}
 	e.schedule(r.waiting...)
 	var errs []error

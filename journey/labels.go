@@ -1,8 +1,9 @@
-package handler
+package journey
 
-// knownEventTypes are the event types DESIGN.md names ("Events"): the only
-// values the type label of wejourney_events_total takes besides "other", so
-// that callers cannot create a metric series per distinct type they send.
+// knownEventTypes are the documented event types (docs/events.md): the only
+// values the type label of wejourney_events_total and
+// wejourney_events_routed_total takes besides "other", so that callers
+// cannot create a metric series per distinct type they send.
 var knownEventTypes = map[string]bool{
 	// Official Account callbacks.
 	"wechat.subscribe":     true,
@@ -36,10 +37,10 @@ var knownEventTypes = map[string]bool{
 	"member.attribute_changed": true,
 }
 
-// eventLabel is the metric label for an event type: the type itself when it
+// EventLabel is the metric label for an event type: the type itself when it
 // is one of the known types, "other" otherwise. It keeps label sets bounded
 // whatever types the brand posts or WeChat invents.
-func eventLabel(eventType string) string {
+func EventLabel(eventType string) string {
 	if knownEventTypes[eventType] {
 		return eventType
 	}
