@@ -38,7 +38,7 @@ type Config struct {
 	// Lease is how long a claimed step visit stays claimed before another
 	// worker may take it over. A running step renews its claim every third
 	// of the lease, so a slow send keeps it, while the claims of a process
-	// that died expire within one lease. Default 6 seconds.
+	// that died expire within one lease. Default 5 seconds.
 	Lease time.Duration
 	// MaxAttempts bounds retries of a step that fails temporarily. Default 8.
 	MaxAttempts int
@@ -135,7 +135,7 @@ func New(cfg Config) *Engine {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Lease <= 0 {
-		cfg.Lease = 6 * time.Second
+		cfg.Lease = 5 * time.Second
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 8
