@@ -55,6 +55,32 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// serveEnv prepares a fresh database (migrated when it is a server's) and
+// Redis for a `wejourney serve` process, and returns its address and
+// database URL and environment: the default account with real-looking credentials, in safe
+// mode when aesKey is set, its API calls aimed at fakeURL.
+func serveEnv(t *testing.T, bin, fakeURL, journeysDir, aesKey string) (addr, dbURL string, env []string) {
+	t.Helper()
+	dbURL = testDatabaseURL(t)
+	redisURL := testRedisURL(t)
+	if !strings.HasPrefix(dbURL, "sqlite:") {
+		// serve migrates SQLite itself; a server database is migrated first.
+		mig := exec.Command(bin, "migrate")
+		mig.Env = append(os.Environ(), "WEJOURNEY_DATABASE_URL="+dbURL, "WEJOURNEY_SECRET_KEY="+testSecretKey)
+		if out, err := mig.CombinedOutput(); err != nil {
+			t.Fatalf("migrate: %v\n%s", err, out)
+		}
+	}
+	addr = freeAddr(t)
+	return addr, dbURL, []string{
+		"WEJOURNEY_HTTP_ADDR=" + addr, "WEJOURNEY_DATABASE_URL=" + dbURL, "WEJOURNEY_REDIS_URL=" + redisURL,
+		"WEJOURNEY_JOURNEYS_DIR=" + journeysDir, "WEJOURNEY_WECHAT_APPID=" + testAppID,
+		"WEJOURNEY_WECHAT_APPSECRET=test-secret", "WEJOURNEY_WECHAT_TOKEN=" + testToken,
+		"WEJOURNEY_WECHAT_AES_KEY=" + aesKey, "WEJOURNEY_WECHAT_API_BASE=" + fakeURL,
+		"WEJOURNEY_ADMIN_PASSWORD=admin-pass", "WEJOURNEY_SECRET_KEY=" + testSecretKey,
+	}
+}
+
 // startProcess runs `wejourney serve` and waits until it answers /readyz.
 func startProcess(t *testing.T, bin string, env []string, addr string) *exec.Cmd {
 	t.Helper()
@@ -113,23 +139,7 @@ steps:
   - id: later
     send: { channel: wechat.text, text: "四秒后的问候" }
 `), 0o600)
-	dbURL := testDatabaseURL(t)
-	redisURL := testRedisURL(t)
-	if !strings.HasPrefix(dbURL, "sqlite:") {
-		// serve migrates SQLite itself; a server database is migrated first.
-		mig := exec.Command(bin, "migrate")
-		mig.Env = append(os.Environ(), "WEJOURNEY_DATABASE_URL="+dbURL, "WEJOURNEY_SECRET_KEY="+testSecretKey)
-		if out, err := mig.CombinedOutput(); err != nil {
-			t.Fatalf("migrate: %v\n%s", err, out)
-		}
-	}
-	addr := freeAddr(t)
-	env := []string{
-		"WEJOURNEY_HTTP_ADDR=" + addr, "WEJOURNEY_DATABASE_URL=" + dbURL, "WEJOURNEY_REDIS_URL=" + redisURL,
-		"WEJOURNEY_JOURNEYS_DIR=" + dir, "WEJOURNEY_WECHAT_APPID=" + testAppID, "WEJOURNEY_WECHAT_APPSECRET=s",
-		"WEJOURNEY_WECHAT_TOKEN=" + testToken, "WEJOURNEY_WECHAT_AES_KEY=" + testAESKey,
-		"WEJOURNEY_WECHAT_API_BASE=" + fake.URL, "WEJOURNEY_ADMIN_PASSWORD=x", "WEJOURNEY_SECRET_KEY=" + testSecretKey,
-	}
+	addr, dbURL, env := serveEnv(t, bin, fake.URL, dir, testAESKey)
 	first := startProcess(t, bin, env, addr)
 	sim, err := wxsim.New(wxsim.Config{Target: "http://" + addr, AppID: testAppID, Token: testToken, AESKey: testAESKey})
 	if err != nil {

@@ -20,8 +20,6 @@ import (
 	"context"
 	"net/url"
 	"os"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -157,24 +155,7 @@ func TestFaultKill(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			fake := fakewx.New(fakewx.Config{})
 			t.Cleanup(fake.Close)
-			dbURL := testDatabaseURL(t)
-			redisURL := testRedisURL(t)
-			if !strings.HasPrefix(dbURL, "sqlite:") {
-				// serve migrates SQLite itself; a server database is migrated first.
-				mig := exec.Command(bin, "migrate")
-				mig.Env = append(os.Environ(), "WEJOURNEY_DATABASE_URL="+dbURL, "WEJOURNEY_SECRET_KEY="+testSecretKey)
-				if out, err := mig.CombinedOutput(); err != nil {
-					t.Fatalf("migrate: %v\n%s", err, out)
-				}
-			}
-			addr := freeAddr(t)
-			env := []string{
-				"WEJOURNEY_HTTP_ADDR=" + addr, "WEJOURNEY_DATABASE_URL=" + dbURL, "WEJOURNEY_REDIS_URL=" + redisURL,
-				"WEJOURNEY_JOURNEYS_DIR=" + faultJourneysDir(t), "WEJOURNEY_WECHAT_APPID=" + testAppID,
-				"WEJOURNEY_WECHAT_APPSECRET=test-secret", "WEJOURNEY_WECHAT_TOKEN=" + testToken,
-				"WEJOURNEY_WECHAT_AES_KEY=" + mode.aesKey, "WEJOURNEY_WECHAT_API_BASE=" + fake.URL,
-				"WEJOURNEY_ADMIN_PASSWORD=admin-pass", "WEJOURNEY_SECRET_KEY=" + testSecretKey,
-			}
+			addr, dbURL, env := serveEnv(t, bin, fake.URL, faultJourneysDir(t), mode.aesKey)
 			proc := startProcess(t, bin, env, addr)
 			tg := faultTarget{base: "http://" + addr, fake: fake, db: openDirect(t, dbURL)}
 			runFaultScenario(t, tg, mode, true, func() time.Time {

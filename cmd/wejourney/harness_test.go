@@ -120,11 +120,12 @@ type harness struct {
 	db    *gorm.DB
 }
 
-// newHarness starts wejourney with the given journeys (file name → YAML).
-func newHarness(t *testing.T, journeys map[string]string) *harness {
+// testConfig is the integration tests' configuration: a fresh database and
+// Redis, the journeys (file name → YAML) in a temporary directory, the
+// default account in safe mode with real-looking credentials, its API
+// calls aimed at fake.
+func testConfig(t *testing.T, fake *fakewx.Server, journeys map[string]string) config.Config {
 	t.Helper()
-	fake := fakewx.New(fakewx.Config{})
-	t.Cleanup(fake.Close)
 	dir := t.TempDir()
 	for name, src := range journeys {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o600); err != nil {
@@ -140,6 +141,15 @@ func newHarness(t *testing.T, journeys map[string]string) *harness {
 	cfg.AdminPassword = "admin-pass"
 	cfg.SecretKey = testSecretKey
 	cfg.APIKey = "test-api-key"
+	return cfg
+}
+
+// newHarness starts wejourney with the given journeys (file name → YAML).
+func newHarness(t *testing.T, journeys map[string]string) *harness {
+	t.Helper()
+	fake := fakewx.New(fakewx.Config{})
+	t.Cleanup(fake.Close)
+	cfg := testConfig(t, fake, journeys)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -43,27 +43,6 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// secretsConfig is the harness's configuration, on a fresh database.
-func secretsConfig(t *testing.T, fake *fakewx.Server, journeys map[string]string) config.Config {
-	t.Helper()
-	dir := t.TempDir()
-	for name, src := range journeys {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cfg := config.Defaults()
-	cfg.DatabaseURL = testDatabaseURL(t)
-	cfg.RedisURL = testRedisURL(t)
-	cfg.JourneysDir = dir
-	cfg.WeChatAppID, cfg.WeChatAppSecret, cfg.WeChatToken, cfg.WeChatAESKey = testAppID, "test-secret", testToken, testAESKey
-	cfg.WeChatAPIBase = fake.URL
-	cfg.AdminPassword = "admin-pass"
-	cfg.SecretKey = testSecretKey
-	cfg.APIKey = "test-api-key"
-	return cfg
-}
-
 // startApp starts wejourney with cfg, logging through the redacting
 // handler into logs as serveCmd does; the app is closed at the test's end.
 func startApp(t *testing.T, cfg config.Config, logs io.Writer) (*App, error) {
@@ -120,7 +99,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		t.Run(fault, func(t *testing.T) {
 			fake := fakewx.New(fakewx.Config{})
 			t.Cleanup(fake.Close)
-			cfg := secretsConfig(t, fake, map[string]string{"welcome.yaml": `
+			cfg := testConfig(t, fake, map[string]string{"welcome.yaml": `
 key: welcome
 trigger: { event: wechat.subscribe }
 steps:
@@ -236,7 +215,7 @@ func TestSecretKeyRotation(t *testing.T) {
 	)
 	fake := fakewx.New(fakewx.Config{})
 	t.Cleanup(fake.Close)
-	cfg := secretsConfig(t, fake, nil)
+	cfg := testConfig(t, fake, nil)
 	var logs syncBuffer
 
 	app, err := startApp(t, cfg, &logs)
@@ -295,7 +274,7 @@ func TestGeneratedSecretKey(t *testing.T) {
 	}
 	fake := fakewx.New(fakewx.Config{})
 	t.Cleanup(fake.Close)
-	cfg := secretsConfig(t, fake, nil)
+	cfg := testConfig(t, fake, nil)
 	cfg.SecretKey = ""
 	keyFile := filepath.Join(filepath.Dir(strings.TrimPrefix(cfg.DatabaseURL, "sqlite:")), "secret.key")
 	var logs syncBuffer
