@@ -5,6 +5,8 @@
 //	wejourney [serve] [--role=all|web|worker] [--config wejourney.yaml]
 //	wejourney migrate
 //	wejourney journeys validate FILE...
+//	wejourney admin passwd [USER] [--password-stdin]
+//	wejourney apikeys create --name NAME [--scope events|admin] | list | revoke ID
 //	wejourney simulate subscribe|scan|click|text|unsubscribe|view|location [flags]
 //	wejourney bench [flags]
 package main
