@@ -270,23 +270,6 @@ func (c Config) Proxies() ([]string, error) {
 	return out, nil
 }
 
-// BaseURL is the public base URL: PublicURL, or http:// + HTTPAddr.
-func (c Config) BaseURL() string {
-	if c.PublicURL != "" {
-		return strings.TrimRight(c.PublicURL, "/")
-	}
-	return "http://" + c.HTTPAddr
-}
-
-// RedactURL returns raw with any password replaced by "xxxxx", for logs and banners.
-func RedactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	return u.Redacted()
-}
-
 // ParseDatabaseURL splits a database URL into its gorm dialect ("sqlite",
 // "postgres", "mysql") and the driver's DSN. sqlite:PATH takes a file path
 // (":memory:" for an in-memory database); mysql://user:pass@host:3306/db

@@ -576,9 +576,9 @@ func TestReadyz(t *testing.T) {
 		wantBody   string
 	}{
 		{"ready", nil, 200, `{"ready":true}`},
-		{"database down", fmt.Errorf("database: %w", errors.New("failed to connect to `user=wj database=wj`: 10.0.0.5:5432: password authentication failed")),
+		{"database down", &DependencyError{"database", errors.New("failed to connect to `user=wj database=wj`: 10.0.0.5:5432: password authentication failed")},
 			503, `{"error":"not ready: database: see the server log","ready":false}`},
-		{"redis down", fmt.Errorf("redis: %w", errors.New("dial tcp 10.0.0.6:6379: connect: connection refused")),
+		{"redis down", &DependencyError{"redis", errors.New("dial tcp 10.0.0.6:6379: connect: connection refused")},
 			503, `{"error":"not ready: redis: see the server log","ready":false}`},
 		{"something else", errors.New("sql: database is closed"), 503, `{"error":"not ready: see the server log","ready":false}`},
 	}

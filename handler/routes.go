@@ -6,9 +6,9 @@
 package handler
 
 import (
+	"errors"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -151,13 +151,34 @@ func (h *Handler) readyz(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"ready": true})
 }
 
-// notReadyReason is what /readyz tells the caller about err: the component
-// when the error names one ("database: …", "redis: …"), nothing else.
+// DependencyError is what a Config.Ready check returns when a dependency
+// does not answer: /readyz names the dependency and logs Err, whose text
+// (driver errors name hosts, users and sometimes more) never reaches the
+// caller.
+type DependencyError struct {
+	Dependency string // "database", "redis"
+	Err        error
+}
+
+func (e *DependencyError) Error() string { return e.Dependency + ": " + e.Err.Error() }
+
+// Unwrap returns the dependency's error.
+func (e *DependencyError) Unwrap() error { return e.Err }
+
+// NotReadyDependency is the dependency err names, or "".
+func NotReadyDependency(err error) string {
+	var d *DependencyError
+	if errors.As(err, &d) {
+		return d.Dependency
+	}
+	return ""
+}
+
+// notReadyReason is what /readyz tells the caller about err: the failing
+// dependency, if err names one, and nothing else.
 func notReadyReason(err error) string {
-	for _, component := range []string{"database", "redis"} {
-		if strings.HasPrefix(err.Error(), component+":") {
-			return "not ready: " + component + ": see the server log"
-		}
+	if d := NotReadyDependency(err); d != "" {
+		return "not ready: " + d + ": see the server log"
 	}
 	return "not ready: see the server log"
 }

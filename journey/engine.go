@@ -388,9 +388,9 @@ const standInEvery = 10 * time.Second
 // standIn enqueues a task for visitID under a fresh id derived from id and
 // the current standInEvery bucket.
 func (e *Engine) standIn(visitID int64, id string) {
-	t, _ := NewRunStepTask(visitID, time.Now())
+	t, opts := NewRunStepTask(visitID, time.Now())
 	sid := fmt.Sprintf("%s/standin@%d", id, time.Now().Unix()/int64(standInEvery/time.Second))
-	_, err := e.cfg.Queue.Enqueue(t, asynq.TaskID(sid), asynq.MaxRetry(10), asynq.Timeout(time.Minute))
+	_, err := e.cfg.Queue.Enqueue(t, append(opts, asynq.TaskID(sid))...) // the later TaskID wins
 	switch {
 	case err == nil:
 		e.log.Info("overdue step's task looks orphaned (its worker died?): enqueued a stand-in", "visit", visitID, "task", id)

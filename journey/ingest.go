@@ -513,9 +513,13 @@ func (ing *Ingestor) store(db *gorm.DB, reqs []*ingestReq, perRow bool) ([]inges
 			}
 			return nil
 		}
+		isFresh := make(map[*model.Event]bool, len(fresh))
+		for _, ev := range fresh {
+			isFresh[ev] = true
+		}
 		var conflict []int
 		for j, ev := range reqs[0].events {
-			if !containsEvent(fresh, ev) {
+			if !isFresh[ev] {
 				continue
 			}
 			res := model.InsertIgnore(tx).Create(ev)
@@ -529,12 +533,11 @@ func (ing *Ingestor) store(db *gorm.DB, reqs []*ingestReq, perRow bool) ([]inges
 			ev.ID = 0
 			results[0].accepted--
 			results[0].duplicates++
-			var winner storedKey
-			if err := tx.Model(&model.Event{}).Select("dedupe_key", "COALESCE(payload_hash, '') AS payload_hash").
-				Where("dedupe_key = ?", ev.DedupeKey).Limit(1).Find(&winner).Error; err != nil {
-				return fmt.Errorf("journey: look up dedupe key: %w", err)
+			winner, err := lookupKeys(tx, []string{ev.DedupeKey})
+			if err != nil {
+				return err
 			}
-			if conflicts(winner.PayloadHash, ev.PayloadHash) {
+			if conflicts(winner[ev.DedupeKey], ev.PayloadHash) {
 				conflict = append(conflict, j)
 			}
 		}
@@ -554,15 +557,6 @@ func (ing *Ingestor) store(db *gorm.DB, reqs []*ingestReq, perRow bool) ([]inges
 		return nil, nil, err
 	}
 	return results, ids, nil
-}
-
-func containsEvent(evs []*model.Event, ev *model.Event) bool {
-	for _, e := range evs {
-		if e == ev {
-			return true
-		}
-	}
-	return false
 }
 
 // route hands the committed events' route task to the enqueuer without

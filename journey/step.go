@@ -146,14 +146,7 @@ func (e *Engine) keepClaim(v *model.StepVisit) (stop func()) {
 			case <-e.cfg.BaseContext.Done():
 				return
 			case <-t.C:
-				ctx, cancel := context.WithTimeout(e.cfg.BaseContext, every)
-				e.slot.lock()
-				err := e.cfg.DB.WithContext(ctx).Model(&model.StepVisit{}).
-					Where("id = ? AND status = ? AND attempts = ?", id, model.VisitRunning, attempts).
-					Update("lease_until", time.Now().UTC().Add(e.cfg.Lease)).Error
-				e.slot.unlock()
-				cancel()
-				if err != nil {
+				if err := e.setLease(id, attempts, time.Now().UTC().Add(e.cfg.Lease), every); err != nil {
 					e.log.Warn("renewing a step's claim failed", "visit", id, "err", err)
 				}
 			}
@@ -161,6 +154,19 @@ func (e *Engine) keepClaim(v *model.StepVisit) (stop func()) {
 	}()
 	var once sync.Once
 	return func() { once.Do(func() { close(done) }) }
+}
+
+// setLease moves the lease of visit id to until, if the visit is still
+// running under the claim that made attempts (every claim increments it),
+// waiting at most timeout.
+func (e *Engine) setLease(id int64, attempts int, until time.Time, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(e.cfg.BaseContext, timeout)
+	defer cancel()
+	e.slot.lock()
+	defer e.slot.unlock()
+	return e.cfg.DB.WithContext(ctx).Model(&model.StepVisit{}).
+		Where("id = ? AND status = ? AND attempts = ?", id, model.VisitRunning, attempts).
+		Update("lease_until", until).Error
 }
 
 // releaseClaim gives back the claim on a visit whose run failed (usually the
@@ -174,14 +180,7 @@ func (e *Engine) releaseClaim(v *model.StepVisit) {
 	id, attempts := v.ID, v.Attempts
 	until := time.Now().Add(e.cfg.Lease)
 	release := func() bool {
-		ctx, cancel := context.WithTimeout(e.cfg.BaseContext, 2*time.Second)
-		defer cancel()
-		e.slot.lock()
-		defer e.slot.unlock()
-		err := e.cfg.DB.WithContext(ctx).Model(&model.StepVisit{}).
-			Where("id = ? AND status = ? AND attempts = ?", id, model.VisitRunning, attempts).
-			Update("lease_until", time.Now().UTC().Add(-time.Millisecond)).Error
-		return err == nil
+		return e.setLease(id, attempts, time.Now().UTC().Add(-time.Millisecond), 2*time.Second) == nil
 	}
 	if release() {
 		return

@@ -37,10 +37,7 @@ const fitSep = "~"
 // characters: valid UTF-8, no NUL byte (PostgreSQL refuses both), and at
 // most max characters.
 func Fits(s string, max int) bool {
-	if len(s) <= max {
-		return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
-	}
-	return utf8.RuneCountInString(s) <= max && utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
+	return (len(s) <= max || utf8.RuneCountInString(s) <= max) && utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
 }
 
 // FitKey returns s when it Fits in max characters, and otherwise a stable

@@ -216,8 +216,8 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 			if err := a.ready(r); err != nil {
 				// Only the failing dependency's name: driver errors may
 				// carry hosts and credentials.
-				what, _, _ := strings.Cut(err.Error(), ":")
-				http.Error(w, "not ready: "+what, http.StatusServiceUnavailable)
+				a.Log.Warn("not ready", "err", err)
+				http.Error(w, "not ready: "+handler.NotReadyDependency(err), http.StatusServiceUnavailable)
 				return
 			}
 			io.WriteString(w, "ready")
@@ -262,16 +262,16 @@ func (a *App) ready(r *http.Request) error {
 	go func() { redisErr <- a.rdb.Ping(rctx).Err() }()
 	sqlDB, err := a.DB.DB()
 	if err != nil {
-		return fmt.Errorf("database: %w", err)
+		return &handler.DependencyError{Dependency: "database", Err: err}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), readyDBTimeout)
 	defer cancel()
 	if err := sqlDB.PingContext(ctx); err != nil {
-		return fmt.Errorf("database: %w", err)
+		return &handler.DependencyError{Dependency: "database", Err: err}
 	}
 	if err := <-redisErr; err != nil {
 		if a.Opts.Role == RoleWorker {
-			return fmt.Errorf("redis: %w", err)
+			return &handler.DependencyError{Dependency: "redis", Err: err}
 		}
 		a.Log.Warn("readiness: Redis does not answer; callbacks are still stored and acknowledged, routing and journeys wait until it is back",
 			"role", a.Opts.Role, "degraded", "redis", "err", err)

@@ -130,11 +130,11 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 func printBanner(w io.Writer, app *App) {
 	cfg := app.Cfg
-	redisDesc := redact.String(config.RedactURL(cfg.RedisURL))
+	redisDesc := redact.String(cfg.RedisURL)
 	if redisDesc == "" {
 		redisDesc = "in-process Redis"
 	}
-	fmt.Fprintf(w, "wejourney %s is running (database %s, %s)\n", app.Opts.Role, redact.String(config.RedactURL(cfg.DatabaseURL)), redisDesc)
+	fmt.Fprintf(w, "wejourney %s is running (database %s, %s)\n", app.Opts.Role, redact.String(cfg.DatabaseURL), redisDesc)
 	if app.Addr == "" {
 		return
 	}
@@ -176,7 +176,7 @@ func migrateCmd(args []string, stdout io.Writer) error {
 	if err := model.Migrate(db); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "database %s is at schema %s\n", redact.String(config.RedactURL(cfg.DatabaseURL)), model.Migrations()[len(model.Migrations())-1].ID)
+	fmt.Fprintf(stdout, "database %s is at schema %s\n", redact.String(cfg.DatabaseURL), model.Migrations()[len(model.Migrations())-1].ID)
 	return nil
 }
 
