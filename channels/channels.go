@@ -25,6 +25,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -107,8 +108,10 @@ type Message struct {
 	Text string
 	// Subject is the email subject.
 	Subject string
-	// TemplateID names a WeChat template, subscribe-message template or SMS template.
+	// TemplateID names a WeChat template or subscribe-message template.
 	TemplateID string
+	// Template is an SMS template code.
+	Template string
 	// URL is the link of a template message or news article.
 	URL string
 	// Data holds template data (WeChat template keywords, SMS params).
@@ -138,17 +141,140 @@ type SenderFunc func(ctx context.Context, msg Message) (Result, error)
 // Send calls f.
 func (f SenderFunc) Send(ctx context.Context, msg Message) (Result, error) { return f(ctx, msg) }
 
-// Registry maps channel names to senders.
-type Registry map[string]Sender
+// Capabilities say what the engine may assume of one channel, so that it
+// holds no channel names: a sender declares them, the engine reads them.
+type Capabilities struct {
+	// Resend is true when the provider drops a second message carrying the
+	// same Message.IdempotencyKey: a delivery whose fate is unknown (the
+	// process died, or the request timed out, while the provider had it)
+	// may then be sent again. Otherwise it is recorded as unknown, never
+	// repeated.
+	Resend bool
+	// IdempotencyField names the provider field the key travels in
+	// (WeChat template "client_msg_id", SMS "out_id"), for documentation
+	// and the admin page.
+	IdempotencyField string
+	// NeedsSubscribed is true when the member must follow the Official
+	// Account (Recipient.AppID) to receive it: the engine records an
+	// unfollowed member as unreachable (43004) without calling the provider.
+	NeedsSubscribed bool
+	// Address picks the member's address on this channel from the
+	// recipient (openid, phone, email); "" when the member has none. It is
+	// recorded on the delivery. Nil: deliveries record no address.
+	Address func(Recipient) string
+	// Requires lists the send-step fields a message on this channel needs:
+	// "text", "subject", "template_id", "template", "url". Validation
+	// refuses a step without them.
+	Requires []string
+}
+
+// Addresses of the member on the channels that use them.
+var (
+	// ByOpenID addresses the member by Official Account openid.
+	ByOpenID = func(r Recipient) string { return r.OpenID }
+	// ByExternalUserID addresses a WeCom external contact.
+	ByExternalUserID = func(r Recipient) string { return r.ExternalUserID }
+	// ByPhone addresses the member's mobile number.
+	ByPhone = func(r Recipient) string { return r.Phone }
+	// ByEmail addresses the member's email.
+	ByEmail = func(r Recipient) string { return r.Email }
+)
+
+// Provider is a sender that says which channels it serves and what each can
+// do. Registry.Add registers it on all of them.
+type Provider interface {
+	Sender
+	// Channels returns the channels the sender serves with their capabilities.
+	Channels() map[string]Capabilities
+}
+
+type entry struct {
+	sender Sender
+	caps   Capabilities
+}
+
+// Registry maps channel names to the senders built from the configuration
+// (in cmd/wejourney). Journey validation asks it whether a channel has a
+// sender; the engine asks it for the channel's capabilities. Register every
+// sender before the registry is used; it is then safe for concurrent use.
+type Registry struct {
+	m map[string]entry
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{m: map[string]entry{}} }
+
+// Register makes s the sender of channel, with caps.
+func (r *Registry) Register(channel string, s Sender, caps Capabilities) {
+	r.m[channel] = entry{s, caps}
+}
+
+// Add registers p on every channel it serves.
+func (r *Registry) Add(p Provider) {
+	for ch, caps := range p.Channels() {
+		r.Register(ch, p, caps)
+	}
+}
+
+// Capabilities returns what channel can do, and false when no sender serves it.
+func (r *Registry) Capabilities(channel string) (Capabilities, bool) {
+	if r == nil {
+		return Capabilities{}, false
+	}
+	e, ok := r.m[channel]
+	return e.caps, ok
+}
+
+// Channels lists the channels that have a sender, sorted.
+func (r *Registry) Channels() []string {
+	if r == nil {
+		return nil
+	}
+	out := make([]string, 0, len(r.m))
+	for ch := range r.m {
+		out = append(out, ch)
+	}
+	slices.Sort(out)
+	return out
+}
 
 // ErrNoSender is returned by Registry.Send for a channel nobody registered.
 var ErrNoSender = errors.New("no sender for channel")
 
 // Send routes msg to the sender registered for msg.Channel.
-func (r Registry) Send(ctx context.Context, msg Message) (Result, error) {
-	s, ok := r[msg.Channel]
+func (r *Registry) Send(ctx context.Context, msg Message) (Result, error) {
+	var e entry
+	ok := false
+	if r != nil {
+		e, ok = r.m[msg.Channel]
+	}
 	if !ok {
 		return Result{}, fmt.Errorf("%w %q: %w", ErrNoSender, msg.Channel, ErrPermanent)
 	}
-	return s.Send(ctx, msg)
+	return e.sender.Send(ctx, msg)
 }
+
+// Setup says what configures a channel that has no sender, for validation
+// messages ("channel sms has no sender (set WEJOURNEY_SMS_PROVIDER)").
+// Unknown channels get "".
+func Setup(channel string) string {
+	switch channel {
+	case WeChatText, WeChatNews, WeChatImage, WeChatMiniprogramPage, WeChatTemplate:
+		return "configure an Official Account: WEJOURNEY_WECHAT_APPID"
+	case WeChatSubscribe:
+		return "subscription messages are not implemented yet"
+	case WeComWelcome, WeComText:
+		return "WeCom sending is not implemented yet"
+	case SMS:
+		return "set WEJOURNEY_SMS_PROVIDER"
+	case Email:
+		return "set WEJOURNEY_SMTP_URL"
+	case Webhook:
+		return "the webhook sender is not implemented yet"
+	}
+	return ""
+}
+
+// Known reports whether channel is a channel name of this package, whether
+// or not a sender serves it.
+func Known(channel string) bool { return Setup(channel) != "" }

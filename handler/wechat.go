@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -19,6 +18,7 @@ import (
 	"github.com/silenceper/wechat/v2/util"
 
 	"github.com/wejourney/wejourney/journey"
+	"github.com/wejourney/wejourney/events"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -117,7 +117,7 @@ func (h *Handler) officialAccount(c *gin.Context) {
 		h.refuse(c, appid, malformed("callback is not XML"))
 		return
 	}
-	ev, err := normalizeOA(appid, &msg)
+	ev, err := events.NormalizeOA(appid, &msg, h.now())
 	if err != nil {
 		h.refuse(c, appid, malformed(err.Error()))
 		return
@@ -303,111 +303,4 @@ func logAppID(appid string) string {
 		return appid[:64] + "…"
 	}
 	return appid
-}
-
-// normalizeOA turns an Official Account callback into one normalized event.
-func normalizeOA(appid string, msg *message.MixMessage) (*model.Event, error) {
-	from := string(msg.FromUserName)
-	if from == "" || msg.MsgType == "" {
-		return nil, errors.New("callback without FromUserName or MsgType")
-	}
-	ev := &model.Event{
-		Source: "wechat",
-		Member: model.MemberRef{AppID: appid, OpenID: from},
-		Props:  map[string]any{},
-		At:     time.Unix(msg.CreateTime, 0).UTC(),
-	}
-	if msg.CreateTime == 0 {
-		ev.At = time.Now().UTC()
-	}
-	if msg.MsgType == message.MsgTypeEvent {
-		key := msg.EventKey
-		switch msg.Event {
-		case message.EventSubscribe:
-			ev.Type = "wechat.subscribe"
-			if scene, ok := strings.CutPrefix(key, "qrscene_"); ok {
-				ev.Props["scene"] = scene
-			}
-			if msg.Ticket != "" {
-				ev.Props["ticket"] = msg.Ticket
-			}
-		case message.EventUnsubscribe:
-			ev.Type = "wechat.unsubscribe"
-		case message.EventScan:
-			ev.Type = "wechat.scan"
-			ev.Props["scene"] = key
-			if msg.Ticket != "" {
-				ev.Props["ticket"] = msg.Ticket
-			}
-		case message.EventClick:
-			ev.Type = "wechat.menu_click"
-			ev.Props["key"] = key
-		case message.EventView:
-			ev.Type = "wechat.menu_view"
-			ev.Props["url"] = key
-		case message.EventLocation:
-			ev.Type = "wechat.location"
-			ev.Props["latitude"] = parseFloat(msg.Latitude)
-			ev.Props["longitude"] = parseFloat(msg.Longitude)
-			ev.Props["precision"] = parseFloat(msg.Precision)
-		case message.EventTemplateSendJobFinish:
-			ev.Type = "wechat.template_sent"
-			ev.Props["status"] = msg.Status
-			ev.Props["msg_id"] = msg.TemplateMsgID
-		default:
-			ev.Type = otherEventType(string(msg.Event))
-			if key != "" {
-				ev.Props["key"] = key
-			}
-		}
-		ev.DedupeKey = fmt.Sprintf("wx:%s:ev:%s:%d:%s:%s:%d", appid, from, msg.CreateTime, msg.Event, key, msg.TemplateMsgID)
-		return ev, nil
-	}
-	ev.Type = "wechat.message"
-	ev.Props["msg_type"] = string(msg.MsgType)
-	ev.Props["msg_id"] = msg.MsgID
-	switch msg.MsgType {
-	case message.MsgTypeText:
-		ev.Props["text"] = msg.Content
-	case message.MsgTypeLocation:
-		ev.Props["latitude"], ev.Props["longitude"], ev.Props["label"] = msg.LocationX, msg.LocationY, msg.Label
-	case message.MsgTypeImage:
-		ev.Props["pic_url"] = msg.PicURL
-	case message.MsgTypeLink:
-		ev.Props["url"] = msg.URL
-	}
-	if msg.MsgID != 0 {
-		ev.DedupeKey = fmt.Sprintf("wx:%s:msg:%d", appid, msg.MsgID)
-	} else {
-		ev.DedupeKey = fmt.Sprintf("wx:%s:msg:%s:%d:%s", appid, from, msg.CreateTime, msg.MsgType)
-	}
-	return ev, nil
-}
-
-// maxEventType is the longest event type the events table stores.
-const maxEventType = 64
-
-// otherEventType names a WeChat event normalizeOA has no name for:
-// "wechat." and the event lowercased, anything but letters, digits and
-// underscores replaced by "_", cut to fit maxEventType.
-func otherEventType(event string) string {
-	const prefix = "wechat."
-	name := []byte(strings.ToLower(event))
-	for i, b := range name {
-		if !(b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || b == '_') {
-			name[i] = '_'
-		}
-	}
-	if len(name) > maxEventType-len(prefix) {
-		name = name[:maxEventType-len(prefix)]
-	}
-	if len(name) == 0 {
-		return prefix + "unknown"
-	}
-	return prefix + string(name)
-}
-
-func parseFloat(s string) float64 {
-	f, _ := strconv.ParseFloat(strings.TrimSpace(s), 64)
-	return f
 }

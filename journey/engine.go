@@ -15,6 +15,8 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/channels"
+	"github.com/wejourney/wejourney/events"
+	"github.com/wejourney/wejourney/internal/clock"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -31,8 +33,9 @@ type Config struct {
 	// out during an outage), the task is run now instead. Nil: such a visit
 	// runs when its task's retry comes.
 	Inspector *asynq.Inspector
-	// Senders delivers messages; required for journeys that send.
-	Senders channels.Sender
+	// Senders delivers messages and says what each channel can do
+	// (*channels.Registry); required for journeys that send.
+	Senders Senders
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Lease is how long a claimed step visit stays claimed before another
@@ -62,9 +65,25 @@ type Config struct {
 	// BaseContext is the context of work the engine starts by itself (steps
 	// held until their due time). Default context.Background().
 	BaseContext context.Context
+	// Sources are the event sources: what each event changes on its member.
+	// Default events.Default().
+	Sources *events.Registry
+	// Clock tells the time of every recorded and compared instant (due
+	// times, leases, entries, routing). Default clock.Real(); tests pass a
+	// *clock.Simulated and move it instead of sleeping.
+	Clock clock.Clock
 	// Metrics, if set, receives the engine's Prometheus metrics: routed
 	// events by type, deliveries by channel and status, step outcomes.
 	Metrics prometheus.Registerer
+}
+
+// Senders is what the engine needs of the configured senders: sending, and
+// each channel's capabilities (whether a message of unknown fate may be
+// re-sent, whether the member must be subscribed, which address is theirs).
+// *channels.Registry implements it.
+type Senders interface {
+	channels.Sender
+	Capabilities(channel string) (channels.Capabilities, bool)
 }
 
 // engineMetrics are the counters the engine keeps when Config.Metrics is set.
@@ -149,12 +168,21 @@ func New(cfg Config) *Engine {
 	if cfg.BaseContext == nil {
 		cfg.BaseContext = context.Background()
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real()
+	}
+	if cfg.Sources == nil {
+		cfg.Sources = events.Default()
+	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, versions: map[int64]*Compiled{}, metrics: newEngineMetrics(cfg.Metrics)}
 	if cfg.DBSlots > 0 {
 		e.slot = make(dbSlot, cfg.DBSlots)
 	}
 	return e
 }
+
+// now is the engine clock's time in UTC.
+func (e *Engine) now() time.Time { return e.cfg.Clock.Now().UTC() }
 
 func (e *Engine) gate(ctx context.Context) {
 	if e.cfg.Gate != nil {
@@ -361,7 +389,7 @@ func (e *Engine) schedule(visits ...*model.StepVisit) {
 	if e.cfg.Queue == nil {
 		return
 	}
-	now := time.Now()
+	now := e.now()
 	for i, v := range visits {
 		if v == nil {
 			continue

@@ -430,7 +430,7 @@ func TestUnreachableMember(t *testing.T) {
 			steps: `- { id: hello, send: { channel: wechat.text, text: hi, fallback: by_sms }, next: done }
   - { id: by_sms, send: { channel: sms, template: SMS_1, params: { order: "{{ .event.order }}" } } }
   - { id: done, update: { add_tags: [greeted] } }`,
-			wantSent:   []sent{{Channel: channels.SMS, OpenID: "o1", Phone: phone, TemplateID: "SMS_1", Data: map[string]string{"order": "A-1"}}},
+			wantSent:   []sent{{Channel: channels.SMS, OpenID: "o1", Phone: phone, Template: "SMS_1", Data: map[string]string{"order": "A-1"}}},
 			wantVisits: []visit{{"hello", model.VisitDone, "fallback:by_sms"}, {"by_sms", model.VisitDone, "sent"}},
 			wantEnr:    []enrollment{{"o1", model.EnrollmentCompleted, "by_sms", journey.ReasonCompleted}},
 			wantDeliv:  []delivery{{"hello", channels.WeChatText, "o1", model.DeliveryFailed}, {"by_sms", channels.SMS, phone, model.DeliverySent}},

@@ -14,6 +14,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/channels"
+	"github.com/wejourney/wejourney/channels/wechat"
 	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
@@ -29,7 +30,24 @@ type sendRecorder struct {
 	errs map[string]error // by channel, or by channel + "/" + openid
 }
 
-func (r *sendRecorder) sender() channels.Sender {
+// sender returns a registry whose every channel records into r, with the
+// capabilities the real senders declare.
+func (r *sendRecorder) sender() *channels.Registry {
+	reg := channels.NewRegistry()
+	f := r.send()
+	for ch, caps := range wechat.Capabilities() {
+		reg.Register(ch, f, caps)
+	}
+	reg.Register(channels.WeChatSubscribe, f, channels.Capabilities{NeedsSubscribed: true, Address: channels.ByOpenID})
+	reg.Register(channels.WeComText, f, channels.Capabilities{Address: channels.ByExternalUserID})
+	reg.Register(channels.WeComWelcome, f, channels.Capabilities{Address: channels.ByExternalUserID})
+	reg.Register(channels.SMS, f, channels.Capabilities{Address: channels.ByPhone})
+	reg.Register(channels.Email, f, channels.Capabilities{Address: channels.ByEmail})
+	reg.Register(channels.Webhook, f, channels.Capabilities{})
+	return reg
+}
+
+func (r *sendRecorder) send() channels.SenderFunc {
 	return channels.SenderFunc(func(_ context.Context, msg channels.Message) (channels.Result, error) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -62,14 +80,14 @@ func (r *sendRecorder) messages() []channels.Message {
 
 // sent is the part of a recorded message the tests compare.
 type sent struct {
-	Channel, OpenID, Phone, Text, TemplateID, URL string
-	Data                                          map[string]string
+	Channel, OpenID, Phone, Text, TemplateID, Template, URL string
+	Data                                                    map[string]string
 }
 
 func (r *sendRecorder) sent() []sent {
 	var out []sent
 	for _, m := range r.messages() {
-		s := sent{Channel: m.Channel, OpenID: m.To.OpenID, Phone: m.To.Phone, Text: m.Text, TemplateID: m.TemplateID, URL: m.URL}
+		s := sent{Channel: m.Channel, OpenID: m.To.OpenID, Phone: m.To.Phone, Text: m.Text, TemplateID: m.TemplateID, Template: m.Template, URL: m.URL}
 		if len(m.Data) > 0 {
 			s.Data = m.Data
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 	"gorm.io/gorm"
 
+	"github.com/wejourney/wejourney/internal/clock"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -41,6 +42,8 @@ type IngestorConfig struct {
 	// EnqueueBackoff is how long enqueueing is skipped after an enqueue
 	// failed (the sweeper routes what was skipped). Default 2 seconds.
 	EnqueueBackoff time.Duration
+	// Clock stamps received_at. Default clock.Real().
+	Clock clock.Clock
 }
 
 // Ingestor durably stores events with group commit: concurrent callers'
@@ -124,6 +127,9 @@ func NewIngestor(cfg IngestorConfig) *Ingestor {
 	}
 	if cfg.EnqueueBackoff <= 0 {
 		cfg.EnqueueBackoff = 2 * time.Second
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real()
 	}
 	ing := &Ingestor{
 		cfg: cfg, in: make(chan *ingestReq, 4096),
@@ -441,7 +447,7 @@ func conflicts(stored, h string) bool {
 // (one caller at a time), rows are inserted one by one and such a row
 // counts as a duplicate, or as a conflict if its payload differs.
 func (ing *Ingestor) store(db *gorm.DB, reqs []*ingestReq, perRow bool) ([]ingestResult, []int64, error) {
-	now := time.Now().UTC()
+	now := ing.cfg.Clock.Now().UTC()
 	results := make([]ingestResult, len(reqs))
 	var ids []int64
 	err := db.Transaction(func(tx *gorm.DB) error {

@@ -41,7 +41,7 @@ func (e *Engine) Route(ctx context.Context, ids ...int64) error {
 // in the same transaction. One that fails is left to its own task.
 func (e *Engine) routeOne(ctx context.Context, id int64) error {
 	var r routed
-	now := time.Now().UTC()
+	now := e.now()
 	e.slot.lock()
 	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		r = routed{}
@@ -104,7 +104,10 @@ type routed struct {
 // routeEvent routes one unrouted event inside tx and adds its follow-up
 // work to r (only when it succeeds, so a rolled-back savepoint adds nothing).
 func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *routed) error {
-	m, err := resolveMember(tx, ev.Member, now, func(m *model.Member) { applyEvent(m, ev) })
+	m, err := resolveMember(tx, ev.Member, now, func(m *model.Member) {
+		e.cfg.Sources.Apply(m, ev)
+		m.UpdatedAt = now
+	})
 	if err != nil {
 		return err
 	}
@@ -172,7 +175,7 @@ func (e *Engine) recordRouteFailure(id int64, cause error) {
 	upd := map[string]any{"attempts": gorm.Expr("attempts + 1"), "error": redact.String(cause.Error())}
 	var ev model.Event
 	if err := e.cfg.DB.Select("attempts").First(&ev, id).Error; err == nil && ev.Attempts+1 >= maxRouteAttempts {
-		upd["routed_at"] = time.Now().UTC() // parked: visible with its error, not retried
+		upd["routed_at"] = e.now() // parked: visible with its error, not retried
 	}
 	if err := e.cfg.DB.Model(&model.Event{}).Where("id = ? AND routed_at IS NULL", id).Updates(upd).Error; err != nil {
 		e.log.Error("recording routing failure", "event", id, "err", err)
@@ -357,46 +360,4 @@ func identities(ref model.MemberRef) []model.MemberIdentity {
 	add(model.IdentityEmail, strings.ToLower(ref.Email))
 	add(model.IdentityUserID, ref.UserID)
 	return out
-}
-
-// applyEvent updates the member from what the event says about them. Props
-// too long for a member column (scene, nickname) are not copied.
-func applyEvent(m *model.Member, ev *model.Event) {
-	at := ev.At
-	scene, _ := ev.Props["scene"].(string)
-	if !model.Fits(scene, model.MaxScene) {
-		scene = ""
-	}
-	switch ev.Type {
-	case "wechat.subscribe":
-		m.Subscribed, m.SubscribedAt = true, &at
-		if scene != "" {
-			if m.FirstScene == "" {
-				m.FirstScene = scene
-			}
-			m.LastScene = scene
-		}
-	case "wechat.unsubscribe":
-		m.Subscribed = false
-	case "wechat.scan":
-		m.Subscribed = true
-		if scene != "" {
-			m.LastScene = scene
-		}
-	case "member.updated":
-		if m.Attrs == nil {
-			m.Attrs = map[string]any{}
-		}
-		for k, v := range ev.Props {
-			m.Attrs[k] = v
-		}
-		if nick, ok := ev.Props["nickname"].(string); ok && model.Fits(nick, model.MaxNickname) {
-			m.Nickname = nick
-		}
-	}
-	if strings.HasPrefix(ev.Type, "wechat.") && ev.Type != "wechat.unsubscribe" && ev.Type != "wechat.template_sent" {
-		m.Subscribed = true
-		m.LastInteractionAt = &at
-	}
-	m.UpdatedAt = time.Now().UTC()
 }

@@ -45,7 +45,7 @@ func (e *Engine) RunStep(ctx context.Context, visitID int64) error {
 		}
 		return fmt.Errorf("journey: load visit %d: %w", visitID, err)
 	}
-	now := time.Now().UTC()
+	now := e.now()
 	switch v.Status {
 	case model.VisitScheduled, model.VisitWaiting:
 		if early := v.DueAt.Sub(now); early > 0 {
@@ -121,10 +121,10 @@ func (e *Engine) run(ctx context.Context, v *model.StepVisit, enr *model.Enrollm
 	e.slot.lock()
 	defer e.slot.unlock()
 	return e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Model(&model.StepVisit{}).Where("id = ?", v.ID).Updates(map[string]any{"status": model.VisitFailed, "outcome": "loop", "finished_at": time.Now().UTC()}).Error; err != nil {
+		if err := tx.Model(&model.StepVisit{}).Where("id = ?", v.ID).Updates(map[string]any{"status": model.VisitFailed, "outcome": "loop", "finished_at": e.now()}).Error; err != nil {
 			return err
 		}
-		return endEnrollment(tx, v.EnrollmentID, model.EnrollmentFailed, "loop", time.Now().UTC(), true)
+		return endEnrollment(tx, v.EnrollmentID, model.EnrollmentFailed, "loop", e.now(), true)
 	})
 }
 
@@ -146,7 +146,7 @@ func (e *Engine) keepClaim(v *model.StepVisit) (stop func()) {
 			case <-e.cfg.BaseContext.Done():
 				return
 			case <-t.C:
-				if err := e.setLease(id, attempts, time.Now().UTC().Add(e.cfg.Lease), every); err != nil {
+				if err := e.setLease(id, attempts, e.now().Add(e.cfg.Lease), every); err != nil {
 					e.log.Warn("renewing a step's claim failed", "visit", id, "err", err)
 				}
 			}
@@ -180,7 +180,7 @@ func (e *Engine) releaseClaim(v *model.StepVisit) {
 	id, attempts := v.ID, v.Attempts
 	until := time.Now().Add(e.cfg.Lease)
 	release := func() bool {
-		return e.setLease(id, attempts, time.Now().UTC().Add(-time.Millisecond), 2*time.Second) == nil
+		return e.setLease(id, attempts, e.now().Add(-time.Millisecond), 2*time.Second) == nil
 	}
 	if release() {
 		return
@@ -235,7 +235,7 @@ func (e *Engine) execute(ctx context.Context, v *model.StepVisit, enrIn *model.E
 	e.slot.lock()
 	defer e.slot.unlock()
 	db := e.cfg.DB.WithContext(ctx)
-	now := time.Now().UTC()
+	now := e.now()
 	var enr model.Enrollment
 	if enrIn != nil {
 		enr = *enrIn
@@ -316,7 +316,7 @@ func (e *Engine) execute(ctx context.Context, v *model.StepVisit, enrIn *model.E
 	if !r.retryAt.IsZero() {
 		return nil, e.reschedule(ctx, v, r.retryAt, "retry", r.retryErr, r.deliveries...)
 	}
-	return e.finish(ctx, c, &enr, v, r, time.Now().UTC())
+	return e.finish(ctx, c, &enr, v, r, e.now())
 }
 
 // finish records the visit's outcome and returns the next visit (nil when
@@ -376,11 +376,9 @@ func (e *Engine) send(ctx context.Context, c *Compiled, cs *compiledStep, enr *m
 		Subject:    rd.render(cs.texts["subject"]),
 		URL:        rd.render(cs.texts["url"]),
 		TemplateID: snd.TemplateID,
+		Template:   snd.Template,
 		Data:       map[string]string{},
 		Extra:      map[string]string{},
-	}
-	if snd.Channel == channels.SMS {
-		msg.TemplateID = snd.Template
 	}
 	for k, t := range cs.data {
 		msg.Data[k] = rd.render(t)
@@ -418,9 +416,18 @@ func (e *Engine) deliver(ctx context.Context, cs *compiledStep, enr *model.Enrol
 	msg.Channel = channel
 	msg.To = channels.Recipient{MemberID: m.ID, AppID: m.AppID, OpenID: m.OpenID, UnionID: m.UnionID,
 		ExternalUserID: m.ExternalUserID, Phone: m.Phone, Email: m.Email}
+	var caps channels.Capabilities
+	hasSender := false
+	if e.cfg.Senders != nil {
+		caps, hasSender = e.cfg.Senders.Capabilities(channel)
+	}
+	to := ""
+	if caps.Address != nil {
+		to = caps.Address(msg.To)
+	}
 	payload, _ := json.Marshal(msg)
 	d := model.Delivery{StepVisitID: v.ID, Channel: channel, EnrollmentID: enr.ID, JourneyID: enr.JourneyID,
-		MemberID: m.ID, To: recipientAddress(channel, msg.To), Status: model.DeliverySending, Payload: string(payload), CreatedAt: now}
+		MemberID: m.ID, To: to, Status: model.DeliverySending, Payload: string(payload), CreatedAt: now}
 	db := e.cfg.DB.WithContext(ctx)
 	res := model.InsertIgnore(db).Create(&d)
 	if res.Error != nil {
@@ -441,7 +448,7 @@ func (e *Engine) deliver(ctx context.Context, cs *compiledStep, enr *model.Enrol
 		case model.DeliverySending:
 			// The process died while the provider had the message. Only a
 			// channel that dedupes by our idempotency key may be asked again.
-			if channel != channels.WeChatTemplate {
+			if !caps.Resend {
 				ok.outcome = "unknown"
 				ok.deliveries = []deliveryUpdate{{d.ID, channel, map[string]any{"status": model.DeliveryUnknown}}}
 				return ok
@@ -456,16 +463,16 @@ func (e *Engine) deliver(ctx context.Context, cs *compiledStep, enr *model.Enrol
 		err    error
 	)
 	switch {
-	case strings.HasPrefix(channel, "wechat.") && !m.Subscribed:
+	case !hasSender:
+		err = fmt.Errorf("journey: %w %q: %w", channels.ErrNoSender, channel, channels.ErrPermanent)
+	case caps.NeedsSubscribed && !m.Subscribed:
 		err = &channels.Error{Class: channels.ErrUnreachable, Code: 43004, Msg: "member has unfollowed"}
-	case e.cfg.Senders == nil:
-		err = fmt.Errorf("journey: no senders configured: %w", channels.ErrPermanent)
 	default:
 		e.slot.unlock()
 		result, err = e.cfg.Senders.Send(ctx, msg)
 		e.slot.lock()
 	}
-	sentAt := time.Now().UTC()
+	sentAt := e.now()
 	if err == nil {
 		status := model.DeliverySent
 		if result.Sandbox {
@@ -483,7 +490,7 @@ func (e *Engine) deliver(ctx context.Context, cs *compiledStep, enr *model.Enrol
 		code = cerr.Code
 	}
 	status := model.DeliveryFailed
-	if ambiguous(err) && channel != channels.WeChatTemplate {
+	if ambiguous(err) && !caps.Resend {
 		status = model.DeliveryUnknown
 	}
 	upd := []deliveryUpdate{{d.ID, channel, map[string]any{"status": status, "error": redact.String(err.Error()), "error_code": code}}}
@@ -520,20 +527,6 @@ func ambiguous(err error) bool {
 func (e *Engine) backoff(attempt int) time.Duration {
 	d := time.Second << min(attempt, 10)
 	return min(d, 10*time.Minute)
-}
-
-func recipientAddress(channel string, to channels.Recipient) string {
-	switch {
-	case strings.HasPrefix(channel, "wechat."):
-		return to.OpenID
-	case strings.HasPrefix(channel, "wecom."):
-		return to.ExternalUserID
-	case channel == channels.SMS:
-		return to.Phone
-	case channel == channels.Email:
-		return to.Email
-	}
-	return ""
 }
 
 // applyUpdate changes the member's tags and attributes, reading and writing

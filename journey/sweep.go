@@ -28,7 +28,7 @@ type SweepResult struct {
 func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 	var r SweepResult
 	db := e.cfg.DB.WithContext(ctx)
-	cutoff := time.Now().UTC().Add(-e.cfg.SweepGrace)
+	cutoff := e.now().Add(-e.cfg.SweepGrace)
 	var ids []int64
 	if err := db.Model(&model.Event{}).Where("routed_at IS NULL AND received_at < ?", cutoff).
 		Order("id").Limit(sweepBatch).Pluck("id", &ids).Error; err != nil {
@@ -49,7 +49,7 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 		}
 	}
 	var visits []*model.StepVisit
-	now := time.Now().UTC()
+	now := e.now()
 	if err := db.Select("id", "due_at", "status").
 		Where("(status IN ? AND due_at < ?) OR (status = ? AND lease_until < ?)",
 			[]string{model.VisitScheduled, model.VisitWaiting}, cutoff, model.VisitRunning, now).
@@ -97,7 +97,7 @@ func (e *Engine) Recover(ctx context.Context) (int, error) {
 	if e.cfg.Queue == nil {
 		return 0, nil
 	}
-	now := time.Now().UTC()
+	now := e.now()
 	if err := e.cfg.DB.WithContext(ctx).Model(&model.StepVisit{}).Where("status = ? AND lease_until > ?", model.VisitRunning, now).
 		Update("lease_until", now.Add(-time.Millisecond)).Error; err != nil {
 		return 0, fmt.Errorf("journey: recover leases: %w", err)

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
 	"gorm.io/gorm"
 
@@ -65,7 +64,7 @@ func (e *Engine) Publish(ctx context.Context, c *Compiled, origin string) (bool,
 	hash := hex.EncodeToString(sum[:])
 	created := false
 	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		now := time.Now().UTC()
+		now := e.now()
 		var j model.Journey
 		err := tx.Where(&model.Journey{Key: c.Def.Key}).First(&j).Error
 		if errors.Is(err, gorm.ErrRecordNotFound) {
@@ -191,7 +190,7 @@ func (e *Engine) settleDemos(ctx context.Context, demoKeys map[string]bool, refu
 		}
 		moved, ended := false, 0
 		err := db.Transaction(func(tx *gorm.DB) error {
-			now := time.Now().UTC()
+			now := e.now()
 			res := tx.Model(&model.Journey{}).Where("id = ? AND status = ?", j.ID, from).
 				Updates(map[string]any{"status": to, "updated_at": now})
 			if res.Error != nil || res.RowsAffected == 0 {

@@ -142,6 +142,27 @@ func NewSender(cfg Config) *Sender {
 	return s
 }
 
+// Capabilities are the channels a Sender serves and what each can do:
+// every one needs a subscribed member addressed by openid; template
+// messages carry client_msg_id, so WeChat drops a re-sent one it accepted.
+func Capabilities() map[string]channels.Capabilities {
+	cs := channels.Capabilities{NeedsSubscribed: true, Address: channels.ByOpenID}
+	text, tmpl := cs, cs
+	text.Requires = []string{"text"}
+	tmpl.Requires = []string{"template_id"}
+	tmpl.Resend, tmpl.IdempotencyField = true, "client_msg_id"
+	return map[string]channels.Capabilities{
+		channels.WeChatText:            text,
+		channels.WeChatNews:            cs,
+		channels.WeChatImage:           cs,
+		channels.WeChatMiniprogramPage: cs,
+		channels.WeChatTemplate:        tmpl,
+	}
+}
+
+// Channels implements channels.Provider.
+func (s *Sender) Channels() map[string]channels.Capabilities { return Capabilities() }
+
 // Send delivers msg once; see the package doc for the contract.
 func (s *Sender) Send(ctx context.Context, msg channels.Message) (channels.Result, error) {
 	body, err := buildBody(msg)

@@ -154,16 +154,14 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 	}
 	accounts := model.NewAccounts(db, a.secrets)
 	wx := wechat.NewSender(wechat.Config{Accounts: wechatAccounts{accounts}, Cache: wechat.NewRedisCache(a.rdb), Logger: a.Log})
+	senders := channels.NewRegistry()
+	senders.Add(wx)
 	logOnly := logSender{a.Log}
-	senders := channels.Registry{
-		channels.WeChatText: wx, channels.WeChatNews: wx, channels.WeChatImage: wx,
-		channels.WeChatMiniprogramPage: wx, channels.WeChatTemplate: wx,
-	}
 	if cfg.SMSProvider == "log" {
-		senders[channels.SMS] = logOnly
+		senders.Register(channels.SMS, logOnly, channels.Capabilities{Address: channels.ByPhone, Requires: []string{"template"}})
 	}
 	if cfg.SMTPURL == "" {
-		senders[channels.Email] = logOnly
+		senders.Register(channels.Email, logOnly, channels.Capabilities{Address: channels.ByEmail})
 	}
 	var gate func(context.Context)
 	if opts.Role != RoleWorker {
@@ -529,7 +527,7 @@ type logSender struct{ log *slog.Logger }
 
 // Send logs msg and reports it as sandboxed.
 func (l logSender) Send(_ context.Context, msg channels.Message) (channels.Result, error) {
-	l.log.Info(msg.Channel+" (log provider): would send", "to", msg.To, "template", msg.TemplateID, "text", msg.Text, "data", msg.Data)
+	l.log.Info(msg.Channel+" (log provider): would send", "to", msg.To, "template", msg.TemplateID+msg.Template, "text", msg.Text, "data", msg.Data)
 	return channels.Result{Sandbox: true}, nil
 }
 
