@@ -255,7 +255,7 @@ func (r *Registry) Send(ctx context.Context, msg Message) (Result, error) {
 }
 
 // Setup says what configures a channel that has no sender, for validation
-// messages ("channel sms has no sender (set WEJOURNEY_SMS_PROVIDER)").
+// messages ("channel sms has no sender (set WEJOURNEY_SMS_PROVIDER=log …)").
 // Unknown channels get "".
 func Setup(channel string) string {
 	switch channel {
@@ -266,9 +266,9 @@ func Setup(channel string) string {
 	case WeComWelcome, WeComText:
 		return "WeCom sending is not implemented yet"
 	case SMS:
-		return "set WEJOURNEY_SMS_PROVIDER"
+		return "set WEJOURNEY_SMS_PROVIDER=log (the only SMS provider today)"
 	case Email:
-		return "set WEJOURNEY_SMTP_URL"
+		return "leave WEJOURNEY_SMTP_URL unset and emails are logged (email over SMTP is not implemented yet)"
 	case Webhook:
 		return "the webhook sender is not implemented yet"
 	}

@@ -52,8 +52,13 @@ type Config struct {
 	WeComAESKey  string `env:"WEJOURNEY_WECOM_AES_KEY" yaml:"wecom_aes_key"`
 	WeComAPIBase string `env:"WEJOURNEY_WECOM_API_BASE" yaml:"wecom_api_base"`
 
-	SMTPURL     string `env:"WEJOURNEY_SMTP_URL" yaml:"smtp_url"`
-	EmailFrom   string `env:"WEJOURNEY_EMAIL_FROM" yaml:"email_from"`
+	// SMTPURL is for sending email over SMTP, which is not implemented yet:
+	// Validate refuses it set, and email is logged ("would send").
+	SMTPURL   string `env:"WEJOURNEY_SMTP_URL" yaml:"smtp_url"`
+	EmailFrom string `env:"WEJOURNEY_EMAIL_FROM" yaml:"email_from"`
+	// SMSProvider sends SMS. Only "log" (messages are logged, not sent) is
+	// implemented; Validate refuses "aliyun", "tencent" and "webhook" until
+	// their senders exist.
 	SMSProvider string `env:"WEJOURNEY_SMS_PROVIDER" yaml:"sms_provider"`
 
 	// PublicURL is the public base URL (callback URLs shown to operators,
@@ -182,12 +187,15 @@ func (c Config) Validate() error {
 		}
 	}
 	if c.SMTPURL != "" {
-		if u, err := url.Parse(c.SMTPURL); err != nil || !oneOf(u.Scheme, "smtp", "smtps") {
-			bad("WEJOURNEY_SMTP_URL", "%q: want smtp://user:pass@host:587 or smtps://…", c.SMTPURL)
-		}
+		// Not echoed: the URL holds the SMTP password.
+		bad("WEJOURNEY_SMTP_URL", "email over SMTP is not implemented yet: leave WEJOURNEY_SMTP_URL unset and emails are logged")
 	}
-	if !oneOf(c.SMSProvider, "log", "aliyun", "tencent", "webhook") {
-		bad("WEJOURNEY_SMS_PROVIDER", "%q: want log, aliyun, tencent or webhook", c.SMSProvider)
+	switch c.SMSProvider {
+	case "log":
+	case "aliyun", "tencent", "webhook":
+		bad("WEJOURNEY_SMS_PROVIDER", "%q is not implemented yet: use log (SMS messages are logged, not sent)", c.SMSProvider)
+	default:
+		bad("WEJOURNEY_SMS_PROVIDER", "%q: want log (the only SMS provider today)", c.SMSProvider)
 	}
 	if c.PublicURL != "" {
 		if u, err := url.Parse(c.PublicURL); err != nil || !oneOf(u.Scheme, "http", "https") || u.Host == "" {

@@ -10,6 +10,7 @@ import (
 )
 
 func TestLoadPrecedence(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "wejourney.yaml")
 	if err := os.WriteFile(file, []byte("http_addr: 0.0.0.0:9000\nwechat_appid: wxfile\nwechat_token: filetoken\n"), 0o600); err != nil {
@@ -29,6 +30,8 @@ func TestLoadPrecedence(t *testing.T) {
 	}
 }
 
+// TestLoadMissingDefaultFileIsFine changes the working directory, so it
+// cannot run in parallel.
 func TestLoadMissingDefaultFileIsFine(t *testing.T) {
 	t.Chdir(t.TempDir())
 	if _, err := Load(DefaultFile, func(string) string { return "" }); err != nil {
@@ -40,6 +43,7 @@ func TestLoadMissingDefaultFileIsFine(t *testing.T) {
 }
 
 func TestLoadRejectsUnknownYAMLKey(t *testing.T) {
+	t.Parallel()
 	file := filepath.Join(t.TempDir(), "w.yaml")
 	os.WriteFile(file, []byte("wechat_app_id: typo\n"), 0o600)
 	if _, err := Load(file, func(string) string { return "" }); err == nil {
@@ -48,6 +52,7 @@ func TestLoadRejectsUnknownYAMLKey(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		modify func(*Config)
@@ -74,10 +79,21 @@ func TestValidate(t *testing.T) {
 		{"bad secret key", func(c *Config) { c.SecretKey = "short" },
 			[]string{"WEJOURNEY_SECRET_KEY: key 1 is not 32 bytes of base64 or 64 hex digits (make one with: openssl rand -base64 32)"}},
 		{"bad sms provider", func(c *Config) { c.SMSProvider = "twilio" },
-			[]string{`WEJOURNEY_SMS_PROVIDER: "twilio": want log, aliyun, tencent or webhook`}},
+			[]string{`WEJOURNEY_SMS_PROVIDER: "twilio": want log (the only SMS provider today)`}},
+		{"sms provider log", func(c *Config) { c.SMSProvider = "log" }, nil},
+		{"sms provider aliyun not implemented", func(c *Config) { c.SMSProvider = "aliyun" },
+			[]string{`WEJOURNEY_SMS_PROVIDER: "aliyun" is not implemented yet: use log (SMS messages are logged, not sent)`}},
+		{"sms provider tencent not implemented", func(c *Config) { c.SMSProvider = "tencent" },
+			[]string{`WEJOURNEY_SMS_PROVIDER: "tencent" is not implemented yet: use log (SMS messages are logged, not sent)`}},
+		{"sms provider webhook not implemented", func(c *Config) { c.SMSProvider = "webhook" },
+			[]string{`WEJOURNEY_SMS_PROVIDER: "webhook" is not implemented yet: use log (SMS messages are logged, not sent)`}},
+		{"smtp url not implemented, password not echoed", func(c *Config) { c.SMTPURL = "smtp://mailer:hunter2@mail.example.com:587" },
+			[]string{"WEJOURNEY_SMTP_URL: email over SMTP is not implemented yet: leave WEJOURNEY_SMTP_URL unset and emails are logged"}},
+		{"email from alone is fine", func(c *Config) { c.EmailFrom = "journeys@example.com" }, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			c := Defaults()
 			tt.modify(&c)
 			var got []string
@@ -92,6 +108,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestParseDatabaseURL(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ in, dialect, dsn string }{
 		{"sqlite:data/w.db", "sqlite", "data/w.db"},
 		{"postgres://u@127.0.0.1:5432/test", "postgres", "postgres://u@127.0.0.1:5432/test"},

@@ -21,10 +21,12 @@ import (
 // the URL with ?access_token=…; Send's error must not, and must stay a
 // temporary error.
 func TestSendErrorsHoldNoToken(t *testing.T) {
+	t.Parallel()
 	for _, fault := range []string{"HTTP 502", "HTTP 503 template", "dropped connection", "timeout"} {
 		t.Run(fault, func(t *testing.T) {
+			t.Parallel()
 			fake := startFake(t, fakewx.Config{})
-			s, _ := newSender(t, nil)
+			s, _ := newSender(t, fake.URL, nil)
 			ctx := context.Background()
 			msg := channels.Message{Channel: channels.WeChatText, To: to("o1"), Text: "x"}
 			if _, err := s.Send(ctx, msg); err != nil { // fetches and caches the token
@@ -73,6 +75,7 @@ func TestSendErrorsHoldNoToken(t *testing.T) {
 // The non-stable token endpoint has the AppSecret in its URL; a transport
 // error fetching a token must not carry it.
 func TestTokenErrorHoldsNoSecret(t *testing.T) {
+	t.Parallel()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad gateway", http.StatusBadGateway)
 	}))

@@ -19,21 +19,27 @@
 //   - No returned error holds the access token or the AppSecret: the URLs in
 //     transport and non-200 errors are masked with internal/redact (the
 //     error chain is kept for errors.Is and errors.As).
-//   - Access tokens come from WeChat's stable_token API (UseStableAK), so
-//     processes fetching tokens never void each other's, and are kept in
-//     Config.Cache; pass a RedisCache to share one token between processes.
-//     On 40001/40014/42001 (token invalid or expired) the cached token is
-//     dropped and the send is retried once with a fresh token; there are no
-//     other retries, the engine owns them.
+//   - Every call (custom send, template send, stable_token) goes to
+//     Config.APIBase with Config.HTTPClient: each Sender has its own, and
+//     the package keeps no process-wide state, so Senders for different
+//     APIs (a fake per test, an egress gateway) live side by side.
+//   - Access tokens come from WeChat's stable_token API, so processes
+//     fetching tokens never void each other's, and are kept in Config.Cache
+//     under silenceper's key (TokenCacheKey), one per account; pass a
+//     RedisCache to share one token between processes. On 40001/40014/42001
+//     (token invalid or expired) the cached token is dropped and the send is
+//     retried once with a fresh token; there are no other retries, the
+//     engine owns them.
 //   - A template send passes msg.IdempotencyKey as client_msg_id, so WeChat
 //     drops a retried send it already accepted, and returns the msgid as
 //     Result.ProviderID.
 //
-// SetAPIBase and SetHTTPClient change silenceper's process-global settings;
-// call them at start-up (or test set-up), not while sends are running.
+// SilenceSDK is the one process-wide switch (silenceper logs through
+// logrus's global logger): call it once from main.
 package wechat
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -42,7 +48,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,8 +55,6 @@ import (
 
 	"github.com/silenceper/wechat/v2/cache"
 	"github.com/silenceper/wechat/v2/credential"
-	"github.com/silenceper/wechat/v2/officialaccount"
-	oaconfig "github.com/silenceper/wechat/v2/officialaccount/config"
 	"github.com/silenceper/wechat/v2/officialaccount/message"
 	"github.com/silenceper/wechat/v2/util"
 	"github.com/sirupsen/logrus"
@@ -60,14 +63,22 @@ import (
 	"github.com/wejourney/wejourney/internal/redact"
 )
 
-// DefaultAPIBase is where silenceper sends every Official Account API call.
+// DefaultAPIBase is WeChat's Official Account API, Config.APIBase's default.
 const DefaultAPIBase = "https://api.weixin.qq.com"
 
-// The endpoints Sender calls; the same URLs silenceper's message package uses,
-// so SetAPIBase rewrites them like every other silenceper call.
+// The paths Sender calls under Config.APIBase; the same as silenceper's
+// message and credential packages use.
 const (
-	customSendURL   = DefaultAPIBase + "/cgi-bin/message/custom/send"
-	templateSendURL = DefaultAPIBase + "/cgi-bin/message/template/send"
+	customSendPath   = "/cgi-bin/message/custom/send"
+	templateSendPath = "/cgi-bin/message/template/send"
+	stableTokenPath  = "/cgi-bin/stable_token"
+)
+
+// Defaults of Config.HTTPClient: idle connections kept per host and the
+// overall timeout of one API call.
+const (
+	defaultMaxConns = 64
+	defaultTimeout  = 10 * time.Second
 )
 
 // ErrUnknownAccount is wrapped by Accounts implementations when no account
@@ -100,6 +111,12 @@ type Config struct {
 	Cache cache.Cache
 	// Logger receives sandbox sends and token refreshes. Nil means slog.Default().
 	Logger *slog.Logger
+	// APIBase is where every API call goes (send and stable_token): an egress
+	// gateway, or an internal/fakewx server in tests. "" means DefaultAPIBase.
+	APIBase string
+	// HTTPClient makes every API call. Nil means a client from
+	// NewHTTPClient(64, 10*time.Second).
+	HTTPClient *http.Client
 }
 
 // Sender sends Official Account messages. It implements channels.Sender and
@@ -108,14 +125,11 @@ type Sender struct {
 	accounts Accounts
 	cache    cache.Cache
 	log      *slog.Logger
+	base     string
+	client   *http.Client
 
-	mu  sync.Mutex
-	oas map[string]*oaEntry // appid -> silenceper client
-}
-
-type oaEntry struct {
-	secret string
-	oa     *officialaccount.OfficialAccount
+	mu     sync.Mutex
+	tokens map[string]*tokenSource // appid -> its token source
 }
 
 var _ channels.Sender = (*Sender)(nil)
@@ -129,7 +143,15 @@ func NewSender(cfg Config) *Sender {
 		accounts: cfg.Accounts,
 		cache:    cfg.Cache,
 		log:      cfg.Logger,
-		oas:      map[string]*oaEntry{},
+		base:     strings.TrimRight(cfg.APIBase, "/"),
+		client:   cfg.HTTPClient,
+		tokens:   map[string]*tokenSource{},
+	}
+	if s.base == "" {
+		s.base = DefaultAPIBase
+	}
+	if s.client == nil {
+		s.client = NewHTTPClient(defaultMaxConns, defaultTimeout)
 	}
 	if s.cache == nil {
 		// cache.Memory reads its map without its lock, which is a data race
@@ -185,11 +207,11 @@ func (s *Sender) Send(ctx context.Context, msg channels.Message) (channels.Resul
 		acct.AppID = appid
 	}
 
-	endpoint := customSendURL
+	path := customSendPath
 	if msg.Channel == channels.WeChatTemplate {
-		endpoint = templateSendURL
+		path = templateSendPath
 	}
-	msgID, err := s.post(ctx, s.officialAccount(acct), acct.AppID, endpoint, body)
+	msgID, err := s.send(ctx, s.tokenSource(acct), path, body)
 	if err != nil {
 		return channels.Result{}, fmt.Errorf("%s to %s via %s: %w", msg.Channel, msg.To.OpenID, acct.AppID, err)
 	}
@@ -290,31 +312,88 @@ func (s *Sender) logSandbox(ctx context.Context, msg channels.Message) {
 	s.log.InfoContext(ctx, "wechat sandbox: would send", attrs...)
 }
 
-// officialAccount returns the cached silenceper client for acct, creating it
-// (or replacing it when the secret changed) on first use.
-func (s *Sender) officialAccount(acct Account) *officialaccount.OfficialAccount {
+// tokenSource returns the token source of acct, creating it (or replacing
+// it when the secret changed) on first use.
+func (s *Sender) tokenSource(acct Account) *tokenSource {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.oas[acct.AppID]; ok && e.secret == acct.AppSecret {
-		return e.oa
+	if ts, ok := s.tokens[acct.AppID]; ok && ts.secret == acct.AppSecret {
+		return ts
 	}
-	oa := officialaccount.NewOfficialAccount(&oaconfig.Config{
-		AppID:          acct.AppID,
-		AppSecret:      acct.AppSecret,
-		Token:          acct.Token,
-		EncodingAESKey: acct.AESKey,
-		Cache:          s.cache,
-		UseStableAK:    true,
-	})
-	s.oas[acct.AppID] = &oaEntry{secret: acct.AppSecret, oa: oa}
-	return oa
+	ts := &tokenSource{s: s, appid: acct.AppID, secret: acct.AppSecret}
+	s.tokens[acct.AppID] = ts
+	return ts
 }
 
-// TokenCacheKey is the cache key under which silenceper (v2.1.10,
-// credential.StableAccessToken) keeps an Official Account's stable access
-// token. Sender deletes it to force a refresh.
+// TokenCacheKey is the cache key under which an Official Account's stable
+// access token is kept: silenceper's (v2.1.10, credential.StableAccessToken),
+// so a token cached by either is used by both. Sender deletes it to force a
+// refresh.
 func TokenCacheKey(appid string) string {
 	return fmt.Sprintf("%s_stable_access_token_%s", credential.CacheKeyOfficialAccountPrefix, appid)
+}
+
+// tokenSource hands out one account's stable access token through its
+// Sender's APIBase, HTTPClient and Cache. It is a silenceper
+// credential.AccessTokenContextHandle, like the StableAccessToken it
+// replaces, whose cache key and expiry margin it keeps.
+type tokenSource struct {
+	s      *Sender
+	appid  string
+	secret string
+	mu     sync.Mutex // one stable_token call at a time for this account
+}
+
+var _ credential.AccessTokenContextHandle = (*tokenSource)(nil)
+
+// tokenAnswer is what stable_token answers.
+type tokenAnswer struct {
+	util.CommonError
+	AccessToken string `json:"access_token"`
+	ExpiresIn   int64  `json:"expires_in"`
+}
+
+// GetAccessToken implements credential.AccessTokenHandle.
+func (t *tokenSource) GetAccessToken() (string, error) {
+	return t.GetAccessTokenContext(context.Background())
+}
+
+// GetAccessTokenContext returns the cached token, or fetches one from
+// stable_token (once for all concurrent callers) and caches it until 5
+// minutes before it expires.
+func (t *tokenSource) GetAccessTokenContext(ctx context.Context) (string, error) {
+	key := TokenCacheKey(t.appid)
+	if tok, _ := t.s.cache.Get(key).(string); tok != "" {
+		return tok, nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if tok, _ := t.s.cache.Get(key).(string); tok != "" {
+		return tok, nil // fetched while we waited
+	}
+	raw, err := t.s.postJSON(ctx, stableTokenPath, map[string]any{
+		"grant_type":    "client_credential",
+		"appid":         t.appid,
+		"secret":        t.secret,
+		"force_refresh": false,
+	})
+	if err != nil {
+		return "", err
+	}
+	var ans tokenAnswer
+	if err := json.Unmarshal(raw, &ans); err != nil {
+		return "", fmt.Errorf("stable_token answer %s: %w", redact.String(fmt.Sprintf("%.200q", raw)), err)
+	}
+	if ans.ErrCode != 0 {
+		return "", &ans.CommonError
+	}
+	if ans.AccessToken == "" {
+		return "", errors.New("stable_token answer has no access_token")
+	}
+	if err := t.s.cache.Set(key, ans.AccessToken, time.Duration(ans.ExpiresIn-300)*time.Second); err != nil {
+		return "", fmt.Errorf("caching the access token: %w", err)
+	}
+	return ans.AccessToken, nil
 }
 
 // sendAnswer is what both send APIs answer.
@@ -327,24 +406,21 @@ type sendAnswer struct {
 // longer) valid", which Send answers with one refresh.
 func isTokenErr(code int64) bool { return code == 40001 || code == 40014 || code == 42001 }
 
-// post sends body to endpoint with appid's access token, refreshing the token
-// once when WeChat rejects it. It returns the answer's msgid.
+// send posts body to path with ts's access token, refreshing the token once
+// when WeChat rejects it. It returns the answer's msgid.
 //
-// silenceper's Manager.Send and Template.Send take no context and flatten the
-// errcode into a fmt.Errorf string, so we call the same endpoint with its
-// request structs, its token handle and util.PostJSONContext (which honours
-// SetURIModifier and DefaultHTTPClient) ourselves.
-func (s *Sender) post(ctx context.Context, oa *officialaccount.OfficialAccount, appid, endpoint string, body any) (int64, error) {
+// silenceper's Manager.Send and Template.Send take no context, flatten the
+// errcode into a fmt.Errorf string and use its process-global HTTP client,
+// so we post its request structs to the same endpoints ourselves.
+func (s *Sender) send(ctx context.Context, ts *tokenSource, path string, body any) (int64, error) {
 	for attempt := 0; ; attempt++ {
-		token, err := oa.GetAccessTokenContext(ctx)
+		token, err := ts.GetAccessTokenContext(ctx)
 		if err != nil {
 			return 0, tokenError(err)
 		}
-		raw, err := util.PostJSONContext(ctx, endpoint+"?access_token="+url.QueryEscape(token), body)
+		raw, err := s.postJSON(ctx, path+"?access_token="+url.QueryEscape(token), body)
 		if err != nil {
-			// Network or non-200: temporary. silenceper's error (and
-			// net/http's *url.Error) names the URL, access token included.
-			return 0, fmt.Errorf("wechat: %w", redact.Error(err))
+			return 0, fmt.Errorf("wechat: %w", err) // network or non-200: temporary
 		}
 		var ans sendAnswer
 		if err := json.Unmarshal(raw, &ans); err != nil {
@@ -354,11 +430,47 @@ func (s *Sender) post(ctx context.Context, oa *officialaccount.OfficialAccount, 
 			return ans.MsgID, nil
 		}
 		if isTokenErr(ans.ErrCode) && attempt == 0 {
-			s.dropToken(appid, token, ans.ErrCode)
+			s.dropToken(ts.appid, token, ans.ErrCode)
 			continue
 		}
 		return 0, Classify(int(ans.ErrCode), ans.ErrMsg)
 	}
+}
+
+// maxAnswer bounds how much of an API answer is read.
+const maxAnswer = 1 << 20
+
+// postJSON posts body as JSON (HTML characters unescaped, as silenceper
+// does) to APIBase + pathQuery with the Sender's client and returns the
+// answer of a 200. Its errors are masked with redact: net/http's *url.Error
+// and the non-200 error name the URL, access token included.
+func (s *Sender) postJSON(ctx context.Context, pathQuery string, body any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(body); err != nil {
+		return nil, fmt.Errorf("encoding the request: %w", err)
+	}
+	uri := s.base + pathQuery
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, uri, &buf)
+	if err != nil {
+		return nil, redact.Error(err)
+	}
+	req.Header.Set("Content-Type", "application/json;charset=utf-8")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, redact.Error(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer)) // keep the connection
+		return nil, fmt.Errorf("POST %s: HTTP %d", redact.String(uri), resp.StatusCode)
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		return nil, redact.Error(fmt.Errorf("POST %s: reading the answer: %w", uri, err))
+	}
+	return raw, nil
 }
 
 // dropToken removes appid's cached token if it is still the rejected one (so
@@ -375,22 +487,14 @@ func (s *Sender) dropToken(appid, rejected string, code int64) {
 	s.log.Info("wechat: access token rejected, refreshing", "appid", appid, "errcode", code)
 }
 
-// credential returns token errors as fmt.Errorf("... errcode=%v , errormsg=%v").
-var tokenErrRE = regexp.MustCompile(`errcode=(-?\d+)\s*,\s*errormsg=(.*)$`)
-
-// tokenError classifies an error from silenceper's token handle.
+// tokenError classifies an error from a token source: a WeChat errcode
+// (*util.CommonError) through Classify; anything else (network, non-200,
+// cache) is temporary, its message masked in case it names a credential.
 func tokenError(err error) error {
 	var ce *util.CommonError
 	if errors.As(err, &ce) {
 		return fmt.Errorf("wechat: access token: %w", Classify(int(ce.ErrCode), ce.ErrMsg))
 	}
-	if m := tokenErrRE.FindStringSubmatch(err.Error()); m != nil {
-		if code, convErr := strconv.Atoi(m[1]); convErr == nil && code != 0 {
-			return fmt.Errorf("wechat: access token: %w", Classify(code, m[2]))
-		}
-	}
-	// Network or non-200: the URL is in the message, and the non-stable
-	// token endpoint has the AppSecret in its query.
 	return fmt.Errorf("wechat: access token: %w", redact.Error(err))
 }
 
@@ -426,40 +530,12 @@ func Classify(code int, msg string) error {
 	return &channels.Error{Class: class, Code: code, Msg: msg}
 }
 
-// SetAPIBase makes every silenceper call to https://api.weixin.qq.com go to
-// base instead (e.g. an internal/fakewx server's URL); "" or DefaultAPIBase
-// restores the real API. It is process-global, because silenceper's
-// util.SetURIModifier is: it affects every silenceper user in the process,
-// and must be called before sends start, never concurrently with them.
-func SetAPIBase(base string) {
-	base = strings.TrimRight(base, "/")
-	if base == "" || base == DefaultAPIBase {
-		util.SetURIModifier(nil)
-		return
-	}
-	util.SetURIModifier(func(uri string) string {
-		if rest, ok := strings.CutPrefix(uri, DefaultAPIBase); ok {
-			return base + rest
-		}
-		return uri
-	})
-}
-
-// SetHTTPClient makes silenceper use c for every API call (util.DefaultHTTPClient,
-// process-global like SetAPIBase); nil restores http.DefaultClient. Senders
-// doing hundreds of sends per second should pass a client from
-// NewHTTPClient: http.DefaultClient keeps only 2 idle connections per host
-// and so opens (and leaves in TIME_WAIT) a new connection for most sends.
-func SetHTTPClient(c *http.Client) {
-	if c == nil {
-		c = http.DefaultClient
-	}
-	util.DefaultHTTPClient = c
-}
-
 // NewHTTPClient returns an HTTP client suited to high send rates: up to
 // maxConns idle connections per host and the given overall request timeout
-// (0: none; the caller's context still applies).
+// (0: none; the caller's context still applies). http.DefaultClient keeps
+// only 2 idle connections per host, so at hundreds of sends per second it
+// opens (and leaves in TIME_WAIT) a new connection for most of them.
+// Config.HTTPClient defaults to NewHTTPClient(64, 10*time.Second).
 func NewHTTPClient(maxConns int, timeout time.Duration) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns = maxConns
@@ -469,8 +545,11 @@ func NewHTTPClient(maxConns int, timeout time.Duration) *http.Client {
 
 // SilenceSDK sends logrus output to io.Discard. silenceper logs callback
 // bodies and signatures through logrus's global logger (at debug when its
-// root package is imported); this package logs through slog instead. It is
-// process-global: any other user of logrus's standard logger is silenced too.
+// root package is imported); this package logs through slog instead.
+//
+// It is the package's one process-wide setting, because logrus's standard
+// logger is global: any other user of it is silenced too. Call it once from
+// main; calling it again changes nothing.
 func SilenceSDK() {
 	logrus.SetOutput(io.Discard)
 }

@@ -1,9 +1,5 @@
 package wechat
 
-// The tests in this package must not call t.Parallel: SetAPIBase is
-// process-global (silenceper's URI modifier), so each test points it at its
-// own fake and restores it afterwards.
-
 import (
 	"bytes"
 	"context"
@@ -25,7 +21,6 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/redis/go-redis/v9"
 	"github.com/silenceper/wechat/v2/cache"
-	"github.com/silenceper/wechat/v2/util"
 	"github.com/sirupsen/logrus"
 
 	"github.com/wejourney/wejourney/channels"
@@ -52,20 +47,18 @@ var testAccounts = accounts{
 	"wxnotatwx":  {AppID: "wxnotatwx", AppSecret: "secret"},
 }
 
-// startFake starts a fake WeChat and points silenceper at it for this test.
+// startFake starts a fake WeChat for this test; a Sender reaches it with
+// newSender(t, fake.URL, …).
 func startFake(t *testing.T, cfg fakewx.Config) *fakewx.Server {
 	t.Helper()
 	fake := fakewx.New(cfg)
-	SetAPIBase(fake.URL)
-	t.Cleanup(func() {
-		SetAPIBase("")
-		fake.Close()
-	})
+	t.Cleanup(fake.Close)
 	return fake
 }
 
-// noHTTP points silenceper at a server that fails the test on any request.
-func noHTTP(t *testing.T) *atomic.Int64 {
+// noHTTP starts a server that fails the test on any request and returns its
+// URL, for Config.APIBase, and its request count.
+func noHTTP(t *testing.T) (string, *atomic.Int64) {
 	t.Helper()
 	var hits atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -73,21 +66,20 @@ func noHTTP(t *testing.T) *atomic.Int64 {
 		t.Errorf("unexpected HTTP call %s %s", r.Method, r.URL)
 		http.Error(w, "no", http.StatusTeapot)
 	}))
-	SetAPIBase(srv.URL)
-	t.Cleanup(func() {
-		SetAPIBase("")
-		srv.Close()
-	})
-	return &hits
+	t.Cleanup(srv.Close)
+	return srv.URL, &hits
 }
 
-func newSender(t *testing.T, c cache.Cache) (*Sender, *bytes.Buffer) {
+// newSender returns a Sender of testAccounts calling the API at base, and
+// its log.
+func newSender(t *testing.T, base string, c cache.Cache) (*Sender, *bytes.Buffer) {
 	t.Helper()
 	var logs bytes.Buffer
 	return NewSender(Config{
 		Accounts: testAccounts,
 		Cache:    c,
 		Logger:   slog.New(slog.NewTextHandler(&logs, nil)),
+		APIBase:  base,
 	}), &logs
 }
 
@@ -98,6 +90,7 @@ func to(openid string) channels.Recipient {
 var ignoreVolatile = cmpopts.IgnoreFields(fakewx.Message{}, "At", "Raw")
 
 func TestSendArrives(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		msg    channels.Message
@@ -145,8 +138,9 @@ func TestSendArrives(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			fake := startFake(t, fakewx.Config{})
-			s, _ := newSender(t, nil)
+			s, _ := newSender(t, fake.URL, nil)
 			res, err := s.Send(context.Background(), tt.msg)
 			if err != nil {
 				t.Fatalf("Send: %v", err)
@@ -168,8 +162,9 @@ func TestSendArrives(t *testing.T) {
 }
 
 func TestTemplateClientMsgIDDedupe(t *testing.T) {
+	t.Parallel()
 	fake := startFake(t, fakewx.Config{})
-	s, _ := newSender(t, nil)
+	s, _ := newSender(t, fake.URL, nil)
 	msg := channels.Message{Channel: channels.WeChatTemplate, To: to("o1"), IdempotencyKey: "d-1",
 		TemplateID: "TPL", Data: map[string]string{"k": "v"}}
 	var ids []string
@@ -200,6 +195,7 @@ func TestTemplateClientMsgIDDedupe(t *testing.T) {
 }
 
 func TestSendErrorClasses(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		channel string
@@ -220,9 +216,10 @@ func TestSendErrorClasses(t *testing.T) {
 	sentinels := []error{channels.ErrUnreachable, channels.ErrQuota, channels.ErrPermanent}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			fake := startFake(t, fakewx.Config{})
 			fake.SetError("o1", tt.errcode)
-			s, _ := newSender(t, nil)
+			s, _ := newSender(t, fake.URL, nil)
 			msg := channels.Message{Channel: tt.channel, To: to("o1"), Text: "x", TemplateID: "TPL",
 				Extra: map[string]string{"title": "t", "media_id": "m"}}
 			_, err := s.Send(context.Background(), msg)
@@ -249,8 +246,9 @@ func TestSendErrorClasses(t *testing.T) {
 }
 
 func TestExpiredTokenRefreshedOnce(t *testing.T) {
+	t.Parallel()
 	fake := startFake(t, fakewx.Config{})
-	s, logs := newSender(t, nil)
+	s, logs := newSender(t, fake.URL, nil)
 	ctx := context.Background()
 	send := func(text string) error {
 		_, err := s.Send(ctx, channels.Message{Channel: channels.WeChatText, To: to("o1"), Text: text})
@@ -293,8 +291,7 @@ func TestExpiredTokenRefreshedOnce(t *testing.T) {
 }
 
 func TestSandboxMakesNoHTTPCall(t *testing.T) {
-	hits := noHTTP(t)
-	s, logs := newSender(t, nil)
+	t.Parallel()
 	tests := []struct {
 		name string
 		msg  channels.Message
@@ -314,7 +311,9 @@ func TestSandboxMakesNoHTTPCall(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			logs.Reset()
+			t.Parallel()
+			base, hits := noHTTP(t)
+			s, logs := newSender(t, base, nil)
 			res, err := s.Send(context.Background(), tt.msg)
 			if err != nil {
 				t.Fatalf("Send: %v", err)
@@ -331,10 +330,10 @@ func TestSandboxMakesNoHTTPCall(t *testing.T) {
 					t.Errorf("log %q lacks %q", line, w)
 				}
 			}
+			if n := hits.Load(); n != 0 {
+				t.Errorf("%d HTTP calls, want 0", n)
+			}
 		})
-	}
-	if n := hits.Load(); n != 0 {
-		t.Errorf("%d HTTP calls, want 0", n)
 	}
 }
 
@@ -344,6 +343,7 @@ type errAccounts struct{ err error }
 func (e errAccounts) Account(context.Context, string) (Account, error) { return Account{}, e.err }
 
 func TestLocalErrors(t *testing.T) {
+	t.Parallel()
 	dbDown := errors.New("db down")
 	tests := []struct {
 		name     string
@@ -368,8 +368,9 @@ func TestLocalErrors(t *testing.T) {
 	sentinels := []error{channels.ErrUnreachable, channels.ErrQuota, channels.ErrPermanent}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			noHTTP(t)
-			s := NewSender(Config{Accounts: tt.accounts, Logger: slog.New(slog.DiscardHandler)})
+			t.Parallel()
+			base, _ := noHTTP(t)
+			s := NewSender(Config{Accounts: tt.accounts, Logger: slog.New(slog.DiscardHandler), APIBase: base})
 			_, err := s.Send(context.Background(), tt.msg)
 			if err == nil {
 				t.Fatal("Send succeeded, want an error")
@@ -389,48 +390,50 @@ func TestLocalErrors(t *testing.T) {
 }
 
 func TestTransportAndTokenErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name  string
-		setup func(t *testing.T)
+		setup func(t *testing.T) string // the API base
 		appid string
 		want  error // class; nil: temporary
 		code  int   // *channels.Error code wanted; 0: none
 	}{
 		{
-			name:  "wrong secret",
-			setup: func(t *testing.T) { startFake(t, fakewx.Config{Secrets: map[string]string{"wxwrongkey": "right"}}) },
+			name: "wrong secret",
+			setup: func(t *testing.T) string {
+				return startFake(t, fakewx.Config{Secrets: map[string]string{"wxwrongkey": "right"}}).URL
+			},
 			appid: "wxwrongkey", want: channels.ErrPermanent, code: 40125,
 		},
 		{
 			name:  "appid unknown to WeChat",
-			setup: func(t *testing.T) { startFake(t, fakewx.Config{Secrets: map[string]string{}}) },
+			setup: func(t *testing.T) string { return startFake(t, fakewx.Config{Secrets: map[string]string{}}).URL },
 			appid: "wxnotatwx", want: channels.ErrPermanent, code: 40013,
 		},
 		{
 			name: "HTTP 502",
-			setup: func(t *testing.T) {
+			setup: func(t *testing.T) string {
 				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					http.Error(w, "bad gateway", http.StatusBadGateway)
 				}))
-				SetAPIBase(srv.URL)
-				t.Cleanup(func() { SetAPIBase(""); srv.Close() })
+				t.Cleanup(srv.Close)
+				return srv.URL
 			},
 			appid: appID,
 		},
 		{
 			name: "connection refused",
-			setup: func(t *testing.T) {
+			setup: func(t *testing.T) string {
 				srv := httptest.NewServer(http.NotFoundHandler())
 				srv.Close()
-				SetAPIBase(srv.URL)
-				t.Cleanup(func() { SetAPIBase("") })
+				return srv.URL
 			},
 			appid: appID,
 		},
 		{
 			name: "not JSON",
-			setup: func(t *testing.T) {
-				fake := fakewx.New(fakewx.Config{})
+			setup: func(t *testing.T) string {
+				fake := startFake(t, fakewx.Config{})
 				// Tokens from the fake, sends to a server answering HTML.
 				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					if strings.Contains(r.URL.Path, "token") {
@@ -445,8 +448,8 @@ func TestTransportAndTokenErrors(t *testing.T) {
 					}
 					_, _ = io.WriteString(w, "<html>maintenance</html>")
 				}))
-				SetAPIBase(srv.URL)
-				t.Cleanup(func() { SetAPIBase(""); srv.Close(); fake.Close() })
+				t.Cleanup(srv.Close)
+				return srv.URL
 			},
 			appid: appID,
 		},
@@ -454,8 +457,8 @@ func TestTransportAndTokenErrors(t *testing.T) {
 	sentinels := []error{channels.ErrUnreachable, channels.ErrQuota, channels.ErrPermanent}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.setup(t)
-			s, _ := newSender(t, nil)
+			t.Parallel()
+			s, _ := newSender(t, tt.setup(t), nil)
 			_, err := s.Send(context.Background(), channels.Message{Channel: channels.WeChatText,
 				To: channels.Recipient{AppID: tt.appid, OpenID: "o1"}, Text: "x"})
 			if err == nil {
@@ -475,8 +478,9 @@ func TestTransportAndTokenErrors(t *testing.T) {
 }
 
 func TestContextCancelled(t *testing.T) {
-	startFake(t, fakewx.Config{})
-	s, _ := newSender(t, nil)
+	t.Parallel()
+	fake := startFake(t, fakewx.Config{})
+	s, _ := newSender(t, fake.URL, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := s.Send(ctx, channels.Message{Channel: channels.WeChatText, To: to("o1"), Text: "x"})
@@ -486,8 +490,9 @@ func TestContextCancelled(t *testing.T) {
 }
 
 func TestConcurrentSendsShareOneToken(t *testing.T) {
+	t.Parallel()
 	fake := startFake(t, fakewx.Config{})
-	s, _ := newSender(t, nil)
+	s, _ := newSender(t, fake.URL, nil)
 	const n = 100
 	var wg sync.WaitGroup
 	for i := range n {
@@ -511,14 +516,15 @@ func TestConcurrentSendsShareOneToken(t *testing.T) {
 }
 
 func TestRedisSharedToken(t *testing.T) {
+	t.Parallel()
 	fake := startFake(t, fakewx.Config{})
 	mr := miniredis.RunT(t)
 	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { client.Close() })
 
 	// Two "processes": separate Senders, one Redis.
-	a, _ := newSender(t, NewRedisCache(client))
-	b, _ := newSender(t, NewRedisCache(client))
+	a, _ := newSender(t, fake.URL, NewRedisCache(client))
+	b, _ := newSender(t, fake.URL, NewRedisCache(client))
 	send := func(s *Sender, text string) {
 		t.Helper()
 		if _, err := s.Send(context.Background(), channels.Message{Channel: channels.WeChatText, To: to("o1"), Text: text}); err != nil {
@@ -550,6 +556,7 @@ func TestRedisSharedToken(t *testing.T) {
 }
 
 func TestRedisCache(t *testing.T) {
+	t.Parallel()
 	mr := miniredis.RunT(t)
 	// No retries, so the "Redis down" checks fail fast.
 	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
@@ -617,6 +624,7 @@ func must(t *testing.T, err error) {
 }
 
 func TestClassify(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		code  int
 		want  error // class; nil: temporary
@@ -645,6 +653,7 @@ func TestClassify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.code), func(t *testing.T) {
+			t.Parallel()
 			err := Classify(tt.code, "msg")
 			if tt.isNil {
 				if err != nil {
@@ -664,32 +673,87 @@ func TestClassify(t *testing.T) {
 	}
 }
 
-func TestSetAPIBase(t *testing.T) {
-	t.Cleanup(func() { SetAPIBase("") })
+// Each Sender calls its own APIBase with its own HTTPClient; the default is
+// WeChat's API.
+func TestAPIBase(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
-		name, base, want string
+		name, base string
+		want       []string // URLs called, access tokens cut off
 	}{
-		{"fake", "http://127.0.0.1:1234", "http://127.0.0.1:1234/cgi-bin/token?x=1"},
-		{"trailing slash", "http://127.0.0.1:1234/", "http://127.0.0.1:1234/cgi-bin/token?x=1"},
-		{"restore with empty", "", DefaultAPIBase + "/cgi-bin/token?x=1"},
-		{"restore with default", DefaultAPIBase, DefaultAPIBase + "/cgi-bin/token?x=1"},
+		{"fake", "http://127.0.0.1:1234", []string{
+			"http://127.0.0.1:1234/cgi-bin/stable_token", "http://127.0.0.1:1234/cgi-bin/message/custom/send"}},
+		{"trailing slash", "http://127.0.0.1:1234/", []string{
+			"http://127.0.0.1:1234/cgi-bin/stable_token", "http://127.0.0.1:1234/cgi-bin/message/custom/send"}},
+		{"gateway path", "https://egress.internal/wx", []string{
+			"https://egress.internal/wx/cgi-bin/stable_token", "https://egress.internal/wx/cgi-bin/message/custom/send"}},
+		{"default", "", []string{
+			DefaultAPIBase + "/cgi-bin/stable_token", DefaultAPIBase + "/cgi-bin/message/custom/send"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var got string
-			SetAPIBase(tt.base)
-			// Observe the rewrite through a client that records the URL.
-			old := util.DefaultHTTPClient
-			SetHTTPClient(&http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
-				got = r.URL.String()
-				return &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader("{}")), Request: r}, nil
-			})})
-			defer SetHTTPClient(old)
-			_, _ = util.HTTPGet(DefaultAPIBase + "/cgi-bin/token?x=1")
-			if got != tt.want {
-				t.Errorf("request went to %q, want %q", got, tt.want)
+			t.Parallel()
+			var mu sync.Mutex
+			var got []string
+			client := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				mu.Lock()
+				got = append(got, strings.SplitN(r.URL.String(), "?", 2)[0])
+				mu.Unlock()
+				answer := `{"errcode":0}`
+				if strings.HasSuffix(r.URL.Path, "/stable_token") {
+					answer = `{"access_token":"tok","expires_in":7200}`
+				}
+				return &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader(answer)), Request: r}, nil
+			})}
+			s := NewSender(Config{Accounts: testAccounts, Logger: slog.New(slog.DiscardHandler), APIBase: tt.base, HTTPClient: client})
+			if _, err := s.Send(context.Background(), channels.Message{Channel: channels.WeChatText, To: to("o1"), Text: "x"}); err != nil {
+				t.Fatalf("Send: %v", err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("URLs called (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// Two Senders in one process, each with its own API: every message reaches
+// its own Sender's server, each server hands out its own token, concurrently.
+func TestSendersWithOwnAPIs(t *testing.T) {
+	t.Parallel()
+	fakeA := startFake(t, fakewx.Config{})
+	fakeB := startFake(t, fakewx.Config{})
+	a, _ := newSender(t, fakeA.URL, nil)
+	b, _ := newSender(t, fakeB.URL, nil)
+	const n = 50
+	var wg sync.WaitGroup
+	for i := range n {
+		for name, s := range map[string]*Sender{"a": a, "b": b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				msg := channels.Message{Channel: channels.WeChatText, To: to(fmt.Sprintf("%s-%d", name, i)), Text: name}
+				if _, err := s.Send(context.Background(), msg); err != nil {
+					t.Errorf("Sender %s: %v", name, err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	for name, fake := range map[string]*fakewx.Server{"a": fakeA, "b": fakeB} {
+		msgs := fake.Messages()
+		if len(msgs) != n {
+			t.Errorf("fake %s got %d messages, want %d", name, len(msgs), n)
+		}
+		for _, m := range msgs {
+			if m.Text != name || !strings.HasPrefix(m.ToUser, name+"-") {
+				t.Errorf("fake %s got %q to %s, sent by the other Sender", name, m.Text, m.ToUser)
+			}
+		}
+		if got := fake.TokenFetches(); got != 1 {
+			t.Errorf("fake %s: TokenFetches() = %d, want 1", name, got)
+		}
 	}
 }
 
@@ -697,16 +761,21 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
+// TestSilenceSDK changes logrus's global logger, so it does not run in
+// parallel with other tests.
 func TestSilenceSDK(t *testing.T) {
 	old := logrus.StandardLogger().Out
 	t.Cleanup(func() { logrus.SetOutput(old) })
-	SilenceSDK()
-	if got := logrus.StandardLogger().Out; got != io.Discard {
-		t.Errorf("logrus output = %T, want io.Discard", got)
+	for range 2 { // idempotent
+		SilenceSDK()
+		if got := logrus.StandardLogger().Out; got != io.Discard {
+			t.Errorf("logrus output = %T, want io.Discard", got)
+		}
 	}
 }
 
 func TestSendAnswerDecoding(t *testing.T) {
+	t.Parallel()
 	// The errcode travels in util.CommonError, embedded in our answer struct.
 	var a sendAnswer
 	must(t, json.Unmarshal([]byte(`{"errcode":45015,"errmsg":"out of time","msgid":9}`), &a))
@@ -715,15 +784,11 @@ func TestSendAnswerDecoding(t *testing.T) {
 	}
 }
 
-// BenchmarkSend measures Sender + silenceper + loopback HTTP + fakewx.
+// BenchmarkSend measures Sender + loopback HTTP + fakewx.
 func BenchmarkSend(b *testing.B) {
 	fake := fakewx.New(fakewx.Config{})
 	defer fake.Close()
-	SetAPIBase(fake.URL)
-	defer SetAPIBase("")
-	SetHTTPClient(NewHTTPClient(64, 10*time.Second))
-	defer SetHTTPClient(nil)
-	s := NewSender(Config{Accounts: testAccounts, Logger: slog.New(slog.DiscardHandler)})
+	s := NewSender(Config{Accounts: testAccounts, Logger: slog.New(slog.DiscardHandler), APIBase: fake.URL})
 	msg := channels.Message{Channel: channels.WeChatText, To: to("o1"), Text: "hello"}
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {

@@ -107,8 +107,6 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 		}
 	}()
 	wechat.SilenceSDK()
-	wechat.SetAPIBase(cfg.WeChatAPIBase)
-	wechat.SetHTTPClient(wechat.NewHTTPClient(64, 10*time.Second))
 
 	dialect, dsn, _ := config.ParseDatabaseURL(cfg.DatabaseURL) // validated above
 	db, err := model.Open(dialect, dsn)
@@ -153,7 +151,7 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 		return nil, err
 	}
 	accounts := model.NewAccounts(db, a.secrets)
-	wx := wechat.NewSender(wechat.Config{Accounts: wechatAccounts{accounts}, Cache: wechat.NewRedisCache(a.rdb), Logger: a.Log})
+	wx := wechat.NewSender(wechat.Config{Accounts: wechatAccounts{accounts}, Cache: wechat.NewRedisCache(a.rdb), Logger: a.Log, APIBase: cfg.WeChatAPIBase, HTTPClient: wechat.NewHTTPClient(64, 10*time.Second)})
 	senders := channels.NewRegistry()
 	senders.Add(wx)
 	logOnly := logSender{a.Log}

@@ -1,8 +1,8 @@
 // Package fakewx is a fake WeChat Official Account API for tests and
 // benchmarks. It is a real HTTP server on loopback (httptest) that answers
 // the same paths as https://api.weixin.qq.com, so production code reaches it
-// by rewriting the API base (see channels/wechat.SetAPIBase); nothing else
-// changes.
+// through its API base: WEJOURNEY_WECHAT_API_BASE, which the app passes to
+// channels/wechat as Config.APIBase. Nothing else changes.
 //
 // The contract, mirroring WeChat:
 //
