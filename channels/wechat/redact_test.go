@@ -17,7 +17,7 @@ import (
 	"github.com/wejourney/wejourney/internal/fakewx"
 )
 
-// When WeChat answers 5xx or the connection fails, silenceper's error names
+// When WeChat answers 5xx or the connection fails, net/http's error names
 // the URL with ?access_token=…; Send's error must not, and must stay a
 // temporary error.
 func TestSendErrorsHoldNoToken(t *testing.T) {

@@ -28,7 +28,7 @@ func NewRedisCache(client redis.UniversalClient) *RedisCache {
 }
 
 // Get returns key's value as a string, or nil when it is missing or Redis
-// fails (silenceper then fetches a new token).
+// fails (the Sender then fetches a new token).
 func (r *RedisCache) Get(key string) any { return r.GetContext(context.Background(), key) }
 
 // GetContext is Get with a context.

@@ -538,7 +538,7 @@ func TestRedisSharedToken(t *testing.T) {
 	}
 	key := TokenCacheKey(appID)
 	if !mr.Exists(key) {
-		t.Fatalf("Redis keys %v lack %q: silenceper's token cache key changed", mr.Keys(), key)
+		t.Fatalf("Redis keys %v lack %q: TokenCacheKey is not where the token is kept", mr.Keys(), key)
 	}
 	if ttl := mr.TTL(key); ttl <= 0 || ttl > 7200*time.Second {
 		t.Errorf("token TTL = %v, want within (0, 7200s]", ttl)
