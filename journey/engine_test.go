@@ -162,9 +162,7 @@ func TestRouteIsOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := h.e.Sweep(h.ctx); err != nil {
-		t.Fatal(err)
-	}
+	h.sweep()
 	want := []enrollment{{"o1", model.EnrollmentActive, "hold", ""}}
 	if diff := cmp.Diff(want, h.enrollments()); diff != "" {
 		t.Errorf("enrollments after routing one event 3 times and sweeping (-want +got):\n%s", diff)
@@ -216,7 +214,7 @@ steps:
 					h.unsubscribe("o1")
 				case "age":
 					if err := h.db.Model(&model.Enrollment{}).Where("1 = 1").
-						Update("entered_at", time.Now().UTC().Add(-2*time.Hour)).Error; err != nil {
+						Update("entered_at", h.clk.Now().Add(-2*time.Hour)).Error; err != nil {
 						t.Fatal(err)
 					}
 				default:
@@ -295,9 +293,7 @@ steps:
 			for range 3 {
 				h.runStep(v.ID)
 			}
-			if _, err := h.e.Sweep(h.ctx); err != nil {
-				t.Fatal(err)
-			}
+			h.sweep()
 			if n := len(h.rec.messages()); n != 1 {
 				t.Errorf("%d messages sent after re-running the visit; want 1", n)
 			}
@@ -609,9 +605,7 @@ steps:
 		h.subscribe("o1", "store_1")
 		h.runStep(h.visitOf("pause").ID)
 		h.drain()
-		if _, err := h.e.Sweep(h.ctx); err != nil {
-			t.Fatal(err)
-		}
+		h.sweep()
 		if diff := cmp.Diff([]visit{{"pause", model.VisitWaiting, ""}}, h.visits()); diff != "" {
 			t.Errorf("visits mismatch (-want +got):\n%s", diff)
 		}
@@ -627,21 +621,27 @@ steps:
 		pause := h.visitOf("pause")
 		// A task arriving early (as asynq's may, by up to a second) does not
 		// end the wait: the engine runs it at the due time it keeps.
+		h.clk.Set(pause.DueAt.Add(-50 * time.Millisecond))
 		h.runStep(pause.ID)
 		if got := h.visitOf("pause").Status; got != model.VisitWaiting {
 			t.Fatalf("right after an early RunStep the wait is %q; want still waiting", got)
 		}
-		// Give the engine's own timer up to 3 s past the due time to end the
-		// wait and run the send that follows (the enrollment then completes).
-		deadline := pause.DueAt.Add(3 * time.Second)
-		for h.enrollments()[0].Status == model.EnrollmentActive && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond) // waiting for the wait to elapse
+		// The due time comes: the engine's own timer ends the wait and runs
+		// the send that follows (the enrollment then completes).
+		h.clk.Set(pause.DueAt)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for deadline := time.After(3 * time.Second); h.enrollments()[0].Status == model.EnrollmentActive; {
+			select {
+			case <-tick.C:
+				continue
+			case <-deadline:
+				t.Errorf("wait due at %v still waiting 3 s after its due time came, after an early RunStep", pause.DueAt)
+			}
+			break
 		}
-		pause = h.visitOf("pause")
-		if pause.Status == model.VisitWaiting {
-			// The timer did not fire: run it by hand so the rest still checks.
-			t.Errorf("wait due at %v still waiting 3 s later after an early RunStep", pause.DueAt)
-			h.runStep(pause.ID)
+		if h.visitOf("pause").Status == model.VisitWaiting {
+			h.runStep(pause.ID) // so the rest still checks
 		}
 		h.drain()
 		if diff := cmp.Diff([]visit{{"pause", model.VisitDone, "waited"}, {"hello", model.VisitDone, "sent"}}, h.visits()); diff != "" {
@@ -863,7 +863,7 @@ steps:
   - { id: hello, send: ` + send + ` }
 `)
 			h.rec.fail(ch, tc.err)
-			start := time.Now()
+			start := h.clk.Now()
 			h.subscribe("o1", "store_1")
 			h.drain()
 
@@ -885,7 +885,7 @@ steps:
 			}
 			v := h.visitOf("hello")
 			if tc.retryAfter > 0 {
-				if lo, hi := start.Add(tc.retryAfter-time.Second), time.Now().Add(tc.retryAfter+time.Second); v.DueAt.Before(lo) || v.DueAt.After(hi) {
+				if lo, hi := start.Add(tc.retryAfter-time.Second), h.clk.Now().Add(tc.retryAfter+time.Second); v.DueAt.Before(lo) || v.DueAt.After(hi) {
 					t.Errorf("rescheduled to %v; want about %v from now", v.DueAt, tc.retryAfter)
 				}
 				if !strings.Contains(v.Error, tc.err.Error()) {
@@ -1000,16 +1000,14 @@ steps:
 				t.Fatal(err)
 			}
 			if err := h.db.Model(&model.StepVisit{}).Where("id = ?", v.ID).Updates(map[string]any{
-				"status": model.VisitRunning, "lease_until": time.Now().UTC().Add(tc.lease), "due_at": time.Now().UTC().Add(-time.Second),
+				"status": model.VisitRunning, "lease_until": h.clk.Now().Add(tc.lease), "due_at": h.clk.Now().Add(-time.Second),
 			}).Error; err != nil {
 				t.Fatal(err)
 			}
 
 			h.runStep(v.ID)
 			h.runStep(v.ID)
-			if _, err := h.e.Sweep(h.ctx); err != nil {
-				t.Fatal(err)
-			}
+			h.sweep()
 
 			msgs := h.rec.messages()[before:]
 			if len(msgs) != tc.wantSends {
@@ -1030,6 +1028,7 @@ steps:
 
 func TestQuietHoursHoldLateSends(t *testing.T) {
 	cst := time.FixedZone("CST", 8*3600)
+	// The harnesses' clocks start at the wall time.
 	now := time.Now().In(cst)
 	// A window from half an hour ago to half an hour ahead, China time.
 	end := now.Add(30 * time.Minute).Truncate(time.Minute)
@@ -1057,7 +1056,7 @@ steps:
 			h.subscribe("o1", "store_1")
 			if tc.enteredAt > 0 {
 				if err := h.db.Model(&model.Enrollment{}).Where("1 = 1").
-					Update("entered_at", time.Now().UTC().Add(-tc.enteredAt)).Error; err != nil {
+					Update("entered_at", h.clk.Now().Add(-tc.enteredAt)).Error; err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -1086,13 +1085,14 @@ steps:
 `)
 	// Stored but never routed: the route task was lost.
 	h.ingest(wechatEvent("wechat.subscribe", "o1", map[string]any{"scene": "store_1"}))
+	// Not yet overdue: a sweep at the time it was stored leaves it.
+	if r := h.sweep(); r != (journey.SweepResult{}) || len(h.rec.sent()) != 0 {
+		t.Errorf("sweep right at storing: %+v, %d sends; want nothing enqueued or sent", r, len(h.rec.sent()))
+	}
+	h.clk.Advance(time.Millisecond) // past SweepGrace
 	var got []journey.SweepResult
 	for range 3 {
-		r, err := h.e.Sweep(h.ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, r)
+		got = append(got, h.sweep())
 	}
 	// The first sweep routes the event; its send runs then or at the next
 	// sweep; the last sweep finds nothing left.
@@ -1369,7 +1369,7 @@ steps:
 	h.subscribe("o1", "store_1")
 	h.rec.fail(channels.WeChatTemplate, nil)
 	v := h.visitOf("hello")
-	if err := h.db.Model(&model.StepVisit{}).Where("id = ?", v.ID).Update("due_at", time.Now().UTC().Add(-time.Second)).Error; err != nil {
+	if err := h.db.Model(&model.StepVisit{}).Where("id = ?", v.ID).Update("due_at", h.clk.Now().Add(-time.Second)).Error; err != nil {
 		t.Fatal(err)
 	}
 	errs := make(chan error, 8)
@@ -1449,7 +1449,7 @@ steps:
   - { id: hello, send: { channel: wechat.text, text: hi, fallback: sms } }
 `)
 			h.subscribe("o1", "store_1")
-			at := time.Now().UTC().Add(-tc.lastSeen)
+			at := h.clk.Now().Add(-tc.lastSeen)
 			if err := h.db.Model(&model.Member{}).Where("open_id = ?", "o1").
 				Updates(map[string]any{"last_interaction_at": at, "subscribed_at": at}).Error; err != nil {
 				t.Fatal(err)

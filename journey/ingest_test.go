@@ -242,7 +242,8 @@ func TestIngestLongKeys(t *testing.T) {
 			logger := testLogger(t)
 			ing := journey.NewIngestor(journey.IngestorConfig{DB: db, Logger: logger})
 			t.Cleanup(ing.Close)
-			e := journey.New(journey.Config{DB: db, Logger: logger, SweepGrace: time.Nanosecond, BaseContext: t.Context()})
+			q, _ := newTestQueue(t)
+			e := journey.New(journey.Config{DB: db, Queue: q, Logger: logger, SweepGrace: time.Nanosecond, BaseContext: t.Context()})
 			ctx := t.Context()
 
 			link := "https://shop.example.com/very/long/path?" + strings.Repeat("q=长", 100) // 300+ characters
@@ -454,7 +455,8 @@ func TestRouteSaysWhyNoJourney(t *testing.T) {
 	db := openTestDB(t, "sqlite")
 	var logs lockedBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e := journey.New(journey.Config{DB: db, Logger: logger, BaseContext: t.Context()})
+	q, _ := newTestQueue(t)
+	e := journey.New(journey.Config{DB: db, Queue: q, Logger: logger, BaseContext: t.Context()})
 	ing := journey.NewIngestor(journey.IngestorConfig{DB: db, Logger: logger})
 	t.Cleanup(ing.Close)
 	ctx := t.Context()
