@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -26,25 +27,44 @@ var (
 	buildErr  error
 )
 
+// TestMain starts building the binary for the process tests while the
+// in-process tests run: the process tests are parallel, so they start last,
+// and would otherwise wait seconds for the build.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if !testing.Short() {
+		go buildOnce.Do(build)
+	}
+	code := m.Run()
+	buildOnce.Do(func() {}) // wait for a build still under way
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
 // buildBinary builds cmd/wejourney once per test run.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "wejourney-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "wejourney")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
+	buildOnce.Do(build)
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+// build builds the binary into a temporary directory (binPath, buildErr).
+func build() {
+	dir, err := os.MkdirTemp("", "wejourney-bin")
+	if err != nil {
+		buildErr = err
+		return
+	}
+	binPath = filepath.Join(dir, "wejourney")
+	out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+	if err != nil {
+		buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+	}
 }
 
 func freeAddr(t *testing.T) string {
