@@ -14,6 +14,7 @@ import (
 )
 
 func TestDemoFlagParses(t *testing.T) {
+	t.Parallel()
 	const base = "key: k\ntrigger: { event: wechat.subscribe }\nsteps: [ { id: s, wait: 1m } ]\n"
 	for _, tc := range []struct {
 		line     string
@@ -43,6 +44,7 @@ func TestDemoFlagParses(t *testing.T) {
 // is marked demo, so none of them reaches a real account's followers
 // unless the operator chose demos.
 func TestShippedJourneysAreDemos(t *testing.T) {
+	t.Parallel()
 	cs, err := journey.LoadDir(filepath.Join("..", "journeys"))
 	if err != nil {
 		t.Fatal(err)
@@ -58,6 +60,7 @@ func TestShippedJourneysAreDemos(t *testing.T) {
 }
 
 func TestSyncDirRefusesDemos(t *testing.T) {
+	t.Parallel()
 	const (
 		demo = `
 key: demo-welcome

@@ -24,8 +24,9 @@ import (
 type Config struct {
 	// DB is required.
 	DB *gorm.DB
-	// Queue carries step and route tasks. Nil: nothing is enqueued and only
-	// the sweeper drives work (tests that step the engine by hand).
+	// Queue carries step and route tasks; it is required (tests use an
+	// in-process miniredis). Without it no task is enqueued (each attempt
+	// logs an error) and Sweep and Recover fail.
 	Queue *asynq.Client
 	// Inspector, if set, looks into Queue's Redis: when the sweeper
 	// re-enqueues an overdue visit whose task already exists, waiting out a
@@ -387,6 +388,7 @@ func endEnrollment(tx *gorm.DB, id int64, status, reason string, now time.Time, 
 // after an outage rather than when asynq's retry comes.
 func (e *Engine) schedule(visits ...*model.StepVisit) {
 	if e.cfg.Queue == nil {
+		e.log.Error("cannot enqueue step tasks: journey.Config.Queue is required", "visits", len(visits))
 		return
 	}
 	now := e.now()

@@ -2,6 +2,7 @@ package journey_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -11,10 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
 	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/channels"
 	"github.com/wejourney/wejourney/channels/wechat"
+	"github.com/wejourney/wejourney/internal/clock"
 	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
@@ -96,16 +100,32 @@ func (r *sendRecorder) sent() []sent {
 	return out
 }
 
-// harness is one engine on its own fresh SQLite database, driven by hand:
-// no queue, events ingested then routed explicitly, steps run with RunStep.
+// harness is one engine on its own fresh SQLite database and its own
+// in-process Redis queue, on a simulated clock, driven by hand: events are
+// ingested then routed explicitly, steps run with RunStep, and waits end
+// when the test moves the clock. No asynq server runs: the queue only
+// receives tasks, which sweep runs as a worker would.
 type harness struct {
-	t   *testing.T
-	ctx context.Context
-	db  *gorm.DB
-	e   *journey.Engine
-	ing *journey.Ingestor
-	rec *sendRecorder
-	n   int // dedupe key counter
+	t    *testing.T
+	ctx  context.Context
+	db   *gorm.DB
+	e    *journey.Engine
+	ing  *journey.Ingestor
+	rec  *sendRecorder
+	clk  *clock.Simulated
+	insp *asynq.Inspector
+	n    int // dedupe key counter
+}
+
+// newTestQueue returns an asynq client and inspector on a fresh in-process
+// Redis that lives as long as the test.
+func newTestQueue(t *testing.T) (*asynq.Client, *asynq.Inspector) {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	opt := asynq.RedisClientOpt{Addr: mr.Addr()}
+	q, insp := asynq.NewClient(opt), asynq.NewInspector(opt)
+	t.Cleanup(func() { q.Close(); insp.Close() })
+	return q, insp
 }
 
 func newHarness(t *testing.T) *harness {
@@ -126,16 +146,22 @@ func newHarness(t *testing.T) *harness {
 	t.Cleanup(func() { lw.done.Store(true) })
 	logger := slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	rec := &sendRecorder{}
+	q, insp := newTestQueue(t)
+	// The clock starts at the wall time (quiet hours and entry rules read
+	// the time of day) and moves only when the test moves it.
+	clk := clock.NewSimulated(time.Now().UTC().Truncate(time.Microsecond))
 	h := &harness{
-		t:   t,
-		ctx: t.Context(),
-		db:  db,
-		rec: rec,
-		// As the app configures it for SQLite (one database slot), with no
-		// queue; work the engine starts by itself ends with the test.
-		e: journey.New(journey.Config{DB: db, Senders: rec.sender(), Logger: logger, SweepGrace: time.Nanosecond,
-			DBSlots: 1, BaseContext: t.Context()}),
-		ing: journey.NewIngestor(journey.IngestorConfig{DB: db, Logger: logger}),
+		t:    t,
+		ctx:  t.Context(),
+		db:   db,
+		rec:  rec,
+		clk:  clk,
+		insp: insp,
+		// As the app configures it for SQLite (one database slot); work
+		// the engine starts by itself ends with the test.
+		e: journey.New(journey.Config{DB: db, Queue: q, Inspector: insp, Senders: rec.sender(), Logger: logger,
+			SweepGrace: time.Nanosecond, DBSlots: 1, BaseContext: t.Context(), Clock: clk}),
+		ing: journey.NewIngestor(journey.IngestorConfig{DB: db, Logger: logger, Clock: clk}),
 	}
 	t.Cleanup(h.ing.Close)
 	return h
@@ -215,14 +241,15 @@ func (h *harness) apiEvent(typ, openid string, props map[string]any) int64 {
 	return h.route(&model.Event{Type: typ, Source: "api", Member: model.MemberRef{AppID: testAppID, OpenID: openid}, Props: props})
 }
 
-// drain runs every step visit that is due now, and the ones those lead to,
-// until none is left due. Waits not yet due stay waiting.
+// drain runs every step visit that is due now (by the harness's clock),
+// and the ones those lead to, until none is left due. Waits not yet due
+// stay waiting.
 func (h *harness) drain() {
 	h.t.Helper()
 	for range 100 {
 		var ids []int64
 		if err := h.db.Model(&model.StepVisit{}).Where("status IN ? AND due_at <= ?",
-			[]string{model.VisitScheduled, model.VisitWaiting}, time.Now().UTC()).Order("id").Pluck("id", &ids).Error; err != nil {
+			[]string{model.VisitScheduled, model.VisitWaiting}, h.clk.Now().UTC()).Order("id").Pluck("id", &ids).Error; err != nil {
 			h.t.Fatal(err)
 		}
 		if len(ids) == 0 {
@@ -235,16 +262,66 @@ func (h *harness) drain() {
 	h.t.Fatal("drain: steps keep becoming due")
 }
 
-// runWhenDue lets the newest visit of step become due, then runs it. The
-// sleep only lets a short wait (or retry backoff) elapse: RunStep before the
-// due time would hand the visit to a background timer instead.
+// sweep sweeps, then does what a worker does with what the sweep
+// enqueued: runs the route tasks now, and the step visits due by the
+// harness's clock (drain; asynq would run the step tasks on wall time).
+func (h *harness) sweep() journey.SweepResult {
+	h.t.Helper()
+	r, err := h.e.Sweep(h.ctx)
+	if err != nil {
+		h.t.Fatalf("Sweep: %v", err)
+	}
+	if n := h.runRouteTasks(); n != (r.Events+99)/100 {
+		h.t.Errorf("sweep of %d unrouted events enqueued %d route tasks; want %d", r.Events, n, (r.Events+99)/100)
+	}
+	h.drain()
+	return r
+}
+
+// runRouteTasks runs and removes the route tasks waiting in the queue and
+// returns how many there were.
+func (h *harness) runRouteTasks() int {
+	h.t.Helper()
+	tasks, err := h.insp.ListPendingTasks("default", asynq.PageSize(1000))
+	if errors.Is(err, asynq.ErrQueueNotFound) {
+		return 0 // nothing was ever enqueued
+	}
+	if err != nil {
+		h.t.Fatalf("list pending tasks: %v", err)
+	}
+	n := 0
+	for _, ti := range tasks {
+		if ti.Type != journey.TypeRouteEvents {
+			continue
+		}
+		n++
+		if err := h.e.HandleRouteEventsTask(h.ctx, asynq.NewTask(ti.Type, ti.Payload)); err != nil {
+			h.t.Fatalf("route task %s: %v", ti.ID, err)
+		}
+		if err := h.insp.DeleteTask("default", ti.ID); err != nil {
+			h.t.Fatalf("delete route task %s: %v", ti.ID, err)
+		}
+	}
+	return n
+}
+
+// runWhenDue moves the clock to when the newest visit of step is due and
+// runs it. Just before then, the visit is not due: a sweep and a drain
+// leave it as it was.
 func (h *harness) runWhenDue(step string) {
 	h.t.Helper()
 	v := h.visitOf(step)
-	if d := time.Until(v.DueAt); d > 5*time.Second {
+	if d := v.DueAt.Sub(h.clk.Now()); d > 5*time.Second {
 		h.t.Fatalf("visit of step %q is due in %v; want within seconds", step, d)
 	}
-	time.Sleep(time.Until(v.DueAt) + 5*time.Millisecond)
+	if early := v.DueAt.Add(-time.Millisecond); early.After(h.clk.Now()) {
+		h.clk.Set(early)
+		h.sweep()
+		if got := h.visitOf(step); got.ID != v.ID || got.Status != v.Status {
+			h.t.Fatalf("a millisecond before it was due, visit of step %q went from %s to %s", step, v.Status, got.Status)
+		}
+	}
+	h.clk.Set(v.DueAt.Add(time.Millisecond))
 	h.runStep(v.ID)
 }
 

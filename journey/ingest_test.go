@@ -144,6 +144,7 @@ func installPoisonHook(t *testing.T, db *gorm.DB) *poisonHook {
 // TestIngestOneBadEventFailsOnlyItself: a group commit holding one event
 // the database refuses stores and acknowledges every other caller.
 func TestIngestOneBadEventFailsOnlyItself(t *testing.T) {
+	t.Parallel()
 	for _, dialect := range ingestDialects {
 		t.Run(dialect, func(t *testing.T) {
 			db := openTestDB(t, dialect)
@@ -236,13 +237,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // TestIngestLongKeys: dedupe keys, member identities and scenes longer than
 // their columns are stored, deduplicated and routed to one member.
 func TestIngestLongKeys(t *testing.T) {
+	t.Parallel()
 	for _, dialect := range ingestDialects {
 		t.Run(dialect, func(t *testing.T) {
 			db := openTestDB(t, dialect)
 			logger := testLogger(t)
 			ing := journey.NewIngestor(journey.IngestorConfig{DB: db, Logger: logger})
 			t.Cleanup(ing.Close)
-			e := journey.New(journey.Config{DB: db, Logger: logger, SweepGrace: time.Nanosecond, BaseContext: t.Context()})
+			q, _ := newTestQueue(t)
+			e := journey.New(journey.Config{DB: db, Queue: q, Logger: logger, SweepGrace: time.Nanosecond, BaseContext: t.Context()})
 			ctx := t.Context()
 
 			link := "https://shop.example.com/very/long/path?" + strings.Repeat("q=长", 100) // 300+ characters
@@ -321,6 +324,7 @@ func TestIngestLongKeys(t *testing.T) {
 // TestIngestConflict: a key reused with another payload hash fails the call
 // that reused it, and stores nothing of that call.
 func TestIngestConflict(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	ev := func(key, hash string) *model.Event {
 		e := withKey(&model.Event{Type: "order.paid", Source: "api", Member: model.MemberRef{Phone: "138"}}, key)
@@ -352,6 +356,7 @@ func TestIngestConflict(t *testing.T) {
 // TestIngestRedisUnreachable: with the queue's Redis refusing connections,
 // or accepting them and never answering, callers are answered at once.
 func TestIngestRedisUnreachable(t *testing.T) {
+	t.Parallel()
 	refused := func(t *testing.T) string {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -451,10 +456,12 @@ func (l *lockedBuffer) take() string {
 // TestRouteSaysWhyNoJourney: an event that enters no journey is logged at
 // debug with each journey's reason.
 func TestRouteSaysWhyNoJourney(t *testing.T) {
+	t.Parallel()
 	db := openTestDB(t, "sqlite")
 	var logs lockedBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e := journey.New(journey.Config{DB: db, Logger: logger, BaseContext: t.Context()})
+	q, _ := newTestQueue(t)
+	e := journey.New(journey.Config{DB: db, Queue: q, Logger: logger, BaseContext: t.Context()})
 	ing := journey.NewIngestor(journey.IngestorConfig{DB: db, Logger: logger})
 	t.Cleanup(ing.Close)
 	ctx := t.Context()
@@ -502,6 +509,7 @@ func TestRouteSaysWhyNoJourney(t *testing.T) {
 // TestFitKey: fitted keys fit, are stable, stay distinct, and are clean
 // text for PostgreSQL.
 func TestFitKey(t *testing.T) {
+	t.Parallel()
 	long := strings.Repeat("长", 150) + "a"
 	tests := []struct {
 		name string

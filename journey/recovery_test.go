@@ -98,6 +98,7 @@ func newQueued(t *testing.T, h *harness, retry asynq.RetryDelayFunc, forwardEver
 // the database is back, the wait ends within seconds, not when asynq's
 // default retry delay (15 s and more) would have run it.
 func TestWaitRunsOnTimeAfterOutage(t *testing.T) {
+	t.Parallel()
 	const src = `
 key: wait
 trigger: { event: wechat.subscribe }
@@ -177,6 +178,7 @@ steps:
 }
 
 func TestRetryDelay(t *testing.T) {
+	t.Parallel()
 	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second, 8 * time.Second}
 	for _, typ := range []string{journey.TypeRunStep, journey.TypeRouteEvents} {
 		for n, w := range want {

@@ -2,6 +2,7 @@ package journey
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -11,13 +12,17 @@ import (
 // sweepBatch caps how many rows one sweep re-enqueues of each kind.
 const sweepBatch = 1000
 
-// SweepResult says what one sweep re-enqueued.
+// errNoQueue is the error of sweeping or recovering without Config.Queue.
+var errNoQueue = errors.New("journey: Config.Queue is required to sweep and recover")
+
+// SweepResult says what one sweep re-enqueued: route tasks for Events
+// unrouted events and step tasks for Visits overdue visits.
 type SweepResult struct {
 	Events int // unrouted events
 	Visits int // overdue or abandoned step visits
 }
 
-// Sweep re-enqueues work the database says is overdue: events not routed
+// Sweep enqueues (never runs) work the database says is overdue: events not routed
 // SweepGrace after they were stored, visits due more than SweepGrace ago, and
 // running visits whose lease expired (their worker died). With an embedded
 // Redis that lost its queue at a restart, the first sweep re-creates it.
@@ -27,6 +32,9 @@ type SweepResult struct {
 // after an outage every overdue wait runs at the next sweep.
 func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 	var r SweepResult
+	if e.cfg.Queue == nil {
+		return r, errNoQueue
+	}
 	db := e.cfg.DB.WithContext(ctx)
 	cutoff := e.now().Add(-e.cfg.SweepGrace)
 	var ids []int64
@@ -36,15 +44,9 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 	}
 	if len(ids) > 0 {
 		r.Events = len(ids)
-		if e.cfg.Queue == nil {
-			if err := e.Route(ctx, ids...); err != nil {
-				e.log.Error("sweep routing", "err", err)
-			}
-		} else {
-			for start := 0; start < len(ids); start += 100 {
-				if _, err := e.cfg.Queue.EnqueueContext(ctx, NewRouteEventsTask(ids[start:min(start+100, len(ids))])); err != nil {
-					return r, fmt.Errorf("journey: sweep enqueue: %w", err)
-				}
+		for start := 0; start < len(ids); start += 100 {
+			if _, err := e.cfg.Queue.EnqueueContext(ctx, NewRouteEventsTask(ids[start:min(start+100, len(ids))])); err != nil {
+				return r, fmt.Errorf("journey: sweep enqueue: %w", err)
 			}
 		}
 	}
@@ -57,14 +59,6 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 		return r, fmt.Errorf("journey: sweep visits: %w", err)
 	}
 	r.Visits = len(visits)
-	if e.cfg.Queue == nil {
-		for _, v := range visits {
-			if err := e.RunStep(ctx, v.ID); err != nil {
-				e.log.Error("sweep step", "visit", v.ID, "err", err)
-			}
-		}
-		return r, nil
-	}
 	e.schedule(visits...)
 	return r, nil
 }
@@ -95,7 +89,7 @@ func (e *Engine) RunSweeper(ctx context.Context, interval time.Duration) {
 // waits end on time instead of when the sweeper finds them overdue.
 func (e *Engine) Recover(ctx context.Context) (int, error) {
 	if e.cfg.Queue == nil {
-		return 0, nil
+		return 0, errNoQueue
 	}
 	now := e.now()
 	if err := e.cfg.DB.WithContext(ctx).Model(&model.StepVisit{}).Where("status = ? AND lease_until > ?", model.VisitRunning, now).

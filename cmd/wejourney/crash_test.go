@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,25 +27,44 @@ var (
 	buildErr  error
 )
 
+// TestMain starts building the binary for the process tests while the
+// in-process tests run: the process tests are parallel, so they start last,
+// and would otherwise wait seconds for the build.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if !testing.Short() {
+		go buildOnce.Do(build)
+	}
+	code := m.Run()
+	buildOnce.Do(func() {}) // wait for a build still under way
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
 // buildBinary builds cmd/wejourney once per test run.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "wejourney-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "wejourney")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
+	buildOnce.Do(build)
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+// build builds the binary into a temporary directory (binPath, buildErr).
+func build() {
+	dir, err := os.MkdirTemp("", "wejourney-bin")
+	if err != nil {
+		buildErr = err
+		return
+	}
+	binPath = filepath.Join(dir, "wejourney")
+	out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+	if err != nil {
+		buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+	}
 }
 
 func freeAddr(t *testing.T) string {
@@ -114,18 +135,23 @@ func startProcess(t *testing.T, bin string, env []string, addr string) *exec.Cmd
 	}
 }
 
+// killWait is the wait of the kill test's journey: long enough that the
+// process is killed mid-wait, short enough to keep the test quick.
+const killWait = 2 * time.Second
+
 // TestKillDuringWaitSendsFollowUpOnce kills the process with SIGKILL while a
 // member waits, restarts it on the same database (and Redis, when real), and
-// checks that the follow-up comes exactly once.
+// checks that the follow-up comes exactly once, not before the wait ended.
 func TestKillDuringWaitSendsFollowUpOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
+	t.Parallel()
 	bin := buildBinary(t)
 	fake := fakewx.New(fakewx.Config{})
 	defer fake.Close()
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "welcome.yaml"), []byte(`
+	os.WriteFile(filepath.Join(dir, "welcome.yaml"), []byte(fmt.Sprintf(`
 key: welcome-crash
 trigger: { event: wechat.subscribe }
 entry: { once: true }
@@ -134,11 +160,11 @@ steps:
     send: { channel: wechat.text, text: "欢迎" }
     next: pause
   - id: pause
-    wait: 4s
+    wait: %v
     next: later
   - id: later
-    send: { channel: wechat.text, text: "四秒后的问候" }
-`), 0o600)
+    send: { channel: wechat.text, text: "稍后的问候" }
+`, killWait)), 0o600)
 	addr, dbURL, env := serveEnv(t, bin, fake.URL, dir, testAESKey)
 	first := startProcess(t, bin, env, addr)
 	sim, err := wxsim.New(wxsim.Config{Target: "http://" + addr, AppID: testAppID, Token: testToken, AESKey: testAESKey})
@@ -175,7 +201,10 @@ steps:
 		t.Fatal(err)
 	}
 	first.Wait()
-	startProcess(t, bin, env, addr)
+	if since := time.Since(welcomeAt); since >= killWait {
+		t.Logf("killed %v after the welcome, after the wait ended: the kill was not mid-wait", since)
+	}
+	second := startProcess(t, bin, env, addr)
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel2()
 	if err := fake.Wait(ctx2, func(m []fakewx.Message) bool { return len(m) >= 2 }); err != nil {
@@ -184,23 +213,45 @@ steps:
 		t.Logf("visits: %+v", vs)
 		t.Fatalf("the follow-up never came after the restart: %v", err)
 	}
-	// Give duplicates every chance: past the sweeper's grace and a few sweeps.
-	time.Sleep(5 * time.Second)
+	// Nothing more happens: the enrollment completed (no visit is left to
+	// run), then the process stops gracefully, finishing whatever it had
+	// in flight; only then are the messages counted.
+	completed := func() bool {
+		var n int64
+		db.Model(&model.Enrollment{}).Where("status = ?", model.EnrollmentCompleted).Count(&n)
+		return n == 1
+	}
+	for deadline := time.Now().Add(10 * time.Second); !completed(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the enrollment never completed after the follow-up")
+		}
+	}
+	if err := second.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Wait(); err != nil {
+		t.Errorf("serve after SIGTERM: %v", err)
+	}
 	msgs := fake.MessagesTo("o_crash")
 	var got []string
 	for _, m := range msgs {
 		got = append(got, m.Text)
 	}
-	if len(got) != 2 || got[0] != "欢迎" || got[1] != "四秒后的问候" {
+	if len(got) != 2 || got[0] != "欢迎" || got[1] != "稍后的问候" {
 		t.Fatalf("messages = %q, want the welcome and the follow-up, once each", got)
 	}
-	if late := msgs[1].At.Sub(welcomeAt); late < 4*time.Second {
-		t.Errorf("the follow-up came %v after the welcome: the wait ended early", late)
+	if late := msgs[1].At.Sub(welcomeAt); late < killWait {
+		t.Errorf("the follow-up came %v after the welcome: the wait (%v) ended early", late, killWait)
 	}
-	// The database agrees: one delivery per send step, both sent.
+	// The database agrees: one delivery per send step, both sent, and no
+	// step visit left open.
 	var n int64
 	db.Model(&model.Delivery{}).Where("status = ?", model.DeliverySent).Count(&n)
 	if n != 2 {
 		t.Errorf("sent deliveries = %d, want 2", n)
+	}
+	db.Model(&model.StepVisit{}).Where("status IN ?", []string{model.VisitScheduled, model.VisitWaiting, model.VisitRunning}).Count(&n)
+	if n != 0 {
+		t.Errorf("open step visits = %d, want 0", n)
 	}
 }

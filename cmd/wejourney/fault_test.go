@@ -12,7 +12,10 @@ package main
 //
 // The database and Redis outages need real servers (WEJOURNEY_TEST_DATABASE_URL,
 // WEJOURNEY_TEST_REDIS_URL, as .ci/run sets them) and skip without them; the
-// kill -9 scenario also runs on the embedded defaults. Run only these with
+// kill -9 scenario (TestFaultKill, about 50 s of WeChat's real retry timing)
+// runs on the embedded defaults too, but only when those variables are set,
+// so a bare `go test ./...` stays fast; the quick kill test is
+// TestKillDuringWaitSendsFollowUpOnce. Run only these with
 //
 //	go test -count=1 ./cmd/wejourney -run TestFault -v
 
@@ -149,6 +152,9 @@ func logProxy(t *testing.T, p *faultproxy.Proxy) {
 func TestFaultKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault suite: builds and runs the binary")
+	}
+	if os.Getenv(envTestDB) == "" {
+		t.Skipf("kill -9 fault scenario: about 50 s of WeChat's real retry timing, so it runs only with real servers configured; set %s (and %s), as .ci/run does", envTestDB, envTestRedis)
 	}
 	bin := buildBinary(t)
 	for _, mode := range faultModes {

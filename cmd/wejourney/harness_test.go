@@ -246,3 +246,14 @@ func (h *harness) enrollments(openid string) []model.Enrollment {
 	}
 	return out
 }
+
+// visit returns the newest visit of step by the member with openid.
+func (h *harness) visit(openid, step string) model.StepVisit {
+	h.t.Helper()
+	var v model.StepVisit
+	if err := h.db.Joins("JOIN members ON members.id = step_visits.member_id").
+		Where("members.open_id = ? AND step_visits.step_id = ?", openid, step).Order("step_visits.id DESC").First(&v).Error; err != nil {
+		h.t.Fatalf("visit of %s to step %q: %v", openid, step, err)
+	}
+	return v
+}

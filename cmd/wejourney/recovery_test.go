@@ -78,6 +78,13 @@ func TestReadinessPerRole(t *testing.T) {
 		cfg.SecretKey = testSecretKey
 		apps[role], bases[role] = newRoleApp(t, cfg, role)
 	}
+	// Bring Redis back before the apps close (cleanups run last first): a
+	// worker shutting down without its Redis waits out asynq's timeouts.
+	t.Cleanup(func() {
+		if err := mr.Restart(); err != nil {
+			t.Logf("restarting miniredis: %v", err)
+		}
+	})
 	type probe struct {
 		Status int
 		Body   string // what the worker's own probe says

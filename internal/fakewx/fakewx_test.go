@@ -62,6 +62,7 @@ func stableToken(t *testing.T, s *Server, appid string) string {
 }
 
 func TestTokens(t *testing.T) {
+	t.Parallel()
 	secrets := map[string]string{"wxknown": "right"}
 	tests := []struct {
 		name    string
@@ -109,6 +110,7 @@ func TestTokens(t *testing.T) {
 }
 
 func TestStableTokenReuseAndExpiry(t *testing.T) {
+	t.Parallel()
 	s := New(Config{})
 	defer s.Close()
 
@@ -157,6 +159,7 @@ func TestStableTokenReuseAndExpiry(t *testing.T) {
 var ignore = cmpopts.IgnoreFields(Message{}, "At", "Raw")
 
 func TestSend(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		path     string // custom or template
@@ -303,6 +306,7 @@ func TestSend(t *testing.T) {
 }
 
 func TestTemplateClientMsgIDDedupe(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name      string
 		sends     []struct{ appid, clientMsgID string }
@@ -359,6 +363,7 @@ func TestTemplateClientMsgIDDedupe(t *testing.T) {
 }
 
 func TestMessagesTo(t *testing.T) {
+	t.Parallel()
 	s := New(Config{})
 	defer s.Close()
 	tok := stableToken(t, s, "wx1")
@@ -389,6 +394,7 @@ func TestMessagesTo(t *testing.T) {
 }
 
 func TestWait(t *testing.T) {
+	t.Parallel()
 	s := New(Config{})
 	defer s.Close()
 	tok := stableToken(t, s, "wx1")
@@ -464,6 +470,7 @@ func BenchmarkCustomSend(b *testing.B) {
 }
 
 func TestSendFaults(t *testing.T) {
+	t.Parallel()
 	s := New(Config{})
 	defer s.Close()
 	tok := stableToken(t, s, "wxfault")

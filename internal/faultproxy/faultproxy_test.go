@@ -90,6 +90,7 @@ func closedByPeer(t *testing.T, c net.Conn, what string) {
 }
 
 func TestForwardCutRestore(t *testing.T) {
+	t.Parallel()
 	p, err := faultproxy.New(echoServer(t))
 	if err != nil {
 		t.Fatal(err)
@@ -139,6 +140,7 @@ func TestForwardCutRestore(t *testing.T) {
 }
 
 func TestManyConnectionsAllCut(t *testing.T) {
+	t.Parallel()
 	p, err := faultproxy.New(echoServer(t))
 	if err != nil {
 		t.Fatal(err)
@@ -159,6 +161,7 @@ func TestManyConnectionsAllCut(t *testing.T) {
 }
 
 func TestTargetDown(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -178,6 +181,7 @@ func TestTargetDown(t *testing.T) {
 }
 
 func TestNewRejectsBadTarget(t *testing.T) {
+	t.Parallel()
 	if _, err := faultproxy.New("no-port"); err == nil {
 		t.Fatal("New accepted a target without a port")
 	}

@@ -18,6 +18,7 @@ import (
 )
 
 func TestString(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, in, want string
 	}{
@@ -59,6 +60,7 @@ func TestString(t *testing.T) {
 // A real transport error names the URL with its query; Error masks the token
 // but keeps the error's class.
 func TestErrorKeepsChain(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -111,6 +113,7 @@ type valuer struct{}
 func (valuer) LogValue() slog.Value { return slog.StringValue("secret=from-valuer") }
 
 func TestHandler(t *testing.T) {
+	t.Parallel()
 	for _, format := range []string{"text", "json"} {
 		t.Run(format, func(t *testing.T) {
 			var buf bytes.Buffer
@@ -147,6 +150,7 @@ func TestHandler(t *testing.T) {
 }
 
 func TestHandlerEnabled(t *testing.T) {
+	t.Parallel()
 	h := redact.NewHandler(slog.NewTextHandler(&bytes.Buffer{}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if h.Enabled(context.Background(), slog.LevelInfo) || !h.Enabled(context.Background(), slog.LevelError) {
 		t.Error("Enabled does not follow the wrapped handler's level")

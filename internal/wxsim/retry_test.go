@@ -65,6 +65,7 @@ func (s *scripted) requests() []seenRequest {
 var fast = wxsim.RetryConfig{Timeout: 300 * time.Millisecond, Delay: 100 * time.Millisecond}
 
 func TestRetryDefaultsAreWeChats(t *testing.T) {
+	t.Parallel()
 	c := newClient(t, "http://127.0.0.1:1", "")
 	got := c.Retrier(wxsim.RetryConfig{}).Config()
 	if got.Timeout != 5*time.Second || got.Delay != 5*time.Second || got.Retries != 3 {
@@ -76,6 +77,7 @@ func TestRetryDefaultsAreWeChats(t *testing.T) {
 }
 
 func TestRetryUntil200SameRequest(t *testing.T) {
+	t.Parallel()
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			srv := newScripted(t, answer{status: 503, body: "try again"}, answer{status: 500}, answer{status: 200, body: "success"})
@@ -109,6 +111,7 @@ func TestRetryUntil200SameRequest(t *testing.T) {
 }
 
 func TestRetryAny200EndsIt(t *testing.T) {
+	t.Parallel()
 	// silenceper's plaintext Serve writes "success" before the handler's
 	// error answer: WeChat sees 200 and never retries.
 	srv := newScripted(t, answer{status: 200, body: "successtry again"})
@@ -122,6 +125,7 @@ func TestRetryAny200EndsIt(t *testing.T) {
 }
 
 func TestRetryGivesUpAfterFourAttempts(t *testing.T) {
+	t.Parallel()
 	srv := newScripted(t, answer{status: 503})
 	d, err := newClient(t, srv.URL, testAESKey).Retrier(fast).Deliver(context.Background(), wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: testOpenID})
 	if err != nil {
@@ -133,6 +137,7 @@ func TestRetryGivesUpAfterFourAttempts(t *testing.T) {
 }
 
 func TestRetryNoAnswerInTimeIsAFailure(t *testing.T) {
+	t.Parallel()
 	srv := newScripted(t, answer{hang: true}, answer{status: 200, body: "success"})
 	d, err := newClient(t, srv.URL, "").Retrier(fast).Deliver(context.Background(), wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: testOpenID})
 	if err != nil {
@@ -151,6 +156,7 @@ func TestRetryNoAnswerInTimeIsAFailure(t *testing.T) {
 }
 
 func TestRetryRefusedConnection(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +178,7 @@ func TestRetryRefusedConnection(t *testing.T) {
 }
 
 func TestRetryCanceled(t *testing.T) {
+	t.Parallel()
 	srv := newScripted(t, answer{status: 503})
 	ctx, cancel := context.WithCancel(context.Background())
 	r := newClient(t, srv.URL, "").Retrier(wxsim.RetryConfig{}) // 5 s delay: cancel ends the wait
@@ -196,6 +203,7 @@ func TestRetryCanceled(t *testing.T) {
 }
 
 func TestRetryInvalidEvent(t *testing.T) {
+	t.Parallel()
 	c := newClient(t, "http://127.0.0.1:1", "")
 	if _, err := c.Retrier(fast).Deliver(context.Background(), wxsim.Event{Kind: "nope", OpenID: "o"}); err == nil {
 		t.Fatal("Deliver built an invalid event")

@@ -337,6 +337,7 @@ var eventCases = []eventCase{
 // TestSendAcceptedBySilenceper sends every kind, in both modes, to
 // silenceper's own receiving side and checks what it parsed.
 func TestSendAcceptedBySilenceper(t *testing.T) {
+	t.Parallel()
 	for _, mode := range modes {
 		rc := newReceiver(t, mode.aesKey)
 		c := newClient(t, rc.URL, mode.aesKey)
@@ -377,6 +378,7 @@ func TestSendAcceptedBySilenceper(t *testing.T) {
 // TestSendFillsZeroFields checks that Request itself fills CreateTime and
 // MsgID, and that the query timestamp is "now", not CreateTime.
 func TestSendFillsZeroFields(t *testing.T) {
+	t.Parallel()
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
 			rc := newReceiver(t, mode.aesKey)
@@ -428,6 +430,7 @@ func TestSendFillsZeroFields(t *testing.T) {
 // TestRequestShape checks the method, path, headers, query parameters and,
 // in safe mode, the envelope.
 func TestRequestShape(t *testing.T) {
+	t.Parallel()
 	ev := wxsim.Event{Kind: "click", OpenID: testOpenID, Key: "K", CreateTime: 1700000000}
 	tests := []struct {
 		name      string
@@ -512,6 +515,7 @@ func TestRequestShape(t *testing.T) {
 }
 
 func TestVerifyURL(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		aesKey  string
@@ -547,6 +551,7 @@ func TestVerifyURL(t *testing.T) {
 }
 
 func TestForgedRequestRejected(t *testing.T) {
+	t.Parallel()
 	for _, mode := range modes {
 		rc := newReceiver(t, mode.aesKey)
 		c := newClient(t, rc.URL, mode.aesKey)
@@ -587,6 +592,7 @@ func TestForgedRequestRejected(t *testing.T) {
 // too, not only signature: with signature repaired, silenceper must still
 // reject the request on msg_signature.
 func TestForgedMsgSignature(t *testing.T) {
+	t.Parallel()
 	rc := newReceiver(t, testAESKey)
 	c := newClient(t, rc.URL, testAESKey)
 	req, err := c.ForgedRequest(context.Background(), wxsim.Event{Kind: "click", OpenID: testOpenID, Key: "K"})
@@ -608,6 +614,7 @@ func TestForgedMsgSignature(t *testing.T) {
 }
 
 func TestPreparedResend(t *testing.T) {
+	t.Parallel()
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
 			rc := newReceiver(t, mode.aesKey)
@@ -645,6 +652,7 @@ func TestPreparedResend(t *testing.T) {
 }
 
 func TestXMLDeterminism(t *testing.T) {
+	t.Parallel()
 	c := newClient(t, "http://127.0.0.1:8080", "")
 	const now = 1700000000
 	base := wxsim.Event{OpenID: testOpenID, CreateTime: now}
@@ -703,6 +711,7 @@ func TestXMLDeterminism(t *testing.T) {
 }
 
 func TestXMLDocument(t *testing.T) {
+	t.Parallel()
 	c, err := wxsim.New(wxsim.Config{Target: "http://h", AppID: testAppID, OriginalID: "gh_0123456789ab", Token: testToken})
 	if err != nil {
 		t.Fatal(err)
@@ -733,6 +742,7 @@ func TestXMLDocument(t *testing.T) {
 }
 
 func TestInvalidEvents(t *testing.T) {
+	t.Parallel()
 	c := newClient(t, "http://127.0.0.1:1", testAESKey)
 	tests := []struct {
 		name string
@@ -762,6 +772,7 @@ func TestInvalidEvents(t *testing.T) {
 }
 
 func TestNew(t *testing.T) {
+	t.Parallel()
 	valid := wxsim.Config{Target: "http://127.0.0.1:8080", AppID: testAppID, Token: testToken}
 	with := func(f func(*wxsim.Config)) wxsim.Config {
 		cfg := valid
@@ -816,6 +827,7 @@ func TestNew(t *testing.T) {
 }
 
 func TestKinds(t *testing.T) {
+	t.Parallel()
 	want := []string{"subscribe", "scan", "click", "view", "text", "unsubscribe", "location", "template_sent"}
 	got := wxsim.Kinds()
 	if diff := cmp.Diff(want, got); diff != "" {
