@@ -74,6 +74,7 @@ steps:
 }
 
 func TestCallbackProtocol(t *testing.T) {
+	parallel(t)
 	h := newHarness(t, testJourneys)
 	sub := wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: "o_proto", Scene: "event_1"}
 	prepared := func(c *wxsim.Client, ev wxsim.Event) wxsim.Prepared {
@@ -181,6 +182,7 @@ func TestCallbackProtocol(t *testing.T) {
 // TestFollowSendsWelcomeThenFollowUp follows in plaintext and in safe mode
 // at once, on one process, so both 2 s waits elapse together.
 func TestFollowSendsWelcomeThenFollowUp(t *testing.T) {
+	parallel(t)
 	h := newHarness(t, testJourneys)
 	modes := []struct {
 		name   string
@@ -225,6 +227,7 @@ func TestFollowSendsWelcomeThenFollowUp(t *testing.T) {
 }
 
 func TestRetriedCallbackEntersOnce(t *testing.T) {
+	parallel(t)
 	h := newHarness(t, testJourneys)
 	ev := wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: "o_retry", Scene: "store_7"}.Pinned()
 	for i := range 3 { // WeChat retries an identical callback up to three times
@@ -269,6 +272,7 @@ func TestRetriedCallbackEntersOnce(t *testing.T) {
 }
 
 func TestTwoEventsInOneSecondBothHandled(t *testing.T) {
+	parallel(t)
 	h := newHarness(t, testJourneys)
 	at := time.Now().Unix()
 	h.send(h.plain, wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: "o_two", Scene: "event_9", CreateTime: at})
@@ -284,6 +288,7 @@ func TestTwoEventsInOneSecondBothHandled(t *testing.T) {
 }
 
 func TestSceneFilters(t *testing.T) {
+	parallel(t)
 	h := newHarness(t, testJourneys)
 	tests := []struct {
 		openid, scene string
@@ -329,6 +334,7 @@ func TestSceneFilters(t *testing.T) {
 }
 
 func TestUnfollowExitsJourney(t *testing.T) {
+	parallel(t)
 	h := newHarness(t, testJourneys)
 	h.send(h.plain, wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: "o_leave", Scene: "store_1"})
 	h.waitMessages("o_leave", 1, 5*time.Second)
@@ -361,6 +367,7 @@ func TestUnfollowExitsJourney(t *testing.T) {
 }
 
 func TestBrandEventStartsJourney(t *testing.T) {
+	parallel(t)
 	h := newHarness(t, testJourneys)
 	h.send(h.plain, wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: "o_form", Scene: "event_1"})
 	h.waitMessages("o_form", 1, 5*time.Second)

@@ -26,6 +26,7 @@ const browserTimeout = 60 * time.Second
 // does: log in (once wrongly), read the journey and the delivery a follow
 // produced, switch to English, and take a screenshot.
 func TestBrowserAdmin(t *testing.T) {
+	parallel(t)
 	if testing.Short() {
 		t.Skip("browser test: skipped with -short")
 	}

@@ -143,10 +143,10 @@ const killWait = 2 * time.Second
 // member waits, restarts it on the same database (and Redis, when real), and
 // checks that the follow-up comes exactly once, not before the wait ended.
 func TestKillDuringWaitSendsFollowUpOnce(t *testing.T) {
+	parallel(t)
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	t.Parallel()
 	bin := buildBinary(t)
 	fake := fakewx.New(fakewx.Config{})
 	defer fake.Close()

@@ -140,6 +140,7 @@ func callAPI(t *testing.T, method, url, key string) int {
 }
 
 func TestAdminPasswd(t *testing.T) {
+	parallel(t)
 	for _, tc := range []struct {
 		name    string
 		stdin   string
@@ -200,6 +201,7 @@ func TestAdminPasswd(t *testing.T) {
 }
 
 func TestAdminPasswdWarnsWhenTheEnvironmentResetsIt(t *testing.T) {
+	parallel(t)
 	f := writeConfig(t, "sqlite:"+filepath.Join(t.TempDir(), "w.db"), "env-password")
 	_, errOut, err := cli(t, "another-password\n", "admin", "passwd", "--password-stdin", "--config", f)
 	if err != nil {
@@ -211,6 +213,7 @@ func TestAdminPasswdWarnsWhenTheEnvironmentResetsIt(t *testing.T) {
 }
 
 func TestAPIKeysCommands(t *testing.T) {
+	parallel(t)
 	a := startCredApp(t, testDatabaseURL(t), nil)
 	events := a.base + "/api/v1/events"
 	journeys := a.base + "/api/v1/journeys"
@@ -288,6 +291,7 @@ func lineOf(out, name string) string {
 }
 
 func TestEnvironmentCredentialsAreAuthoritative(t *testing.T) {
+	parallel(t)
 	db := testDatabaseURL(t)
 	first := startCredApp(t, db, func(c *config.Config) { c.AdminPassword, c.APIKey = "first-password", "first-key" })
 	if first.app.AdminPassword != "" {
@@ -347,6 +351,7 @@ func TestEnvironmentCredentialsAreAuthoritative(t *testing.T) {
 }
 
 func TestFirstAdminOnlyOnceListening(t *testing.T) {
+	parallel(t)
 	db := testDatabaseURL(t)
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

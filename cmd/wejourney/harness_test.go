@@ -109,6 +109,14 @@ func testRedisURL(t testing.TB) string {
 	return raw
 }
 
+// parallel runs t in parallel with the other tests unless they share one
+// real Redis (WEJOURNEY_TEST_REDIS_URL), which each test flushes.
+func parallel(t *testing.T) {
+	if os.Getenv(envTestRedis) == "" {
+		t.Parallel()
+	}
+}
+
 // harness is one running wejourney (all roles) wired to a fake WeChat API.
 type harness struct {
 	t     *testing.T

@@ -18,6 +18,7 @@ import (
 // URL makes a dedupe key longer than its column; it must neither fail its
 // own callback nor the follows committed with it.
 func TestLongMenuViewAmongFollows(t *testing.T) {
+	parallel(t)
 	h := newHarness(t, testJourneys)
 	const (
 		callbacks = 450

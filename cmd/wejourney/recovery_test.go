@@ -62,6 +62,7 @@ func readyz(t *testing.T, base string) (int, string) {
 // which cannot run a journey without its queue, is not ready, and says
 // only which dependency failed. Without the database no role is ready.
 func TestReadinessPerRole(t *testing.T) {
+	parallel(t)
 	mr := miniredis.NewMiniRedis()
 	if err := mr.Start(); err != nil {
 		t.Fatal(err)
@@ -129,6 +130,7 @@ func TestReadinessPerRole(t *testing.T) {
 // are paused when real credentials arrive, and run again only when the
 // operator chooses them.
 func TestDemoJourneysOnlyInSandbox(t *testing.T) {
+	parallel(t)
 	dbURL := testDatabaseURL(t)
 	shipped, err := filepath.Glob(filepath.Join("..", "..", "journeys", "*.yaml"))
 	if err != nil || len(shipped) == 0 {
@@ -175,6 +177,7 @@ func TestDemoJourneysOnlyInSandbox(t *testing.T) {
 // TestJourneysValidateAcceptsDemo: `wejourney journeys validate` accepts
 // the shipped journeys, which are marked demo: true.
 func TestJourneysValidateAcceptsDemo(t *testing.T) {
+	parallel(t)
 	shipped, err := filepath.Glob(filepath.Join("..", "..", "journeys", "*.yaml"))
 	if err != nil || len(shipped) == 0 {
 		t.Fatalf("shipped journeys: %v, %v", shipped, err)

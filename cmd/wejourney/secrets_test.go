@@ -95,6 +95,7 @@ func get(t *testing.T, c *http.Client, u string) (int, string) {
 // password appear nowhere a user can see: not in the log, the stored errors,
 // the deliveries API, the admin page or /readyz.
 func TestSecretsNeverLeak(t *testing.T) {
+	parallel(t)
 	for _, fault := range []string{"HTTP 502", "network error"} {
 		t.Run(fault, func(t *testing.T) {
 			fake := fakewx.New(fakewx.Config{})
@@ -208,6 +209,7 @@ func openRaw(t *testing.T, app *App, appid string, keys string) (model.Account, 
 // Rotation: start with "new,old", and every account is re-encrypted under
 // new; then old can be dropped. A wrong key stops the start with a clear error.
 func TestSecretKeyRotation(t *testing.T) {
+	parallel(t)
 	const (
 		oldKey   = testSecretKey
 		newKey   = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
@@ -269,6 +271,7 @@ func TestSecretKeyRotation(t *testing.T) {
 // On the embedded default without WEJOURNEY_SECRET_KEY, a key is generated
 // beside the database, kept, and reused; losing it stops the start clearly.
 func TestGeneratedSecretKey(t *testing.T) {
+	parallel(t)
 	if os.Getenv(envTestDB) != "" {
 		t.Skip("the key is generated only on the embedded SQLite default")
 	}
@@ -316,6 +319,7 @@ func TestGeneratedSecretKey(t *testing.T) {
 
 // The banner names the database and Redis without their passwords.
 func TestBannerHidesPasswords(t *testing.T) {
+	parallel(t)
 	var banner bytes.Buffer
 	printBanner(&banner, &App{Cfg: config.Config{
 		DatabaseURL: "postgres://app:db-password@db.internal:5432/wejourney",
