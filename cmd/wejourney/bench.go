@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -50,7 +49,7 @@ type benchOpts struct {
 }
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs := newFlags("bench [flags]", "Measures callbacks and follow → message latency against an embedded server (default) or --target.", stderr)
 	var o benchOpts
 	fs.IntVar(&o.n, "n", 10000, "follows sent at --rate")
 	fs.Float64Var(&o.rate, "rate", 500, "follows per second in the paced run")
@@ -62,9 +61,12 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.bare, "bare", true, "also measure a bare silenceper callback server for comparison")
 	fs.StringVar(&o.role, "role", RoleAll, "role of the embedded server: all, or web to measure callbacks alone (no message is sent)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole bench to this file")
-	cfg, err := loadConfig(fs, args)
+	cfg, err := loadConfig(fs, args, stdout)
 	if err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bench takes no arguments, got %q (see wejourney bench --help)", fs.Arg(0))
 	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
