@@ -100,6 +100,9 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"simulate"}, "KIND is one of", ""},
 		{[]string{"simulate", "fax"}, `unknown KIND "fax"`, ""},
 		{[]string{"simulate", "subscribe", "--target", "ftp://example.com"}, "--target", ""},
+		{[]string{"bench", "--rate=0"}, "--rate", ""},
+		{[]string{"bench", "--concurrency", "0"}, "--concurrency", ""},
+		{[]string{"bench", "--role=worker"}, "--role", ""},
 		{[]string{"apikeys", "rotate"}, `unknown apikeys command "rotate"`, ""},
 		{[]string{"admin", "reset"}, "usage: wejourney admin passwd", ""},
 	} {
