@@ -324,11 +324,15 @@ func readHidden(tty *os.File) (string, error) {
 // apikeysCmd runs `wejourney apikeys create|list|revoke`.
 func apikeysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const usage = "usage: wejourney apikeys create --name NAME [--scope events|admin] | list | revoke ID"
-	sub := "create|list|revoke"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		sub = args[0]
+	synopsis := map[string]string{
+		"create": "apikeys create --name NAME [--scope events|admin] [--config FILE]",
+		"list":   "apikeys list [--config FILE]",
+		"revoke": "apikeys revoke ID [--config FILE]",
+	}[first(args)]
+	if synopsis == "" {
+		synopsis = "apikeys create|list|revoke [flags]"
 	}
-	fs := newFlags("apikeys "+sub+" [flags] [ID]",
+	fs := newFlags(synopsis,
 		"create --name NAME [--scope events|admin]: makes an API key and prints it once.\n"+
 			"list: lists the API keys (never the keys themselves).\n"+
 			"revoke ID: revokes a key; requests with it get 401 from now on.", stderr)
@@ -423,6 +427,14 @@ func apikeysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		})
 	}
 	return fmt.Errorf("unknown apikeys command %q; %s", args[0], usage)
+}
+
+// first is args[0], or "" when there is none.
+func first(args []string) string {
+	if len(args) == 0 {
+		return ""
+	}
+	return args[0]
 }
 
 func when(t *time.Time) string {
