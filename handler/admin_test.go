@@ -144,6 +144,7 @@ func wantStatus(t *testing.T, what string, rec *httptest.ResponseRecorder, statu
 }
 
 func TestAdminSignIn(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		run  func(t *testing.T, app *adminApp, b *browser)
@@ -190,6 +191,7 @@ func TestAdminSignIn(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			app := newAdminApp(t, AdminConfig{})
 			tc.run(t, app, app.browser(t))
 		})
@@ -197,6 +199,7 @@ func TestAdminSignIn(t *testing.T) {
 }
 
 func TestSignInLimits(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		run  func(t *testing.T, app *adminApp)
@@ -251,7 +254,10 @@ func TestSignInLimits(t *testing.T) {
 			wantStatus(t, "another client through the proxy", b.login("admin", "right-pw"), 303)
 		}},
 	} {
-		t.Run(tc.name, func(t *testing.T) { tc.run(t, newAdminApp(t, AdminConfig{})) })
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.run(t, newAdminApp(t, AdminConfig{}))
+		})
 	}
 }
 
@@ -263,6 +269,7 @@ func newUser(t *testing.T, app *adminApp, name string) *browser {
 }
 
 func TestUnknownUserCostsOneComparison(t *testing.T) {
+	t.Parallel()
 	app := newAdminApp(t, AdminConfig{})
 	for _, user := range []string{"admin", "nobody"} {
 		b := app.browser(t)
@@ -275,6 +282,7 @@ func TestUnknownUserCostsOneComparison(t *testing.T) {
 }
 
 func TestSignInBusy(t *testing.T) {
+	t.Parallel()
 	app := newAdminApp(t, AdminConfig{BcryptSlots: 1})
 	app.admin.slotWait = 50 * time.Millisecond
 	app.admin.slots <- struct{}{} // another sign-in holds the only slot
@@ -285,6 +293,7 @@ func TestSignInBusy(t *testing.T) {
 }
 
 func TestSessionsEnd(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		end  func(t *testing.T, app *adminApp, b *browser)
@@ -303,6 +312,7 @@ func TestSessionsEnd(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			app := newAdminApp(t, AdminConfig{})
 			b := app.browser(t)
 			wantStatus(t, "sign in", b.login("admin", "right-pw"), 303)
@@ -321,6 +331,7 @@ func TestSessionsEnd(t *testing.T) {
 		})
 	}
 	t.Run("the new password signs in again", func(t *testing.T) {
+		t.Parallel()
 		app := newAdminApp(t, AdminConfig{})
 		setPassword(t, app.db, "admin", "a-new-password")
 		b := app.browser(t)
@@ -331,6 +342,7 @@ func TestSessionsEnd(t *testing.T) {
 }
 
 func TestCookieSecure(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		cfg    AdminConfig
@@ -348,6 +360,7 @@ func TestCookieSecure(t *testing.T) {
 		{"auto, https public URL", AdminConfig{PublicURL: "https://journeys.example.com"}, "192.0.2.1:1", "", "https", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			app := newAdminApp(t, tc.cfg)
 			b := app.browser(t)
 			b.remote = tc.remote
@@ -371,6 +384,7 @@ func TestCookieSecure(t *testing.T) {
 }
 
 func TestAdminHeaders(t *testing.T) {
+	t.Parallel()
 	app := newAdminApp(t, AdminConfig{})
 	b := app.browser(t)
 	for _, path := range []string{"/admin/login", "/admin/"} {
@@ -385,6 +399,7 @@ func TestAdminHeaders(t *testing.T) {
 }
 
 func TestCSRF(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		post   func(b *browser) *httptest.ResponseRecorder
@@ -423,6 +438,7 @@ func TestCSRF(t *testing.T) {
 		}, 403, []string{"reload the page"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			app := newAdminApp(t, AdminConfig{})
 			wantStatus(t, tc.name, tc.post(app.browser(t)), tc.status, tc.in...)
 		})
@@ -430,6 +446,7 @@ func TestCSRF(t *testing.T) {
 }
 
 func TestAPIKeyScopes(t *testing.T) {
+	t.Parallel()
 	event := `{"id":"e1","type":"order.paid","member":{"phone":"13800000000"}}`
 	for _, tc := range []struct {
 		name   string
@@ -449,6 +466,7 @@ func TestAPIKeyScopes(t *testing.T) {
 		{"revoked admin key", "revoked-admin", "GET", "/api/v1/journeys", 401, "revoked"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			app := newAdminApp(t, AdminConfig{})
 			now := time.Now()
 			app.db.Create(&model.APIKey{Name: "old", Hash: HashAPIKey("revoked-key"), Scope: model.ScopeEvents, RevokedAt: &now})
@@ -464,6 +482,7 @@ func TestAPIKeyScopes(t *testing.T) {
 }
 
 func TestAPIKeyLastUsed(t *testing.T) {
+	t.Parallel()
 	app := newAdminApp(t, AdminConfig{})
 	call := func() {
 		req := httptest.NewRequest("GET", "/api/v1/journeys", nil)
@@ -497,6 +516,7 @@ func TestAPIKeyLastUsed(t *testing.T) {
 }
 
 func TestSessionStoreCleanup(t *testing.T) {
+	t.Parallel()
 	app := newAdminApp(t, AdminConfig{})
 	s := app.admin.store
 	past, future := time.Now().Add(-time.Minute), time.Now().Add(time.Hour)

@@ -263,6 +263,7 @@ func (b *blockingBody) Read(p []byte) (int, error) {
 }
 
 func TestOfficialAccountCallbacks(t *testing.T) {
+	t.Parallel()
 	type scenario struct {
 		name      string
 		configure func(*Config)
@@ -440,6 +441,8 @@ func TestOfficialAccountCallbacks(t *testing.T) {
 		{name: "body reads over the cap are answered 503",
 			configure: func(c *Config) { c.MaxConcurrentBodies = 1 },
 			do: func(t *testing.T, e *cbEnv) *httptest.ResponseRecorder {
+				const wait = 100 * time.Millisecond // bodySlotWait, shortened
+				e.h.bodyWait = wait
 				u, body := plainCB(followXML("o_slow")).build(t)
 				slow := &blockingBody{started: make(chan struct{}), release: make(chan struct{}), r: bytes.NewReader(body)}
 				first := make(chan *httptest.ResponseRecorder)
@@ -447,8 +450,8 @@ func TestOfficialAccountCallbacks(t *testing.T) {
 				<-slow.started
 				start := time.Now()
 				rec := e.serve(plainCB(followXML("o_second")).post(t))
-				if waited := time.Since(start); waited < bodySlotWait/2 || waited > 5*bodySlotWait {
-					t.Errorf("refused after %v, want about %v", waited, bodySlotWait)
+				if waited := time.Since(start); waited < wait || waited > 20*wait {
+					t.Errorf("refused after %v, want about %v", waited, wait)
 				}
 				close(slow.release)
 				if r := <-first; r.Code != 200 || r.Body.String() != "success" {
@@ -510,6 +513,7 @@ func TestOfficialAccountCallbacks(t *testing.T) {
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newCallbackEnv(t, sc.configure)
 			rec := sc.do(t, e)
 			if rec.Code != sc.wantStatus {
@@ -547,6 +551,7 @@ func TestOfficialAccountCallbacks(t *testing.T) {
 // A flood of forged callbacks logs a few lines, not one per request, and
 // the next line written says how many were dropped.
 func TestRefusalLogIsRateLimited(t *testing.T) {
+	t.Parallel()
 	e := newCallbackEnv(t, nil)
 	forged := cb{appid: plainAppID, token: "wrong", xml: followXML("o")}
 	for range 100 {
@@ -569,6 +574,7 @@ func TestRefusalLogIsRateLimited(t *testing.T) {
 }
 
 func TestReadyz(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name       string
 		err        error
@@ -584,6 +590,7 @@ func TestReadyz(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			e := newCallbackEnv(t, func(c *Config) {
 				c.Ready = func(*http.Request) error { return tt.err }
 			})
@@ -599,6 +606,7 @@ func TestReadyz(t *testing.T) {
 }
 
 func TestEventLabel(t *testing.T) {
+	t.Parallel()
 	for typ, want := range map[string]string{
 		"wechat.subscribe":  "wechat.subscribe",
 		"form.submitted":    "form.submitted",

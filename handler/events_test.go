@@ -12,6 +12,7 @@ import (
 // TestEventsAPIEdges: each case runs its requests on a fresh handler and
 // database.
 func TestEventsAPIEdges(t *testing.T) {
+	t.Parallel()
 	auth := map[string]string{"Authorization": "Bearer " + testKey, "Content-Type": "application/json"}
 	withType := func(ct string) map[string]string {
 		h := map[string]string{"Authorization": "Bearer " + testKey}
@@ -127,6 +128,7 @@ func TestEventsAPIEdges(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			h, db := newTestRouter(t)
 			runScenarios(t, h, db, tc.steps)
 		})
@@ -136,6 +138,7 @@ func TestEventsAPIEdges(t *testing.T) {
 // TestEventsAPIPayloadHash: events from the API carry their payload's
 // fingerprint; one without `at` hashes the same at any time it arrives.
 func TestEventsAPIPayloadHash(t *testing.T) {
+	t.Parallel()
 	h, db := newTestRouter(t)
 	auth := map[string]string{"Authorization": "Bearer " + testKey, "Content-Type": "application/json"}
 	body := `{"id":"n-1","type":"form.submitted","member":{"email":"a@b.c"},"props":{"form":"bind"}}`

@@ -1,11 +1,14 @@
 // Package handler is wejourney's HTTP surface in gin: the WeChat callbacks,
 // the brand events API, health, metrics and the admin page. It translates
-// requests into calls on journey.Ingestor and the model; it does no journey
-// work itself. A callback is answered after its event is committed and
-// before any journey runs.
+// requests into calls on an EventStore (journey.Ingestor in a server) and
+// an AccountLookup (model.Accounts); it does no journey work itself. A
+// callback is answered after its event is committed and before any journey
+// runs. New serves the whole route table; Probes serves its probe routes
+// alone, for a process that serves nothing else.
 package handler
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -16,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"gorm.io/gorm"
 
-	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -31,11 +33,25 @@ const DefaultMaxConcurrentBodies = 64
 // is answered 503 (WeChat retries it).
 const bodySlotWait = time.Second
 
+// EventStore stores normalized events durably: *journey.Ingestor is one.
+// Ingest returns once the events are committed (or an error, and then
+// nothing was acknowledged); a *journey.ConflictError names the events
+// whose ids were used before with another payload.
+type EventStore interface {
+	Ingest(ctx context.Context, events ...*model.Event) (accepted, duplicates int, err error)
+}
+
+// AccountLookup finds the account a callback URL names: *model.Accounts is
+// one. An unknown appid is an error wrapping model.ErrUnknownAccount.
+type AccountLookup interface {
+	Get(ctx context.Context, appid string) (model.Account, error)
+}
+
 // Config wires a handler. DB, Ingestor and Accounts are required.
 type Config struct {
 	DB       *gorm.DB
-	Ingestor *journey.Ingestor
-	Accounts *model.Accounts
+	Ingestor EventStore
+	Accounts AccountLookup
 	// Ready checks the dependencies for /readyz (nil: always ready).
 	Ready func(*http.Request) error
 	// Registry serves /metrics and receives the handler's metrics.
@@ -92,9 +108,44 @@ func newHandler(cfg Config) *Handler {
 	}
 }
 
-// routes returns the router.
+// ProbeConfig wires the probe routes of a process that serves nothing else
+// (a worker).
+type ProbeConfig struct {
+	// Ready checks the dependencies for /readyz (nil: always ready).
+	Ready func(*http.Request) error
+	// Registry serves /metrics.
+	Registry *prometheus.Registry
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Probes returns a router with only the probe routes, /healthz, /readyz
+// and /metrics, answered as New answers them.
+func Probes(cfg ProbeConfig) http.Handler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	h := &Handler{cfg: Config{Ready: cfg.Ready, Registry: cfg.Registry, Logger: cfg.Logger}, log: cfg.Logger}
+	r := gin.New()
+	r.Use(h.recoverer)
+	h.probeRoutes(r)
+	return r
+}
+
+// probeRoutes adds the routes every process serves: liveness, readiness
+// and metrics.
+func (h *Handler) probeRoutes(r gin.IRoutes) {
+	r.GET("/healthz", h.healthz)
+	r.GET("/readyz", h.readyz)
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(h.cfg.Registry, promhttp.HandlerOpts{})))
+}
+
+// routes returns the router. gin's mode is the process's choice (main sets
+// release mode once); the router does not change it.
 func (h *Handler) routes() http.Handler {
-	gin.SetMode(gin.ReleaseMode)
 	cfg := h.cfg
 	r := gin.New()
 	r.SetTrustedProxies(cfg.Admin.Proxies()) // validated: nil trusts no X-Forwarded-For
@@ -104,9 +155,7 @@ func (h *Handler) routes() http.Handler {
 	r.GET("/wechat/oa/:appid", h.officialAccount)
 	r.POST("/wechat/oa/:appid", h.officialAccount)
 	r.POST("/api/v1/events", h.apiKeyAuth, h.postEvents)
-	r.GET("/healthz", h.healthz)
-	r.GET("/readyz", h.readyz)
-	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})))
+	h.probeRoutes(r)
 	if a := cfg.Admin; a != nil {
 		r.GET("/", func(c *gin.Context) { c.Redirect(http.StatusFound, "/admin/") })
 		r.GET("/admin", func(c *gin.Context) { c.Redirect(http.StatusMovedPermanently, "/admin/") })

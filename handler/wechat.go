@@ -17,8 +17,8 @@ import (
 	"github.com/silenceper/wechat/v2/officialaccount/message"
 	"github.com/silenceper/wechat/v2/util"
 
-	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/events"
+	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
 

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,7 +18,6 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 
@@ -83,22 +81,13 @@ type App struct {
 }
 
 // NewApp opens the database and Redis and wires every part; Start runs it.
+// It calls the constructors below in order and closes what they opened when
+// one fails.
 func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if opts.Role == "" {
-		opts.Role = RoleAll
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	if opts.SweepInterval <= 0 {
-		opts.SweepInterval = 2 * time.Second
-	}
-	if opts.Concurrency <= 0 {
-		opts.Concurrency = 32
-	}
+	opts = opts.withDefaults()
 	a := &App{Cfg: cfg, Opts: opts, Log: opts.Logger}
 	ok := false
 	defer func() {
@@ -106,81 +95,169 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 			a.Close()
 		}
 	}()
-	wechat.SilenceSDK()
 
-	dialect, dsn, _ := config.ParseDatabaseURL(cfg.DatabaseURL) // validated above
-	db, err := model.Open(dialect, dsn)
-	if err != nil {
+	var err error
+	if a.DB, a.secrets, err = openStore(ctx, cfg, opts, a.Log); err != nil {
 		return nil, err
 	}
-	a.DB = db
-	if opts.AutoMigrate {
-		if err := model.Migrate(db); err != nil {
-			return nil, err
-		}
-	} else if err := model.CheckMigrated(db); err != nil {
+	if a.mini, a.redisOpt, a.rdb, err = openRedis(ctx, cfg); err != nil {
 		return nil, err
-	}
-	if a.secrets, err = openSecrets(ctx, cfg, dialect, dsn, db, a.Log); err != nil {
-		return nil, err
-	}
-
-	if cfg.RedisURL == "" {
-		a.mini = miniredis.NewMiniRedis()
-		if err := a.mini.Start(); err != nil {
-			return nil, fmt.Errorf("start in-process redis: %w", err)
-		}
-		a.redisOpt = asynq.RedisClientOpt{Addr: a.mini.Addr()}
-	} else {
-		a.redisOpt, err = parseRedisURL(cfg.RedisURL)
-		if err != nil {
-			return nil, fmt.Errorf("WEJOURNEY_REDIS_URL: %w", err)
-		}
-	}
-	rc, ok2 := a.redisOpt.MakeRedisClient().(redis.UniversalClient)
-	if !ok2 {
-		return nil, errors.New("redis: unexpected client type")
-	}
-	a.rdb = rc
-	if err := a.rdb.Ping(ctx).Err(); err != nil {
-		return nil, fmt.Errorf("redis: %w", err)
 	}
 	a.queue = asynq.NewClient(a.redisOpt)
-
 	if err := a.bootstrap(ctx); err != nil {
 		return nil, err
 	}
-	accounts := model.NewAccounts(db, a.secrets)
-	wx := wechat.NewSender(wechat.Config{Accounts: wechatAccounts{accounts}, Cache: wechat.NewRedisCache(a.rdb), Logger: a.Log, APIBase: cfg.WeChatAPIBase, HTTPClient: wechat.NewHTTPClient(64, 10*time.Second)})
+	accounts := model.NewAccounts(a.DB, a.secrets)
+	senders, err := buildSenders(cfg, accounts, a.rdb, a.Log)
+	if err != nil {
+		return nil, err
+	}
+	a.runCtx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	a.registry = prometheus.NewRegistry()
+	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if opts.Role != RoleWorker {
+		a.ingestor = journey.NewIngestor(journey.IngestorConfig{DB: a.DB, Queue: a.queue, Logger: a.Log})
+	}
+	a.Engine = a.newEngine(senders)
+	a.syncJourneys(ctx)
+	if a.http, err = a.newHTTP(ctx, accounts); err != nil {
+		return nil, err
+	}
+	a.worker = newWorker(a.redisOpt, opts, a.Log)
+	ok = true
+	return a, nil
+}
+
+// withDefaults fills in the zero fields of o.
+func (o Options) withDefaults() Options {
+	if o.Role == "" {
+		o.Role = RoleAll
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.SweepInterval <= 0 {
+		o.SweepInterval = 2 * time.Second
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 32
+	}
+	return o
+}
+
+// openStore opens the database of cfg.DatabaseURL, migrates it (with
+// opts.AutoMigrate) or checks it is migrated, and opens the box of account
+// secrets. On error it closes what it opened.
+func openStore(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger) (*gorm.DB, *model.SecretBox, error) {
+	dialect, dsn, err := config.ParseDatabaseURL(cfg.DatabaseURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("WEJOURNEY_DATABASE_URL: %w", err)
+	}
+	db, err := model.Open(dialect, dsn)
+	if err != nil {
+		return nil, nil, err
+	}
+	closeDB := func() {
+		if sqlDB, err := db.DB(); err == nil {
+			sqlDB.Close()
+		}
+	}
+	if opts.AutoMigrate {
+		err = model.Migrate(db)
+	} else {
+		err = model.CheckMigrated(db)
+	}
+	if err != nil {
+		closeDB()
+		return nil, nil, err
+	}
+	box, err := openSecrets(ctx, cfg, dialect, dsn, db, log)
+	if err != nil {
+		closeDB()
+		return nil, nil, err
+	}
+	return db, box, nil
+}
+
+// openRedis connects to cfg.RedisURL or, when it is empty, starts an
+// in-process Redis (returned as mini), and checks that it answers. On error
+// it closes what it opened.
+func openRedis(ctx context.Context, cfg config.Config) (mini *miniredis.Miniredis, opt asynq.RedisConnOpt, rdb redis.UniversalClient, err error) {
+	if cfg.RedisURL == "" {
+		mini = miniredis.NewMiniRedis()
+		if err := mini.Start(); err != nil {
+			return nil, nil, nil, fmt.Errorf("start in-process redis: %w", err)
+		}
+		opt = asynq.RedisClientOpt{Addr: mini.Addr()}
+	} else if opt, err = parseRedisURL(cfg.RedisURL); err != nil {
+		return nil, nil, nil, fmt.Errorf("WEJOURNEY_REDIS_URL: %w", err)
+	}
+	fail := func(err error) (*miniredis.Miniredis, asynq.RedisConnOpt, redis.UniversalClient, error) {
+		if rdb != nil {
+			rdb.Close()
+		}
+		if mini != nil {
+			mini.Close()
+		}
+		return nil, nil, nil, err
+	}
+	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return fail(errors.New("redis: unexpected client type"))
+	}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return fail(fmt.Errorf("redis: %w", err))
+	}
+	return mini, opt, rdb, nil
+}
+
+// buildSenders registers a sender for every channel this configuration
+// serves: the WeChat Official Account channels, and the log sender for SMS
+// (WEJOURNEY_SMS_PROVIDER=log) and email (no WEJOURNEY_SMTP_URL). It opens
+// nothing, so `journeys validate` calls it to learn the configured channels:
+// with nil accounts (sends then fail) and a nil rdb (access tokens are
+// cached in memory).
+func buildSenders(cfg config.Config, accounts *model.Accounts, rdb redis.UniversalClient, log *slog.Logger) (*channels.Registry, error) {
+	wxCfg := wechat.Config{Accounts: wechatAccounts{accounts}, Logger: log,
+		APIBase: cfg.WeChatAPIBase, HTTPClient: wechat.NewHTTPClient(64, 10*time.Second)}
+	if rdb != nil {
+		wxCfg.Cache = wechat.NewRedisCache(rdb)
+	}
 	senders := channels.NewRegistry()
-	senders.Add(wx)
-	logOnly := logSender{a.Log}
+	senders.Add(wechat.NewSender(wxCfg))
+	logOnly := logSender{log}
 	if cfg.SMSProvider == "log" {
 		senders.Register(channels.SMS, logOnly, channels.Capabilities{Address: channels.ByPhone, Requires: []string{"template"}})
 	}
 	if cfg.SMTPURL == "" {
 		senders.Register(channels.Email, logOnly, channels.Capabilities{Address: channels.ByEmail})
 	}
+	return senders, nil
+}
+
+// newEngine returns the journey engine over the app's database, queue and
+// senders. In one process that takes callbacks and runs journeys
+// (RoleAll), callbacks go first: the engine waits for the ingestor to calm.
+func (a *App) newEngine(senders *channels.Registry) *journey.Engine {
 	var gate func(context.Context)
-	if opts.Role != RoleWorker {
-		a.ingestor = journey.NewIngestor(journey.IngestorConfig{DB: db, Queue: a.queue, Logger: a.Log})
-		if opts.Role == RoleAll {
-			// One process takes callbacks and runs journeys: callbacks first.
-			gate = func(ctx context.Context) { a.ingestor.WaitCalm(ctx, 250*time.Millisecond) }
-		}
+	if a.Opts.Role == RoleAll {
+		gate = func(ctx context.Context) { a.ingestor.WaitCalm(ctx, 250*time.Millisecond) }
 	}
 	slots := 0
-	if dialect == "sqlite" {
+	if strings.HasPrefix(a.Cfg.DatabaseURL, "sqlite:") {
 		slots = 1 // one connection: see journey.Config.DBSlots
 	}
-	a.runCtx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	a.registry = prometheus.NewRegistry()
-	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a.Engine = journey.New(journey.Config{DB: db, Queue: a.queue, Senders: senders, Logger: a.Log,
+	return journey.New(journey.Config{DB: a.DB, Queue: a.queue, Senders: senders, Logger: a.Log,
 		Gate: gate, DBSlots: slots, BaseContext: a.runCtx, Metrics: a.registry,
 		Inspector: asynq.NewInspectorFromRedisClient(a.rdb)})
-	// Demo journeys (demo: true) run in the sandbox, or where the operator
-	// chose them: never by surprise for a real account's followers.
+}
+
+// syncJourneys loads the journeys of WEJOURNEY_JOURNEYS_DIR. Demo journeys
+// (demo: true) run in the sandbox, or where the operator chose them: never
+// by surprise for a real account's followers. A journey that does not load
+// is logged; the others run.
+func (a *App) syncJourneys(ctx context.Context) {
+	cfg := a.Cfg
 	var syncOpts []journey.SyncOption
 	switch {
 	case cfg.DemoJourneys == "off":
@@ -191,51 +268,44 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 	if _, err := a.Engine.SyncDir(ctx, cfg.JourneysDir, syncOpts...); err != nil {
 		a.Log.Error("some journeys were not loaded", "dir", cfg.JourneysDir, "err", err)
 	}
+}
 
-	if opts.Role != RoleWorker {
-		var secret model.Setting
-		if err := db.Where(&model.Setting{Key: "session_secret"}).First(&secret).Error; err != nil {
-			return nil, fmt.Errorf("load session secret: %w", err)
-		}
-		h := handler.New(handler.Config{
-			DB: db, Ingestor: a.ingestor, Accounts: accounts, Registry: a.registry, Logger: a.Log,
-			Ready: a.ready,
-			Admin: handler.NewAdmin(adminConfig(a.runCtx, db, secret.Value, cfg, a.Log)),
-		})
-		a.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+// newHTTP returns the HTTP server of the app's role: the whole route table
+// for RoleAll and RoleWeb, the probe routes alone for a worker.
+func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Server, error) {
+	if a.Opts.Role == RoleWorker {
+		h := handler.Probes(handler.ProbeConfig{Ready: a.ready, Registry: a.registry, Logger: a.Log})
+		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}, nil
 	}
-	if opts.Role == RoleWorker {
-		// A worker serves only its probes and metrics.
-		mux := http.NewServeMux()
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
-		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-			if err := a.ready(r); err != nil {
-				// Only the failing dependency's name: driver errors may
-				// carry hosts and credentials.
-				a.Log.Warn("not ready", "err", err)
-				http.Error(w, "not ready: "+handler.NotReadyDependency(err), http.StatusServiceUnavailable)
-				return
-			}
-			io.WriteString(w, "ready")
-		})
-		mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
-		a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	var secret model.Setting
+	if err := a.DB.WithContext(ctx).Where(&model.Setting{Key: "session_secret"}).First(&secret).Error; err != nil {
+		return nil, fmt.Errorf("load session secret: %w", err)
 	}
-	if opts.Role != RoleWeb {
-		a.worker = asynq.NewServer(a.redisOpt, asynq.Config{
-			Concurrency:              opts.Concurrency,
-			TaskCheckInterval:        20 * time.Millisecond,
-			DelayedTaskCheckInterval: time.Second,
-			Logger:                   asynqLogger{a.Log},
-			LogLevel:                 asynq.WarnLevel,
-			ShutdownTimeout:          10 * time.Second,
-			// Step and routing tasks retry after 1, 2, 4, then every 8
-			// seconds: after an outage, waits end on time.
-			RetryDelayFunc: journey.RetryDelay,
-		})
+	h := handler.New(handler.Config{
+		DB: a.DB, Ingestor: a.ingestor, Accounts: accounts, Registry: a.registry, Logger: a.Log,
+		Ready: a.ready,
+		Admin: handler.NewAdmin(adminConfig(a.runCtx, a.DB, secret.Value, a.Cfg, a.Log)),
+	})
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}, nil
+}
+
+// newWorker returns the asynq server that runs journey steps, or nil for
+// the web role.
+func newWorker(redisOpt asynq.RedisConnOpt, opts Options, log *slog.Logger) *asynq.Server {
+	if opts.Role == RoleWeb {
+		return nil
 	}
-	ok = true
-	return a, nil
+	return asynq.NewServer(redisOpt, asynq.Config{
+		Concurrency:              opts.Concurrency,
+		TaskCheckInterval:        20 * time.Millisecond,
+		DelayedTaskCheckInterval: time.Second,
+		Logger:                   asynqLogger{log},
+		LogLevel:                 asynq.WarnLevel,
+		ShutdownTimeout:          10 * time.Second,
+		// Step and routing tasks retry after 1, 2, 4, then every 8
+		// seconds: after an outage, waits end on time.
+		RetryDelayFunc: journey.RetryDelay,
+	})
 }
 
 // Bounds of each dependency check of /readyz: together under the 1 s a
@@ -507,8 +577,13 @@ func openSecrets(ctx context.Context, cfg config.Config, dialect, dsn string, db
 // wechatAccounts adapts the model's account lookup to the WeChat sender.
 type wechatAccounts struct{ a *model.Accounts }
 
-// Account returns the WeChat credentials of appid, secrets decrypted.
+// Account returns the WeChat credentials of appid, secrets decrypted. With
+// no accounts (a sender built only to name its channels) every appid is
+// unknown.
 func (w wechatAccounts) Account(ctx context.Context, appid string) (wechat.Account, error) {
+	if w.a == nil {
+		return wechat.Account{}, fmt.Errorf("%w: %s: no database", wechat.ErrUnknownAccount, appid)
+	}
 	acct, err := w.a.Get(ctx, appid)
 	if errors.Is(err, model.ErrUnknownAccount) {
 		return wechat.Account{}, fmt.Errorf("%w: %w", wechat.ErrUnknownAccount, err)

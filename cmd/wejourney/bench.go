@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -50,7 +49,7 @@ type benchOpts struct {
 }
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs := newFlags("bench [flags]", "Measures callbacks and follow → message latency against an embedded server (default) or --target.", stderr)
 	var o benchOpts
 	fs.IntVar(&o.n, "n", 10000, "follows sent at --rate")
 	fs.Float64Var(&o.rate, "rate", 500, "follows per second in the paced run")
@@ -62,8 +61,14 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.bare, "bare", true, "also measure a bare silenceper callback server for comparison")
 	fs.StringVar(&o.role, "role", RoleAll, "role of the embedded server: all, or web to measure callbacks alone (no message is sent)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole bench to this file")
-	cfg, err := loadConfig(fs, args)
+	cfg, err := loadConfig(fs, args, stdout)
 	if err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bench takes no arguments, got %q (see wejourney bench --help)", fs.Arg(0))
+	}
+	if err := o.check(); err != nil {
 		return err
 	}
 	if *cpuprofile != "" {
@@ -78,6 +83,25 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer pprof.StopCPUProfile()
 	}
 	return runBench(ctx, cfg, o, stdout, stderr)
+}
+
+// check refuses flag values the bench cannot run with, naming the flag.
+func (o benchOpts) check() error {
+	switch {
+	case o.n <= 0:
+		return fmt.Errorf("-n: want at least 1 follow, got %d", o.n)
+	case o.rate <= 0:
+		return fmt.Errorf("--rate: want follows per second above 0, got %v", o.rate)
+	case o.burst < 0:
+		return fmt.Errorf("--burst: want 0 (no burst run) or more, got %d", o.burst)
+	case o.concurrency <= 0:
+		return fmt.Errorf("--concurrency: want at least 1, got %d", o.concurrency)
+	case o.settle < 0:
+		return fmt.Errorf("--settle: want a duration of 0 or more, got %v", o.settle)
+	case o.role != RoleAll && o.role != RoleWeb:
+		return fmt.Errorf("--role: want all or web, got %q", o.role)
+	}
+	return nil
 }
 
 // arrivals records when each member's messages reached the fake WeChat API.
@@ -102,7 +126,7 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 	if target != "" {
 		ln, err := net.Listen("tcp", o.fakeAddr)
 		if err != nil {
-			return fmt.Errorf("fake WeChat API: %w", err)
+			return fmt.Errorf("--fake-addr: the fake WeChat API cannot listen: %w", err)
 		}
 		fakeCfg.Listener = ln
 	}

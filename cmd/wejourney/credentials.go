@@ -164,8 +164,8 @@ func openCredentialsDB(cfg config.Config) (*gorm.DB, func(), error) {
 
 // parseInterspersed parses fs's flags wherever they are among args (flag
 // stops at the first non-flag) and returns the configuration and the
-// positional arguments.
-func parseInterspersed(fs *flag.FlagSet, args []string) (config.Config, []string, error) {
+// positional arguments. Help goes to stdout, as loadConfig sends it.
+func parseInterspersed(fs *flag.FlagSet, args []string, stdout io.Writer) (config.Config, []string, error) {
 	var flags, pos []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -194,19 +194,22 @@ func parseInterspersed(fs *flag.FlagSet, args []string) (config.Config, []string
 			flags = append(flags, args[i])
 		}
 	}
-	cfg, err := loadConfig(fs, flags)
+	cfg, err := loadConfig(fs, flags, stdout)
 	return cfg, pos, err
 }
 
 // adminCmd runs `wejourney admin passwd [USER] [--password-stdin]`.
 func adminCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "passwd" {
-		return errors.New("usage: wejourney admin passwd [USER] [--password-stdin]")
-	}
-	fs := flag.NewFlagSet("admin passwd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	const synopsis = "admin passwd [USER] [--password-stdin] [--config FILE]"
+	fs := newFlags(synopsis, "Sets the password of USER (default admin), creating the user if missing; the user's sessions end.", stderr)
 	fromStdin := fs.Bool("password-stdin", false, "read the new password from the first line of standard input")
-	cfg, pos, err := parseInterspersed(fs, args[1:])
+	if len(args) == 0 || args[0] != "passwd" {
+		if len(args) > 0 && isHelp(args[0]) {
+			return printHelp(fs, stdout)
+		}
+		return errors.New("usage: wejourney " + synopsis)
+	}
+	cfg, pos, err := parseInterspersed(fs, args[1:], stdout)
 	if err != nil {
 		return err
 	}
@@ -216,7 +219,7 @@ func adminCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	case 1:
 		user = pos[0]
 	default:
-		return errors.New("usage: wejourney admin passwd [USER] [--password-stdin]")
+		return errors.New("usage: wejourney " + synopsis)
 	}
 	if user == "" || len(user) > 64 {
 		return errors.New("a user name has 1 to 64 characters")
@@ -321,14 +324,27 @@ func readHidden(tty *os.File) (string, error) {
 // apikeysCmd runs `wejourney apikeys create|list|revoke`.
 func apikeysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const usage = "usage: wejourney apikeys create --name NAME [--scope events|admin] | list | revoke ID"
+	synopsis := map[string]string{
+		"create": "apikeys create --name NAME [--scope events|admin] [--config FILE]",
+		"list":   "apikeys list [--config FILE]",
+		"revoke": "apikeys revoke ID [--config FILE]",
+	}[first(args)]
+	if synopsis == "" {
+		synopsis = "apikeys create|list|revoke [flags]"
+	}
+	fs := newFlags(synopsis,
+		"create --name NAME [--scope events|admin]: makes an API key and prints it once.\n"+
+			"list: lists the API keys (never the keys themselves).\n"+
+			"revoke ID: revokes a key; requests with it get 401 from now on.", stderr)
+	name := fs.String("name", "", "what the key is for (create)")
+	scope := fs.String("scope", model.ScopeEvents, "events (POST /api/v1/events) or admin (the admin JSON API) (create)")
 	if len(args) == 0 {
 		return errors.New(usage)
 	}
-	fs := flag.NewFlagSet("apikeys "+args[0], flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	name := fs.String("name", "", "what the key is for (create)")
-	scope := fs.String("scope", model.ScopeEvents, "events (POST /api/v1/events) or admin (the admin JSON API) (create)")
-	cfg, pos, err := parseInterspersed(fs, args[1:])
+	if isHelp(args[0]) {
+		return printHelp(fs, stdout)
+	}
+	cfg, pos, err := parseInterspersed(fs, args[1:], stdout)
 	if err != nil {
 		return err
 	}
@@ -411,6 +427,14 @@ func apikeysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		})
 	}
 	return fmt.Errorf("unknown apikeys command %q; %s", args[0], usage)
+}
+
+// first is args[0], or "" when there is none.
+func first(args []string) string {
+	if len(args) == 0 {
+		return ""
+	}
+	return args[0]
 }
 
 func when(t *time.Time) string {

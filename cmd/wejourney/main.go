@@ -1,17 +1,23 @@
 // Command wejourney is the WeChat customer-journey engine: one binary whose
 // subcommands serve (default), migrate the database, validate journeys,
-// simulate WeChat callbacks and benchmark the whole path.
+// simulate WeChat callbacks, benchmark the whole path and manage the admin
+// password and API keys.
 //
 //	wejourney [serve] [--role=all|web|worker] [--config wejourney.yaml]
 //	wejourney migrate
-//	wejourney journeys validate FILE...
+//	wejourney journeys validate FILE|DIR...
 //	wejourney admin passwd [USER] [--password-stdin]
 //	wejourney apikeys create --name NAME [--scope events|admin] | list | revoke ID
-//	wejourney simulate subscribe|scan|click|text|unsubscribe|view|location [flags]
+//	wejourney simulate subscribe|scan|click|text|unsubscribe|view|location|template_sent [flags]
 //	wejourney bench [flags]
+//	wejourney help [COMMAND] | version
+//
+// Every command takes -h or --help: it prints the command's usage and flags
+// and exits 0.
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -20,9 +26,17 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"sort"
 	"strings"
 	"syscall"
 
+	"github.com/gin-gonic/gin"
+
+	"github.com/wejourney/wejourney/channels"
+	"github.com/wejourney/wejourney/channels/wechat"
 	"github.com/wejourney/wejourney/config"
 	"github.com/wejourney/wejourney/internal/redact"
 	"github.com/wejourney/wejourney/journey"
@@ -30,6 +44,10 @@ import (
 )
 
 func main() {
+	// Process-wide settings of libraries, once: gin's mode, and silenceper's
+	// logrus (set to debug at import, it would log every callback body).
+	gin.SetMode(gin.ReleaseMode)
+	wechat.SilenceSDK()
 	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "wejourney:", redact.String(err.Error()))
 		os.Exit(1)
@@ -41,9 +59,9 @@ const usage = `wejourney — WeChat customer journeys
 usage:
   wejourney [serve] [--role=all|web|worker]   run the server (default: everything in one process)
   wejourney migrate                          bring the database schema up to date
-  wejourney journeys validate FILE...        check journey YAML files
+  wejourney journeys validate FILE|DIR...    check journey YAML files (a directory: its *.yaml and *.yml)
   wejourney simulate KIND [flags]            send a signed WeChat callback to a running server
-                                             KIND: subscribe, scan, click, view, text, unsubscribe, location
+                                             KIND: subscribe, scan, click, view, text, unsubscribe, location, template_sent
   wejourney bench [flags]                    measure callbacks and follow → message latency
   wejourney admin passwd [USER] [--password-stdin]
                                              set (or create) an admin's password; ends its sessions
@@ -51,54 +69,165 @@ usage:
                                              make an API key (printed once)
   wejourney apikeys list                     list API keys (never the keys themselves)
   wejourney apikeys revoke ID                revoke an API key: it gets 401 from now on
+  wejourney help [COMMAND]                   this text, or a command's usage and flags
+  wejourney version                          the version of this binary (also --version)
 
 Every command reads wejourney.yaml (if present; --config names another) and
-the WEJOURNEY_* environment variables.
+the WEJOURNEY_* environment variables. ` + "`wejourney COMMAND --help`" + ` lists a
+command's flags.
 `
 
+// run runs the command args name, writing to stdout and stderr. A command
+// asked for its help (-h, --help) prints it to stdout and returns nil.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	err := dispatch(ctx, args, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := "serve"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cmd, args = args[0], args[1:]
+	if len(args) > 0 {
+		switch args[0] {
+		case "help", "-h", "-help", "--help":
+			if args[0] == "help" && len(args) > 1 {
+				// `wejourney help CMD` is `wejourney CMD --help`.
+				return dispatch(ctx, append(slices.Clone(args[1:]), "--help"), stdout, stderr)
+			}
+			_, err := fmt.Fprint(stdout, usage)
+			return err
+		case "version", "-version", "--version":
+			return printVersion(stdout)
+		}
+		if !strings.HasPrefix(args[0], "-") {
+			cmd, args = args[0], args[1:]
+		}
 	}
 	switch cmd {
 	case "serve":
 		return serveCmd(ctx, args, stdout, stderr)
 	case "migrate":
-		return migrateCmd(args, stdout)
+		return migrate(args, stdout, stderr)
 	case "journeys":
-		return journeysCmd(args, stdout)
+		return journeysCmd(args, stdout, stderr)
 	case "simulate":
-		return simulateCmd(ctx, args, stdout)
+		return simulateCmd(ctx, args, stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, args, stdout, stderr)
 	case "admin":
 		return adminCmd(ctx, args, os.Stdin, stdout, stderr)
 	case "apikeys":
 		return apikeysCmd(ctx, args, stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q", cmd)
+	return fmt.Errorf("unknown command %q (see wejourney help)", cmd)
 }
 
-// loadConfig reads the configuration every subcommand shares.
-func loadConfig(fs *flag.FlagSet, args []string) (config.Config, error) {
-	file := fs.String("config", config.DefaultFile, "configuration file (yaml)")
-	if err := fs.Parse(args); err != nil {
+// printVersion prints the module version this binary was built from and,
+// when the build recorded them, its commit, commit time and whether the
+// work tree was modified; "(devel)" for a build outside a module version.
+func printVersion(w io.Writer) error {
+	version, goVersion, vcs := "(devel)", "", []string(nil)
+	if info, ok := debug.ReadBuildInfo(); ok {
+		if info.Main.Version != "" {
+			version = info.Main.Version
+		}
+		goVersion = info.GoVersion
+		for _, s := range info.Settings {
+			switch {
+			case s.Key == "vcs.revision":
+				vcs = append(vcs, "commit "+s.Value)
+			case s.Key == "vcs.time":
+				vcs = append(vcs, s.Value)
+			case s.Key == "vcs.modified" && s.Value == "true":
+				vcs = append(vcs, "modified")
+			}
+		}
+	}
+	line := "wejourney " + version
+	if len(vcs) > 0 {
+		line += " (" + strings.Join(vcs, ", ") + ")"
+	}
+	if goVersion != "" {
+		line += " " + goVersion
+	}
+	_, err := fmt.Fprintln(w, line)
+	return err
+}
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+}
+
+// newFlags returns the flags of the command `wejourney synopsis`, with
+// --config, which every command reads. about says what the command does.
+// Parse errors and their usage go to stderr; see parseFlags for -h.
+func newFlags(synopsis, about string, stderr io.Writer) *flag.FlagSet {
+	name, _, _ := strings.Cut(synopsis, " -")
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.String("config", config.DefaultFile, "configuration `file` (yaml); the WEJOURNEY_* environment variables override it")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: wejourney %s\n\n%s\n\nflags:\n", synopsis, about)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// printHelp prints fs's usage to w.
+func printHelp(fs *flag.FlagSet, w io.Writer) error {
+	out := fs.Output()
+	fs.SetOutput(w)
+	fs.Usage()
+	fs.SetOutput(out)
+	return flag.ErrHelp
+}
+
+// parseFlags parses args into fs. Asked for help (-h, --help), it prints
+// the usage to stdout and returns flag.ErrHelp, which run turns into a
+// success; a parse error prints it with the usage to fs's output (stderr).
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
+	stderr := fs.Output()
+	var buf bytes.Buffer
+	fs.SetOutput(&buf)
+	err := fs.Parse(args)
+	fs.SetOutput(stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		buf.WriteTo(stdout)
+		return flag.ErrHelp
+	}
+	buf.WriteTo(stderr)
+	return err
+}
+
+// loadConfig parses args into fs (see parseFlags) and reads the
+// configuration every subcommand shares: the --config file and the
+// environment.
+func loadConfig(fs *flag.FlagSet, args []string, stdout io.Writer) (config.Config, error) {
+	file := fs.Lookup("config")
+	if file == nil {
+		fs.String("config", config.DefaultFile, "configuration `file` (yaml)")
+		file = fs.Lookup("config")
+	}
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return config.Config{}, err
 	}
-	return config.Load(*file, nil)
+	return config.Load(file.Value.String(), nil)
 }
 
 func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs := newFlags("[serve] [--role=all|web|worker] [--config FILE]",
+		"Runs the server: WeChat callbacks, the events API and the admin page (web), journeys (worker), or both (all).", stderr)
 	role := fs.String("role", RoleAll, "all, web (callbacks, API, admin) or worker (journeys)")
-	cfg, err := loadConfig(fs, args)
+	cfg, err := loadConfig(fs, args, stdout)
 	if err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve takes no arguments, got %q (see wejourney help)", fs.Arg(0))
 	}
 	if *role != RoleAll && *role != RoleWeb && *role != RoleWorker {
 		return fmt.Errorf("--role: want all, web or worker, got %q", *role)
@@ -159,20 +288,34 @@ func printBanner(w io.Writer, app *App) {
 	fmt.Fprintln(w, "  try:      go run ./cmd/wejourney simulate subscribe --scene store_001")
 }
 
+// migrateCmd runs `wejourney migrate`, its parse errors to standard error.
 func migrateCmd(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	cfg, err := loadConfig(fs, args)
+	return migrate(args, stdout, os.Stderr)
+}
+
+func migrate(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("migrate [--config FILE]",
+		"Brings the database of WEJOURNEY_DATABASE_URL up to the schema this binary needs.", stderr)
+	cfg, err := loadConfig(fs, args, stdout)
 	if err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("migrate takes no arguments, got %q", fs.Arg(0))
+	}
 	dialect, dsn, err := config.ParseDatabaseURL(cfg.DatabaseURL)
 	if err != nil {
-		return err
+		return fmt.Errorf("WEJOURNEY_DATABASE_URL: %w", err)
 	}
 	db, err := model.Open(dialect, dsn)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if s, err := db.DB(); err == nil {
+			s.Close()
+		}
+	}()
 	if err := model.Migrate(db); err != nil {
 		return err
 	}
@@ -180,23 +323,97 @@ func migrateCmd(args []string, stdout io.Writer) error {
 	return nil
 }
 
-func journeysCmd(args []string, stdout io.Writer) error {
-	if len(args) < 2 || args[0] != "validate" {
-		return errors.New("usage: wejourney journeys validate FILE [FILE]")
+const validateSynopsis = "journeys validate [--config FILE] FILE|DIR..."
+
+// journeysCmd runs `wejourney journeys validate FILE|DIR...`: it parses
+// every journey as the server would load it, with the channels this
+// configuration has senders for, and prints one line per valid journey.
+// A directory stands for its *.yaml and *.yml files, as the server reads
+// WEJOURNEY_JOURNEYS_DIR.
+func journeysCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags(validateSynopsis,
+		"Checks journey files: their YAML, steps, expressions and channels (against the senders this configuration has).\nA directory stands for its *.yaml and *.yml files, as the server reads WEJOURNEY_JOURNEYS_DIR.", stderr)
+	if len(args) == 0 || args[0] != "validate" {
+		if len(args) > 0 && isHelp(args[0]) {
+			return printHelp(fs, stdout)
+		}
+		return errors.New("usage: wejourney " + validateSynopsis)
+	}
+	cfg, paths, err := parseInterspersed(fs, args[1:], stdout)
+	if err != nil {
+		return err
+	}
+	if len(paths) == 0 {
+		return errors.New("usage: wejourney " + validateSynopsis)
+	}
+	files, err := journeyFiles(paths)
+	if err != nil {
+		return err
+	}
+	reg, err := buildSenders(cfg, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
 	}
 	var errs []error
-	for _, f := range args[1:] {
+	keys := map[string]string{}
+	for _, f := range files {
 		src, err := os.ReadFile(f)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		c, err := journey.Parse(f, src)
+		c, err := parseJourney(reg, f, src)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		if prev, dup := keys[c.Def.Key]; dup {
+			errs = append(errs, fmt.Errorf("%s: key %q is also used by %s", f, c.Def.Key, prev))
+			continue
+		}
+		keys[c.Def.Key] = f
 		fmt.Fprintf(stdout, "%s: ok (journey %q, %d steps, trigger %s)\n", f, c.Def.Key, len(c.Def.Steps), c.Def.Trigger.Event)
 	}
 	return errors.Join(errs...)
+}
+
+// journeyFiles expands paths: a file stands for itself, a directory for its
+// *.yaml and *.yml files in sorted order (as journey.LoadDir reads one).
+func journeyFiles(paths []string) ([]string, error) {
+	var files []string
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		if !fi.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		var in []string
+		for _, pat := range []string{"*.yaml", "*.yml"} {
+			m, err := filepath.Glob(filepath.Join(p, pat))
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", p, err)
+			}
+			in = append(in, m...)
+		}
+		if len(in) == 0 {
+			return nil, fmt.Errorf("%s: no *.yaml or *.yml files", p)
+		}
+		sort.Strings(in)
+		files = append(files, in...)
+	}
+	return files, nil
+}
+
+// parseJourney parses one journey file as `journeys validate` checks it: a
+// channel without a sender in reg is an error.
+//
+// TODO(merge): journey.Parse(name, src, validateOptions(reg)...) with
+// validateOptions returning []journey.ParseOption{journey.WithChannels(reg)},
+// once journey.WithChannels lands.
+func parseJourney(reg *channels.Registry, name string, src []byte) (*journey.Compiled, error) {
+	_ = reg
+	return journey.Parse(name, src)
 }

@@ -110,10 +110,10 @@ func TestReadinessPerRole(t *testing.T) {
 			}
 		}
 	}
-	check("everything up", map[string]probe{RoleWeb: {200, ""}, RoleWorker: {200, "ready"}, RoleAll: {200, ""}})
+	check("everything up", map[string]probe{RoleWeb: {200, ""}, RoleWorker: {200, `{"ready":true}`}, RoleAll: {200, ""}})
 
 	mr.Close() // Redis goes away
-	check("Redis down", map[string]probe{RoleWeb: {200, ""}, RoleWorker: {503, "not ready: redis"}, RoleAll: {200, ""}})
+	check("Redis down", map[string]probe{RoleWeb: {200, ""}, RoleWorker: {503, `{"error":"not ready: redis: see the server log","ready":false}`}, RoleAll: {200, ""}})
 
 	for _, role := range roles { // the database goes away
 		sqlDB, err := apps[role].DB.DB()
@@ -122,7 +122,7 @@ func TestReadinessPerRole(t *testing.T) {
 		}
 		sqlDB.Close()
 	}
-	check("database down", map[string]probe{RoleWeb: {503, ""}, RoleWorker: {503, "not ready: database"}, RoleAll: {503, ""}})
+	check("database down", map[string]probe{RoleWeb: {503, ""}, RoleWorker: {503, `{"error":"not ready: database: see the server log","ready":false}`}, RoleAll: {503, ""}})
 }
 
 // TestDemoJourneysOnlyInSandbox runs the shipped journeys/ directory
