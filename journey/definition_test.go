@@ -773,3 +773,171 @@ func TestPickSplit(t *testing.T) {
 		}
 	})
 }
+
+// Parse checks a journey against what exists: channels against the
+// configured senders (with WithChannels), event types against the sources,
+// and the names expressions and templates read.
+func TestParseChecksWhatExists(t *testing.T) {
+	t.Parallel()
+	const file = "welcome.yaml"
+	head := "key: k\ntrigger: { event: wechat.subscribe }\nsteps:\n"
+	tests := []struct {
+		name     string
+		src      string
+		channels bool // WithChannels(testChannels())
+		want     []string
+	}{
+		{
+			name:     "channel without a sender",
+			src:      head + "  - id: crm\n    webhook: { url: \"https://crm.example.com\" }\n",
+			channels: true,
+			want:     []string{file + `:5: step "crm": channel webhook has no sender (the webhook sender is not implemented yet)`},
+		},
+		{
+			name: "without WithChannels only the channel name is checked",
+			src:  head + "  - id: crm\n    webhook: { url: \"https://crm.example.com\" }\n  - { id: t, send: { channel: wechat.text } }\n",
+		},
+		{
+			name:     "fallback channel without a sender",
+			src:      head + "  - id: hi\n    send: { channel: wechat.text, text: hi, fallback: webhook }\n",
+			channels: true,
+			want:     []string{file + `:5: step "hi": channel webhook has no sender`},
+		},
+		{
+			name:     "a field the channel requires",
+			src:      head + "  - { id: sms, send: { channel: sms, params: { a: b } } }\n",
+			channels: true,
+			want:     []string{file + `:4: step "sms": sms needs template`},
+		},
+		{
+			name: "trigger event no source emits",
+			src:  "key: k\ntrigger: { event: wechat.follow }\nsteps:\n  - { id: w, wait: 1m }\n",
+			want: []string{file + `:2: trigger: no source emits event "wechat.follow" (wechat events: wechat.location, wechat.menu_click, wechat.menu_view, wechat.message, wechat.scan, wechat.subscribe, wechat.template_sent, wechat.unsubscribe)`},
+		},
+		{
+			name: "wait_for and exit events no source emits",
+			src: "key: k\ntrigger: { event: wechat.subscribe }\nexit:\n  - event: wecom.left\nsteps:\n" +
+				"  - id: w\n    wait_for: { event: wechat.clik, timeout: 1h }\n",
+			want: []string{
+				file + `:4: exit[0]: no source emits event "wecom.left" (no source emits wecom. events yet)`,
+				file + `:7: step "w": wait_for.event: no source emits event "wechat.clik" (wechat events: `,
+			},
+		},
+		{
+			name: "brand events and their props pass",
+			src: "key: k\ntrigger: { event: order.paid, where: 'event.amount > 100' }\nsteps:\n" +
+				"  - { id: hi, send: { channel: wechat.text, text: \"{{ .event.amount }} {{ .member.attrs.tier }}\" } }\n",
+		},
+		{
+			name: "a prop the trigger event lacks, in branch",
+			src: head + "  - id: vip\n    branch:\n      - when: 'event.scen == \"x\" && member.tags != nil'\n        next: end\n      - next: end\n" +
+				"  - { id: end, wait: 1m }\n",
+			want: []string{file + `:6: step "vip": branch[0].when: event has no prop "scen" (wechat.subscribe has: scene, ticket)`},
+		},
+		{
+			name: "trigger.where, exit where and wait_for.where use their own event",
+			src: "key: k\ntrigger: { event: wechat.subscribe, where: 'event.key == \"a\"' }\nexit:\n  - { event: wechat.menu_click, where: 'event.scene == \"a\"' }\nsteps:\n" +
+				"  - id: w\n    wait_for: { event: wechat.menu_click, where: 'event.key == \"b\" && event.ticket == \"\"', timeout: 1h }\n",
+			want: []string{
+				file + `:2: trigger.where: event has no prop "key" (wechat.subscribe has: scene, ticket)`,
+				file + `:4: exit[0].where: event has no prop "scene" (wechat.menu_click has: key)`,
+				file + `:7: step "w": wait_for.where: event has no prop "ticket" (wechat.menu_click has: key)`,
+			},
+		},
+		{
+			name: "member fields",
+			src:  head + "  - id: b\n    branch:\n      - { when: 'member.nicknam == \"x\" || member.attrs.anything', next: e }\n  - { id: e, wait: 1m }\n",
+			want: []string{file + `:6: step "b": branch[0].when: member has no field "nicknam" (member has: `},
+		},
+		{
+			name: "template names",
+			src: head + "  - id: hi\n    send:\n      channel: wechat.text\n      text: \"{{ .membr.nickname }}\"\n" +
+				"      data: { b: \"{{ .event.scen }}\", a: \"{{ if .member.subscribed }}{{ .member.nick }}{{ end }}\" }\n",
+			want: []string{
+				file + `:7: step "hi": text: unknown name .membr (use .event or .member)`,
+				file + `:8: step "hi": data.a: member has no field "nick"`,
+				file + `:8: step "hi": data.b: event has no prop "scen" (wechat.subscribe has: scene, ticket)`,
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var opts []ParseOption
+			if tc.channels {
+				opts = append(opts, WithChannels(testChannels()))
+			}
+			_, err := Parse(file, []byte(tc.src), opts...)
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("Parse = %v; want no problems", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Parse = %v; want an error wrapping ErrInvalid", err)
+			}
+			lines := problemLines(t, err)
+			if diff := cmp.Diff(tc.want, orderProblems(tc.want, lines)); diff != "" {
+				t.Errorf("problems mismatch (-want +got):\n%s\nerror:\n%v", diff, err)
+			}
+		})
+	}
+}
+
+// A journey with many problems is reported the same way every time: in
+// file order, each step's fields in the order written.
+func TestParseProblemOrderIsStable(t *testing.T) {
+	t.Parallel()
+	src := []byte(`
+name: many mistakes
+trigger: { event: wechat.follow, where: 'event.scen == "a"' }
+entry: { once: true, cooldown: 1h }
+exit:
+  - { event: wecom.left }
+  - { event: wechat.unsubscribe, where: 'event.x ==' }
+steps:
+  - id: hello
+    send:
+      channel: wechat.fax
+      data: { z: "{{ .a }}", y: "{{ .b }}", x: "{{ .c }}", w: "{{ .d }}" }
+      params: { d: "{{ .e }}", c: "{{ .f }}" }
+      extra: { q: "{{ .g }}", p: "{{ .h }}" }
+    next: nowhere
+  - { id: both, send: { channel: webhook, url: "{{ .i }}" }, wait: 1m, colour: red, size: 2 }
+  - id: b
+    branch:
+      - { when: 'event.a == 1', next: x1 }
+      - { when: 'member.b', next: x2 }
+      - { next: x3 }
+  - { id: s, split: [ { weight: 0, next: y1 }, { weight: 1, next: y2 } ] }
+`)
+	var first string
+	for i := range 30 {
+		_, err := Parse("many.yaml", src, WithChannels(testChannels()))
+		if err == nil {
+			t.Fatal("Parse = nil; want problems")
+		}
+		if i == 0 {
+			first = err.Error()
+			if n := strings.Count(first, "\n"); n < 20 {
+				t.Fatalf("only %d problems; the test wants many:\n%s", n, first)
+			}
+			continue
+		}
+		if diff := cmp.Diff(first, err.Error()); diff != "" {
+			t.Fatalf("run %d reported differently (-first +now):\n%s", i+1, diff)
+		}
+	}
+	lines := problemLines(t, errors.New(first))
+	prev := 0
+	for _, l := range lines {
+		var line int
+		if _, err := fmt.Sscanf(strings.TrimPrefix(l, "many.yaml:"), "%d:", &line); err != nil {
+			continue
+		}
+		if line < prev {
+			t.Errorf("problem %q comes after one at line %d: not in file order", l, prev)
+		}
+		prev = line
+	}
+}
