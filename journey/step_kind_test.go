@@ -38,7 +38,7 @@ func (stampKind) Compile(n *yaml.Node, ck *journey.Check) journey.StepBody {
 }
 
 func (s *stamp) Waits() (time.Duration, bool) { return s.Hold, s.Hold > 0 }
-func (s *stamp) Refs() []journey.Ref            { return nil }
+func (s *stamp) Refs() []journey.Ref          { return nil }
 func (s *stamp) Run(r *journey.Run) (journey.Result, error) {
 	return journey.Result{Outcome: "stamped:" + s.Label, Next: r.Step.Next}, nil
 }
