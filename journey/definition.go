@@ -4,16 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
-	"text/template"
 	"time"
 
-	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/vm"
 	"gopkg.in/yaml.v3"
-
-	"github.com/wejourney/wejourney/channels"
 )
 
 // Definition is a journey as written in YAML (DESIGN.md, "Journeys").
@@ -32,10 +30,29 @@ type Definition struct {
 	Demo bool `yaml:"demo"`
 }
 
-// Trigger says which events enter members.
+// Trigger says which members enter: today an event of one type (Event),
+// optionally filtered by Where. Its kind is the key it sets (see
+// TriggerKind).
 type Trigger struct {
 	Event string `yaml:"event"`
 	Where string `yaml:"where"`
+
+	node yaml.Node
+}
+
+// UnmarshalYAML keeps the trigger's node: Parse checks it against the
+// trigger kinds.
+func (t *Trigger) UnmarshalYAML(n *yaml.Node) error {
+	t.node = *n
+	if n.Kind == yaml.MappingNode {
+		if v := valueOf(n, "event"); v != nil && v.Kind == yaml.ScalarNode {
+			t.Event = v.Value
+		}
+		if v := valueOf(n, "where"); v != nil && v.Kind == yaml.ScalarNode {
+			t.Where = v.Value
+		}
+	}
+	return nil
 }
 
 // Entry limits re-entry. The default lets a member re-enter after leaving.
@@ -50,69 +67,28 @@ type Rule struct {
 	Where string `yaml:"where"`
 }
 
-// Step is one node of the journey graph. Exactly one of its kinds is set.
-// Next names the following step; a step without next ends the journey.
+// Step is one node of the journey graph: an id, exactly one kind (the key
+// naming it: send, wait, …, see StepKind) whose compiled value is Body, and
+// Next, the following step; a step without next ends the journey.
+// OnTimeout is where a wait_for step goes when its timeout passes.
 type Step struct {
-	ID        string         `yaml:"id"`
-	Send      *Send          `yaml:"send"`
-	Wait      *Duration      `yaml:"wait"`
-	WaitFor   *WaitFor       `yaml:"wait_for"`
-	Branch    []BranchArm    `yaml:"branch"`
-	Split     []SplitArm     `yaml:"split"`
-	Update    *Update        `yaml:"update"`
-	Webhook   *WebhookSpec   `yaml:"webhook"`
-	Next      string         `yaml:"next"`
-	OnTimeout string         `yaml:"on_timeout"`
-	Extra     map[string]any `yaml:",inline"`
+	ID        string
+	Next      string
+	OnTimeout string
+	// Line is the step's line in its file.
+	Line int
+	// Body is the kind's compiled value: *Send, *Wait, *WaitFor, *Branch,
+	// *Split, *Update, *WebhookSpec, or an added kind's.
+	Body StepBody
+
+	kind string
+	node yaml.Node
 }
 
-// Send delivers one message. Fallback names a step to go to, or a channel to
-// try, when the member is unreachable on Channel.
-type Send struct {
-	Channel    string            `yaml:"channel"`
-	Text       string            `yaml:"text"`
-	Subject    string            `yaml:"subject"`
-	TemplateID string            `yaml:"template_id"`
-	Template   string            `yaml:"template"` // SMS template code
-	URL        string            `yaml:"url"`
-	Data       map[string]string `yaml:"data"`
-	Params     map[string]string `yaml:"params"` // SMS params
-	Extra      map[string]string `yaml:"extra"`  // media_id, title, pagepath, ...
-	Fallback   string            `yaml:"fallback"`
-}
-
-// WaitFor pauses until an event matches or the timeout passes.
-type WaitFor struct {
-	Event   string   `yaml:"event"`
-	Where   string   `yaml:"where"`
-	Timeout Duration `yaml:"timeout"`
-}
-
-// BranchArm is one arm of a branch: the first whose When holds (or has no When) wins.
-type BranchArm struct {
-	When string `yaml:"when"`
-	Next string `yaml:"next"`
-}
-
-// SplitArm is one arm of an A/B split.
-type SplitArm struct {
-	Weight int    `yaml:"weight"`
-	Next   string `yaml:"next"`
-}
-
-// Update changes the member.
-type Update struct {
-	AddTags    []string       `yaml:"add_tags"`
-	RemoveTags []string       `yaml:"remove_tags"`
-	Set        map[string]any `yaml:"set"`
-}
-
-// WebhookSpec posts to the brand's system.
-type WebhookSpec struct {
-	URL     string            `yaml:"url"`
-	Method  string            `yaml:"method"`
-	Body    string            `yaml:"body"`
-	Headers map[string]string `yaml:"headers"`
+// UnmarshalYAML keeps the step's node: Parse reads it with the step kinds.
+func (s *Step) UnmarshalYAML(n *yaml.Node) error {
+	s.node = *n
+	return nil
 }
 
 // Step kinds, as recorded on step visits.
@@ -126,35 +102,8 @@ const (
 	KindWebhook = "webhook"
 )
 
-// Kind returns which kind of step s is ("" when none or several are set).
-func (s *Step) Kind() string {
-	var kinds []string
-	if s.Send != nil {
-		kinds = append(kinds, KindSend)
-	}
-	if s.Wait != nil {
-		kinds = append(kinds, KindWait)
-	}
-	if s.WaitFor != nil {
-		kinds = append(kinds, KindWaitFor)
-	}
-	if s.Branch != nil {
-		kinds = append(kinds, KindBranch)
-	}
-	if s.Split != nil {
-		kinds = append(kinds, KindSplit)
-	}
-	if s.Update != nil {
-		kinds = append(kinds, KindUpdate)
-	}
-	if s.Webhook != nil {
-		kinds = append(kinds, KindWebhook)
-	}
-	if len(kinds) != 1 {
-		return ""
-	}
-	return kinds[0]
-}
+// Kind returns which kind of step s is ("" when the step is invalid).
+func (s *Step) Kind() string { return s.kind }
 
 // Duration is a time.Duration written as "10m", "48h" or "7d".
 type Duration time.Duration
@@ -200,30 +149,21 @@ var ErrInvalid = errors.New("invalid journey")
 // Compiled is a validated definition with its expressions and templates
 // compiled. It is immutable and shared.
 type Compiled struct {
-	Def    Definition
-	Source string
-	steps  map[string]*compiledStep
-	first  string
-	where  *vm.Program
-	exits  []compiledRule
-	quiet  *quietHours
-	origin string
+	Def         Definition
+	Source      string
+	steps       map[string]*Step
+	first       string
+	trigger     string   // trigger kind
+	triggerKeys []string // index keys under the trigger kind
+	where       *vm.Program
+	exits       []compiledRule
+	quiet       *quietHours
+	origin      string
 }
 
 type compiledRule struct {
 	event string
 	where *vm.Program
-}
-
-type compiledStep struct {
-	Step
-	index    int
-	texts    map[string]*template.Template // send/webhook fields by name
-	data     map[string]*template.Template // template data / sms params
-	whens    []*vm.Program                 // branch arms
-	waitFor  *vm.Program
-	fallback string // step id
-	fbChan   string // channel
 }
 
 // FirstStep is the id of the step members enter at.
@@ -232,46 +172,40 @@ func (c *Compiled) FirstStep() string { return c.first }
 // Step returns the step with that id.
 func (c *Compiled) Step(id string) (*Step, bool) {
 	s, ok := c.steps[id]
-	if !ok {
-		return nil, false
-	}
-	return &s.Step, true
-}
-
-// knownChannels are the send channels the engine accepts in definitions.
-var knownChannels = map[string]bool{
-	channels.WeChatText: true, channels.WeChatNews: true, channels.WeChatImage: true,
-	channels.WeChatMiniprogramPage: true, channels.WeChatTemplate: true, channels.WeChatSubscribe: true,
-	channels.WeComWelcome: true, channels.WeComText: true, channels.SMS: true, channels.Email: true,
-}
-
-// exprEnv declares the expression variables for compile-time checks; event
-// and member fields are open maps, so any field name compiles.
-var exprEnv = map[string]any{"event": map[string]any{}, "member": map[string]any{}}
-
-func compileExpr(src string) (*vm.Program, error) {
-	return expr.Compile(src, expr.Env(exprEnv), expr.AsBool())
+	return s, ok
 }
 
 // Parse reads and validates one YAML journey. name (a file path, or "admin")
-// prefixes every problem; all problems are reported, one per line, wrapped
-// in ErrInvalid.
-func Parse(name string, src []byte) (*Compiled, error) {
+// prefixes every problem, with the line where there is one; all problems
+// are reported, one per line in file order, wrapped in ErrInvalid. Options
+// say what exists: WithChannels (configured senders), WithSources (event
+// types and props), WithStepKinds and WithTriggerKinds.
+func Parse(name string, src []byte, opts ...ParseOption) (*Compiled, error) {
+	o := newParseOptions(opts)
 	var def Definition
 	dec := yaml.NewDecoder(bytes.NewReader(src))
 	dec.KnownFields(true)
 	var typeErr *yaml.TypeError
 	if err := dec.Decode(&def); err != nil && !errors.As(err, &typeErr) {
-		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, name, err)
 	}
-	c := &Compiled{Def: def, Source: string(src), steps: map[string]*compiledStep{}}
-	var errs []error
-	bad := func(where, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s: %s", name, where, fmt.Sprintf(format, args...)))
+	var probs []problem
+	ck := &Check{name: name, problems: &probs, opts: &o}
+	var doc *yaml.Node
+	var root yaml.Node
+	if yaml.Unmarshal(src, &root) == nil && len(root.Content) > 0 && root.Content[0].Kind == yaml.MappingNode {
+		doc = root.Content[0]
 	}
-	decodeBad := map[string]bool{} // where the decoder already complained
+	keyLine := func(key string) int {
+		for i := 0; doc != nil && i+1 < len(doc.Content); i += 2 {
+			if doc.Content[i].Value == key {
+				return doc.Content[i].Line
+			}
+		}
+		return 0
+	}
 	if typeErr != nil {
-		// The decoder went on past these; name the step each one is in.
+		// The decoder went on past these; name the section or step each is in.
 		starts := sections(src)
 		for _, msg := range typeErr.Errors {
 			var line int
@@ -282,199 +216,218 @@ func Parse(name string, src []byte) (*Compiled, error) {
 					where = st.where
 				}
 			}
-			bad(where, "%s", msg)
-			decodeBad[where] = true
+			if _, rest, ok := strings.Cut(msg, ": "); ok && line > 0 {
+				msg = rest
+			}
+			ck.add(line, where, msg)
 		}
 	}
+	c := &Compiled{Def: def, Source: string(src), steps: map[string]*Step{}}
 	if def.Key == "" {
-		bad("key", "required")
+		ck.in("key", keyLine("key")).Problemf(nil, "required")
 	}
-	if def.Trigger.Event == "" {
-		bad("trigger", "event is required (e.g. wechat.subscribe)")
+
+	// The trigger: exactly one trigger kind's key, and where.
+	tck := ck.in("trigger", keyLine("trigger"))
+	tn := &def.Trigger.node
+	var tkind TriggerKind
+	var tval *yaml.Node
+	if tn.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(tn.Content); i += 2 {
+			k := tn.Content[i]
+			if k.Value == "where" {
+				continue
+			}
+			found := false
+			for _, kind := range o.triggers {
+				if kind.Name() != k.Value {
+					continue
+				}
+				found = true
+				if tkind != nil {
+					tck.Problemf(k, "needs exactly one of %s", triggerNames(o.triggers))
+				} else {
+					tkind, tval = kind, tn.Content[i+1]
+				}
+			}
+			if !found {
+				tck.Problemf(k, "unknown field %q", k.Value)
+			}
+		}
+	}
+	if tkind == nil {
+		tck.Problemf(nil, "event is required (e.g. wechat.subscribe)")
+	} else {
+		c.trigger = tkind.Name()
+		c.triggerKeys = tkind.Compile(tval, tck)
+		if c.trigger == triggerEvent {
+			ck.trigger = def.Trigger.Event
+		}
 	}
 	if def.Trigger.Where != "" {
-		p, err := compileExpr(def.Trigger.Where)
-		if err != nil {
-			bad("trigger.where", "%v", oneLine(err))
-		}
-		c.where = p
+		wn := valueOf(tn, "where")
+		c.where = ck.in("trigger.where", wn.Line).Expr("", wn, def.Trigger.Where, ck.trigger)
 	}
+
+	// Exit rules.
+	exitNode := valueOf(doc, "exit")
 	for i, r := range def.Exit {
+		var rn *yaml.Node
+		if exitNode != nil && i < len(exitNode.Content) {
+			rn = exitNode.Content[i]
+		}
+		line := keyLine("exit")
+		if rn != nil {
+			line = rn.Line
+		}
+		eck := ck.in(fmt.Sprintf("exit[%d]", i), line)
 		if r.Event == "" {
-			bad(fmt.Sprintf("exit[%d]", i), "event is required")
+			eck.Problemf(nil, "event is required")
+		} else {
+			eck.Event("", valueOf(rn, "event"), r.Event)
 		}
 		cr := compiledRule{event: r.Event}
 		if r.Where != "" {
-			p, err := compileExpr(r.Where)
-			if err != nil {
-				bad(fmt.Sprintf("exit[%d].where", i), "%v", oneLine(err))
-			}
-			cr.where = p
+			cr.where = ck.in(fmt.Sprintf("exit[%d].where", i), line).Expr("", valueOf(rn, "where"), r.Where, r.Event)
 		}
 		c.exits = append(c.exits, cr)
 	}
 	if def.QuietHours != "" {
 		q, err := parseQuietHours(def.QuietHours)
 		if err != nil {
-			bad("quiet_hours", "%v", err)
+			ck.in("quiet_hours", keyLine("quiet_hours")).Problemf(nil, "%v", err)
 		}
 		c.quiet = q
 	}
 	if def.Entry.Once && def.Entry.Cooldown != 0 {
-		bad("entry", "once and cooldown exclude each other")
+		ck.in("entry", keyLine("entry")).Problemf(nil, "once and cooldown exclude each other")
 	}
 	if len(def.Steps) == 0 {
-		bad("steps", "a journey needs at least one step")
+		ck.in("steps", keyLine("steps")).Problemf(nil, "a journey needs at least one step")
 	}
+
+	// Steps, in file order; each field in the order written.
+	sck := make([]*Check, len(def.Steps))
+	lines := make([]map[string]int, len(def.Steps))
 	for i := range def.Steps {
 		s := &def.Steps[i]
+		n := &s.node
+		s.Line = n.Line
+		if v := valueOf(n, "id"); v != nil {
+			s.ID = v.Value
+		}
 		where := fmt.Sprintf("step %q", s.ID)
 		if s.ID == "" {
 			where = fmt.Sprintf("step #%d", i+1)
-			bad(where, "id is required")
+		}
+		stck := ck.in(where, s.Line)
+		sck[i], lines[i] = stck, map[string]int{}
+		if n.Kind != yaml.MappingNode {
+			stck.Problemf(nil, "a step is a mapping of id, a kind (%s) and next", stepNames(o.steps))
+			continue
+		}
+		if s.ID == "" {
+			stck.Problemf(nil, "id is required")
 		}
 		if _, dup := c.steps[s.ID]; dup {
-			bad(where, "duplicate id")
+			stck.Problemf(nil, "duplicate id")
 		}
-		for k := range s.Extra {
-			bad(where, "unknown field %q", k)
+		var kind StepKind
+		var val *yaml.Node
+		several := false
+		for j := 0; j+1 < len(n.Content); j += 2 {
+			k, v := n.Content[j], n.Content[j+1]
+			lines[i][k.Value] = k.Line
+			switch k.Value {
+			case "id":
+			case "next", "on_timeout":
+				var str string
+				if ck.in(where, s.Line).Decode(v, &str) {
+					if k.Value == "next" {
+						s.Next = str
+					} else {
+						s.OnTimeout = str
+					}
+				}
+			default:
+				i := slices.IndexFunc(o.steps, func(sk StepKind) bool { return sk.Name() == k.Value })
+				switch {
+				case i < 0:
+					stck.Problemf(k, "unknown field %q", k.Value)
+				case kind != nil:
+					several = true
+				default:
+					kind, val = o.steps[i], v
+				}
+			}
 		}
-		cs := &compiledStep{Step: *s, index: i, texts: map[string]*template.Template{}, data: map[string]*template.Template{}}
-		c.steps[s.ID] = cs
+		if kind == nil || several {
+			stck.Problemf(nil, "needs exactly one of %s", stepNames(o.steps))
+		} else {
+			s.kind = kind.Name()
+			s.Body = kind.Compile(val, stck)
+		}
+		if _, dup := c.steps[s.ID]; !dup {
+			c.steps[s.ID] = s
+		}
 		if i == 0 {
 			c.first = s.ID
 		}
-		tmpl := func(field, text string, into map[string]*template.Template, key string) {
-			t, err := template.New(field).Option("missingkey=zero").Parse(text)
-			if err != nil {
-				bad(where, "%s: %v", field, err)
-				return
-			}
-			into[key] = t
-		}
-		switch s.Kind() {
-		case "":
-			bad(where, "needs exactly one of send, wait, wait_for, branch, split, update, webhook")
-		case KindSend:
-			snd := s.Send
-			if !knownChannels[snd.Channel] {
-				bad(where, "unknown channel %q", snd.Channel)
-			}
-			switch snd.Channel {
-			case channels.WeChatText, channels.WeComText:
-				if snd.Text == "" {
-					bad(where, "%s needs text", snd.Channel)
-				}
-			case channels.WeChatTemplate, channels.WeChatSubscribe:
-				if snd.TemplateID == "" {
-					bad(where, "%s needs template_id", snd.Channel)
-				}
-			case channels.SMS:
-				if snd.Template == "" {
-					bad(where, "sms needs template")
-				}
-			}
-			for f, text := range map[string]string{"text": snd.Text, "subject": snd.Subject, "url": snd.URL} {
-				if text != "" {
-					tmpl(f, text, cs.texts, f)
-				}
-			}
-			for k, v := range snd.Data {
-				tmpl("data."+k, v, cs.data, k)
-			}
-			for k, v := range snd.Params {
-				tmpl("params."+k, v, cs.data, k)
-			}
-			for k, v := range snd.Extra {
-				tmpl("extra."+k, v, cs.texts, "extra."+k)
-			}
-		case KindWait:
-			if *s.Wait <= 0 && !decodeBad[where] {
-				bad(where, "wait must be positive")
-			}
-		case KindWaitFor:
-			if s.WaitFor.Event == "" {
-				bad(where, "wait_for needs event")
-			}
-			if s.WaitFor.Timeout <= 0 && !decodeBad[where] {
-				bad(where, "wait_for needs a positive timeout")
-			}
-			if s.WaitFor.Where != "" {
-				p, err := compileExpr(s.WaitFor.Where)
-				if err != nil {
-					bad(where, "wait_for.where: %v", oneLine(err))
-				}
-				cs.waitFor = p
-			}
-		case KindBranch:
-			if len(s.Branch) == 0 {
-				bad(where, "branch needs arms")
-			}
-			for j, arm := range s.Branch {
-				var p *vm.Program
-				if arm.When != "" {
-					var err error
-					if p, err = compileExpr(arm.When); err != nil {
-						bad(where, "branch[%d].when: %v", j, oneLine(err))
-					}
-				} else if j != len(s.Branch)-1 {
-					bad(where, "branch[%d]: only the last arm may omit when", j)
-				}
-				cs.whens = append(cs.whens, p)
-			}
-		case KindSplit:
-			total := 0
-			for j, arm := range s.Split {
-				if arm.Weight <= 0 {
-					bad(where, "split[%d]: weight must be positive", j)
-				}
-				total += arm.Weight
-			}
-			if total == 0 {
-				bad(where, "split needs arms")
-			}
-		case KindWebhook:
-			if s.Webhook.URL == "" {
-				bad(where, "webhook needs url")
-			}
-			tmpl("webhook.url", s.Webhook.URL, cs.texts, "url")
-			tmpl("webhook.body", s.Webhook.Body, cs.texts, "body")
-		}
 	}
 	// Second pass: every reference names a step.
-	for _, cs := range c.steps {
-		where := fmt.Sprintf("step %q", cs.ID)
-		ref := func(field, id string) {
-			if id != "" && c.steps[id] == nil {
-				bad(where, "%s %q is not a step", field, id)
+	isStep := func(id string) bool { return c.steps[id] != nil }
+	for i := range def.Steps {
+		s := &def.Steps[i]
+		stck := sck[i]
+		if stck == nil || s.node.Kind != yaml.MappingNode {
+			continue
+		}
+		ref := func(field, id string, line int) {
+			if id != "" && !isStep(id) {
+				stck.add(line, stck.where, fmt.Sprintf("%s %q is not a step", field, id))
 			}
 		}
-		ref("next", cs.Next)
-		ref("on_timeout", cs.OnTimeout)
-		for _, arm := range cs.Branch {
-			ref("branch next", arm.Next)
-		}
-		for _, arm := range cs.Split {
-			ref("split next", arm.Next)
-		}
-		if cs.Send != nil && cs.Send.Fallback != "" {
-			switch {
-			case c.steps[cs.Send.Fallback] != nil:
-				cs.fallback = cs.Send.Fallback
-			case knownChannels[cs.Send.Fallback]:
-				cs.fbChan = cs.Send.Fallback
-			default:
-				bad(where, "fallback %q is neither a step nor a channel", cs.Send.Fallback)
+		ref("next", s.Next, lines[i]["next"])
+		ref("on_timeout", s.OnTimeout, lines[i]["on_timeout"])
+		if s.Body != nil {
+			for _, r := range s.Body.Refs() {
+				ref(r.Field, r.ID, max(r.Line, s.Line))
+			}
+			if l, ok := s.Body.(interface {
+				link(*Check, func(string) bool)
+			}); ok {
+				l.link(stck, isStep)
 			}
 		}
-		if cs.Next != "" && cs.Next == cs.ID {
-			bad(where, "next points at itself")
+		if s.Next != "" && s.Next == s.ID {
+			stck.add(lines[i]["next"], stck.where, "next points at itself")
 		}
 	}
-	if len(errs) > 0 {
+	if len(probs) > 0 {
+		sort.SliceStable(probs, func(i, j int) bool { return probs[i].line < probs[j].line })
+		errs := make([]error, len(probs))
+		for i, p := range probs {
+			errs[i] = errors.New(p.msg)
+		}
 		return nil, fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(errs...))
 	}
 	return c, nil
+}
+
+func stepNames(kinds []StepKind) string {
+	names := make([]string, len(kinds))
+	for i, k := range kinds {
+		names[i] = k.Name()
+	}
+	return strings.Join(names, ", ")
+}
+
+func triggerNames(kinds []TriggerKind) string {
+	names := make([]string, len(kinds))
+	for i, k := range kinds {
+		names[i] = k.Name()
+	}
+	return strings.Join(names, ", ")
 }
 
 type section struct {

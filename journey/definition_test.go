@@ -3,6 +3,7 @@ package journey
 // Internal tests: quiet hours and the A/B split are unexported.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -10,6 +11,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/wejourney/wejourney/channels"
+	"github.com/wejourney/wejourney/channels/wechat"
 )
 
 // designExample is the journey of DESIGN.md ("Journeys") with the coupon_a
@@ -105,7 +109,7 @@ func TestParseDesignExample(t *testing.T) {
 		}
 	}
 	wb, _ := c.Step("wait_bind")
-	got.WaitForTimeout, got.OnTimeout = time.Duration(wb.WaitFor.Timeout), wb.OnTimeout
+	got.WaitForTimeout, got.OnTimeout = time.Duration(wb.Body.(*WaitFor).Timeout), wb.OnTimeout
 	want := summary{
 		Key: "welcome-store", Name: "门店扫码关注欢迎", First: "hello", Trigger: "wechat.subscribe",
 		QuietHours: "22:00-08:00", Once: true,
@@ -142,33 +146,34 @@ func problemLines(t *testing.T, err error) []string {
 	return lines[1:]
 }
 
-// matchProblems pairs each wanted fragment with a distinct problem line that
-// contains it. got lists the fragments found, "MISSING ..." for the others
-// and "UNEXPECTED ..." for lines nothing asked for, so cmp.Diff(want, got)
-// shows exactly what differs.
-func matchProblems(want, lines []string) []string {
-	used := make([]bool, len(lines))
-	var got []string
-	for _, w := range want {
-		found := false
-		for i, l := range lines {
-			if !used[i] && strings.Contains(l, w) {
-				used[i], found = true, true
-				break
-			}
-		}
-		if found {
-			got = append(got, w)
-		} else {
-			got = append(got, "MISSING "+w)
-		}
-	}
+// orderProblems pairs the i-th wanted prefix with the i-th problem line:
+// problems come in file order, so the order is part of what is checked. got
+// holds the wanted prefix where the line starts with it and the whole line
+// where it does not, so cmp.Diff(want, got) shows exactly what differs.
+func orderProblems(want, lines []string) []string {
+	got := make([]string, len(lines))
 	for i, l := range lines {
-		if !used[i] {
-			got = append(got, "UNEXPECTED "+l)
+		got[i] = l
+		if i < len(want) && strings.HasPrefix(l, want[i]) {
+			got[i] = want[i]
 		}
 	}
 	return got
+}
+
+// testChannels has a sender on every channel but webhook, with the
+// capabilities the real senders declare (sms needs a template).
+func testChannels() *channels.Registry {
+	reg := channels.NewRegistry()
+	nop := channels.SenderFunc(func(context.Context, channels.Message) (channels.Result, error) { return channels.Result{}, nil })
+	for ch, caps := range wechat.Capabilities() {
+		reg.Register(ch, nop, caps)
+	}
+	for _, ch := range []string{channels.WeChatSubscribe, channels.WeComText, channels.WeComWelcome, channels.Email} {
+		reg.Register(ch, nop, channels.Capabilities{})
+	}
+	reg.Register(channels.SMS, nop, channels.Capabilities{Requires: []string{"template"}})
+	return reg
 }
 
 func TestParseRejects(t *testing.T) {
@@ -196,7 +201,7 @@ trigger: { where: 'event.scene == "x"' }
 steps:
   - { id: hello, send: { channel: wechat.text, text: hi } }
 `,
-			want: []string{file + `: trigger: event is required`},
+			want: []string{file + `:3: trigger: event is required`},
 		},
 		{
 			name: "unknown channel",
@@ -206,7 +211,7 @@ trigger: { event: wechat.subscribe }
 steps:
   - { id: hello, send: { channel: wechat.fax, text: hi } }
 `,
-			want: []string{file + `: step "hello": unknown channel "wechat.fax"`},
+			want: []string{file + `:5: step "hello": unknown channel "wechat.fax"`},
 		},
 		{
 			name: "step with two kinds",
@@ -218,7 +223,7 @@ steps:
     send: { channel: wechat.text, text: hi }
     wait: 10m
 `,
-			want: []string{file + `: step "hello": needs exactly one of send, wait, wait_for, branch, split, update, webhook`},
+			want: []string{file + `:5: step "hello": needs exactly one of send, wait, wait_for, branch, split, update, webhook`},
 		},
 		{
 			name: "step with no kind",
@@ -229,7 +234,7 @@ steps:
   - { id: hello, next: bye }
   - { id: bye, wait: 1m }
 `,
-			want: []string{file + `: step "hello": needs exactly one of`},
+			want: []string{file + `:5: step "hello": needs exactly one of`},
 		},
 		{
 			name: "next names an unknown step",
@@ -239,7 +244,7 @@ trigger: { event: wechat.subscribe }
 steps:
   - { id: hello, send: { channel: wechat.text, text: hi }, next: nowhere }
 `,
-			want: []string{file + `: step "hello": next "nowhere" is not a step`},
+			want: []string{file + `:5: step "hello": next "nowhere" is not a step`},
 		},
 		{
 			name: "on_timeout and branch and split name unknown steps",
@@ -256,9 +261,9 @@ steps:
     split: [ { weight: 1, next: missing } ]
 `,
 			want: []string{
-				file + `: step "w": on_timeout "gone" is not a step`,
-				file + `: step "b": branch next "lost" is not a step`,
-				file + `: step "s": split next "missing" is not a step`,
+				file + `:5: step "w": on_timeout "gone" is not a step`,
+				file + `:8: step "b": branch next "lost" is not a step`,
+				file + `:11: step "s": split next "missing" is not a step`,
 			},
 		},
 		{
@@ -269,7 +274,7 @@ trigger: { event: wechat.subscribe, where: 'event.scene startsWith' }
 steps:
   - { id: hello, send: { channel: wechat.text, text: hi } }
 `,
-			want: []string{file + `: trigger.where: `},
+			want: []string{file + `:3: trigger.where: `},
 		},
 		{
 			name: "bad expression syntax in exit, wait_for and branch",
@@ -285,9 +290,9 @@ steps:
       - { when: 'member.tags contains contains', next: w }
 `,
 			want: []string{
-				file + `: exit[0].where: `,
-				file + `: step "w": wait_for.where: `,
-				file + `: step "b": branch[0].when: `,
+				file + `:5: exit[0].where: `,
+				file + `:7: step "w": wait_for.where: `,
+				file + `:10: step "b": branch[0].when: `,
 			},
 		},
 		{
@@ -298,7 +303,7 @@ trigger: { event: wechat.subscribe }
 steps:
   - { id: w, wait_for: { event: form.submitted } }
 `,
-			want: []string{file + `: step "w": wait_for needs a positive timeout`},
+			want: []string{file + `:5: step "w": wait_for needs a positive timeout`},
 		},
 		{
 			name: "wait_for without event",
@@ -308,7 +313,7 @@ trigger: { event: wechat.subscribe }
 steps:
   - { id: w, wait_for: { timeout: 1h } }
 `,
-			want: []string{file + `: step "w": wait_for needs event`},
+			want: []string{file + `:5: step "w": wait_for needs event`},
 		},
 		{
 			name: "wechat.text without text",
@@ -318,7 +323,7 @@ trigger: { event: wechat.subscribe }
 steps:
   - { id: hello, send: { channel: wechat.text } }
 `,
-			want: []string{file + `: step "hello": wechat.text needs text`},
+			want: []string{file + `:5: step "hello": wechat.text needs text`},
 		},
 		{
 			name: "wechat.template without template_id",
@@ -328,7 +333,7 @@ trigger: { event: wechat.subscribe }
 steps:
   - { id: ask, send: { channel: wechat.template, data: { first: hi } } }
 `,
-			want: []string{file + `: step "ask": wechat.template needs template_id`},
+			want: []string{file + `:5: step "ask": wechat.template needs template_id`},
 		},
 		{
 			name: "duplicate step ids",
@@ -340,7 +345,7 @@ steps:
   - { id: hello2, wait: 1m }
   - { id: hello, wait: 1m }
 `,
-			want: []string{file + `: step "hello": duplicate id`},
+			want: []string{file + `:7: step "hello": duplicate id`},
 		},
 		{
 			name: "step without id",
@@ -350,7 +355,7 @@ trigger: { event: wechat.subscribe }
 steps:
   - { send: { channel: wechat.text, text: hi } }
 `,
-			want: []string{file + `: step #1: id is required`},
+			want: []string{file + `:5: step #1: id is required`},
 		},
 		{
 			name: "unknown field on a step",
@@ -360,7 +365,7 @@ trigger: { event: wechat.subscribe }
 steps:
   - { id: hello, send: { channel: wechat.text, text: hi }, nxet: bye }
 `,
-			want: []string{file + `: step "hello": unknown field "nxet"`},
+			want: []string{file + `:5: step "hello": unknown field "nxet"`},
 		},
 		{
 			name: "once and cooldown together",
@@ -371,7 +376,7 @@ entry: { once: true, cooldown: 24h }
 steps:
   - { id: hello, send: { channel: wechat.text, text: hi } }
 `,
-			want: []string{file + `: entry: once and cooldown exclude each other`},
+			want: []string{file + `:4: entry: once and cooldown exclude each other`},
 		},
 		{
 			name: "next points at itself",
@@ -381,7 +386,7 @@ trigger: { event: wechat.subscribe }
 steps:
   - { id: hello, send: { channel: wechat.text, text: hi }, next: hello }
 `,
-			want: []string{file + `: step "hello": next points at itself`},
+			want: []string{file + `:5: step "hello": next points at itself`},
 		},
 		{
 			name: "no steps",
@@ -399,7 +404,7 @@ trigger: { event: wechat.subscribe }
 steps:
   - { id: s, split: [] }
 `,
-			want: []string{file + `: step "s": split needs arms`},
+			want: []string{file + `:5: step "s": split needs arms`},
 		},
 		{
 			name: "branch with no arms",
@@ -409,7 +414,7 @@ trigger: { event: wechat.subscribe }
 steps:
   - { id: b, branch: [] }
 `,
-			want: []string{file + `: step "b": branch needs arms`},
+			want: []string{file + `:5: step "b": branch needs arms`},
 		},
 		{
 			name: "negative cooldown",
@@ -420,7 +425,7 @@ entry: { cooldown: -1d }
 steps:
   - { id: hello, send: { channel: wechat.text, text: hi } }
 `,
-			want: []string{file + `: entry: `},
+			want: []string{file + `:4: entry: `},
 		},
 		{
 			name: "bad template syntax",
@@ -430,7 +435,7 @@ trigger: { event: wechat.subscribe }
 steps:
   - { id: hello, send: { channel: wechat.text, text: "hi {{ .member.nickname " } }
 `,
-			want: []string{file + `: step "hello": text: `},
+			want: []string{file + `:5: step "hello": text: `},
 		},
 		{
 			name: "fallback is neither a step nor a channel",
@@ -440,7 +445,7 @@ trigger: { event: wechat.subscribe }
 steps:
   - { id: hello, send: { channel: wechat.text, text: hi, fallback: carrier_pigeon } }
 `,
-			want: []string{file + `: step "hello": fallback "carrier_pigeon" is neither a step nor a channel`},
+			want: []string{file + `:5: step "hello": fallback "carrier_pigeon" is neither a step nor a channel`},
 		},
 		{
 			name: "every problem of a file is reported",
@@ -459,19 +464,19 @@ steps:
 `,
 			want: []string{
 				file + `: key: required`,
-				file + `: trigger: event is required`,
-				file + `: trigger.where: `,
-				file + `: quiet_hours: "22:00": want HH:MM-HH:MM`,
-				file + `: entry: once and cooldown exclude each other`,
-				file + `: step "hello": unknown channel "wechat.fax"`,
-				file + `: step "hello": next "nowhere" is not a step`,
-				file + `: step "both": needs exactly one of`,
-				file + `: step "none": needs exactly one of`,
-				file + `: step "w": wait_for needs a positive timeout`,
-				file + `: step "w": wait_for.where: `,
-				file + `: step "t": wechat.text needs text`,
-				file + `: step "t": duplicate id`,
-				file + `: step "t": unknown field "colour"`,
+				file + `:3: trigger: event is required`,
+				file + `:3: trigger.where: `,
+				file + `:4: entry: once and cooldown exclude each other`,
+				file + `:5: quiet_hours: "22:00": want HH:MM-HH:MM`,
+				file + `:7: step "hello": unknown channel "wechat.fax"`,
+				file + `:7: step "hello": next "nowhere" is not a step`,
+				file + `:8: step "both": needs exactly one of`,
+				file + `:9: step "none": needs exactly one of`,
+				file + `:10: step "w": wait_for needs a positive timeout`,
+				file + `:10: step "w": wait_for.where: `,
+				file + `:11: step "t": wechat.text needs text`,
+				file + `:12: step "t": duplicate id`,
+				file + `:12: step "t": unknown field "colour"`,
 			},
 		},
 	}
@@ -497,7 +502,7 @@ quiet_hours: %q
 steps:
   - { id: hello, send: { channel: wechat.text, text: hi } }
 `, quiet.spec),
-			want: []string{fmt.Sprintf(`%s: quiet_hours: %q: %s`, file, quiet.spec, quiet.want)},
+			want: []string{fmt.Sprintf(`%s:4: quiet_hours: %q: %s`, file, quiet.spec, quiet.want)},
 		})
 	}
 	for _, tc := range tests {
@@ -505,7 +510,7 @@ steps:
 			if tc.bug != "" {
 				t.Skip(tc.bug)
 			}
-			c, err := Parse(file, []byte(tc.src))
+			c, err := Parse(file, []byte(tc.src), WithChannels(testChannels()))
 			if err == nil {
 				t.Fatalf("Parse = %+v, nil; want an error", c.Def)
 			}
@@ -517,11 +522,11 @@ steps:
 			}
 			lines := problemLines(t, err)
 			for _, l := range lines {
-				if !strings.HasPrefix(l, file+": ") {
+				if !strings.HasPrefix(l, file+":") {
 					t.Errorf("problem %q does not name the file %q", l, file)
 				}
 			}
-			if diff := cmp.Diff(tc.want, matchProblems(tc.want, lines)); diff != "" {
+			if diff := cmp.Diff(tc.want, orderProblems(tc.want, lines)); diff != "" {
 				t.Errorf("problems mismatch (-want +got):\n%s\nerror:\n%v", diff, err)
 			}
 		})
@@ -540,7 +545,7 @@ steps:
 	if !errors.Is(err, ErrInvalid) {
 		t.Fatalf("Parse = %v; want an error wrapping ErrInvalid", err)
 	}
-	for _, want := range []string{file, "line 4", "entery"} {
+	for _, want := range []string{file + ":4: ", "entery"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
@@ -548,8 +553,8 @@ steps:
 }
 
 // A problem the YAML decoder finds (an unknown field inside send, a bad
-// duration) aborts Parse: it is reported without its step, and the file's
-// other problems are not reported at all.
+// duration) is reported with its step and line, beside the file's other
+// problems.
 func TestParseDecoderProblemsNameStepAndKeepOthers(t *testing.T) {
 	const file = "journeys/bad.yaml"
 	tests := []struct {
@@ -565,7 +570,7 @@ trigger: { event: wechat.subscribe }
 steps:
   - { id: hello, send: { channel: wechat.text, txt: hi }, next: nowhere }
 `,
-			want: []string{file + `: step "hello": `, file + `: step "hello": wechat.text needs text`, file + `: step "hello": next "nowhere" is not a step`},
+			want: []string{file + `:5: step "hello": unknown field "txt"`, file + `:5: step "hello": wechat.text needs text`, file + `:5: step "hello": next "nowhere" is not a step`},
 		},
 		{
 			name: "bad duration",
@@ -575,17 +580,17 @@ trigger: { event: wechat.subscribe }
 steps:
   - { id: pause, wait: 10x, next: nowhere }
 `,
-			want: []string{file + `: step "pause": `, file + `: step "pause": next "nowhere" is not a step`},
+			want: []string{file + `:5: step "pause": bad duration "10x"`, file + `:5: step "pause": next "nowhere" is not a step`},
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse(file, []byte(tc.src))
+			_, err := Parse(file, []byte(tc.src), WithChannels(testChannels()))
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("Parse = %v; want an error wrapping ErrInvalid", err)
 			}
 			lines := strings.Split(err.Error(), "\n")[1:]
-			if diff := cmp.Diff(tc.want, matchProblems(tc.want, lines)); diff != "" {
+			if diff := cmp.Diff(tc.want, orderProblems(tc.want, lines)); diff != "" {
 				t.Errorf("problems mismatch (-want +got):\n%s\nerror:\n%v", diff, err)
 			}
 		})
@@ -643,7 +648,7 @@ steps:
 	}
 	pause, _ := c.Step("pause")
 	w, _ := c.Step("w")
-	got := []time.Duration{time.Duration(c.Def.Entry.Cooldown), time.Duration(*pause.Wait), time.Duration(w.WaitFor.Timeout)}
+	got := []time.Duration{time.Duration(c.Def.Entry.Cooldown), time.Duration(pause.Body.(*Wait).Duration), time.Duration(w.Body.(*WaitFor).Timeout)}
 	want := []time.Duration{36 * time.Hour, 7 * 24 * time.Hour, 90 * time.Second}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("durations mismatch (-want +got):\n%s", diff)
@@ -767,4 +772,172 @@ func TestPickSplit(t *testing.T) {
 			t.Errorf("two 50/50 splits agree for %.1f%% of enrollments; want about 50%%", pct)
 		}
 	})
+}
+
+// Parse checks a journey against what exists: channels against the
+// configured senders (with WithChannels), event types against the sources,
+// and the names expressions and templates read.
+func TestParseChecksWhatExists(t *testing.T) {
+	t.Parallel()
+	const file = "welcome.yaml"
+	head := "key: k\ntrigger: { event: wechat.subscribe }\nsteps:\n"
+	tests := []struct {
+		name     string
+		src      string
+		channels bool // WithChannels(testChannels())
+		want     []string
+	}{
+		{
+			name:     "channel without a sender",
+			src:      head + "  - id: crm\n    webhook: { url: \"https://crm.example.com\" }\n",
+			channels: true,
+			want:     []string{file + `:5: step "crm": channel webhook has no sender (the webhook sender is not implemented yet)`},
+		},
+		{
+			name: "without WithChannels only the channel name is checked",
+			src:  head + "  - id: crm\n    webhook: { url: \"https://crm.example.com\" }\n  - { id: t, send: { channel: wechat.text } }\n",
+		},
+		{
+			name:     "fallback channel without a sender",
+			src:      head + "  - id: hi\n    send: { channel: wechat.text, text: hi, fallback: webhook }\n",
+			channels: true,
+			want:     []string{file + `:5: step "hi": channel webhook has no sender`},
+		},
+		{
+			name:     "a field the channel requires",
+			src:      head + "  - { id: sms, send: { channel: sms, params: { a: b } } }\n",
+			channels: true,
+			want:     []string{file + `:4: step "sms": sms needs template`},
+		},
+		{
+			name: "trigger event no source emits",
+			src:  "key: k\ntrigger: { event: wechat.follow }\nsteps:\n  - { id: w, wait: 1m }\n",
+			want: []string{file + `:2: trigger: no source emits event "wechat.follow" (wechat events: wechat.location, wechat.menu_click, wechat.menu_view, wechat.message, wechat.scan, wechat.subscribe, wechat.template_sent, wechat.unsubscribe)`},
+		},
+		{
+			name: "wait_for and exit events no source emits",
+			src: "key: k\ntrigger: { event: wechat.subscribe }\nexit:\n  - event: wecom.left\nsteps:\n" +
+				"  - id: w\n    wait_for: { event: wechat.clik, timeout: 1h }\n",
+			want: []string{
+				file + `:4: exit[0]: no source emits event "wecom.left" (no source emits wecom. events yet)`,
+				file + `:7: step "w": wait_for.event: no source emits event "wechat.clik" (wechat events: `,
+			},
+		},
+		{
+			name: "brand events and their props pass",
+			src: "key: k\ntrigger: { event: order.paid, where: 'event.amount > 100' }\nsteps:\n" +
+				"  - { id: hi, send: { channel: wechat.text, text: \"{{ .event.amount }} {{ .member.attrs.tier }}\" } }\n",
+		},
+		{
+			name: "a prop the trigger event lacks, in branch",
+			src: head + "  - id: vip\n    branch:\n      - when: 'event.scen == \"x\" && member.tags != nil'\n        next: end\n      - next: end\n" +
+				"  - { id: end, wait: 1m }\n",
+			want: []string{file + `:6: step "vip": branch[0].when: event has no prop "scen" (wechat.subscribe has: scene, ticket)`},
+		},
+		{
+			name: "trigger.where, exit where and wait_for.where use their own event",
+			src: "key: k\ntrigger: { event: wechat.subscribe, where: 'event.key == \"a\"' }\nexit:\n  - { event: wechat.menu_click, where: 'event.scene == \"a\"' }\nsteps:\n" +
+				"  - id: w\n    wait_for: { event: wechat.menu_click, where: 'event.key == \"b\" && event.ticket == \"\"', timeout: 1h }\n",
+			want: []string{
+				file + `:2: trigger.where: event has no prop "key" (wechat.subscribe has: scene, ticket)`,
+				file + `:4: exit[0].where: event has no prop "scene" (wechat.menu_click has: key)`,
+				file + `:7: step "w": wait_for.where: event has no prop "ticket" (wechat.menu_click has: key)`,
+			},
+		},
+		{
+			name: "member fields",
+			src:  head + "  - id: b\n    branch:\n      - { when: 'member.nicknam == \"x\" || member.attrs.anything', next: e }\n  - { id: e, wait: 1m }\n",
+			want: []string{file + `:6: step "b": branch[0].when: member has no field "nicknam" (member has: `},
+		},
+		{
+			name: "template names",
+			src: head + "  - id: hi\n    send:\n      channel: wechat.text\n      text: \"{{ .membr.nickname }}\"\n" +
+				"      data: { b: \"{{ .event.scen }}\", a: \"{{ if .member.subscribed }}{{ .member.nick }}{{ end }}\" }\n",
+			want: []string{
+				file + `:7: step "hi": text: unknown name .membr (use .event or .member)`,
+				file + `:8: step "hi": data.a: member has no field "nick"`,
+				file + `:8: step "hi": data.b: event has no prop "scen" (wechat.subscribe has: scene, ticket)`,
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var opts []ParseOption
+			if tc.channels {
+				opts = append(opts, WithChannels(testChannels()))
+			}
+			_, err := Parse(file, []byte(tc.src), opts...)
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("Parse = %v; want no problems", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Parse = %v; want an error wrapping ErrInvalid", err)
+			}
+			lines := problemLines(t, err)
+			if diff := cmp.Diff(tc.want, orderProblems(tc.want, lines)); diff != "" {
+				t.Errorf("problems mismatch (-want +got):\n%s\nerror:\n%v", diff, err)
+			}
+		})
+	}
+}
+
+// A journey with many problems is reported the same way every time: in
+// file order, each step's fields in the order written.
+func TestParseProblemOrderIsStable(t *testing.T) {
+	t.Parallel()
+	src := []byte(`
+name: many mistakes
+trigger: { event: wechat.follow, where: 'event.scen == "a"' }
+entry: { once: true, cooldown: 1h }
+exit:
+  - { event: wecom.left }
+  - { event: wechat.unsubscribe, where: 'event.x ==' }
+steps:
+  - id: hello
+    send:
+      channel: wechat.fax
+      data: { z: "{{ .a }}", y: "{{ .b }}", x: "{{ .c }}", w: "{{ .d }}" }
+      params: { d: "{{ .e }}", c: "{{ .f }}" }
+      extra: { q: "{{ .g }}", p: "{{ .h }}" }
+    next: nowhere
+  - { id: both, send: { channel: webhook, url: "{{ .i }}" }, wait: 1m, colour: red, size: 2 }
+  - id: b
+    branch:
+      - { when: 'event.a == 1', next: x1 }
+      - { when: 'member.b', next: x2 }
+      - { next: x3 }
+  - { id: s, split: [ { weight: 0, next: y1 }, { weight: 1, next: y2 } ] }
+`)
+	var first string
+	for i := range 30 {
+		_, err := Parse("many.yaml", src, WithChannels(testChannels()))
+		if err == nil {
+			t.Fatal("Parse = nil; want problems")
+		}
+		if i == 0 {
+			first = err.Error()
+			if n := strings.Count(first, "\n"); n < 20 {
+				t.Fatalf("only %d problems; the test wants many:\n%s", n, first)
+			}
+			continue
+		}
+		if diff := cmp.Diff(first, err.Error()); diff != "" {
+			t.Fatalf("run %d reported differently (-first +now):\n%s", i+1, diff)
+		}
+	}
+	lines := problemLines(t, errors.New(first))
+	prev := 0
+	for _, l := range lines {
+		var line int
+		if _, err := fmt.Sscanf(strings.TrimPrefix(l, "many.yaml:"), "%d:", &line); err != nil {
+			continue
+		}
+		if line < prev {
+			t.Errorf("problem %q comes after one at line %d: not in file order", l, prev)
+		}
+		prev = line
+	}
 }

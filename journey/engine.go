@@ -73,6 +73,12 @@ type Config struct {
 	// times, leases, entries, routing). Default clock.Real(); tests pass a
 	// *clock.Simulated and move it instead of sleeping.
 	Clock clock.Clock
+	// StepKinds are step kinds added to the built-in ones
+	// (BuiltinStepKinds), for journeys this engine publishes and runs.
+	StepKinds []StepKind
+	// TriggerKinds are trigger kinds added to the built-in ones
+	// (BuiltinTriggerKinds).
+	TriggerKinds []TriggerKind
 	// Metrics, if set, receives the engine's Prometheus metrics: routed
 	// events by type, deliveries by channel and status, step outcomes.
 	Metrics prometheus.Registerer
@@ -144,10 +150,14 @@ type liveJourney struct {
 	c                    *Compiled
 }
 
+// triggerIndex finds the live journeys by trigger kind and key (for event
+// triggers, the event type).
 type triggerIndex struct {
 	loaded time.Time
-	byType map[string][]liveJourney
+	byKey  map[triggerKey][]liveJourney
 }
+
+type triggerKey struct{ kind, key string }
 
 // New returns an engine.
 func New(cfg Config) *Engine {
@@ -210,7 +220,10 @@ func (e *Engine) version(db *gorm.DB, id int64) (*Compiled, error) {
 	if err := db.First(&v, id).Error; err != nil {
 		return nil, fmt.Errorf("journey: load version %d: %w", id, err)
 	}
-	c, err := Parse(v.Origin, []byte(v.Source))
+	// A stored version is not checked against the senders and sources of
+	// today: a version already live keeps running (its sends to a channel
+	// without a sender fail with "no sender").
+	c, err := Parse(v.Origin, []byte(v.Source), e.kindOptions(storedVersion)...)
 	if err != nil {
 		return nil, fmt.Errorf("journey: version %d no longer parses: %w", id, err)
 	}
@@ -220,7 +233,24 @@ func (e *Engine) version(db *gorm.DB, id int64) (*Compiled, error) {
 	return c, nil
 }
 
-func (e *Engine) triggers(db *gorm.DB, eventType string) ([]liveJourney, error) {
+// Parse parses and validates a journey with the engine's checks: its
+// senders (Config.Senders), event sources and step and trigger kinds. Publish
+// and SyncDir use it.
+func (e *Engine) Parse(name string, src []byte) (*Compiled, error) {
+	opts := e.kindOptions(WithSources(e.cfg.Sources))
+	if e.cfg.Senders != nil {
+		opts = append(opts, WithChannels(e.cfg.Senders))
+	}
+	return Parse(name, src, opts...)
+}
+
+// kindOptions are the parse options of the engine's extra kinds, plus more.
+func (e *Engine) kindOptions(more ...ParseOption) []ParseOption {
+	return append([]ParseOption{WithStepKinds(e.cfg.StepKinds...), WithTriggerKinds(e.cfg.TriggerKinds...)}, more...)
+}
+
+// triggers returns the live journeys whose trigger of this kind has key.
+func (e *Engine) triggers(db *gorm.DB, kind, key string) ([]liveJourney, error) {
 	e.mu.Lock()
 	idx := e.index
 	e.mu.Unlock()
@@ -229,21 +259,23 @@ func (e *Engine) triggers(db *gorm.DB, eventType string) ([]liveJourney, error) 
 		if err := db.Where("status = ? AND current_version_id <> 0", model.JourneyActive).Find(&js).Error; err != nil {
 			return nil, fmt.Errorf("journey: load live journeys: %w", err)
 		}
-		idx = &triggerIndex{loaded: time.Now(), byType: map[string][]liveJourney{}}
+		idx = &triggerIndex{loaded: time.Now(), byKey: map[triggerKey][]liveJourney{}}
 		for _, j := range js {
 			c, err := e.version(db, j.CurrentVersionID)
 			if err != nil {
 				e.log.Error("skipping journey", "journey", j.Key, "err", err)
 				continue
 			}
-			t := c.Def.Trigger.Event
-			idx.byType[t] = append(idx.byType[t], liveJourney{j.ID, j.CurrentVersionID, c})
+			for _, k := range c.triggerKeys {
+				tk := triggerKey{c.trigger, k}
+				idx.byKey[tk] = append(idx.byKey[tk], liveJourney{j.ID, j.CurrentVersionID, c})
+			}
 		}
 		e.mu.Lock()
 		e.index = idx
 		e.mu.Unlock()
 	}
-	return idx.byType[eventType], nil
+	return idx.byKey[triggerKey{kind, key}], nil
 }
 
 // env is what expressions and templates see.
@@ -303,8 +335,8 @@ const (
 // errConflict means another worker already made this transition.
 var errConflict = errors.New("journey: transition already made")
 
-// newVisit inserts the visit for entering step id. wait and wait_for steps
-// start waiting until their due time. Others are due now and are created
+// newVisit inserts the visit for entering step id. Steps whose body waits
+// (wait, wait_for) start waiting until their due time. Others are due now and are created
 // already claimed (running, leased), so the transaction's caller runs them
 // at once without a queue round trip; if it dies first, the lease expires
 // and the sweeper hands the visit to another worker.
@@ -316,11 +348,8 @@ func newVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, seq int, stepID s
 		StepID: stepID, MemberID: enr.MemberID, Status: model.VisitRunning, DueAt: now, CreatedAt: now,
 		LeaseUntil: &until, Attempts: 1,
 	}
-	switch {
-	case cs.Wait != nil:
-		v.Status, v.DueAt, v.LeaseUntil, v.Attempts = model.VisitWaiting, now.Add(time.Duration(*cs.Wait)), nil, 0
-	case cs.WaitFor != nil:
-		v.Status, v.DueAt, v.LeaseUntil, v.Attempts = model.VisitWaiting, now.Add(time.Duration(cs.WaitFor.Timeout)), nil, 0
+	if d, waits := cs.Body.Waits(); waits {
+		v.Status, v.DueAt, v.LeaseUntil, v.Attempts = model.VisitWaiting, now.Add(d), nil, 0
 	}
 	if err := tx.Create(v).Error; err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {

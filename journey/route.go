@@ -126,7 +126,7 @@ func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *rout
 	if err != nil {
 		return err
 	}
-	live, err := e.triggers(tx, ev.Type)
+	live, err := e.triggers(tx, triggerEvent, ev.Type)
 	if err != nil {
 		return err
 	}
@@ -213,7 +213,10 @@ func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Membe
 			continue
 		}
 		cs := c.steps[enr.StepID]
-		if cs == nil || cs.WaitFor == nil || cs.WaitFor.Event != ev.Type || !e.eval(cs.waitFor, vars) {
+		if cs == nil {
+			continue
+		}
+		if w, ok := cs.Body.(eventWaiter); !ok || !w.resumes(e, ev.Type, vars) {
 			continue
 		}
 		var v model.StepVisit
@@ -235,6 +238,11 @@ func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Membe
 		next = append(next, nv)
 	}
 	return next, nil
+}
+
+// eventWaiter is a step body a matching event resumes (wait_for).
+type eventWaiter interface {
+	resumes(e *Engine, eventType string, vars env) bool
 }
 
 // Reasons enroll gives for not entering a member into a journey.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"os"
 	"slices"
 	"strings"
@@ -209,6 +208,7 @@ type stepResult struct {
 	endReason string // when next is empty
 	retryAt   time.Time
 	retryErr  error
+	why       string // why it waits until retryAt; default "retry"
 	// deliveries are status changes of delivery rows, written in the same
 	// transaction as the visit's outcome.
 	deliveries []deliveryUpdate
@@ -264,57 +264,17 @@ func (e *Engine) execute(ctx context.Context, v *model.StepVisit, enrIn *model.E
 	if vars["event"] == nil {
 		vars["event"] = map[string]any{}
 	}
-	r := stepResult{status: model.VisitDone, next: cs.Next, endReason: ReasonCompleted}
-	switch {
-	case cs.Wait != nil:
-		r.outcome = "waited"
-	case cs.WaitFor != nil:
-		r.outcome, r.next = "timeout", cs.OnTimeout
-		if r.next == "" {
-			r.endReason = ReasonTimeout
-		}
-	case cs.Branch != nil:
-		r.next = ""
-		for i, arm := range cs.Branch {
-			if e.eval(cs.whens[i], vars) {
-				r.outcome, r.next = fmt.Sprintf("branch:%d", i), arm.Next
-				break
-			}
-		}
-		if r.outcome == "" {
-			r.outcome = "branch:none"
-		}
-	case cs.Split != nil:
-		i := pickSplit(cs.Split, enr.ID, cs.ID)
-		r.outcome, r.next = fmt.Sprintf("split:%d", i), cs.Split[i].Next
-	case cs.Update != nil:
-		if err := e.applyUpdate(db, m, cs.Update, now); err != nil {
-			return nil, err
-		}
-		r.outcome = "updated"
-	case cs.Send != nil:
-		// A send within ReplyWindow of entering answers the member's own
-		// action (a follow, a keyword) and is not held by quiet hours.
-		if until := c.quiet.until(now); until.After(now) && now.Sub(enr.EnteredAt) > ReplyWindow {
-			return nil, e.reschedule(ctx, v, until, "quiet hours", nil)
-		}
-		r = e.send(ctx, c, cs, &enr, v, m, vars, now)
-	case cs.Webhook != nil:
-		rd := renderer{vars: vars}
-		msg := channels.Message{
-			Channel: channels.Webhook,
-			URL:     rd.render(cs.texts["url"]),
-			Text:    rd.render(cs.texts["body"]),
-			Extra:   mergeMaps(cs.Webhook.Headers, map[string]string{"method": cs.Webhook.Method}),
-		}
-		if rd.err != nil {
-			r = rd.failed()
-		} else {
-			r = e.deliver(ctx, cs, &enr, v, m, channels.Webhook, msg, now)
-		}
+	res, err := cs.Body.Run(&Run{Ctx: ctx, Step: cs, Visit: v, Enrollment: &enr, Member: m, Now: now, e: e, c: c, vars: vars})
+	if err != nil {
+		return nil, err
 	}
+	r := res.internal()
 	if !r.retryAt.IsZero() {
-		return nil, e.reschedule(ctx, v, r.retryAt, "retry", r.retryErr, r.deliveries...)
+		why := r.why
+		if why == "" {
+			why = "retry"
+		}
+		return nil, e.reschedule(ctx, v, r.retryAt, why, r.retryErr, r.deliveries...)
 	}
 	return e.finish(ctx, c, &enr, v, r, e.now())
 }
@@ -368,23 +328,22 @@ func (e *Engine) reschedule(ctx context.Context, v *model.StepVisit, due time.Ti
 
 // send renders the step's message and delivers it on its channel, then on
 // the fallback channel when the member is unreachable.
-func (e *Engine) send(ctx context.Context, c *Compiled, cs *compiledStep, enr *model.Enrollment, v *model.StepVisit, m *model.Member, vars env, now time.Time) stepResult {
-	snd := cs.Send
+func (e *Engine) send(ctx context.Context, snd *Send, cs *Step, enr *model.Enrollment, v *model.StepVisit, m *model.Member, vars env, now time.Time) stepResult {
 	rd := renderer{vars: vars}
 	msg := channels.Message{
-		Text:       rd.render(cs.texts["text"]),
-		Subject:    rd.render(cs.texts["subject"]),
-		URL:        rd.render(cs.texts["url"]),
+		Text:       rd.render(snd.texts["text"]),
+		Subject:    rd.render(snd.texts["subject"]),
+		URL:        rd.render(snd.texts["url"]),
 		TemplateID: snd.TemplateID,
 		Template:   snd.Template,
 		Data:       map[string]string{},
 		Extra:      map[string]string{},
 	}
-	for k, t := range cs.data {
+	for k, t := range snd.data {
 		msg.Data[k] = rd.render(t)
 	}
-	for k, t := range cs.texts {
-		if name, ok := strings.CutPrefix(k, "extra."); ok {
+	for k, t := range snd.texts {
+		if name, ok := cutExtra(k); ok {
 			msg.Extra[name] = rd.render(t)
 		}
 	}
@@ -396,22 +355,22 @@ func (e *Engine) send(ctx context.Context, c *Compiled, cs *compiledStep, enr *m
 		msg.Extra["welcome_code"] = code
 	}
 	r := e.deliver(ctx, cs, enr, v, m, snd.Channel, msg, now)
-	if r.outcome == ReasonUnreachable && cs.fbChan != "" {
+	if r.outcome == ReasonUnreachable && snd.fbChan != "" {
 		first := r.deliveries
-		r = e.deliver(ctx, cs, enr, v, m, cs.fbChan, msg, now)
+		r = e.deliver(ctx, cs, enr, v, m, snd.fbChan, msg, now)
 		r.deliveries = append(first, r.deliveries...)
 		if r.outcome == "sent" || r.outcome == "sandbox" {
-			r.outcome = "fallback:" + cs.fbChan
+			r.outcome = "fallback:" + snd.fbChan
 		}
 	}
-	if r.outcome == ReasonUnreachable && cs.fallback != "" {
-		r.status, r.next, r.outcome = model.VisitDone, cs.fallback, "fallback:"+cs.fallback
+	if r.outcome == ReasonUnreachable && snd.fallback != "" {
+		r.status, r.next, r.outcome = model.VisitDone, snd.fallback, "fallback:"+snd.fallback
 	}
 	return r
 }
 
 // deliver hands one message to one channel, at most once per visit and channel.
-func (e *Engine) deliver(ctx context.Context, cs *compiledStep, enr *model.Enrollment, v *model.StepVisit, m *model.Member, channel string, msg channels.Message, now time.Time) stepResult {
+func (e *Engine) deliver(ctx context.Context, cs *Step, enr *model.Enrollment, v *model.StepVisit, m *model.Member, channel string, msg channels.Message, now time.Time) stepResult {
 	ok := stepResult{status: model.VisitDone, next: cs.Next, endReason: ReasonCompleted}
 	msg.Channel = channel
 	msg.To = channels.Recipient{MemberID: m.ID, AppID: m.AppID, OpenID: m.OpenID, UnionID: m.UnionID,
@@ -556,25 +515,6 @@ func (e *Engine) applyUpdate(db *gorm.DB, m *model.Member, u *Update, now time.T
 		m.Tags, m.Attrs, m.UpdatedAt = cur.Tags, cur.Attrs, now
 		return nil
 	})
-}
-
-// pickSplit chooses an arm by weight, deterministically per enrollment, so a
-// retried split sends the member down the same arm.
-func pickSplit(arms []SplitArm, enrollmentID int64, stepID string) int {
-	total := 0
-	for _, a := range arms {
-		total += a.Weight
-	}
-	h := fnv.New32a()
-	fmt.Fprintf(h, "%d/%s", enrollmentID, stepID)
-	n := int(h.Sum32() % uint32(total))
-	for i, a := range arms {
-		if n < a.Weight {
-			return i
-		}
-		n -= a.Weight
-	}
-	return len(arms) - 1
 }
 
 // renderer executes message templates; missing values render empty. The

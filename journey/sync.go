@@ -18,7 +18,11 @@ import (
 
 // LoadDir parses every *.yaml and *.yml file in dir. It reports every
 // invalid file (each problem naming its file and step) and returns the valid ones.
-func LoadDir(dir string) ([]*Compiled, error) {
+func LoadDir(dir string, opts ...ParseOption) ([]*Compiled, error) {
+	return loadDir(dir, func(name string, src []byte) (*Compiled, error) { return Parse(name, src, opts...) })
+}
+
+func loadDir(dir string, parse func(string, []byte) (*Compiled, error)) ([]*Compiled, error) {
 	var files []string
 	for _, pat := range []string{"*.yaml", "*.yml"} {
 		m, err := filepath.Glob(filepath.Join(dir, pat))
@@ -39,7 +43,7 @@ func LoadDir(dir string) ([]*Compiled, error) {
 			errs = append(errs, fmt.Errorf("journey: %w", err))
 			continue
 		}
-		c, err := Parse(f, src)
+		c, err := parse(f, src)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -58,8 +62,13 @@ func LoadDir(dir string) ([]*Compiled, error) {
 // Publish stores c as a new version of its journey (creating the journey)
 // and makes it the live version, unless the live version has the same
 // source. It reports whether a new version was created. Members already in
-// the journey stay on the version they entered.
+// the journey stay on the version they entered. c is checked again with
+// the engine's checks (Engine.Parse): a journey that sends on a channel
+// without a sender, or names events or props that do not exist, is refused.
 func (e *Engine) Publish(ctx context.Context, c *Compiled, origin string) (bool, error) {
+	if _, err := e.Parse(origin, []byte(c.Source)); err != nil {
+		return false, err
+	}
 	sum := sha256.Sum256([]byte(c.Source))
 	hash := hex.EncodeToString(sum[:])
 	created := false
@@ -129,7 +138,7 @@ func (e *Engine) SyncDir(ctx context.Context, dir string, opts ...SyncOption) (p
 	for _, opt := range opts {
 		opt(&o)
 	}
-	cs, loadErr := LoadDir(dir)
+	cs, loadErr := loadDir(dir, e.Parse)
 	demoKeys := map[string]bool{}
 	var skipped []string
 	for _, c := range cs {

@@ -1,0 +1,119 @@
+package journey
+
+import (
+	"strings"
+	"text/template"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/wejourney/wejourney/channels"
+)
+
+// Send delivers one message. Fallback names a step to go to, or a channel to
+// try, when the member is unreachable on Channel.
+type Send struct {
+	Channel    string            `yaml:"channel"`
+	Text       string            `yaml:"text"`
+	Subject    string            `yaml:"subject"`
+	TemplateID string            `yaml:"template_id"`
+	Template   string            `yaml:"template"` // SMS template code
+	URL        string            `yaml:"url"`
+	Data       map[string]string `yaml:"data"`
+	Params     map[string]string `yaml:"params"` // SMS params
+	Extra      map[string]string `yaml:"extra"`  // media_id, title, pagepath, ...
+	Fallback   string            `yaml:"fallback"`
+
+	texts    map[string]*template.Template // text, subject, url, extra.<name>
+	data     map[string]*template.Template // template data / sms params
+	fallback string                        // step id
+	fbChan   string                        // channel
+	fbNode   *yaml.Node
+}
+
+type sendKind struct{}
+
+func (sendKind) Name() string { return KindSend }
+
+func (sendKind) Compile(n *yaml.Node, ck *Check) StepBody {
+	s := &Send{texts: map[string]*template.Template{}, data: map[string]*template.Template{}}
+	ck.Decode(n, s) // an unknown field leaves the others decoded: check them too
+	has := func(f string) bool {
+		return map[string]string{"text": s.Text, "subject": s.Subject, "template_id": s.TemplateID,
+			"template": s.Template, "url": s.URL}[f] != ""
+	}
+	chNode := valueOf(n, "channel")
+	if chNode == nil {
+		chNode = n
+	}
+	ck.Channel(chNode, s.Channel, has)
+	for _, f := range []struct{ name, text string }{{"text", s.Text}, {"subject", s.Subject}, {"url", s.URL}} {
+		if f.text != "" {
+			if t := ck.Template(f.name, valueOf(n, f.name), f.text); t != nil {
+				s.texts[f.name] = t
+			}
+		}
+	}
+	for _, m := range []struct {
+		field string
+		vals  map[string]string
+		into  map[string]*template.Template
+		key   string
+	}{{"data", s.Data, s.data, ""}, {"params", s.Params, s.data, ""}, {"extra", s.Extra, s.texts, "extra."}} {
+		for _, k := range sortedKeys(m.vals) {
+			if t := ck.Template(m.field+"."+k, valueOf(valueOf(n, m.field), k), m.vals[k]); t != nil {
+				m.into[m.key+k] = t
+			}
+		}
+	}
+	s.fbNode = valueOf(n, "fallback")
+	return s
+}
+
+// link resolves the fallback, once every step id is known.
+func (s *Send) link(ck *Check, isStep func(string) bool) {
+	switch {
+	case s.Fallback == "":
+	case isStep(s.Fallback):
+		s.fallback = s.Fallback
+	case channels.Known(s.Fallback):
+		if ck.Channel(s.fbNode, s.Fallback, nil) {
+			s.fbChan = s.Fallback
+		}
+	default:
+		ck.Problemf(s.fbNode, "fallback %q is neither a step nor a channel", s.Fallback)
+	}
+}
+
+// Waits implements StepBody: a send runs at once.
+func (*Send) Waits() (time.Duration, bool) { return 0, false }
+
+// Refs implements StepBody: the fallback step is checked by link.
+func (*Send) Refs() []Ref { return nil }
+
+// Run implements StepBody. A send within ReplyWindow of entering answers
+// the member's own action (a follow, a keyword) and is not held by quiet
+// hours.
+func (s *Send) Run(r *Run) (Result, error) {
+	now, enr := r.Now, r.Enrollment
+	if until := r.c.quiet.until(now); until.After(now) && now.Sub(enr.EnteredAt) > ReplyWindow {
+		return raw(stepResult{retryAt: until, why: "quiet hours"}), nil
+	}
+	return raw(r.e.send(r.Ctx, s, r.Step, enr, r.Visit, r.Member, r.vars, now)), nil
+}
+
+// valueOf returns the value node of key in mapping n, or nil.
+func valueOf(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// cutExtra returns the extra field name of a texts key.
+func cutExtra(k string) (string, bool) { return strings.CutPrefix(k, "extra.") }

@@ -1,0 +1,85 @@
+package journey
+
+import (
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// SplitArm is one arm of an A/B split.
+type SplitArm struct {
+	Weight int    `yaml:"weight"`
+	Next   string `yaml:"next"`
+}
+
+// Split sends members down weighted arms, deterministically per enrollment.
+type Split struct {
+	Arms  []SplitArm
+	lines []int
+}
+
+type splitKind struct{}
+
+func (splitKind) Name() string { return KindSplit }
+
+func (splitKind) Compile(n *yaml.Node, ck *Check) StepBody {
+	s := &Split{}
+	if n.Kind != yaml.SequenceNode {
+		ck.Decode(n, &s.Arms)
+		return s
+	}
+	total := 0
+	for j, an := range n.Content {
+		var arm SplitArm
+		ck.Decode(an, &arm)
+		if arm.Weight <= 0 {
+			ck.Problemf(an, "split[%d]: weight must be positive", j)
+		}
+		total += max(arm.Weight, 0)
+		s.Arms = append(s.Arms, arm)
+		s.lines = append(s.lines, an.Line)
+	}
+	if total == 0 {
+		ck.Problemf(n, "split needs arms")
+	}
+	return s
+}
+
+// Waits implements StepBody.
+func (*Split) Waits() (time.Duration, bool) { return 0, false }
+
+// Refs implements StepBody.
+func (s *Split) Refs() []Ref {
+	var out []Ref
+	for i, a := range s.Arms {
+		out = append(out, Ref{Field: "split next", ID: a.Next, Line: s.lines[i]})
+	}
+	return out
+}
+
+// Run implements StepBody.
+func (s *Split) Run(r *Run) (Result, error) {
+	i := pickSplit(s.Arms, r.Enrollment.ID, r.Step.ID)
+	return Result{Outcome: fmt.Sprintf("split:%d", i), Next: s.Arms[i].Next}, nil
+}
+
+// pickSplit chooses an arm by weight, deterministically per enrollment, so a
+// retried split sends the member down the same arm.
+func pickSplit(arms []SplitArm, enrollmentID int64, stepID string) int {
+	total := 0
+	for _, a := range arms {
+		total += a.Weight
+	}
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%d/%s", enrollmentID, stepID)
+	n := int(h.Sum32() % uint32(total))
+	for i, a := range arms {
+		if n < a.Weight {
+			return i
+		}
+		n -= a.Weight
+	}
+	return len(arms) - 1
+}
