@@ -212,12 +212,11 @@ func TestCLIValidate(t *testing.T) {
 // has no sender for fails validation, naming the step.
 func TestCLIValidateChannels(t *testing.T) {
 	t.Parallel()
-	t.Skip("needs journey.WithChannels")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "wejourney.yaml")
 	writeFiles(t, dir, map[string]string{
-		"wejourney.yaml": "sms_provider: aliyun\n", // a provider without a sender here
-		"sms.yaml":       journeyYAML("by-sms", "sms"),
+		"wejourney.yaml": "sms_provider: log\n",
+		"webhook.yaml":   journeyYAML("by-webhook", "webhook"),
 		"wecom.yaml":     journeyYAML("by-wecom", "wecom.text"),
 		"wechat.yaml":    journeyYAML("by-wechat", "wechat.text"),
 	})
@@ -225,7 +224,7 @@ func TestCLIValidateChannels(t *testing.T) {
 		file    string
 		wantErr string
 	}{
-		{"sms.yaml", "has no sender"},
+		{"webhook.yaml", "has no sender"},
 		{"wecom.yaml", "has no sender"},
 		{"wechat.yaml", ""},
 	} {

@@ -409,11 +409,6 @@ func journeyFiles(paths []string) ([]string, error) {
 
 // parseJourney parses one journey file as `journeys validate` checks it: a
 // channel without a sender in reg is an error.
-//
-// TODO(merge): journey.Parse(name, src, validateOptions(reg)...) with
-// validateOptions returning []journey.ParseOption{journey.WithChannels(reg)},
-// once journey.WithChannels lands.
 func parseJourney(reg *channels.Registry, name string, src []byte) (*journey.Compiled, error) {
-	_ = reg
-	return journey.Parse(name, src)
+	return journey.Parse(name, src, journey.WithChannels(reg))
 }
