@@ -113,7 +113,7 @@ steps:
 		t.Fatalf("Parse without channels: %v", err)
 	}
 	_, err = h.e.Publish(h.ctx, c, "by-sms.yaml")
-	if !errors.Is(err, journey.ErrInvalid) || !strings.Contains(err.Error(), `by-sms.yaml:6: step "text": channel sms has no sender (set WEJOURNEY_SMS_PROVIDER)`) {
+	if !errors.Is(err, journey.ErrInvalid) || !strings.Contains(err.Error(), `by-sms.yaml:6: step "text": channel sms has no sender (set WEJOURNEY_SMS_PROVIDER=log`) {
 		t.Fatalf("Publish of an sms journey without an sms sender = %v; want it refused naming the step and line", err)
 	}
 	if n := h.count(&model.JourneyVersion{}); n != 0 {
