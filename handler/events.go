@@ -19,6 +19,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/wejourney/wejourney/journey"
+	"github.com/wejourney/wejourney/events"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -51,8 +52,6 @@ const (
 	maxEventID      = 128
 	maxAheadOfNow   = 24 * time.Hour
 	maxPropsJSON    = model.MaxTextBytes // props as stored (JSON in a text column)
-	reservedWeChat  = "wechat."
-	reservedWeCom   = "wecom."
 	eventsMediaType = "application/json"
 )
 
@@ -101,7 +100,7 @@ func (h *Handler) postEvents(c *gin.Context) {
 		errs   []apiError
 	)
 	for i, raw := range raws {
-		ev, id, err := parseAPIEvent(raw, keyID, now)
+		ev, id, err := parseAPIEvent(raw, keyID, now, h.cfg.Sources)
 		if err != nil {
 			errs = append(errs, apiError{i, err.Error()})
 			continue
@@ -149,21 +148,20 @@ func checkJSONContentType(ct string) error {
 
 // parseAPIEvent checks one posted event and returns it with the id as
 // posted ("" when none). Every refusal names the field.
-func parseAPIEvent(raw json.RawMessage, keyID int64, now time.Time) (*model.Event, string, error) {
+func parseAPIEvent(raw json.RawMessage, keyID int64, now time.Time, sources *events.Registry) (*model.Event, string, error) {
 	var in apiEvent
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
 		return nil, "", fmt.Errorf("not an event: %v", err)
 	}
-	lower := strings.ToLower(in.Type)
 	switch {
 	case in.Type == "" || len(in.Type) > model.MaxEventType:
 		return nil, "", fmt.Errorf("type is required (at most %d characters)", model.MaxEventType)
 	case !validType(in.Type):
 		return nil, "", errors.New("type: use letters, digits and . _ - : (starting with a letter)")
-	case strings.HasPrefix(lower, reservedWeChat) || strings.HasPrefix(lower, reservedWeCom):
-		return nil, "", fmt.Errorf("type %q is reserved for callbacks", in.Type)
+	case sources.Reserved(in.Type):
+		return nil, "", fmt.Errorf("type %q is reserved for callbacks (%s)", in.Type, strings.Join(sources.Namespaces(), ", "))
 	case in.Member == (model.MemberRef{}):
 		return nil, "", errors.New("member needs one of openid (+appid), unionid, external_userid, phone, email, user_id")
 	case in.Member.OpenID != "" && in.Member.AppID == "":
@@ -176,7 +174,7 @@ func parseAPIEvent(raw json.RawMessage, keyID int64, now time.Time) (*model.Even
 	if err := checkMember(in.Member); err != nil {
 		return nil, "", err
 	}
-	ev := &model.Event{Type: in.Type, Source: "api", Member: in.Member, Props: in.Props}
+	ev := &model.Event{Type: in.Type, Source: events.API{}.Name(), Member: in.Member, Props: in.Props}
 	if ev.Props == nil {
 		ev.Props = map[string]any{}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"gorm.io/gorm"
 
+	"github.com/wejourney/wejourney/events"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -58,6 +59,9 @@ type Config struct {
 	Registry *prometheus.Registry
 	// Admin serves /admin/ and its JSON API.
 	Admin *Admin
+	// Sources are the event sources: the events API refuses types in their
+	// namespaces. Default events.Default().
+	Sources *events.Registry
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Now is the clock callback timestamps are checked against; it
@@ -95,6 +99,9 @@ func newHandler(cfg Config) *Handler {
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.Sources == nil {
+		cfg.Sources = events.Default()
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -24,6 +24,7 @@ import (
 	"github.com/wejourney/wejourney/channels"
 	"github.com/wejourney/wejourney/channels/wechat"
 	"github.com/wejourney/wejourney/config"
+	"github.com/wejourney/wejourney/events"
 	"github.com/wejourney/wejourney/handler"
 	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
@@ -66,6 +67,7 @@ type App struct {
 	AdminPassword string
 
 	secrets   *model.SecretBox // account secrets at rest
+	sources   *events.Registry // event sources, shared by the engine and the events API
 	mini      *miniredis.Miniredis
 	redisOpt  asynq.RedisConnOpt
 	rdb       redis.UniversalClient
@@ -88,7 +90,7 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 		return nil, err
 	}
 	opts = opts.withDefaults()
-	a := &App{Cfg: cfg, Opts: opts, Log: opts.Logger}
+	a := &App{Cfg: cfg, Opts: opts, Log: opts.Logger, sources: events.Default()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -248,7 +250,7 @@ func (a *App) newEngine(senders *channels.Registry) *journey.Engine {
 		slots = 1 // one connection: see journey.Config.DBSlots
 	}
 	return journey.New(journey.Config{DB: a.DB, Queue: a.queue, Senders: senders, Logger: a.Log,
-		Gate: gate, DBSlots: slots, BaseContext: a.runCtx, Metrics: a.registry,
+		Gate: gate, DBSlots: slots, BaseContext: a.runCtx, Metrics: a.registry, Sources: a.sources,
 		Inspector: asynq.NewInspectorFromRedisClient(a.rdb)})
 }
 
@@ -283,7 +285,7 @@ func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Serv
 	}
 	h := handler.New(handler.Config{
 		DB: a.DB, Ingestor: a.ingestor, Accounts: accounts, Registry: a.registry, Logger: a.Log,
-		Ready: a.ready,
+		Ready: a.ready, Sources: a.sources,
 		Admin: handler.NewAdmin(adminConfig(a.runCtx, a.DB, secret.Value, a.Cfg, a.Log)),
 	})
 	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}, nil
