@@ -130,6 +130,13 @@ func newTestQueue(t *testing.T) (*asynq.Client, *asynq.Inspector) {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil)
+}
+
+// newHarnessWith is newHarness with the engine's configuration changed by
+// configure (extra step kinds, senders or sources).
+func newHarnessWith(t *testing.T, configure func(*journey.Config)) *harness {
+	t.Helper()
 	db, err := model.Open("sqlite", filepath.Join(t.TempDir(), "t.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -159,10 +166,14 @@ func newHarness(t *testing.T) *harness {
 		insp: insp,
 		// As the app configures it for SQLite (one database slot); work
 		// the engine starts by itself ends with the test.
-		e: journey.New(journey.Config{DB: db, Queue: q, Inspector: insp, Senders: rec.sender(), Logger: logger,
-			SweepGrace: time.Nanosecond, DBSlots: 1, BaseContext: t.Context(), Clock: clk}),
 		ing: journey.NewIngestor(journey.IngestorConfig{DB: db, Logger: logger, Clock: clk}),
 	}
+	cfg := journey.Config{DB: db, Queue: q, Inspector: insp, Senders: rec.sender(), Logger: logger,
+		SweepGrace: time.Nanosecond, DBSlots: 1, BaseContext: t.Context(), Clock: clk}
+	if configure != nil {
+		configure(&cfg)
+	}
+	h.e = journey.New(cfg)
 	t.Cleanup(h.ing.Close)
 	return h
 }

@@ -359,15 +359,32 @@ func (ck *Check) Event(field string, n *yaml.Node, t string) {
 	ck.Problemf(n, "%sno source emits event %q (%s)", label(field), t, hint)
 }
 
+// IsChannel reports whether name is a channel: one of the channels package,
+// or one the WithChannels set has a sender for (a sender added by a brand).
+// In a stored version any name is: it was checked when published.
+func (ck *Check) IsChannel(name string) bool {
+	if channels.Known(name) || ck.opts.stored {
+		return true
+	}
+	if ck.opts.channels == nil {
+		return false
+	}
+	_, ok := ck.opts.channels.Capabilities(name)
+	return ok
+}
+
 // Channel checks a send channel: its name, and with WithChannels that it
 // has a sender and the step sets what the channel requires (has reports
-// whether the step sets a field).
+// whether the step sets a field). A stored version is not re-checked.
 func (ck *Check) Channel(n *yaml.Node, ch string, has func(field string) bool) bool {
-	if !channels.Known(ch) {
+	if ck.opts.stored {
+		return true
+	}
+	if !ck.IsChannel(ch) {
 		ck.Problemf(n, "unknown channel %q", ch)
 		return false
 	}
-	if ck.opts.channels == nil || ck.opts.stored {
+	if ck.opts.channels == nil {
 		return true
 	}
 	caps, ok := ck.opts.channels.Capabilities(ch)

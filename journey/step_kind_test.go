@@ -2,8 +2,6 @@ package journey_test
 
 import (
 	"errors"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -43,9 +41,6 @@ func (s *stamp) Run(r *journey.Run) (journey.Result, error) {
 	return journey.Result{Outcome: "stamped:" + s.Label, Next: r.Step.Next}, nil
 }
 
-// quiet discards the log of engines built here.
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
 const stampJourney = `
 key: stamped
 trigger: { event: wechat.subscribe }
@@ -61,9 +56,7 @@ steps:
 // outcome is recorded on the visit; without it the same file is refused.
 func TestAddedStepKindRuns(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	h.e = journey.New(journey.Config{DB: h.db, Senders: h.rec.sender(), DBSlots: 1, BaseContext: t.Context(), Logger: quiet,
-		StepKinds: []journey.StepKind{stampKind{}}})
+	h := newHarnessWith(t, func(c *journey.Config) { c.StepKinds = []journey.StepKind{stampKind{}} })
 	c, err := h.e.Parse("stamped.yaml", []byte(stampJourney))
 	if err != nil {
 		t.Fatalf("engine Parse with the stamp kind: %v", err)
@@ -95,12 +88,15 @@ func TestAddedStepKindRuns(t *testing.T) {
 // is not re-checked: it keeps running and its send fails with no sender.
 func TestPublishChecksSenders(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	reg := channels.NewRegistry()
-	for ch, caps := range wechat.Capabilities() {
-		reg.Register(ch, h.rec.send(), caps)
-	}
-	h.e = journey.New(journey.Config{DB: h.db, Senders: reg, DBSlots: 1, BaseContext: t.Context(), Logger: quiet})
+	rec := &sendRecorder{}
+	h := newHarnessWith(t, func(c *journey.Config) {
+		reg := channels.NewRegistry()
+		for ch, caps := range wechat.Capabilities() {
+			reg.Register(ch, rec.send(), caps)
+		}
+		c.Senders = reg
+	})
+	h.rec = rec
 	src := `
 key: by-sms
 trigger: { event: wechat.subscribe }

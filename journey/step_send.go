@@ -7,7 +7,6 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/wejourney/wejourney/channels"
 )
 
 // Send delivers one message. Fallback names a step to go to, or a channel to
@@ -76,7 +75,7 @@ func (s *Send) link(ck *Check, isStep func(string) bool) {
 	case s.Fallback == "":
 	case isStep(s.Fallback):
 		s.fallback = s.Fallback
-	case channels.Known(s.Fallback):
+	case ck.IsChannel(s.Fallback):
 		if ck.Channel(s.fbNode, s.Fallback, nil) {
 			s.fbChan = s.Fallback
 		}
