@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
-
 )
 
 // Send delivers one message. Fallback names a step to go to, or a channel to
