@@ -18,8 +18,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/events"
+	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
 
