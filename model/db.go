@@ -66,11 +66,45 @@ func Open(dialect, dsn string) (*gorm.DB, error) {
 // Migrate brings the schema to the newest version, recording each applied
 // version in the schema_migrations table.
 func Migrate(db *gorm.DB) error {
-	m := gormigrate.New(db, migrateOptions(), Migrations())
+	mdb, closeDB, err := migrationDB(db)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	m := gormigrate.New(mdb, migrateOptions(), Migrations())
 	if err := m.Migrate(); err != nil {
 		return fmt.Errorf("model: migrate: %w", err)
 	}
 	return nil
+}
+
+// migrationDB returns the handle schema changes run on. On PostgreSQL that
+// is a connection of its own that caches no statements: gorm probes a
+// table's columns with `SELECT * FROM t LIMIT 1`, and a probe prepared on a
+// pooled connection before an ALTER TABLE fails after it ("cached plan
+// must not change result type"), so an upgrade that alters several columns
+// of one table failed whenever the pool handed the probe the same
+// connection twice. Other databases use db itself.
+func migrationDB(db *gorm.DB) (*gorm.DB, func(), error) {
+	pd, ok := db.Dialector.(*postgres.Dialector)
+	if !ok || pd.Config == nil || pd.Config.DSN == "" {
+		return db, func() {}, nil
+	}
+	mdb, err := gorm.Open(postgres.New(postgres.Config{DSN: pd.Config.DSN, PreferSimpleProtocol: true}), &gorm.Config{
+		Logger:                 logger.Discard,
+		SkipDefaultTransaction: true,
+		NowFunc:                func() time.Time { return time.Now().UTC() },
+		TranslateError:         true,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("model: open postgres for migrations: %w", err)
+	}
+	sqlDB, err := mdb.DB()
+	if err != nil {
+		return nil, nil, fmt.Errorf("model: %w", err)
+	}
+	sqlDB.SetMaxOpenConns(1)
+	return mdb.WithContext(db.Statement.Context), func() { sqlDB.Close() }, nil
 }
 
 func migrateOptions() *gormigrate.Options {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -209,6 +210,32 @@ func TestMigrationsUpgradeAndMatchModel(t *testing.T) {
 			}
 			if got := describeSchema(t, old, tables); got != want {
 				t.Errorf("upgraded v1 differs from the model structs:\n got:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+// An upgrade that alters several columns of one table succeeds however the
+// pool hands out connections: on PostgreSQL a column probe prepared on one
+// pooled connection, then run there again after another connection altered
+// the table, failed with "cached plan must not change result type".
+func TestMigrateWithAWarmPool(t *testing.T) {
+	for _, dialect := range []string{"sqlite", "postgres", "mysql"} {
+		t.Run(dialect, func(t *testing.T) {
+			for range 5 {
+				db := testDB(t, dialect)
+				var wg sync.WaitGroup
+				for range 8 { // open several connections
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						db.Exec("SELECT 1")
+					}()
+				}
+				wg.Wait()
+				if err := Migrate(db); err != nil {
+					t.Fatalf("migrate: %v", err)
+				}
 			}
 		})
 	}

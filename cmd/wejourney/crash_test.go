@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
+
 	"github.com/wejourney/wejourney/config"
 	"github.com/wejourney/wejourney/internal/fakewx"
 	"github.com/wejourney/wejourney/internal/wxsim"
@@ -32,6 +34,8 @@ var (
 // and would otherwise wait seconds for the build.
 func TestMain(m *testing.M) {
 	flag.Parse()
+	gin.SetMode(gin.ReleaseMode) // as main sets it: no route table printed per app
+
 	if !testing.Short() {
 		go buildOnce.Do(build)
 	}
