@@ -53,6 +53,13 @@ type Config struct {
 	// SweepGrace is how overdue work must be before the sweeper re-enqueues
 	// it. Default 3 seconds.
 	SweepGrace time.Duration
+	// LagGrace is how old an unrouted event must be before the sweeper
+	// re-enqueues it while the queue has a backlog (pending tasks, as in a
+	// burst the workers are behind on): such an event is most likely
+	// waiting in the backlog, not lost, and routing it again would only
+	// add to the backlog. Default 1 minute. Needs Inspector; without one
+	// SweepGrace applies.
+	LagGrace time.Duration
 	// Gate, if set, is called before each unit of background work (routing
 	// an event, running a step) and may block to give way. A process that
 	// also takes callbacks passes its Ingestor's WaitCalm, so acknowledging
@@ -175,6 +182,9 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.SweepGrace <= 0 {
 		cfg.SweepGrace = 3 * time.Second
+	}
+	if cfg.LagGrace <= 0 {
+		cfg.LagGrace = time.Minute
 	}
 	if cfg.BaseContext == nil {
 		cfg.BaseContext = context.Background()

@@ -1552,3 +1552,25 @@ steps:
 		t.Errorf("enrollments (-want +got):\n%s", diff)
 	}
 }
+
+// While the queue has a backlog, an unrouted event is waiting in it, not
+// lost: the sweeper leaves it until LagGrace, so a burst the workers are
+// behind on is not routed again on top of itself; without a backlog it is
+// re-enqueued after SweepGrace.
+func TestSweepTellsLagFromLoss(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, func(c *journey.Config) { c.SweepGrace, c.LagGrace = time.Second, time.Minute })
+	h.ingest(wechatEvent("wechat.subscribe", "o1", nil))
+	// A backlog: a task waits in the engine's queue.
+	if _, err := h.q.Enqueue(journey.NewRouteEventsTask([]int64{1 << 40})); err != nil {
+		t.Fatal(err)
+	}
+	h.clk.Advance(2 * time.Second) // past SweepGrace, not LagGrace
+	if r, err := h.e.Sweep(h.ctx); err != nil || r.Events != 0 {
+		t.Fatalf("sweep during a backlog, 2 s after storing: %+v, %v; want the event left to the backlog", r, err)
+	}
+	h.clk.Advance(time.Minute) // past LagGrace: lost after all
+	if r, err := h.e.Sweep(h.ctx); err != nil || r.Events != 1 {
+		t.Fatalf("sweep during a backlog, past LagGrace: %+v, %v; want the event re-enqueued", r, err)
+	}
+}

@@ -113,6 +113,7 @@ type harness struct {
 	ing  *journey.Ingestor
 	rec  *sendRecorder
 	clk  *clock.Simulated
+	q    *asynq.Client
 	insp *asynq.Inspector
 	n    int // dedupe key counter
 }
@@ -163,6 +164,7 @@ func newHarnessWith(t *testing.T, configure func(*journey.Config)) *harness {
 		db:   db,
 		rec:  rec,
 		clk:  clk,
+		q:    q,
 		insp: insp,
 		// As the app configures it for SQLite (one database slot); work
 		// the engine starts by itself ends with the test.

@@ -23,7 +23,7 @@ type SweepResult struct {
 }
 
 // Sweep enqueues (never runs) work the database says is overdue: events not routed
-// SweepGrace after they were stored, visits due more than SweepGrace ago, and
+// SweepGrace after they were stored (LagGrace while the queue has a backlog), visits due more than SweepGrace ago, and
 // running visits whose lease expired (their worker died). With an embedded
 // Redis that lost its queue at a restart, the first sweep re-creates it.
 // Re-enqueueing is harmless: routing and step runs happen once. A visit
@@ -37,8 +37,12 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 	}
 	db := e.cfg.DB.WithContext(ctx)
 	cutoff := e.now().Add(-e.cfg.SweepGrace)
+	eventCutoff := cutoff
+	if e.backlog() {
+		eventCutoff = e.now().Add(-max(e.cfg.LagGrace, e.cfg.SweepGrace))
+	}
 	var ids []int64
-	if err := db.Model(&model.Event{}).Where("routed_at IS NULL AND received_at < ?", cutoff).
+	if err := db.Model(&model.Event{}).Where("routed_at IS NULL AND received_at < ?", eventCutoff).
 		Order("id").Limit(sweepBatch).Pluck("id", &ids).Error; err != nil {
 		return r, fmt.Errorf("journey: sweep events: %w", err)
 	}
@@ -61,6 +65,17 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 	r.Visits = len(visits)
 	e.schedule(visits...)
 	return r, nil
+}
+
+// backlog reports whether the queue holds pending tasks: the workers are
+// behind, and an unrouted event is likely queued rather than lost (see
+// Config.LagGrace). Unknown (no Inspector, Redis unreachable) is false.
+func (e *Engine) backlog() bool {
+	if e.cfg.Inspector == nil {
+		return false
+	}
+	info, err := e.cfg.Inspector.GetQueueInfo(taskQueue)
+	return err == nil && info.Pending > 0
 }
 
 // RunSweeper sweeps every interval until ctx ends, starting at once.
