@@ -44,7 +44,11 @@ func Open(dialect, dsn string) (*gorm.DB, error) {
 		SkipDefaultTransaction: true,
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 		TranslateError:         true,
-		PrepareStmt:            true,
+		// gorm's prepared statements are re-prepared on the transaction's
+		// connection and closed at its commit: three round trips for every
+		// statement in a transaction. pgx caches prepared statements per
+		// connection by itself, so PostgreSQL goes without them.
+		PrepareStmt: dialect != "postgres",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("model: open %s: %w", dialect, err)
