@@ -50,7 +50,7 @@ func (r MemberRef) Key() string {
 // from the events API, or an engine event. DedupeKey is unique, so a retried
 // callback inserts nothing.
 type Event struct {
-	ID         int64          `gorm:"primaryKey;autoIncrement;index:idx_events_member_unrouted,priority:3;index:idx_events_unrouted,priority:2"`
+	ID         int64          `gorm:"primaryKey;autoIncrement;index:idx_events_member_unrouted,priority:3"`
 	DedupeKey  string         `gorm:"size:191;not null;uniqueIndex"`
 	Type       string         `gorm:"size:64;not null"`
 	Source     string         `gorm:"size:32;not null"`
@@ -58,7 +58,7 @@ type Event struct {
 	MemberKey  string         `gorm:"size:191;index:idx_events_member_unrouted,priority:1"` // Member.Key()
 	Props      map[string]any `gorm:"serializer:json;type:text"`
 	At         time.Time      `gorm:"not null"`
-	ReceivedAt time.Time      `gorm:"not null"`
+	ReceivedAt time.Time      `gorm:"not null;index:idx_events_unrouted,priority:2"`
 	MemberID   *int64         `gorm:"index"`
 	// RoutedAt is nil until routed; the indexes on it hold only unrouted
 	// events where the database has partial indexes (not MySQL).
