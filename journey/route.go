@@ -186,7 +186,10 @@ func (e *Engine) recordRouteFailure(id int64, cause error) {
 // exit rules end them, a matching wait_for resumes them.
 func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Member, vars env, now time.Time) ([]*model.StepVisit, error) {
 	var active []model.Enrollment
-	if err := tx.Where("member_id = ? AND status = ?", m.ID, model.EnrollmentActive).Find(&active).Error; err != nil {
+	// The status is a literal, not a parameter, so that even a prepared
+	// statement's generic plan matches the partial index on active
+	// enrollments (idx_enrollments_member_active).
+	if err := tx.Where("member_id = ? AND status = '"+model.EnrollmentActive+"'", m.ID).Find(&active).Error; err != nil {
 		return nil, fmt.Errorf("journey: load enrollments: %w", err)
 	}
 	var next []*model.StepVisit

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/wejourney/wejourney/model"
@@ -54,14 +55,30 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 			}
 		}
 	}
+	// Overdue visits: scheduled or waiting past their due time, or running
+	// past their lease; the sweepBatch earliest due. One query per status,
+	// each an ordered range of idx_visit_due (status, due_at) that stops at
+	// the limit, whatever the number of visits; an OR of them would read
+	// every overdue visit to sort them.
 	var visits []*model.StepVisit
 	now := e.now()
-	if err := db.Select("id", "due_at", "status").
-		Where("(status IN ? AND due_at < ?) OR (status = ? AND lease_until < ?)",
-			[]string{model.VisitScheduled, model.VisitWaiting}, cutoff, model.VisitRunning, now).
-		Order("due_at").Limit(sweepBatch).Find(&visits).Error; err != nil {
-		return r, fmt.Errorf("journey: sweep visits: %w", err)
+	for _, q := range []struct {
+		status, where string
+		before        time.Time
+	}{
+		{model.VisitScheduled, "due_at < ?", cutoff},
+		{model.VisitWaiting, "due_at < ?", cutoff},
+		{model.VisitRunning, "lease_until < ?", now},
+	} {
+		var some []*model.StepVisit
+		if err := db.Select("id", "due_at", "status").Where("status = ? AND "+q.where, q.status, q.before).
+			Order("due_at").Limit(sweepBatch).Find(&some).Error; err != nil {
+			return r, fmt.Errorf("journey: sweep %s visits: %w", q.status, err)
+		}
+		visits = append(visits, some...)
 	}
+	slices.SortStableFunc(visits, func(a, b *model.StepVisit) int { return a.DueAt.Compare(b.DueAt) })
+	visits = visits[:min(len(visits), sweepBatch)]
 	r.Visits = len(visits)
 	e.schedule(visits...)
 	return r, nil

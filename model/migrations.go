@@ -29,6 +29,12 @@ func Migrations() []*gormigrate.Migration {
 			Migrate:  migrateV2,
 			Rollback: rollbackV2,
 		},
+		{
+			// v3 gives each hot query an index that matches it (see migration_v3.go).
+			ID:       v3ID,
+			Migrate:  migrateV3,
+			Rollback: rollbackV3,
+		},
 	}
 }
 

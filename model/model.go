@@ -50,17 +50,19 @@ func (r MemberRef) Key() string {
 // from the events API, or an engine event. DedupeKey is unique, so a retried
 // callback inserts nothing.
 type Event struct {
-	ID         int64          `gorm:"primaryKey;autoIncrement"`
+	ID         int64          `gorm:"primaryKey;autoIncrement;index:idx_events_member_unrouted,priority:3"`
 	DedupeKey  string         `gorm:"size:191;not null;uniqueIndex"`
-	Type       string         `gorm:"size:64;not null;index"`
+	Type       string         `gorm:"size:64;not null"`
 	Source     string         `gorm:"size:32;not null"`
 	Member     MemberRef      `gorm:"serializer:json;type:text"`
-	MemberKey  string         `gorm:"size:191;index:idx_event_member_key"` // Member.Key()
+	MemberKey  string         `gorm:"size:191;index:idx_events_member_unrouted,priority:1"` // Member.Key()
 	Props      map[string]any `gorm:"serializer:json;type:text"`
 	At         time.Time      `gorm:"not null"`
-	ReceivedAt time.Time      `gorm:"not null"`
+	ReceivedAt time.Time      `gorm:"not null;index:idx_events_unrouted,priority:2"`
 	MemberID   *int64         `gorm:"index"`
-	RoutedAt   *time.Time     `gorm:"index"`
+	// RoutedAt is nil until routed; the indexes on it hold only unrouted
+	// events where the database has partial indexes (not MySQL).
+	RoutedAt *time.Time `gorm:"index:idx_events_member_unrouted,priority:2,where:routed_at IS NULL;index:idx_events_unrouted,priority:1,where:routed_at IS NULL"`
 	// Attempts counts routing attempts, so a poisonous event is parked, not retried forever.
 	Attempts int    `gorm:"not null;default:0"`
 	Error    string `gorm:"type:text"`
@@ -147,18 +149,22 @@ const (
 
 // Enrollment is one member's pass through one journey version.
 type Enrollment struct {
-	ID        int64  `gorm:"primaryKey;autoIncrement"`
-	JourneyID int64  `gorm:"not null;index:idx_enrollment_member"`
-	VersionID int64  `gorm:"not null"`
-	MemberID  int64  `gorm:"not null;index:idx_enrollment_member"`
-	Status    string `gorm:"size:16;not null;index"`
+	ID        int64 `gorm:"primaryKey;autoIncrement"`
+	JourneyID int64 `gorm:"not null;index:idx_enrollments_entry,priority:1"`
+	VersionID int64 `gorm:"not null"`
+	MemberID  int64 `gorm:"not null;index:idx_enrollments_entry,priority:2;index:idx_enrollments_member_active,priority:1"`
+	// Status is indexed only with MemberID, and where the database has
+	// partial indexes (not MySQL) only while active: queries that use it
+	// spell the status out as a literal (status = 'active'), so a prepared
+	// statement's generic plan can use the partial index.
+	Status string `gorm:"size:16;not null;index:idx_enrollments_member_active,priority:2,where:status = 'active'"`
 	// ActiveKey is "journeyID:memberID" while active and NULL after, so a
 	// member is in a journey at most once at a time, whatever races.
 	ActiveKey      *string        `gorm:"size:64;uniqueIndex"`
 	StepID         string         `gorm:"size:64"`
 	TriggerEventID int64          `gorm:"not null"`
 	Event          map[string]any `gorm:"serializer:json;type:text"` // the trigger event, for templates
-	EnteredAt      time.Time      `gorm:"not null"`
+	EnteredAt      time.Time      `gorm:"not null;index:idx_enrollments_entry,priority:3"`
 	EndedAt        *time.Time
 	EndReason      string `gorm:"size:128"`
 }

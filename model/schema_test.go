@@ -126,11 +126,57 @@ func describeSchema(t *testing.T, db *gorm.DB, tables []string) string {
 			if pk || i.Name() == "PRIMARY" || strings.HasSuffix(i.Name(), "_pkey") || strings.HasPrefix(i.Name(), "sqlite_autoindex") {
 				continue
 			}
-			lines = append(lines, fmt.Sprintf("%s index %s (%s) unique=%v", table, i.Name(), strings.Join(i.Columns(), ","), unique))
+			cols := strings.Join(i.Columns(), ",")
+			if db.Dialector.Name() == "postgres" { // gorm lists them in table order, not index order
+				cols = pgIndexColumns(t, db, i.Name())
+			}
+			line := fmt.Sprintf("%s index %s (%s) unique=%v", table, i.Name(), cols, unique)
+			if where := indexPredicate(t, db, i.Name()); where != "" {
+				line += " where " + where
+			}
+			lines = append(lines, line)
 		}
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n") + "\n"
+}
+
+// indexPredicate returns a partial index's WHERE clause, normalized (lower
+// case, without quotes, parentheses, casts or repeated spaces), or "".
+// MySQL has no partial indexes.
+func indexPredicate(t *testing.T, db *gorm.DB, name string) string {
+	t.Helper()
+	var def string
+	switch db.Dialector.Name() {
+	case "sqlite":
+		if err := db.Raw("SELECT COALESCE(sql, '') FROM sqlite_master WHERE type = 'index' AND name = ?", name).Scan(&def).Error; err != nil {
+			t.Fatalf("definition of index %s: %v", name, err)
+		}
+	case "postgres":
+		if err := db.Raw("SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = ?", name).Scan(&def).Error; err != nil {
+			t.Fatalf("definition of index %s: %v", name, err)
+		}
+	default:
+		return ""
+	}
+	_, where, ok := strings.Cut(strings.ToLower(def), " where ")
+	if !ok {
+		return ""
+	}
+	where = strings.NewReplacer(`"`, "", "`", "", "(", "", ")", "", "::text", "", "::character varying", "").Replace(where)
+	return strings.Join(strings.Fields(where), " ")
+}
+
+// pgIndexColumns returns a PostgreSQL index's columns in index order.
+func pgIndexColumns(t *testing.T, db *gorm.DB, name string) string {
+	t.Helper()
+	var def string
+	if err := db.Raw("SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = ?", name).Scan(&def).Error; err != nil {
+		t.Fatalf("definition of index %s: %v", name, err)
+	}
+	_, cols, _ := strings.Cut(def, " USING btree (")
+	cols, _, _ = strings.Cut(cols, ")")
+	return strings.ReplaceAll(strings.ReplaceAll(cols, `"`, ""), " ", "")
 }
 
 // TestFirstMigrationIsFrozen checks that v1 creates exactly the schema that
