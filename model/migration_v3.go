@@ -13,8 +13,13 @@ import (
 //     earlier unrouted events (routeOne). It replaces idx_event_member_key,
 //     and idx_events_routed_at, which made that query walk every unrouted
 //     event of every member.
-//   - events (routed_at, received_at) WHERE routed_at IS NULL: the sweeper's
-//     unrouted events received before the grace period; it reads only those.
+//   - events (routed_at, received_at) WHERE routed_at IS NULL AND
+//     received_at IS NOT NULL: the sweeper's unrouted events received before
+//     the grace period; it reads only those. received_at is never null: the
+//     second condition is there so that only a query comparing received_at
+//     (the sweeper's) can use this index. Otherwise, on a new database
+//     without statistics, PostgreSQL found a member's earlier unrouted
+//     events through it, reading every unrouted event for each event routed.
 //   - enrollments (member_id, status) WHERE status = 'active': a member's
 //     active enrollments. It replaces idx_enrollments_status, which made that
 //     query walk every active enrollment.
@@ -37,7 +42,7 @@ type v3Index struct {
 func v3Created() []v3Index {
 	return []v3Index{
 		{"idx_events_member_unrouted", "events", "member_key, routed_at, id", "routed_at IS NULL"},
-		{"idx_events_unrouted", "events", "routed_at, received_at", "routed_at IS NULL"},
+		{"idx_events_unrouted", "events", "routed_at, received_at", "routed_at IS NULL AND received_at IS NOT NULL"},
 		{"idx_enrollments_member_active", "enrollments", "member_id, status", "status = 'active'"},
 		{"idx_enrollments_entry", "enrollments", "journey_id, member_id, entered_at", ""},
 	}

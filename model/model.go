@@ -62,7 +62,7 @@ type Event struct {
 	MemberID   *int64         `gorm:"index"`
 	// RoutedAt is nil until routed; the indexes on it hold only unrouted
 	// events where the database has partial indexes (not MySQL).
-	RoutedAt *time.Time `gorm:"index:idx_events_member_unrouted,priority:2,where:routed_at IS NULL;index:idx_events_unrouted,priority:1,where:routed_at IS NULL"`
+	RoutedAt *time.Time `gorm:"index:idx_events_member_unrouted,priority:2,where:routed_at IS NULL;index:idx_events_unrouted,priority:1,where:routed_at IS NULL AND received_at IS NOT NULL"`
 	// Attempts counts routing attempts, so a poisonous event is parked, not retried forever.
 	Attempts int    `gorm:"not null;default:0"`
 	Error    string `gorm:"type:text"`
