@@ -53,6 +53,9 @@ type Config struct {
 	// SweepGrace is how overdue work must be before the sweeper re-enqueues
 	// it. Default 3 seconds.
 	SweepGrace time.Duration
+	// RouteConcurrency is how many events of one route task are routed at
+	// once. Default 8; with DBSlots they still take turns at the database.
+	RouteConcurrency int
 	// LagGrace is how old an unrouted event must be before the sweeper
 	// re-enqueues it while the queue has a backlog (pending tasks, as in a
 	// burst the workers are behind on): such an event is most likely
@@ -182,6 +185,9 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.SweepGrace <= 0 {
 		cfg.SweepGrace = 3 * time.Second
+	}
+	if cfg.RouteConcurrency <= 0 {
+		cfg.RouteConcurrency = 8
 	}
 	if cfg.LagGrace <= 0 {
 		cfg.LagGrace = time.Minute

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/internal/redact"
@@ -17,21 +19,36 @@ import (
 // maxRouteAttempts parks an event that keeps failing to route.
 const maxRouteAttempts = 5
 
-// Route routes the events with these ids, in id order: it resolves each
-// event's member, applies the event to the member, ends enrollments whose
-// exit rules match, resumes wait_for steps, and enters the member into
-// journeys whose trigger matches. Each event is routed in its own
-// transaction, once: already routed events are skipped.
+// Route routes the events with these ids: it resolves each event's member,
+// applies the event to the member, ends enrollments whose exit rules match,
+// resumes wait_for steps, and enters the member into journeys whose trigger
+// matches. Each event is routed in its own transaction, once: already
+// routed events are skipped. Up to Config.RouteConcurrency events are
+// routed at once (a route task carries a whole group commit's events);
+// a member's events still route in the order they were stored, because
+// routing an event first routes the member's earlier unrouted events.
 func (e *Engine) Route(ctx context.Context, ids ...int64) error {
 	ids = slices.Clone(ids)
 	slices.Sort(ids)
-	var errs []error
+	var (
+		g    errgroup.Group
+		mu   sync.Mutex
+		errs []error
+	)
+	g.SetLimit(e.cfg.RouteConcurrency)
 	for _, id := range ids {
 		e.gate(ctx)
-		if err := e.routeOne(ctx, id); err != nil {
-			errs = append(errs, err)
-		}
+		g.Go(func() error {
+			if err := e.routeOne(ctx, id); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+			return nil
+		})
 	}
+	g.Wait()
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
 }
 
