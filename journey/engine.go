@@ -53,6 +53,12 @@ type Config struct {
 	// SweepGrace is how overdue work must be before the sweeper re-enqueues
 	// it. Default 3 seconds.
 	SweepGrace time.Duration
+	// Horizon bounds how far ahead step tasks are queued: a visit due later
+	// is kept by the database alone (its index on due time), and the
+	// sweeper queues it once it comes within the horizon. Redis then holds
+	// the next Horizon's waits, not one task per waiting member. Default 1
+	// minute.
+	Horizon time.Duration
 	// RouteConcurrency is how many events of one route task are routed at
 	// once. Default 8; with DBSlots they still take turns at the database.
 	RouteConcurrency int
@@ -153,6 +159,8 @@ type Engine struct {
 	mu       sync.Mutex
 	versions map[int64]*Compiled // immutable versions, cached forever
 	index    *triggerIndex
+	// queuedUntil is how far ahead the sweeper has queued upcoming visits.
+	queuedUntil time.Time
 }
 
 type liveJourney struct {
@@ -185,6 +193,9 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.SweepGrace <= 0 {
 		cfg.SweepGrace = 3 * time.Second
+	}
+	if cfg.Horizon <= 0 {
+		cfg.Horizon = time.Minute
 	}
 	if cfg.RouteConcurrency <= 0 {
 		cfg.RouteConcurrency = 8
@@ -424,22 +435,25 @@ func endEnrollment(tx *gorm.DB, id int64, status, reason string, now time.Time, 
 	return nil
 }
 
-// schedule enqueues the visits' tasks after their transaction committed.
+// schedule enqueues the visits' tasks after their transaction committed,
+// those due within Config.Horizon (the sweeper queues the others as their
+// time comes), and reports whether every enqueue went through.
 // A failed enqueue is left to the sweeper; the first one ends the batch
 // (Redis is likely down: the others would wait out the same timeout) and
 // is logged once. An overdue visit whose task already exists but waits in
 // asynq's retry or scheduled set, or was archived, has that task run now
 // (see Config.Inspector): the database says it is due, so it runs on time
 // after an outage rather than when asynq's retry comes.
-func (e *Engine) schedule(visits ...*model.StepVisit) {
+func (e *Engine) schedule(visits ...*model.StepVisit) bool {
 	if e.cfg.Queue == nil {
 		e.log.Error("cannot enqueue step tasks: journey.Config.Queue is required", "visits", len(visits))
-		return
+		return false
 	}
 	now := e.now()
+	horizon := now.Add(e.cfg.Horizon)
 	for i, v := range visits {
-		if v == nil {
-			continue
+		if v == nil || v.DueAt.After(horizon) {
+			continue // the sweeper queues it when it comes within the horizon
 		}
 		t, opts := NewRunStepTask(v.ID, v.DueAt)
 		_, err := e.cfg.Queue.Enqueue(t, opts...)
@@ -451,9 +465,10 @@ func (e *Engine) schedule(visits ...*model.StepVisit) {
 			}
 		default:
 			e.log.Warn("enqueue step failed; the sweeper will retry", "visit", v.ID, "not_enqueued", len(visits)-i, "err", err)
-			return
+			return false
 		}
 	}
+	return true
 }
 
 // standInEvery bounds how often a stand-in task is enqueued for one visit

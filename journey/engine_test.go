@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/hibiken/asynq"
 
 	"github.com/wejourney/wejourney/channels"
 	"github.com/wejourney/wejourney/journey"
@@ -1572,5 +1573,52 @@ func TestSweepTellsLagFromLoss(t *testing.T) {
 	h.clk.Advance(time.Minute) // past LagGrace: lost after all
 	if r, err := h.e.Sweep(h.ctx); err != nil || r.Events != 1 {
 		t.Fatalf("sweep during a backlog, past LagGrace: %+v, %v; want the event re-enqueued", r, err)
+	}
+}
+
+// A wait longer than the horizon is kept by the database alone: no task
+// waits in Redis for it (a million members waiting a month cost Redis
+// nothing); the sweeper queues it once it comes within the horizon, and it
+// runs on time.
+func TestWaitsBeyondTheHorizonStayInTheDatabase(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, func(c *journey.Config) { c.Horizon = time.Minute })
+	h.publish(`
+key: later
+trigger: { event: wechat.subscribe }
+steps:
+  - { id: pause, wait: 1h, next: hello }
+  - { id: hello, send: { channel: wechat.text, text: hi } }
+`)
+	h.subscribe("o1", "")
+	queued := func() int {
+		t.Helper()
+		tasks, err := h.insp.ListScheduledTasks("default")
+		if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+			t.Fatal(err)
+		}
+		return len(tasks)
+	}
+	if n := queued(); n != 0 {
+		t.Fatalf("%d step tasks in Redis right after entering a 1 h wait; want 0 (due beyond the horizon)", n)
+	}
+	h.clk.Advance(30 * time.Minute)
+	if r := h.sweep(); r.Upcoming != 0 || queued() != 0 {
+		t.Fatalf("sweep 30 min before due: %+v, %d tasks; want nothing queued yet", r, queued())
+	}
+	h.clk.Advance(29*time.Minute + 30*time.Second) // 30 s before due: within the horizon
+	if r := h.sweep(); r.Upcoming != 1 || queued() != 1 {
+		t.Fatalf("sweep 30 s before due: %+v, %d tasks; want the wait queued ahead", r, queued())
+	}
+	if r := h.sweep(); queued() != 1 {
+		t.Fatalf("a second sweep: %+v, %d tasks; want the same one task", r, queued())
+	}
+	if len(h.rec.sent()) != 0 {
+		t.Fatal("sent before the wait ended")
+	}
+	h.clk.Advance(25 * time.Second)
+	h.runWhenDue("pause")
+	if diff := cmp.Diff([]sent{{Channel: channels.WeChatText, OpenID: "o1", Text: "hi"}}, h.rec.sent()); diff != "" {
+		t.Errorf("sent mismatch (-want +got):\n%s", diff)
 	}
 }

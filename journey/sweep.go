@@ -21,6 +21,10 @@ var errNoQueue = errors.New("journey: Config.Queue is required to sweep and reco
 type SweepResult struct {
 	Events int // unrouted events
 	Visits int // overdue or abandoned step visits
+	// Upcoming counts visits due within Config.Horizon queued ahead of
+	// their due time (the database keeps later ones; this is normal work,
+	// not recovery).
+	Upcoming int
 }
 
 // Sweep enqueues (never runs) work the database says is overdue: events not routed
@@ -81,7 +85,46 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 	visits = visits[:min(len(visits), sweepBatch)]
 	r.Visits = len(visits)
 	e.schedule(visits...)
-	return r, nil
+	up, err := e.queueUpcoming(ctx, cutoff)
+	r.Upcoming = up
+	return r, err
+}
+
+// queueUpcoming enqueues the scheduled and waiting visits due from
+// SweepGrace ago (older ones are overdue: Sweep has them) to Horizon ahead,
+// starting where the last sweep of this engine stopped. Each status is an
+// ordered range of idx_visit_due. Several engines sweeping queue the same
+// visits: their task ids are the same, so each is queued once.
+func (e *Engine) queueUpcoming(ctx context.Context, cutoff time.Time) (int, error) {
+	e.mu.Lock()
+	from := e.queuedUntil
+	e.mu.Unlock()
+	if from.Before(cutoff) {
+		from = cutoff
+	}
+	until := e.now().Add(e.cfg.Horizon)
+	var visits []*model.StepVisit
+	for _, status := range []string{model.VisitScheduled, model.VisitWaiting} {
+		var some []*model.StepVisit
+		if err := e.cfg.DB.WithContext(ctx).Select("id", "due_at", "status").
+			Where("status = ? AND due_at >= ? AND due_at < ?", status, from, until).
+			Order("due_at").Limit(sweepBatch).Find(&some).Error; err != nil {
+			return 0, fmt.Errorf("journey: sweep upcoming %s visits: %w", status, err)
+		}
+		if len(some) == sweepBatch && some[len(some)-1].DueAt.Before(until) {
+			until = some[len(some)-1].DueAt // more to come: the next sweep goes on from here
+		}
+		visits = append(visits, some...)
+	}
+	if !e.schedule(visits...) {
+		return len(visits), nil // Redis is failing: the next sweep tries the same window
+	}
+	e.mu.Lock()
+	if until.After(e.queuedUntil) {
+		e.queuedUntil = until
+	}
+	e.mu.Unlock()
+	return len(visits), nil
 }
 
 // backlog reports whether the queue holds pending tasks: the workers are
@@ -114,7 +157,8 @@ func (e *Engine) RunSweeper(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Recover enqueues every open step visit, whatever its due time, and
+// Recover enqueues every open step visit due within Config.Horizon (the
+// sweeper queues later ones as they come within it), and
 // releases the leases of running ones. Run it at start when this process is
 // the only worker and its queue is known to be empty (the embedded default's
 // in-process Redis): running visits then belong to a process that died, and
