@@ -231,12 +231,18 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 			if pre, err = preload(ctx, app.DB, cfg.DefaultAppID(), o.preload, preloadBatch, stderr); err != nil {
 				return err
 			}
-			if err := analyzeBenchTables(ctx, app.DB); err != nil {
+			t0 := time.Now()
+			if did, err := analyzeBenchTables(ctx, app.DB); err != nil {
 				return err
+			} else if did {
+				pre.vacuumed = time.Since(t0)
 			}
 		}
 		fmt.Fprintf(stdout, "preload: %d members mid-journey (bench-longwait, waiting %s) in %s (%.0f members/s); no asynq task enqueued for their waits: the database holds them\n",
 			pre.members, preloadWaitText, pre.took.Round(10*time.Millisecond), float64(pre.members)/max(pre.took.Seconds(), 1e-9))
+		if pre.vacuumed > 0 {
+			fmt.Fprintf(stdout, "  then VACUUM (ANALYZE) of wejourney's tables in %s, as autovacuum would do\n", pre.vacuumed.Round(10*time.Millisecond))
+		}
 		readRows = func() (rowsRead, bool) { return pgRowsRead(ctx, app.DB) }
 		rdbState = func() redisState { return readRedisState(ctx, app.rdb) }
 		fmt.Fprintf(stdout, "redis before: %s\n", rdbState())
