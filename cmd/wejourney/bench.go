@@ -238,8 +238,12 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 				pre.vacuumed = time.Since(t0)
 			}
 		}
-		fmt.Fprintf(stdout, "preload: %d members mid-journey (bench-longwait, waiting %s) in %s (%.0f members/s); no asynq task enqueued for their waits: the database holds them\n",
-			pre.members, preloadWaitText, pre.took.Round(10*time.Millisecond), float64(pre.members)/max(pre.took.Seconds(), 1e-9))
+		if pre.members == 0 {
+			fmt.Fprintln(stdout, "preload: 0 members (--preload N first creates N members mid-journey)")
+		} else {
+			fmt.Fprintf(stdout, "preload: %d members mid-journey (bench-longwait, waiting %s) in %s (%.0f members/s); no asynq task enqueued for their waits: the database holds them\n",
+				pre.members, preloadWaitText, pre.took.Round(10*time.Millisecond), float64(pre.members)/max(pre.took.Seconds(), 1e-9))
+		}
 		if pre.vacuumed > 0 {
 			fmt.Fprintf(stdout, "  then VACUUM (ANALYZE) of wejourney's tables in %s, as autovacuum would do\n", pre.vacuumed.Round(10*time.Millisecond))
 		}
