@@ -49,8 +49,8 @@ type benchOpts struct {
 	// databaseURL and redisURL are the embedded server's stores: empty for
 	// a temporary SQLite file and the in-process Redis.
 	databaseURL, redisURL string
-	// secretKey is WEJOURNEY_SECRET_KEY for a database other than SQLite;
-	// empty: benchSecretKey.
+	// secretKey is WEJOURNEY_SECRET_KEY; when empty, PostgreSQL and MySQL
+	// get benchSecretKey (SQLite keeps its key file).
 	secretKey string
 	reset     bool
 	preload   int
