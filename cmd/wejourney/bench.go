@@ -46,6 +46,14 @@ type benchOpts struct {
 	settle                time.Duration
 	bare                  bool
 	role                  string
+	// databaseURL and redisURL are the embedded server's stores: empty for
+	// a temporary SQLite file and the in-process Redis.
+	databaseURL, redisURL string
+	// secretKey is WEJOURNEY_SECRET_KEY; when empty, PostgreSQL and MySQL
+	// get benchSecretKey (SQLite keeps its key file).
+	secretKey string
+	reset     bool
+	preload   int
 }
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -60,6 +68,10 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&o.settle, "settle", 30*time.Second, "how long to wait for the last messages after the last callback")
 	fs.BoolVar(&o.bare, "bare", true, "also measure a bare silenceper callback server for comparison")
 	fs.StringVar(&o.role, "role", RoleAll, "role of the embedded server: all, or web to measure callbacks alone (no message is sent)")
+	fs.StringVar(&o.databaseURL, "database-url", "", "database of the embedded server (default: WEJOURNEY_DATABASE_URL when set, else a temporary SQLite file); it must hold no events, or pass --reset")
+	fs.StringVar(&o.redisURL, "redis-url", "", "Redis of the embedded server (default: WEJOURNEY_REDIS_URL when set, else an in-process Redis)")
+	fs.BoolVar(&o.reset, "reset", false, "empty wejourney's tables (events, members, journeys, …) in --database-url and flush the --redis-url database first")
+	fs.IntVar(&o.preload, "preload", 0, "members to create first, each mid-journey on a 30-day wait (directly in the database)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole bench to this file")
 	cfg, err := loadConfig(fs, args, stdout)
 	if err != nil {
@@ -67,6 +79,15 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("bench takes no arguments, got %q (see wejourney bench --help)", fs.Arg(0))
+	}
+	if o.target == "" {
+		if o.databaseURL == "" && cfg.DatabaseURL != config.Defaults().DatabaseURL {
+			o.databaseURL = cfg.DatabaseURL
+		}
+		if o.redisURL == "" {
+			o.redisURL = cfg.RedisURL
+		}
+		o.secretKey = cfg.SecretKey
 	}
 	if err := o.check(); err != nil {
 		return err
@@ -100,6 +121,12 @@ func (o benchOpts) check() error {
 		return fmt.Errorf("--settle: want a duration of 0 or more, got %v", o.settle)
 	case o.role != RoleAll && o.role != RoleWeb:
 		return fmt.Errorf("--role: want all or web, got %q", o.role)
+	case o.preload < 0:
+		return fmt.Errorf("--preload: want 0 or more members, got %d", o.preload)
+	case o.target != "" && (o.databaseURL != "" || o.redisURL != "" || o.reset || o.preload > 0):
+		return errors.New("--database-url, --redis-url, --reset and --preload are for the embedded server: drop --target, or prepare the target's stores yourself")
+	case o.reset && o.databaseURL == "" && o.redisURL == "":
+		return errors.New("--reset: the default temporary SQLite file and in-process Redis are always empty; --reset needs --database-url or --redis-url (or WEJOURNEY_DATABASE_URL, WEJOURNEY_REDIS_URL)")
 	}
 	return nil
 }
@@ -132,6 +159,7 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 	}
 	fake := fakewx.New(fakeCfg)
 	defer fake.Close()
+	var app *App
 	if target == "" {
 		dir, err := os.MkdirTemp("", "wejourney-bench")
 		if err != nil {
@@ -144,6 +172,11 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 		if err := os.WriteFile(filepath.Join(dir, "journeys", "bench.yaml"), []byte(benchJourney), 0o600); err != nil {
 			return err
 		}
+		if o.preload > 0 {
+			if err := os.WriteFile(filepath.Join(dir, "journeys", "bench-longwait.yaml"), []byte(preloadJourney), 0o600); err != nil {
+				return err
+			}
+		}
 		cfg = config.Defaults()
 		cfg.DatabaseURL = "sqlite:" + filepath.Join(dir, "bench.db")
 		cfg.JourneysDir = filepath.Join(dir, "journeys")
@@ -151,12 +184,20 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 		cfg.WeChatAESKey = randomAESKey()
 		cfg.WeChatAPIBase = fake.URL
 		cfg.AdminPassword = "bench"
+		desc = "embedded defaults (SQLite file, in-process Redis), server and load generator in one process"
+		if o.databaseURL != "" || o.redisURL != "" {
+			stores, err := benchStores(ctx, &cfg, o, stdout)
+			if err != nil {
+				return err
+			}
+			desc = "embedded server on " + stores + ", server and load generator in one process"
+		}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return err
 		}
 		logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		app, err := NewApp(ctx, cfg, Options{Listener: ln, Logger: logger, AutoMigrate: true, Role: o.role})
+		app, err = NewApp(ctx, cfg, Options{Listener: ln, Logger: logger, AutoMigrate: true, Role: o.role})
 		if err != nil {
 			return err
 		}
@@ -165,7 +206,6 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 			return err
 		}
 		target = "http://" + app.Addr
-		desc = "embedded defaults (SQLite file, in-process Redis), server and load generator in one process"
 	}
 	sim, err := wxsim.New(wxsim.Config{Target: target, AppID: cfg.DefaultAppID(), Token: cfg.DefaultToken(), AESKey: cfg.WeChatAESKey})
 	if err != nil {
@@ -181,7 +221,48 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 	fmt.Fprintf(stdout, "wejourney bench — %s, %s callbacks, %d CPUs (GOMAXPROCS %d), %s\n",
 		desc, mode, runtime.NumCPU(), runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339))
 
+	// What the stores hold before: the preloaded members, Redis, and the
+	// rows PostgreSQL has read so far.
+	readRows := func() (rowsRead, bool) { return nil, false }
+	var rdbState func() redisState
+	if app != nil {
+		pre := preloadResult{}
+		if o.preload > 0 {
+			if pre, err = preload(ctx, app.DB, cfg.DefaultAppID(), o.preload, preloadBatch, stderr); err != nil {
+				return err
+			}
+			t0 := time.Now()
+			if did, err := analyzeBenchTables(ctx, app.DB); err != nil {
+				return err
+			} else if did {
+				pre.vacuumed = time.Since(t0)
+			}
+		}
+		if pre.members == 0 {
+			fmt.Fprintln(stdout, "preload: 0 members (--preload N first creates N members mid-journey)")
+		} else {
+			fmt.Fprintf(stdout, "preload: %d members mid-journey (bench-longwait, waiting %s) in %s (%.0f members/s); no asynq task enqueued for their waits: the database holds them\n",
+				pre.members, preloadWaitText, pre.took.Round(10*time.Millisecond), float64(pre.members)/max(pre.took.Seconds(), 1e-9))
+		}
+		if pre.vacuumed > 0 {
+			fmt.Fprintf(stdout, "  then VACUUM (ANALYZE) of wejourney's tables in %s, as autovacuum would do\n", pre.vacuumed.Round(10*time.Millisecond))
+		}
+		readRows = func() (rowsRead, bool) { return pgRowsRead(ctx, app.DB) }
+		rdbState = func() redisState { return readRedisState(ctx, app.rdb) }
+		fmt.Fprintf(stdout, "redis before: %s\n", rdbState())
+	}
+	// rowsPerFollow prints the rows read per follow since before, on PostgreSQL.
+	rowsPerFollow := func(before rowsRead, ok bool, follows int) {
+		after, okAfter := readRows()
+		if !ok || !okAfter || follows == 0 {
+			return
+		}
+		total, tables := after.since(before, follows)
+		fmt.Fprintf(stdout, "  rows read/follow   %8.1f   (pg_stat_user_tables seq_tup_read + idx_tup_fetch per follow: %s)\n", total, tables)
+	}
+
 	// Paced run: follows at --rate.
+	rowsBefore, rowsOK := readRows()
 	paced, err := prepareFollows(sim, "obp", o.n)
 	if err != nil {
 		return err
@@ -193,6 +274,7 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 	fmt.Fprintf(stdout, "  ack                p50 %s  p99 %s  max %s\n", pct(res.acks, 50), pct(res.acks, 99), pct(res.acks, 100))
 	fmt.Fprintf(stdout, "  follow → message   p50 %s  p99 %s  max %s\n", pct(lat, 50), pct(lat, 99), pct(lat, 100))
 	fmt.Fprintf(stdout, "  messages lost %d, doubled %d\n", lost, doubled)
+	rowsPerFollow(rowsBefore, rowsOK, o.n)
 
 	var burstRate float64
 	if o.burst > 0 {
@@ -200,6 +282,8 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 		if err != nil {
 			return err
 		}
+		rowsBefore, rowsOK := readRows()
+		burstStart := time.Now()
 		res := runLoad(ctx, client, burst.reqs, 0, o.concurrency)
 		burstRate = res.throughput()
 		drainStart := time.Now()
@@ -210,6 +294,15 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 		fmt.Fprintf(stdout, "  follow → message   p50 %s  p99 %s  max %s   (backlog drained %s after the last callback)\n",
 			pct(lat, 50), pct(lat, 99), pct(lat, 100), time.Since(drainStart).Round(10*time.Millisecond))
 		fmt.Fprintf(stdout, "  messages lost %d, doubled %d\n", lost, doubled)
+		if delivered, last := burst.delivered(arr); delivered > 0 {
+			took := last.Sub(burstStart)
+			fmt.Fprintf(stdout, "  drained follows/s  %8.0f   (%d messages delivered ÷ %s from the first burst callback to the last message)\n",
+				float64(delivered)/took.Seconds(), delivered, took.Round(10*time.Millisecond))
+		}
+		rowsPerFollow(rowsBefore, rowsOK, o.burst)
+	}
+	if rdbState != nil {
+		fmt.Fprintf(stdout, "redis after: %s\n", rdbState())
 	}
 	if o.bare && o.burst > 0 {
 		bareRate, err := benchBare(ctx, client, cfg, o)
@@ -278,6 +371,22 @@ func (f *follows) outcome(arr *arrivals, sentAt []time.Time, settle time.Duratio
 		}
 	}
 	return lost, doubled, lat
+}
+
+// delivered counts the follows whose message arrived and when the last
+// of those first messages did.
+func (f *follows) delivered(arr *arrivals) (n int, last time.Time) {
+	arr.mu.Lock()
+	defer arr.mu.Unlock()
+	for _, id := range f.openids {
+		if ts := arr.at[id]; len(ts) > 0 {
+			n++
+			if ts[0].After(last) {
+				last = ts[0]
+			}
+		}
+	}
+	return n, last
 }
 
 type loadResult struct {

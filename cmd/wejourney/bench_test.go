@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/wejourney/wejourney/config"
+	"github.com/wejourney/wejourney/internal/wxsim"
+	"github.com/wejourney/wejourney/model"
+)
+
+// TestBenchReport runs the whole bench in process with tiny numbers and
+// checks the report a user reads: nothing lost or doubled, the preload, and
+// the drained rate and Redis lines. With WEJOURNEY_TEST_DATABASE_URL naming
+// PostgreSQL it also runs on a fresh database and real Redis and checks
+// that rows read per follow are reported.
+func TestBenchReport(t *testing.T) {
+	parallel(t)
+	cases := []struct {
+		name    string
+		opts    func(t *testing.T) benchOpts
+		preload int
+		want    []string
+	}{
+		{
+			name:    "embedded defaults",
+			opts:    func(*testing.T) benchOpts { return benchOpts{} },
+			preload: 500,
+			want:    []string{"embedded defaults (SQLite file, in-process Redis)", "redis before: used_memory n/a (in-process Redis)"},
+		},
+	}
+	if strings.HasPrefix(os.Getenv(envTestDB), "postgres") {
+		cases = append(cases, struct {
+			name    string
+			opts    func(t *testing.T) benchOpts
+			preload int
+			want    []string
+		}{
+			name: "postgres",
+			opts: func(t *testing.T) benchOpts {
+				return benchOpts{databaseURL: testDatabaseURL(t), redisURL: testRedisURL(t), secretKey: testSecretKey}
+			},
+			preload: 2000,
+			want:    []string{"embedded server on postgres", "rows read/follow"},
+		})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			o := c.opts(t)
+			o.n, o.rate, o.burst, o.concurrency, o.settle, o.role, o.preload = 50, 200, 100, 16, 10*time.Second, RoleAll, c.preload
+			if err := o.check(); err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			if err := runBench(context.Background(), config.Config{}, o, &out, io.Discard); err != nil {
+				t.Fatalf("bench: %v\n%s", err, out.String())
+			}
+			report := out.String()
+			want := append([]string{
+				fmt.Sprintf("preload: %d members mid-journey (bench-longwait, waiting 30 days)", c.preload),
+				"no asynq task enqueued for their waits",
+				"paced: 50 follows at 200/s",
+				"burst: 100 follows as fast as possible",
+				"drained follows/s",
+				"(100 messages delivered ÷",
+				"redis after:",
+			}, c.want...)
+			for _, w := range want {
+				if !strings.Contains(report, w) {
+					t.Errorf("the report lacks %q:\n%s", w, report)
+				}
+			}
+			if n := strings.Count(report, "messages lost 0, doubled 0"); n != 2 {
+				t.Errorf("want the paced and the burst run without lost or doubled messages, got %d such lines:\n%s", n, report)
+			}
+		})
+	}
+}
+
+// TestBenchPreloadIsRealToTheEngine preloads members in several batches and
+// checks that the engine sees them as members who follow it already would
+// be: found by their openid, in bench-longwait once, waiting 30 days, with
+// no task queued for the wait.
+func TestBenchPreloadIsRealToTheEngine(t *testing.T) {
+	parallel(t)
+	h := newHarness(t, map[string]string{"longwait.yaml": preloadJourney, "welcome.yaml": benchJourney})
+	ctx := context.Background()
+	const n = 450
+	before := time.Now()
+	var progress bytes.Buffer
+	res, err := preload(ctx, h.db, testAppID, n, 200, &progress) // batches of 200, 200 and 50
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.members != n || !strings.Contains(progress.String(), fmt.Sprintf("%d/%d", n, n)) {
+		t.Fatalf("preload reported %d members, progress %q; want %d", res.members, progress.String(), n)
+	}
+	if got := h.count(&model.Member{}, "open_id LIKE ?", "opl_%"); got != n {
+		t.Fatalf("members: got %d, want %d", got, n)
+	}
+	if got := h.count(&model.MemberIdentity{}, "kind = ?", model.IdentityOpenID); got != n {
+		t.Fatalf("openid identities: got %d, want %d", got, n)
+	}
+	if got := h.count(&model.Enrollment{}, "journey_id = ? AND status = ? AND step_id = ?", res.journeyID, model.EnrollmentActive, "wait"); got != n {
+		t.Fatalf("active enrollments in the wait step: got %d, want %d", got, n)
+	}
+	var visits []model.StepVisit
+	if err := h.db.Where("journey_id = ? AND status = ?", res.journeyID, model.VisitWaiting).Find(&visits).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(visits) != n {
+		t.Fatalf("waiting visits: got %d, want %d", len(visits), n)
+	}
+	for _, v := range visits {
+		if d := v.DueAt.Sub(before); d < preloadWait-time.Minute || d > preloadWait+time.Minute {
+			t.Fatalf("visit %d is due in %v, want 30 days", v.ID, d)
+		}
+	}
+	insp := asynq.NewInspectorFromRedisClient(h.app.rdb)
+	if info, err := insp.GetQueueInfo("default"); err == nil && info.Size >= n {
+		t.Fatalf("the queue holds %d tasks after preloading %d members: their waits must stay in the database", info.Size, n)
+	}
+
+	// A preloaded member follows again, twice: found by openid (no new
+	// member), welcomed by bench-welcome each time, and still in
+	// bench-longwait once (the second follow's scene is "preload").
+	var m model.Member
+	if err := h.db.Where("open_id LIKE ?", "opl_%").Order("id DESC").First(&m).Error; err != nil {
+		t.Fatal(err)
+	}
+	for i, scene := range []string{"store_bench", "preload"} {
+		if status, body := h.send(h.safe, wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: m.OpenID, Scene: scene}); status != 200 || body != "success" {
+			t.Fatalf("follow from %s: %d %q", scene, status, body)
+		}
+		got := h.waitMessages(m.OpenID, i+1, 10*time.Second)
+		if !strings.Contains(got[i].Text, scene) {
+			t.Fatalf("welcome %d: got %q, want the scene %s", i+1, got[i].Text, scene)
+		}
+		h.eventually("the welcome ends", 10*time.Second, func() bool {
+			return h.count(&model.Enrollment{}, "member_id = ? AND journey_id <> ? AND status = ?", m.ID, res.journeyID, model.EnrollmentActive) == 0
+		})
+	}
+	if got := h.count(&model.Member{}, "open_id = ?", m.OpenID); got != 1 {
+		t.Errorf("the preloaded member's follow made %d members with its openid, want 1", got)
+	}
+	if got := h.count(&model.Enrollment{}, "member_id = ? AND journey_id = ?", m.ID, res.journeyID); got != 1 {
+		t.Errorf("the preloaded member is in bench-longwait %d times, want once", got)
+	}
+}
+
+// TestBenchStoreRefusesEvents checks that the bench leaves a database that
+// holds events alone unless --reset, and that --reset empties it.
+func TestBenchStoreRefusesEvents(t *testing.T) {
+	t.Parallel()
+	url := "sqlite:" + filepath.Join(t.TempDir(), "used.db")
+	ctx := context.Background()
+	if _, err := prepareBenchStore(ctx, url, false); err != nil {
+		t.Fatalf("a fresh database: %v", err)
+	}
+	_, dsn, _ := config.ParseDatabaseURL(url)
+	db, err := model.Open("sqlite", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if sqlDB, err := db.DB(); err == nil {
+			sqlDB.Close()
+		}
+	}()
+	now := time.Now()
+	if err := db.Create(&model.Event{DedupeKey: "k1", Type: "wechat.subscribe", Source: "wechat", At: now, ReceivedAt: now}).Error; err != nil {
+		t.Fatal(err)
+	}
+	_, err = prepareBenchStore(ctx, url, false)
+	if err == nil || !strings.Contains(err.Error(), "--reset") || !strings.Contains(err.Error(), "already holds events") {
+		t.Fatalf("want a refusal naming --reset, got %v", err)
+	}
+	if _, err := prepareBenchStore(ctx, url, true); err != nil {
+		t.Fatalf("--reset: %v", err)
+	}
+	var left int64
+	if err := db.Model(&model.Event{}).Count(&left).Error; err != nil || left != 0 {
+		t.Fatalf("after --reset: %d events (%v), want none", left, err)
+	}
+}
+
+// TestBenchFlags checks the refusals of the new flags.
+func TestBenchFlags(t *testing.T) {
+	t.Parallel()
+	ok := benchOpts{n: 1, rate: 1, concurrency: 1, role: RoleAll}
+	cases := []struct {
+		name string
+		edit func(*benchOpts)
+		want string // "" for accepted
+	}{
+		{"defaults", func(*benchOpts) {}, ""},
+		{"preload", func(o *benchOpts) { o.preload = 10 }, ""},
+		{"negative preload", func(o *benchOpts) { o.preload = -1 }, "--preload"},
+		{"reset without stores", func(o *benchOpts) { o.reset = true }, "--reset"},
+		{"reset with a database", func(o *benchOpts) { o.reset, o.databaseURL = true, "sqlite:x.db" }, ""},
+		{"preload with target", func(o *benchOpts) { o.target, o.preload = "http://127.0.0.1:1", 10 }, "--target"},
+		{"database with target", func(o *benchOpts) { o.target, o.databaseURL = "http://127.0.0.1:1", "sqlite:x.db" }, "--target"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			o := ok
+			c.edit(&o)
+			err := o.check()
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Fatalf("want an error naming %s, got %v", c.want, err)
+			}
+		})
+	}
+}
