@@ -32,7 +32,10 @@ type IngestorConfig struct {
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// PressureAt is how many callers waiting for a commit count as pressure
-	// (see WaitCalm). Default 8.
+	// (see WaitCalm). Default 32: a burst keeps every connection waiting,
+	// while at a steady 500 callbacks/s on PostgreSQL a slow commit alone
+	// put 8 callers in wait, and every event routed then paused for calm
+	// (follow → message p50 2.5 s instead of 25 ms).
 	PressureAt int
 	// EnqueueTimeout bounds one route-task enqueue. Enqueues happen off the
 	// commit loop, so a slow or unreachable Redis never delays an
@@ -120,7 +123,7 @@ func NewIngestor(cfg IngestorConfig) *Ingestor {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.PressureAt <= 0 {
-		cfg.PressureAt = 8
+		cfg.PressureAt = 32
 	}
 	if cfg.EnqueueTimeout <= 0 {
 		cfg.EnqueueTimeout = 250 * time.Millisecond
