@@ -545,3 +545,40 @@ func TestFitKey(t *testing.T) {
 		t.Errorf("FitKey(long) = %q: want it to keep the key's start, for people reading it", a)
 	}
 }
+
+// A route task routes different members' events side by side but one
+// member's one after another: a batch holding several events of each of
+// many new members creates exactly one member per person (routed side by
+// side, each event created the member anew on PostgreSQL and MySQL).
+func TestRouteBatchOneMemberEach(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range ingestDialects {
+		t.Run(dialect, func(t *testing.T) {
+			db := openTestDB(t, dialect)
+			logger := testLogger(t)
+			ing := journey.NewIngestor(journey.IngestorConfig{DB: db, Logger: logger})
+			t.Cleanup(ing.Close)
+			q, _ := newTestQueue(t)
+			e := journey.New(journey.Config{DB: db, Queue: q, Logger: logger, BaseContext: t.Context(), RouteConcurrency: 8})
+			var ids []int64
+			for m := range 12 { // each member's events next to each other
+				for i := range 3 {
+					ev := withKey(wechatEvent("wechat.menu_click", fmt.Sprintf("o%d", m), map[string]any{"key": fmt.Sprint(i)}), fmt.Sprintf("k%d-%d", m, i))
+					if _, _, err := ing.Ingest(t.Context(), ev); err != nil {
+						t.Fatal(err)
+					}
+					ids = append(ids, ev.ID)
+				}
+			}
+			if err := e.Route(t.Context(), ids...); err != nil {
+				t.Fatalf("Route: %v", err)
+			}
+			var members, unrouted int64
+			db.Model(&model.Member{}).Count(&members)
+			db.Model(&model.Event{}).Where("routed_at IS NULL").Count(&unrouted)
+			if members != 12 || unrouted != 0 {
+				t.Errorf("%d members, %d events unrouted; want 12 members (one per openid), 0 unrouted", members, unrouted)
+			}
+		})
+	}
+}

@@ -23,26 +23,27 @@ const maxRouteAttempts = 5
 // applies the event to the member, ends enrollments whose exit rules match,
 // resumes wait_for steps, and enters the member into journeys whose trigger
 // matches. Each event is routed in its own transaction, once: already
-// routed events are skipped. Up to Config.RouteConcurrency events are
-// routed at once (a route task carries a whole group commit's events);
-// a member's events still route in the order they were stored, because
-// routing an event first routes the member's earlier unrouted events.
+// routed events are skipped. A route task carries a whole group commit's
+// events: the events of different members are routed up to
+// Config.RouteConcurrency at once, each member's in the order they were
+// stored, one after another (routed side by side, a new member's first
+// events would each create the member).
 func (e *Engine) Route(ctx context.Context, ids ...int64) error {
-	ids = slices.Clone(ids)
-	slices.Sort(ids)
 	var (
 		g    errgroup.Group
 		mu   sync.Mutex
 		errs []error
 	)
 	g.SetLimit(e.cfg.RouteConcurrency)
-	for _, id := range ids {
-		e.gate(ctx)
+	for _, group := range e.byMember(ctx, ids) {
 		g.Go(func() error {
-			if err := e.routeOne(ctx, id); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
+			for _, id := range group {
+				e.gate(ctx)
+				if err := e.routeOne(ctx, id); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
 			}
 			return nil
 		})
@@ -50,6 +51,45 @@ func (e *Engine) Route(ctx context.Context, ids ...int64) error {
 	g.Wait()
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
+}
+
+// byMember groups ids by the member their events name, each group in id
+// order. Events whose member is unknown (or all, should the lookup fail)
+// form one group: they are routed one after another, as before.
+func (e *Engine) byMember(ctx context.Context, ids []int64) [][]int64 {
+	ids = slices.Clone(ids)
+	slices.Sort(ids)
+	if len(ids) < 2 || e.cfg.RouteConcurrency < 2 {
+		return [][]int64{ids}
+	}
+	var rows []struct {
+		ID        int64
+		MemberKey string
+	}
+	e.slot.lock()
+	err := e.cfg.DB.WithContext(ctx).Model(&model.Event{}).Select("id", "member_key").Where("id IN ?", ids).Find(&rows).Error
+	e.slot.unlock()
+	if err != nil {
+		e.log.Warn("grouping events by member failed; routing them one after another", "err", err)
+		return [][]int64{ids}
+	}
+	key := make(map[int64]string, len(rows))
+	for _, r := range rows {
+		key[r.ID] = r.MemberKey
+	}
+	var groups [][]int64
+	at := map[string]int{}
+	for _, id := range ids {
+		k := key[id] // "" for an unknown member or a missing event
+		i, ok := at[k]
+		if !ok {
+			i = len(groups)
+			at[k] = i
+			groups = append(groups, nil)
+		}
+		groups[i] = append(groups[i], id)
+	}
+	return groups
 }
 
 // routeOne routes one event. A member's events are routed in the order they
