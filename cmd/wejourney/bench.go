@@ -54,6 +54,9 @@ type benchOpts struct {
 	secretKey string
 	reset     bool
 	preload   int
+	// steps is the members of the 10-step journey run (see bench_steps.go);
+	// 0 runs the paced and burst follow-welcome runs instead.
+	steps int
 }
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -72,6 +75,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&o.redisURL, "redis-url", "", "Redis of the embedded server (default: WEJOURNEY_REDIS_URL when set, else an in-process Redis)")
 	fs.BoolVar(&o.reset, "reset", false, "empty wejourney's tables (events, members, journeys, …) in --database-url and flush the --redis-url database first")
 	fs.IntVar(&o.preload, "preload", 0, "members to create first, each mid-journey on a 30-day wait (directly in the database)")
+	fs.IntVar(&o.steps, "steps", 0, "instead of the follow runs, send this many follows into a 10-step journey and report step executions/s (0: off)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole bench to this file")
 	cfg, err := loadConfig(fs, args, stdout)
 	if err != nil {
@@ -90,6 +94,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		o.secretKey = cfg.SecretKey
 	}
 	if err := o.check(); err != nil {
+		return err
+	}
+	if err := o.checkSteps(); err != nil {
 		return err
 	}
 	if *cpuprofile != "" {
@@ -169,7 +176,11 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 		if err := os.MkdirAll(filepath.Join(dir, "journeys"), 0o755); err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(dir, "journeys", "bench.yaml"), []byte(benchJourney), 0o600); err != nil {
+		journeyFile, journeySrc := "bench.yaml", benchJourney
+		if o.steps > 0 {
+			journeyFile, journeySrc = "bench-steps.yaml", stepsJourney
+		}
+		if err := os.WriteFile(filepath.Join(dir, "journeys", journeyFile), []byte(journeySrc), 0o600); err != nil {
 			return err
 		}
 		if o.preload > 0 {
@@ -250,6 +261,11 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 		readRows = func() (rowsRead, bool) { return pgRowsRead(ctx, app.DB) }
 		rdbState = func() redisState { return readRedisState(ctx, app.rdb) }
 		fmt.Fprintf(stdout, "redis before: %s\n", rdbState())
+		if o.steps > 0 {
+			err := runStepsBench(ctx, app.DB, fake, sim, client, o, stdout)
+			fmt.Fprintf(stdout, "redis after: %s\n", rdbState())
+			return err
+		}
 	}
 	// rowsPerFollow prints the rows read per follow since before, on PostgreSQL.
 	rowsPerFollow := func(before rowsRead, ok bool, follows int) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/wejourney/wejourney/config"
 	"github.com/wejourney/wejourney/internal/wxsim"
+	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -209,12 +211,16 @@ func TestBenchFlags(t *testing.T) {
 		{"reset with a database", func(o *benchOpts) { o.reset, o.databaseURL = true, "sqlite:x.db" }, ""},
 		{"preload with target", func(o *benchOpts) { o.target, o.preload = "http://127.0.0.1:1", 10 }, "--target"},
 		{"database with target", func(o *benchOpts) { o.target, o.databaseURL = "http://127.0.0.1:1", "sqlite:x.db" }, "--target"},
+		{"steps", func(o *benchOpts) { o.steps = 10 }, ""},
+		{"negative steps", func(o *benchOpts) { o.steps = -1 }, "--steps"},
+		{"steps with target", func(o *benchOpts) { o.target, o.steps = "http://127.0.0.1:1", 10 }, "--target"},
+		{"steps on a web server", func(o *benchOpts) { o.role, o.steps = RoleWeb, 10 }, "--role"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			o := ok
 			c.edit(&o)
-			err := o.check()
+			err := errors.Join(o.check(), o.checkSteps())
 			switch {
 			case c.want == "" && err != nil:
 				t.Fatalf("refused: %v", err)
@@ -222,5 +228,43 @@ func TestBenchFlags(t *testing.T) {
 				t.Fatalf("want an error naming %s, got %v", c.want, err)
 			}
 		})
+	}
+}
+
+// TestBenchSteps runs `bench --steps 50` on the embedded defaults and
+// checks the report: every member completed the 10-step journey, ten step
+// visits each, and four messages each, none lost, doubled or out of order.
+func TestBenchSteps(t *testing.T) {
+	parallel(t)
+	if _, err := journey.Parse("bench-steps.yaml", []byte(stepsJourney)); err != nil {
+		t.Fatalf("the steps journey does not parse: %v", err)
+	}
+	o := benchOpts{n: 1, rate: 1, concurrency: 16, settle: 10 * time.Second, role: RoleAll, steps: 50}
+	if err := o.check(); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.checkSteps(); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := runBench(context.Background(), config.Config{}, o, &out, io.Discard); err != nil {
+		t.Fatalf("bench: %v\n%s", err, out.String())
+	}
+	report := out.String()
+	for _, w := range []string{
+		"steps: 50 follows as fast as possible into bench-steps (10 steps per member",
+		"(errors 0)",
+		"enrollments        50, completed 50, not completed 0",
+		"step visits done   500   (want 500 = 50 × 10; completed enrollments with other than 10: 0)",
+		"step executions/s",
+		"lost 0, doubled 0, wrong 0",
+		"redis after:",
+	} {
+		if !strings.Contains(report, w) {
+			t.Errorf("the report lacks %q:\n%s", w, report)
+		}
+	}
+	if strings.Contains(report, "paced:") || strings.Contains(report, "burst:") {
+		t.Errorf("--steps runs instead of the paced and burst runs:\n%s", report)
 	}
 }
