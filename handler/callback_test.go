@@ -21,6 +21,7 @@ import (
 	"github.com/silenceper/wechat/v2/util"
 	"gorm.io/gorm"
 
+	"github.com/wejourney/wejourney/internal/testutil"
 	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
@@ -44,28 +45,10 @@ type cbEnv struct {
 	h       *Handler
 	router  http.Handler
 	db      *gorm.DB
-	logs    *syncBuffer
+	logs    *testutil.Buffer
 	reg     *prometheus.Registry
 	ing     *journey.Ingestor
 	closeDB func()
-}
-
-// syncBuffer is a log sink safe for concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newCallbackEnv(t *testing.T, configure func(*Config)) *cbEnv {
@@ -92,7 +75,7 @@ func newCallbackEnv(t *testing.T, configure func(*Config)) *cbEnv {
 	}
 	ing := journey.NewIngestor(journey.IngestorConfig{DB: db, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	t.Cleanup(ing.Close)
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	reg := prometheus.NewRegistry()
 	cfg := Config{
 		DB: db, Ingestor: ing, Accounts: model.NewAccounts(db, nil), Registry: reg,

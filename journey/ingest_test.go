@@ -19,6 +19,7 @@ import (
 	"github.com/hibiken/asynq"
 	"gorm.io/gorm"
 
+	"github.com/wejourney/wejourney/internal/testutil"
 	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
@@ -433,32 +434,12 @@ func countEvents(db *gorm.DB) (int64, error) {
 	return n, err
 }
 
-// lockedBuffer is a log destination tests can read while the engine writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) take() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.b.String()
-	l.b.Reset()
-	return s
-}
-
 // TestRouteSaysWhyNoJourney: an event that enters no journey is logged at
 // debug with each journey's reason.
 func TestRouteSaysWhyNoJourney(t *testing.T) {
 	t.Parallel()
 	db := openTestDB(t, "sqlite")
-	var logs lockedBuffer
+	var logs testutil.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	q, _ := newTestQueue(t)
 	e := journey.New(journey.Config{DB: db, Queue: q, Logger: logger, BaseContext: t.Context()})
@@ -481,14 +462,14 @@ func TestRouteSaysWhyNoJourney(t *testing.T) {
 	}
 	route := func(ev *model.Event) string {
 		t.Helper()
-		logs.take()
+		logs.Take()
 		if _, _, err := ing.Ingest(ctx, ev); err != nil {
 			t.Fatal(err)
 		}
 		if err := e.Route(ctx, ev.ID); err != nil {
 			t.Fatal(err)
 		}
-		return logs.take()
+		return logs.Take()
 	}
 	if out := route(withKey(wechatEvent("wechat.subscribe", "o1", map[string]any{"scene": "event_1"}), "s1")); strings.Contains(out, "entered no journey") {
 		t.Errorf("the first follow entered journeys, yet the log says none:\n%s", out)

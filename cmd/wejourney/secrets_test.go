@@ -14,34 +14,16 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/wejourney/wejourney/config"
 	"github.com/wejourney/wejourney/internal/fakewx"
 	"github.com/wejourney/wejourney/internal/redact"
+	"github.com/wejourney/wejourney/internal/testutil"
 	"github.com/wejourney/wejourney/internal/wxsim"
 	"github.com/wejourney/wejourney/model"
 )
-
-// syncBuffer is a log destination written by many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // startApp starts wejourney with cfg, logging through the redacting
 // handler into logs as serveCmd does; the app is closed at the test's end.
@@ -107,7 +89,7 @@ steps:
   - id: hi
     send: { channel: wechat.text, text: "欢迎" }
 `})
-			var logs syncBuffer
+			var logs testutil.Buffer
 			app, err := startApp(t, cfg, &logs)
 			if err != nil {
 				t.Fatalf("NewApp: %v", err)
@@ -218,7 +200,7 @@ func TestSecretKeyRotation(t *testing.T) {
 	fake := fakewx.New(fakewx.Config{})
 	t.Cleanup(fake.Close)
 	cfg := testConfig(t, fake, nil)
-	var logs syncBuffer
+	var logs testutil.Buffer
 
 	app, err := startApp(t, cfg, &logs)
 	if err != nil {
@@ -280,7 +262,7 @@ func TestGeneratedSecretKey(t *testing.T) {
 	cfg := testConfig(t, fake, nil)
 	cfg.SecretKey = ""
 	keyFile := filepath.Join(filepath.Dir(strings.TrimPrefix(cfg.DatabaseURL, "sqlite:")), "secret.key")
-	var logs syncBuffer
+	var logs testutil.Buffer
 
 	app, err := startApp(t, cfg, &logs)
 	if err != nil {
