@@ -151,20 +151,36 @@ func (o Options) withDefaults() Options {
 // opts.AutoMigrate) or checks it is migrated, and opens the box of account
 // secrets. On error it closes what it opened.
 func openStore(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger) (*gorm.DB, *model.SecretBox, error) {
+	db, closeDB, err := openDatabase(cfg, opts.AutoMigrate)
+	if err != nil {
+		return nil, nil, err
+	}
+	dialect, dsn, _ := config.ParseDatabaseURL(cfg.DatabaseURL) // parsed by openDatabase
+	box, err := openSecrets(ctx, cfg, dialect, dsn, db, log)
+	if err != nil {
+		closeDB()
+		return nil, nil, err
+	}
+	return db, box, nil
+}
+
+// openDatabase opens the database of cfg.DatabaseURL and migrates it
+// (migrate) or checks it is migrated. closeDB closes it; on error it is
+// already closed.
+func openDatabase(cfg config.Config, migrate bool) (db *gorm.DB, closeDB func(), err error) {
 	dialect, dsn, err := config.ParseDatabaseURL(cfg.DatabaseURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("WEJOURNEY_DATABASE_URL: %w", err)
 	}
-	db, err := model.Open(dialect, dsn)
-	if err != nil {
+	if db, err = model.Open(dialect, dsn); err != nil {
 		return nil, nil, err
 	}
-	closeDB := func() {
+	closeDB = func() {
 		if sqlDB, err := db.DB(); err == nil {
 			sqlDB.Close()
 		}
 	}
-	if opts.AutoMigrate {
+	if migrate {
 		err = model.Migrate(db)
 	} else {
 		err = model.CheckMigrated(db)
@@ -173,12 +189,7 @@ func openStore(ctx context.Context, cfg config.Config, opts Options, log *slog.L
 		closeDB()
 		return nil, nil, err
 	}
-	box, err := openSecrets(ctx, cfg, dialect, dsn, db, log)
-	if err != nil {
-		closeDB()
-		return nil, nil, err
-	}
-	return db, box, nil
+	return db, closeDB, nil
 }
 
 // openRedis connects to cfg.RedisURL or, when it is empty, starts an

@@ -16,6 +16,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/config"
+	"github.com/wejourney/wejourney/internal/redact"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -68,12 +69,12 @@ func benchStores(ctx context.Context, cfg *config.Config, o benchOpts, stdout io
 			cfg.SecretKey = benchSecretKey
 			fmt.Fprintln(stdout, "WEJOURNEY_SECRET_KEY is not set: the bench encrypts its account's secrets with a fixed bench key (not for production data)")
 		}
-		dbDesc = fmt.Sprintf("%s %s (%s)", dialect, redactURL(o.databaseURL), did)
+		dbDesc = fmt.Sprintf("%s %s (%s)", dialect, redact.String(o.databaseURL), did)
 	}
 	redisDesc := "in-process Redis"
 	if o.redisURL != "" {
 		cfg.RedisURL = o.redisURL
-		redisDesc = "Redis " + redactURL(o.redisURL)
+		redisDesc = "Redis " + redact.String(o.redisURL)
 		if o.reset {
 			if err := flushBenchRedis(ctx, o.redisURL); err != nil {
 				return "", err
@@ -115,7 +116,7 @@ func prepareBenchStore(ctx context.Context, databaseURL string, reset bool) (str
 		switch {
 		case len(ids) > 0 && !reset:
 			return "", fmt.Errorf("--database-url: %s already holds events; the bench needs a database of its own (pass --reset to empty wejourney's tables %s and flush the Redis database)",
-				redactURL(databaseURL), strings.Join(benchTables, ", "))
+				redact.String(databaseURL), strings.Join(benchTables, ", "))
 		case reset:
 			if err := truncateBenchTables(db, dialect); err != nil {
 				return "", err
@@ -180,20 +181,6 @@ func flushBenchRedis(ctx context.Context, redisURL string) error {
 		return fmt.Errorf("--reset: flush Redis: %w", err)
 	}
 	return nil
-}
-
-// redactURL drops the password of a URL for messages.
-func redactURL(raw string) string {
-	at := strings.LastIndex(raw, "@")
-	scheme := strings.Index(raw, "://")
-	if at < 0 || scheme < 0 || at < scheme {
-		return raw
-	}
-	creds := raw[scheme+3 : at]
-	if user, _, found := strings.Cut(creds, ":"); found {
-		return raw[:scheme+3] + user + ":***" + raw[at:]
-	}
-	return raw
 }
 
 // preloadResult says what preload created.

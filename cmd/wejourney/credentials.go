@@ -137,29 +137,7 @@ func syncEnvAPIKey(ctx context.Context, db *gorm.DB, key string, log *slog.Logge
 // openCredentialsDB opens the database the way serve does: the embedded
 // SQLite default migrates itself, any other must be migrated already.
 func openCredentialsDB(cfg config.Config) (*gorm.DB, func(), error) {
-	dialect, dsn, err := config.ParseDatabaseURL(cfg.DatabaseURL)
-	if err != nil {
-		return nil, nil, err
-	}
-	db, err := model.Open(dialect, dsn)
-	if err != nil {
-		return nil, nil, err
-	}
-	closeDB := func() {
-		if s, err := db.DB(); err == nil {
-			s.Close()
-		}
-	}
-	if dialect == "sqlite" {
-		err = model.Migrate(db)
-	} else {
-		err = model.CheckMigrated(db)
-	}
-	if err != nil {
-		closeDB()
-		return nil, nil, err
-	}
-	return db, closeDB, nil
+	return openDatabase(cfg, strings.HasPrefix(cfg.DatabaseURL, "sqlite:"))
 }
 
 // parseInterspersed parses fs's flags wherever they are among args (flag

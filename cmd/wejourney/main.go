@@ -303,22 +303,11 @@ func migrate(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("migrate takes no arguments, got %q", fs.Arg(0))
 	}
-	dialect, dsn, err := config.ParseDatabaseURL(cfg.DatabaseURL)
-	if err != nil {
-		return fmt.Errorf("WEJOURNEY_DATABASE_URL: %w", err)
-	}
-	db, err := model.Open(dialect, dsn)
+	_, closeDB, err := openDatabase(cfg, true)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if s, err := db.DB(); err == nil {
-			s.Close()
-		}
-	}()
-	if err := model.Migrate(db); err != nil {
-		return err
-	}
+	closeDB()
 	fmt.Fprintf(stdout, "database %s is at schema %s\n", redact.String(cfg.DatabaseURL), model.Migrations()[len(model.Migrations())-1].ID)
 	return nil
 }
