@@ -57,8 +57,9 @@ type Source interface {
 	Namespace() string
 	// Events lists the event types the source emits.
 	Events() []Spec
-	// Apply changes the member the way ev, one of the source's events,
-	// says (subscription, scene, attributes). It does not save.
+	// Apply changes the member the way ev says (subscription, scene,
+	// attributes): one of the source's events, or a type in its namespace
+	// it has no name for. It does not save.
 	Apply(m *model.Member, ev *model.Event)
 }
 
@@ -156,15 +157,18 @@ func (r *Registry) Types() []string {
 }
 
 // Apply changes the member the way ev says, through the source that emits
-// ev's type. Brand events change nothing.
+// ev's type or, for a type it has no name for (a new WeChat event becomes
+// wechat.<event>), the source whose namespace holds it. Brand events change
+// nothing.
 func (r *Registry) Apply(m *model.Member, ev *model.Event) {
 	if s, ok := r.owner[ev.Type]; ok {
 		s.Apply(m, ev)
 		return
 	}
-	if strings.HasPrefix(ev.Type, OfficialAccount{}.Namespace()) {
-		// A WeChat event we have no name for (wechat.<event>) is still the
-		// member interacting with the account.
-		OfficialAccount{}.Apply(m, ev)
+	for _, s := range r.sources {
+		if ns := s.Namespace(); ns != "" && strings.HasPrefix(ev.Type, ns) {
+			s.Apply(m, ev)
+			return
+		}
 	}
 }
