@@ -209,6 +209,17 @@ func TestIngestOneBadEventFailsOnlyItself(t *testing.T) {
 	}
 }
 
+// newIngestEngine returns an ingestor and an engine on db, wired as the app
+// wires them (the engine's route concurrency at its default).
+func newIngestEngine(t *testing.T, db *gorm.DB) (*journey.Ingestor, *journey.Engine) {
+	t.Helper()
+	logger := testLogger(t)
+	ing := journey.NewIngestor(journey.IngestorConfig{DB: db, Logger: logger})
+	t.Cleanup(ing.Close)
+	q, _ := newTestQueue(t)
+	return ing, journey.New(journey.Config{DB: db, Queue: q, Logger: logger, BaseContext: t.Context()})
+}
+
 func withKey(ev *model.Event, key string) *model.Event {
 	ev.DedupeKey = key
 	return ev
@@ -242,11 +253,7 @@ func TestIngestLongKeys(t *testing.T) {
 	for _, dialect := range ingestDialects {
 		t.Run(dialect, func(t *testing.T) {
 			db := openTestDB(t, dialect)
-			logger := testLogger(t)
-			ing := journey.NewIngestor(journey.IngestorConfig{DB: db, Logger: logger})
-			t.Cleanup(ing.Close)
-			q, _ := newTestQueue(t)
-			e := journey.New(journey.Config{DB: db, Queue: q, Logger: logger, SweepGrace: time.Nanosecond, BaseContext: t.Context()})
+			ing, e := newIngestEngine(t, db)
 			ctx := t.Context()
 
 			link := "https://shop.example.com/very/long/path?" + strings.Repeat("q=长", 100) // 300+ characters
@@ -536,11 +543,7 @@ func TestRouteBatchOneMemberEach(t *testing.T) {
 	for _, dialect := range ingestDialects {
 		t.Run(dialect, func(t *testing.T) {
 			db := openTestDB(t, dialect)
-			logger := testLogger(t)
-			ing := journey.NewIngestor(journey.IngestorConfig{DB: db, Logger: logger})
-			t.Cleanup(ing.Close)
-			q, _ := newTestQueue(t)
-			e := journey.New(journey.Config{DB: db, Queue: q, Logger: logger, BaseContext: t.Context(), RouteConcurrency: 8})
+			ing, e := newIngestEngine(t, db)
 			var ids []int64
 			for m := range 12 { // each member's events next to each other
 				for i := range 3 {
