@@ -161,6 +161,7 @@ type Engine struct {
 	index    *triggerIndex
 	// queuedUntil is how far ahead the sweeper has queued upcoming visits.
 	queuedUntil time.Time
+	steps       stepBatcher
 }
 
 type liveJourney struct {
@@ -362,12 +363,25 @@ const (
 // errConflict means another worker already made this transition.
 var errConflict = errors.New("journey: transition already made")
 
-// newVisit inserts the visit for entering step id. Steps whose body waits
-// (wait, wait_for) start waiting until their due time. Others are due now and are created
-// already claimed (running, leased), so the transaction's caller runs them
-// at once without a queue round trip; if it dies first, the lease expires
-// and the sweeper hands the visit to another worker.
+// newVisit inserts the visit for entering step id (see buildVisit).
 func newVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, seq int, stepID string, now time.Time, lease time.Duration) (*model.StepVisit, error) {
+	v := buildVisit(c, enr, seq, stepID, now, lease)
+	if err := tx.Create(v).Error; err != nil {
+		if errors.Is(err, gorm.ErrDuplicatedKey) {
+			return nil, errConflict
+		}
+		return nil, fmt.Errorf("journey: create visit: %w", err)
+	}
+	return v, nil
+}
+
+// buildVisit returns the visit for entering step id, to insert. Steps whose
+// body waits (wait, wait_for) start waiting until their due time. Others
+// are due now and are created already claimed (running, leased), so the
+// transaction's caller runs them at once without a queue round trip; if it
+// dies first, the lease expires and the sweeper hands the visit to another
+// worker.
+func buildVisit(c *Compiled, enr *model.Enrollment, seq int, stepID string, now time.Time, lease time.Duration) *model.StepVisit {
 	cs := c.steps[stepID]
 	until := now.Add(lease)
 	v := &model.StepVisit{
@@ -378,42 +392,48 @@ func newVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, seq int, stepID s
 	if d, waits := cs.Body.Waits(); waits {
 		v.Status, v.DueAt, v.LeaseUntil, v.Attempts = model.VisitWaiting, now.Add(d), nil, 0
 	}
-	if err := tx.Create(v).Error; err != nil {
-		if errors.Is(err, gorm.ErrDuplicatedKey) {
-			return nil, errConflict
-		}
-		return nil, fmt.Errorf("journey: create visit: %w", err)
-	}
-	return v, nil
+	return v
 }
 
 // finishVisit moves a visit out of fromStatus into done (or failed) and the
 // enrollment on to next, or ends it when next is empty. It returns the next
 // visit, or nil when the enrollment ended or had already left.
 func finishVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, v *model.StepVisit, fromStatus, status, outcome, next, endReason string, now time.Time, lease time.Duration) (*model.StepVisit, error) {
+	step, err := finishTransition(tx, enr, v, fromStatus, status, outcome, next, endReason, now)
+	if err != nil || step == "" {
+		return nil, err
+	}
+	return newVisit(tx, c, enr, v.Seq+1, step, now, lease)
+}
+
+// finishTransition is finishVisit without the next visit's insert: it
+// returns the step the enrollment moved on to ("" when it ended or had
+// already left), whose visit the caller creates. errConflict: another
+// worker finished the visit.
+func finishTransition(tx *gorm.DB, enr *model.Enrollment, v *model.StepVisit, fromStatus, status, outcome, next, endReason string, now time.Time) (string, error) {
 	res := tx.Model(&model.StepVisit{}).Where("id = ? AND status = ?", v.ID, fromStatus).
 		Updates(map[string]any{"status": status, "outcome": outcome, "finished_at": now, "lease_until": nil})
 	if res.Error != nil {
-		return nil, fmt.Errorf("journey: finish visit: %w", res.Error)
+		return "", fmt.Errorf("journey: finish visit: %w", res.Error)
 	}
 	if res.RowsAffected == 0 {
-		return nil, errConflict
+		return "", errConflict
 	}
 	if next == "" {
 		endStatus := model.EnrollmentCompleted
 		if endReason != ReasonCompleted {
 			endStatus = model.EnrollmentFailed
 		}
-		return nil, endEnrollment(tx, enr.ID, endStatus, endReason, now, endStatus != model.EnrollmentCompleted)
+		return "", endEnrollment(tx, enr.ID, endStatus, endReason, now, endStatus != model.EnrollmentCompleted)
 	}
 	res = tx.Model(&model.Enrollment{}).Where("id = ? AND status = ?", enr.ID, model.EnrollmentActive).Update("step_id", next)
 	if res.Error != nil {
-		return nil, fmt.Errorf("journey: advance enrollment: %w", res.Error)
+		return "", fmt.Errorf("journey: advance enrollment: %w", res.Error)
 	}
 	if res.RowsAffected == 0 {
-		return nil, nil // exited meanwhile
+		return "", nil // exited meanwhile
 	}
-	return newVisit(tx, c, enr, v.Seq+1, next, now, lease)
+	return next, nil
 }
 
 // endEnrollment ends an active enrollment and, with cancel, its open visits

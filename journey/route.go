@@ -19,16 +19,12 @@ import (
 // maxRouteAttempts parks an event that keeps failing to route.
 const maxRouteAttempts = 5
 
-// Route routes the events with these ids: it resolves each event's member,
-// applies the event to the member, ends enrollments whose exit rules match,
-// resumes wait_for steps, and enters the member into journeys whose trigger
-// matches. Each event is routed in its own transaction, once: already
-// routed events are skipped. A route task carries a whole group commit's
-// events: the events of different members are routed up to
-// Config.RouteConcurrency at once, each member's in the order they were
-// stored, one after another (routed side by side, a new member's first
-// events would each create the member).
-func (e *Engine) Route(ctx context.Context, ids ...int64) error {
+// routeEach routes the events with these ids one transaction each (see
+// Route): the events of different members up to Config.RouteConcurrency
+// at once, each member's in the order they were stored, one after another
+// (routed side by side, a new member's first events would each create the
+// member).
+func (e *Engine) routeEach(ctx context.Context, ids ...int64) error {
 	var (
 		g    errgroup.Group
 		mu   sync.Mutex
@@ -137,25 +133,27 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 		e.recordRouteFailure(id, err)
 		return err
 	}
+	return e.routed(ctx, r)
+}
+
+// routed does what routing left to do once its transaction committed:
+// count the events, schedule the waiting visits and run the claimed ones.
+func (e *Engine) routed(ctx context.Context, r routed) error {
 	for _, t := range r.types {
 		e.metrics.routed.WithLabelValues(EventLabel(t)).Inc()
 	}
 	e.schedule(r.waiting...)
-	var errs []error
-	for _, v := range r.claimed {
-		if err := e.run(ctx, v, nil, r.member); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	errs := make([]error, 1)
+	e.runBatch(ctx, r.claimed, errs)
+	return errs[0]
 }
 
 // routed is what routing left to do once its transaction commits: visits
 // created claimed run at once, waiting ones are scheduled.
 type routed struct {
-	claimed, waiting []*model.StepVisit
-	member           *model.Member // as the last routed event left it
-	types            []string      // of the routed events
+	claimed []*stepItem // with their members, as the last routed event left them
+	waiting []*model.StepVisit
+	types   []string // of the routed events
 }
 
 // routeEvent routes one unrouted event inside tx and adds its follow-up
@@ -178,8 +176,17 @@ func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *rout
 	if res.RowsAffected == 0 {
 		return errConflict
 	}
+	return e.routeEffects(tx, ev, m, nil, now, r)
+}
+
+// routeEffects applies a routed event to its member's journeys inside tx:
+// exits, wait_for resumes, entries. active, if not nil, holds the member's
+// active enrollments (loaded by the caller; entries are added to it); nil
+// loads them. The follow-up work goes to r (only when it succeeds, so a
+// rolled-back savepoint adds nothing).
+func (e *Engine) routeEffects(tx *gorm.DB, ev *model.Event, m *model.Member, active *[]model.Enrollment, now time.Time, r *routed) error {
 	vars := env{"event": eventEnv(ev), "member": memberEnv(m)}
-	visits, err := e.routeToEnrollments(tx, ev, m, vars, now)
+	visits, err := e.routeToEnrollments(tx, ev, m, vars, now, active)
 	if err != nil {
 		return err
 	}
@@ -194,7 +201,7 @@ func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *rout
 			why = append(why, lj.c.Def.Key+": where was false")
 			continue
 		}
-		v, reason, err := e.enroll(tx, lj, m, ev, now)
+		v, reason, err := e.enroll(tx, lj, m, ev, now, active)
 		if err != nil {
 			return err
 		}
@@ -215,12 +222,11 @@ func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *rout
 		switch {
 		case v == nil:
 		case v.Status == model.VisitRunning:
-			r.claimed = append(r.claimed, v)
+			r.claimed = append(r.claimed, &stepItem{v: v, m: m})
 		default:
 			r.waiting = append(r.waiting, v)
 		}
 	}
-	r.member = m
 	r.types = append(r.types, ev.Type)
 	return nil
 }
@@ -239,19 +245,22 @@ func (e *Engine) recordRouteFailure(id int64, cause error) {
 	}
 }
 
-// routeToEnrollments applies an event to the member's active enrollments:
-// exit rules end them, a matching wait_for resumes them.
-func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Member, vars env, now time.Time) ([]*model.StepVisit, error) {
+// routeToEnrollments applies an event to the member's active enrollments
+// (preloaded, or nil to load them): exit rules end them, a matching
+// wait_for resumes them.
+func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Member, vars env, now time.Time, preloaded *[]model.Enrollment) ([]*model.StepVisit, error) {
 	var active []model.Enrollment
-	// The status is a literal, not a parameter, so that even a prepared
-	// statement's generic plan matches the partial index on active
-	// enrollments (idx_enrollments_member_active).
-	if err := tx.Where("member_id = ? AND status = '"+model.EnrollmentActive+"'", m.ID).Find(&active).Error; err != nil {
+	if preloaded != nil {
+		active = *preloaded
+	} else if err := tx.Where(activeOf, m.ID).Find(&active).Error; err != nil {
 		return nil, fmt.Errorf("journey: load enrollments: %w", err)
 	}
 	var next []*model.StepVisit
 	for i := range active {
 		enr := &active[i]
+		if enr.Status != model.EnrollmentActive {
+			continue // ended earlier in this transaction
+		}
 		if enr.TriggerEventID == ev.ID {
 			continue
 		}
@@ -265,6 +274,7 @@ func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Membe
 				if err := endEnrollment(tx, enr.ID, model.EnrollmentExited, "exit:"+ev.Type, now, true); err != nil {
 					return nil, err
 				}
+				enr.Status = model.EnrollmentExited
 				exited = true
 				break
 			}
@@ -312,9 +322,18 @@ const (
 	whyActive   = "already active in this journey"
 )
 
+// activeOf selects a member's active enrollments. The status is a literal,
+// not a parameter, so that even a prepared statement's generic plan matches
+// the partial index on active enrollments (idx_enrollments_member_active).
+const activeOf = "member_id = ? AND status = '" + model.EnrollmentActive + "'"
+
+// activeOfMembers is activeOf for several members.
+const activeOfMembers = "member_id IN ? AND status = '" + model.EnrollmentActive + "'"
+
 // enroll enters the member into a live journey if its entry rules allow and
-// returns the first visit, or nil and why the member was not entered.
-func (e *Engine) enroll(tx *gorm.DB, lj liveJourney, m *model.Member, ev *model.Event, now time.Time) (*model.StepVisit, string, error) {
+// returns the first visit, or nil and why the member was not entered. A new
+// enrollment is added to active, when not nil.
+func (e *Engine) enroll(tx *gorm.DB, lj liveJourney, m *model.Member, ev *model.Event, now time.Time, active *[]model.Enrollment) (*model.StepVisit, string, error) {
 	entry := lj.c.Def.Entry
 	if entry.Once || entry.Cooldown > 0 {
 		q := tx.Model(&model.Enrollment{}).Where("journey_id = ? AND member_id = ?", lj.journeyID, m.ID)
@@ -343,6 +362,9 @@ func (e *Engine) enroll(tx *gorm.DB, lj liveJourney, m *model.Member, ev *model.
 	}
 	if res.RowsAffected == 0 {
 		return nil, whyActive, nil
+	}
+	if active != nil {
+		*active = append(*active, *enr)
 	}
 	v, err := newVisit(tx, lj.c, enr, 1, lj.c.first, now, e.cfg.Lease)
 	return v, "", err
@@ -376,20 +398,7 @@ func resolveMember(tx *gorm.DB, ref model.MemberRef, now time.Time, apply func(*
 	} else {
 		m.CreatedAt = now
 	}
-	// A value too long for its column is not copied: the identity row
-	// (fitted, see identities) still names the member.
-	fill := func(dst *string, v string, max int) {
-		if *dst == "" && model.Fits(v, max) {
-			*dst = v
-		}
-	}
-	fill(&m.AppID, ref.AppID, model.MaxAppID)
-	fill(&m.OpenID, ref.OpenID, model.MaxOpenID)
-	fill(&m.UnionID, ref.UnionID, model.MaxUnionID)
-	fill(&m.ExternalUserID, ref.ExternalUserID, model.MaxExternalUser)
-	fill(&m.Phone, ref.Phone, model.MaxPhone)
-	fill(&m.Email, ref.Email, model.MaxEmail)
-	fill(&m.UserID, ref.UserID, model.MaxUserID)
+	fillMember(m, ref)
 	apply(m)
 	if m.ID == 0 {
 		if err := tx.Create(m).Error; err != nil {

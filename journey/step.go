@@ -28,104 +28,9 @@ const holdLimit = 2 * time.Second
 // a reply to the member's action: quiet hours do not hold it.
 const ReplyWindow = time.Minute
 
-// RunStep runs the step visit with this id if it is due and not yet run. It
-// is safe to call any number of times for the same visit, concurrently: the
-// visit is claimed with a conditional update, and a message already handed to
-// a channel for this visit is never handed over again.
-func (e *Engine) RunStep(ctx context.Context, visitID int64) error {
-	db := e.cfg.DB.WithContext(ctx)
-	var v model.StepVisit
-	e.slot.lock()
-	err := db.First(&v, visitID).Error
-	e.slot.unlock()
-	if err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return nil
-		}
-		return fmt.Errorf("journey: load visit %d: %w", visitID, err)
-	}
-	now := e.now()
-	switch v.Status {
-	case model.VisitScheduled, model.VisitWaiting:
-		if early := v.DueAt.Sub(now); early > 0 {
-			if early > holdLimit {
-				e.schedule(&v)
-				return nil
-			}
-			// Early by less than asynq's one-second granularity: run it at
-			// the due time the database keeps, without holding a worker.
-			// Should this process die first, the sweeper runs it.
-			time.AfterFunc(early, func() {
-				if e.cfg.BaseContext.Err() != nil {
-					return // shutting down: the next start's sweep runs it
-				}
-				if err := e.RunStep(e.cfg.BaseContext, visitID); err != nil {
-					e.log.Error("running held step", "visit", visitID, "err", err)
-				}
-			})
-			return nil
-		}
-	case model.VisitRunning:
-		if v.LeaseUntil != nil && v.LeaseUntil.After(now) {
-			return nil // another worker holds it
-		}
-	default:
-		return nil // done, failed or cancelled
-	}
-	lease := now.Add(e.cfg.Lease)
-	e.slot.lock()
-	res := db.Model(&model.StepVisit{}).
-		Where("id = ? AND ((status IN ? AND due_at <= ?) OR (status = ? AND lease_until < ?))",
-			visitID, []string{model.VisitScheduled, model.VisitWaiting}, now, model.VisitRunning, now).
-		Updates(map[string]any{"status": model.VisitRunning, "lease_until": lease, "attempts": gorm.Expr("attempts + 1")})
-	e.slot.unlock()
-	if res.Error != nil {
-		return fmt.Errorf("journey: claim visit %d: %w", visitID, res.Error)
-	}
-	if res.RowsAffected == 0 {
-		return nil
-	}
-	v.Attempts++
-	v.Status = model.VisitRunning
-	return e.run(ctx, &v, nil, nil)
-}
-
 // maxChain bounds how many due-now steps one task runs back to back; a
 // journey that loops longer without waiting fails.
 const maxChain = 50
-
-// run executes a claimed visit, then each following visit that is due at
-// once (created claimed), until one has to wait. enr and m may be nil: they
-// are loaded.
-func (e *Engine) run(ctx context.Context, v *model.StepVisit, enr *model.Enrollment, m *model.Member) error {
-	for range maxChain {
-		e.gate(ctx)
-		stop := e.keepClaim(v)
-		next, err := e.execute(ctx, v, enr, m)
-		stop()
-		if err != nil {
-			e.releaseClaim(v)
-			return err
-		}
-		if next == nil {
-			return nil
-		}
-		if next.Status != model.VisitRunning {
-			e.schedule(next)
-			return nil
-		}
-		v = next
-	}
-	e.log.Error("journey loops without waiting; failing the enrollment", "enrollment", v.EnrollmentID, "step", v.StepID)
-	e.slot.lock()
-	defer e.slot.unlock()
-	return e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Model(&model.StepVisit{}).Where("id = ?", v.ID).Updates(map[string]any{"status": model.VisitFailed, "outcome": "loop", "finished_at": e.now()}).Error; err != nil {
-			return err
-		}
-		return endEnrollment(tx, v.EnrollmentID, model.EnrollmentFailed, "loop", e.now(), true)
-	})
-}
 
 // keepClaim renews the claim on a running visit every third of the lease
 // until the returned stop is called, so a step that takes longer than the
@@ -229,106 +134,96 @@ func applyDeliveries(tx *gorm.DB, us []deliveryUpdate) error {
 	return nil
 }
 
-// execute runs one claimed visit and returns the next visit, if any. It
-// holds the database slot except while a channel sends.
-func (e *Engine) execute(ctx context.Context, v *model.StepVisit, enrIn *model.Enrollment, m *model.Member) (*model.StepVisit, error) {
-	e.slot.lock()
-	defer e.slot.unlock()
-	db := e.cfg.DB.WithContext(ctx)
-	now := e.now()
-	var enr model.Enrollment
-	if enrIn != nil {
-		enr = *enrIn
-	} else if err := db.First(&enr, v.EnrollmentID).Error; err != nil {
-		return nil, fmt.Errorf("journey: load enrollment: %w", err)
-	}
-	if enr.Status != model.EnrollmentActive {
-		return nil, db.Model(&model.StepVisit{}).Where("id = ? AND status = ?", v.ID, model.VisitRunning).
-			Updates(map[string]any{"status": model.VisitCancelled, "outcome": enr.EndReason, "finished_at": now}).Error
-	}
-	c, err := e.version(db, enr.VersionID)
-	if err != nil {
-		return nil, err
-	}
-	cs := c.steps[v.StepID]
-	if cs == nil {
-		return e.finish(ctx, c, &enr, v, stepResult{outcome: "missing step", status: model.VisitFailed, endReason: ReasonFailed}, now)
-	}
-	if m == nil {
-		m = &model.Member{}
-		if err := db.First(m, enr.MemberID).Error; err != nil {
-			return nil, fmt.Errorf("journey: load member: %w", err)
-		}
-	}
-	vars := env{"event": enr.Event, "member": memberEnv(m)}
-	if vars["event"] == nil {
-		vars["event"] = map[string]any{}
-	}
-	res, err := cs.Body.Run(&Run{Ctx: ctx, Step: cs, Visit: v, Enrollment: &enr, Member: m, Now: now, e: e, c: c, vars: vars})
-	if err != nil {
-		return nil, err
-	}
-	r := res.internal()
-	if !r.retryAt.IsZero() {
-		why := r.why
-		if why == "" {
-			why = "retry"
-		}
-		return nil, e.reschedule(ctx, v, r.retryAt, why, r.retryErr, r.deliveries...)
-	}
-	return e.finish(ctx, c, &enr, v, r, e.now())
-}
-
-// finish records the visit's outcome and returns the next visit (nil when
-// the enrollment ended or another worker already finished this visit).
+// finish records the visit's outcome on its own and returns the next visit
+// (nil when the enrollment ended or another worker already finished this
+// visit).
 func (e *Engine) finish(ctx context.Context, c *Compiled, enr *model.Enrollment, v *model.StepVisit, r stepResult, now time.Time) (*model.StepVisit, error) {
 	var next *model.StepVisit
 	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var err error
 		if err := applyDeliveries(tx, r.deliveries); err != nil {
 			return err
 		}
-		next, err = finishVisit(tx, c, enr, v, model.VisitRunning, r.status, r.outcome, r.next, r.endReason, now, e.cfg.Lease)
+		step, err := finishTransition(tx, enr, v, model.VisitRunning, r.status, r.outcome, r.next, r.endReason, now)
+		if err != nil || step == "" {
+			return err
+		}
+		next, err = newVisit(tx, c, enr, v.Seq+1, step, now, e.cfg.Lease)
 		return err
 	})
 	if errors.Is(err, errConflict) {
 		return nil, nil
 	}
 	if err == nil {
-		e.metrics.steps.WithLabelValues(r.status).Inc()
-		for _, d := range r.deliveries {
-			if st, ok := d.fields["status"].(string); ok {
-				e.metrics.deliveries.WithLabelValues(d.channel, st).Inc()
-			}
-		}
+		e.counted(r)
 	}
 	return next, err
 }
 
-// reschedule puts a claimed visit back to scheduled at due.
-func (e *Engine) reschedule(ctx context.Context, v *model.StepVisit, due time.Time, why string, cause error, deliveries ...deliveryUpdate) error {
-	upd := map[string]any{"status": model.VisitScheduled, "due_at": due, "lease_until": nil}
-	if cause != nil {
-		upd["error"] = redact.String(cause.Error())
-	}
-	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := applyDeliveries(tx, deliveries); err != nil {
-			return err
+// counted adds a finished visit and its deliveries to the metrics.
+func (e *Engine) counted(r stepResult) {
+	e.metrics.steps.WithLabelValues(r.status).Inc()
+	for _, d := range r.deliveries {
+		if st, ok := d.fields["status"].(string); ok {
+			e.metrics.deliveries.WithLabelValues(d.channel, st).Inc()
 		}
-		return tx.Model(&model.StepVisit{}).Where("id = ? AND status = ?", v.ID, model.VisitRunning).Updates(upd).Error
+	}
+}
+
+// reschedule puts a claimed visit back to scheduled at r.retryAt, on its own.
+func (e *Engine) reschedule(ctx context.Context, v *model.StepVisit, r stepResult) error {
+	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		return rescheduleVisit(tx, v, r)
 	})
 	if err != nil {
-		return fmt.Errorf("journey: reschedule visit: %w", err)
+		return err
 	}
-	e.log.Info("step rescheduled", "visit", v.ID, "step", v.StepID, "why", why, "due", due, "err", cause)
-	v.DueAt = due
-	e.schedule(v)
+	e.rescheduled(v, r)
 	return nil
 }
 
+// rescheduleVisit records r's deliveries and puts the claimed visit back to
+// scheduled at r.retryAt, inside tx.
+func rescheduleVisit(tx *gorm.DB, v *model.StepVisit, r stepResult) error {
+	upd := map[string]any{"status": model.VisitScheduled, "due_at": r.retryAt, "lease_until": nil}
+	if r.retryErr != nil {
+		upd["error"] = redact.String(r.retryErr.Error())
+	}
+	if err := applyDeliveries(tx, r.deliveries); err != nil {
+		return err
+	}
+	if err := tx.Model(&model.StepVisit{}).Where("id = ? AND status = ?", v.ID, model.VisitRunning).Updates(upd).Error; err != nil {
+		return fmt.Errorf("journey: reschedule visit: %w", err)
+	}
+	return nil
+}
+
+// rescheduled logs and schedules a visit rescheduleVisit put back, once
+// its transaction committed.
+func (e *Engine) rescheduled(v *model.StepVisit, r stepResult) {
+	why := r.why
+	if why == "" {
+		why = "retry"
+	}
+	e.log.Info("step rescheduled", "visit", v.ID, "step", v.StepID, "why", why, "due", r.retryAt, "err", r.retryErr)
+	v.DueAt = r.retryAt
+	e.schedule(v)
+}
+
 // send renders the step's message and delivers it on its channel, then on
-// the fallback channel when the member is unreachable.
+// the fallback channel when the member is unreachable. The caller holds the
+// database slot.
 func (e *Engine) send(ctx context.Context, snd *Send, cs *Step, enr *model.Enrollment, v *model.StepVisit, m *model.Member, vars env, now time.Time) stepResult {
+	msg, bad := e.renderSend(snd, v, enr, vars)
+	if bad != nil {
+		return *bad
+	}
+	r := e.deliver(ctx, cs, enr, v, m, snd.Channel, msg, now)
+	return e.afterSend(ctx, snd, cs, enr, v, m, msg, r, now)
+}
+
+// renderSend renders the step's message; a template that fails gives the
+// step's (failed) result instead.
+func (e *Engine) renderSend(snd *Send, v *model.StepVisit, enr *model.Enrollment, vars env) (channels.Message, *stepResult) {
 	rd := renderer{vars: vars}
 	msg := channels.Message{
 		Text:       rd.render(snd.texts["text"]),
@@ -349,12 +244,19 @@ func (e *Engine) send(ctx context.Context, snd *Send, cs *Step, enr *model.Enrol
 	}
 	if rd.err != nil {
 		e.log.Error("message template failed; nothing sent", "visit", v.ID, "step", v.StepID, "err", rd.err)
-		return rd.failed()
+		r := rd.failed()
+		return msg, &r
 	}
 	if code, ok := enr.Event["welcome_code"].(string); ok {
 		msg.Extra["welcome_code"] = code
 	}
-	r := e.deliver(ctx, cs, enr, v, m, snd.Channel, msg, now)
+	return msg, nil
+}
+
+// afterSend applies the step's fallbacks to the result r of its first
+// channel: another channel (delivered here) or another step when the member
+// is unreachable. The caller holds the database slot.
+func (e *Engine) afterSend(ctx context.Context, snd *Send, cs *Step, enr *model.Enrollment, v *model.StepVisit, m *model.Member, msg channels.Message, r stepResult, now time.Time) stepResult {
 	if r.outcome == ReasonUnreachable && snd.fbChan != "" {
 		first := r.deliveries
 		r = e.deliver(ctx, cs, enr, v, m, snd.fbChan, msg, now)
@@ -369,32 +271,50 @@ func (e *Engine) send(ctx context.Context, snd *Send, cs *Step, enr *model.Enrol
 	return r
 }
 
-// deliver hands one message to one channel, at most once per visit and channel.
-func (e *Engine) deliver(ctx context.Context, cs *Step, enr *model.Enrollment, v *model.StepVisit, m *model.Member, channel string, msg channels.Message, now time.Time) stepResult {
-	ok := stepResult{status: model.VisitDone, next: cs.Next, endReason: ReasonCompleted}
-	msg.Channel = channel
-	msg.To = channels.Recipient{MemberID: m.ID, AppID: m.AppID, OpenID: m.OpenID, UnionID: m.UnionID,
+// handover is one message about to be handed to one channel: its delivery
+// row, recorded (as sending) before the channel has it.
+type handover struct {
+	d         model.Delivery
+	msg       channels.Message
+	caps      channels.Capabilities
+	hasSender bool
+}
+
+// newHandover prepares msg for channel: the recipient, the channel's
+// capabilities and the delivery row to record.
+func (e *Engine) newHandover(cs *Step, enr *model.Enrollment, v *model.StepVisit, m *model.Member, channel string, msg channels.Message, now time.Time) *handover {
+	h := &handover{msg: msg}
+	h.msg.Channel = channel
+	h.msg.To = channels.Recipient{MemberID: m.ID, AppID: m.AppID, OpenID: m.OpenID, UnionID: m.UnionID,
 		ExternalUserID: m.ExternalUserID, Phone: m.Phone, Email: m.Email}
-	var caps channels.Capabilities
-	hasSender := false
 	if e.cfg.Senders != nil {
-		caps, hasSender = e.cfg.Senders.Capabilities(channel)
+		h.caps, h.hasSender = e.cfg.Senders.Capabilities(channel)
 	}
 	to := ""
-	if caps.Address != nil {
-		to = caps.Address(msg.To)
+	if h.caps.Address != nil {
+		to = h.caps.Address(h.msg.To)
 	}
-	payload, _ := json.Marshal(msg)
-	d := model.Delivery{StepVisitID: v.ID, Channel: channel, EnrollmentID: enr.ID, JourneyID: enr.JourneyID,
+	payload, _ := json.Marshal(h.msg)
+	h.d = model.Delivery{StepVisitID: v.ID, Channel: channel, EnrollmentID: enr.ID, JourneyID: enr.JourneyID,
 		MemberID: m.ID, To: to, Status: model.DeliverySending, Payload: string(payload), CreatedAt: now}
+	return h
+}
+
+// deliver hands one message to one channel, at most once per visit and
+// channel. The caller holds the database slot; it is given up while the
+// channel sends.
+func (e *Engine) deliver(ctx context.Context, cs *Step, enr *model.Enrollment, v *model.StepVisit, m *model.Member, channel string, msg channels.Message, now time.Time) stepResult {
+	ok := stepResult{status: model.VisitDone, next: cs.Next, endReason: ReasonCompleted}
+	h := e.newHandover(cs, enr, v, m, channel, msg, now)
+	d := &h.d
 	db := e.cfg.DB.WithContext(ctx)
-	res := model.InsertIgnore(db).Create(&d)
+	res := model.InsertIgnore(db).Create(d)
 	if res.Error != nil {
 		return stepResult{retryAt: now.Add(e.backoff(v.Attempts)), retryErr: res.Error}
 	}
 	if res.RowsAffected == 0 {
 		// An earlier attempt of this visit got this far.
-		if err := db.Where("step_visit_id = ? AND channel = ?", v.ID, channel).First(&d).Error; err != nil {
+		if err := db.Where("step_visit_id = ? AND channel = ?", v.ID, channel).First(d).Error; err != nil {
 			return stepResult{retryAt: now.Add(e.backoff(v.Attempts)), retryErr: err}
 		}
 		switch d.Status {
@@ -407,14 +327,26 @@ func (e *Engine) deliver(ctx context.Context, cs *Step, enr *model.Enrollment, v
 		case model.DeliverySending:
 			// The process died while the provider had the message. Only a
 			// channel that dedupes by our idempotency key may be asked again.
-			if !caps.Resend {
+			if !h.caps.Resend {
 				ok.outcome = "unknown"
 				ok.deliveries = []deliveryUpdate{{d.ID, channel, map[string]any{"status": model.DeliveryUnknown}}}
 				return ok
 			}
 		}
-		db.Model(&d).Updates(map[string]any{"status": model.DeliverySending, "error": ""})
+		db.Model(d).Updates(map[string]any{"status": model.DeliverySending, "error": ""})
 	}
+	e.slot.unlock()
+	r := e.handOver(ctx, h, cs, v, m, now)
+	e.slot.lock()
+	return r
+}
+
+// handOver sends a message whose delivery row is recorded and returns the
+// step's result: the delivery's new status goes with it, to be written
+// with the visit's outcome. It uses no database.
+func (e *Engine) handOver(ctx context.Context, h *handover, cs *Step, v *model.StepVisit, m *model.Member, now time.Time) stepResult {
+	ok := stepResult{status: model.VisitDone, next: cs.Next, endReason: ReasonCompleted}
+	d, channel, msg, caps := &h.d, h.d.Channel, h.msg, h.caps
 	msg.DeliveryID = d.ID
 	msg.IdempotencyKey = fmt.Sprintf("wj-%d", d.ID)
 	var (
@@ -422,14 +354,12 @@ func (e *Engine) deliver(ctx context.Context, cs *Step, enr *model.Enrollment, v
 		err    error
 	)
 	switch {
-	case !hasSender:
+	case !h.hasSender:
 		err = fmt.Errorf("journey: %w %q: %w", channels.ErrNoSender, channel, channels.ErrPermanent)
 	case caps.NeedsSubscribed && !m.Subscribed:
 		err = &channels.Error{Class: channels.ErrUnreachable, Code: 43004, Msg: "member has unfollowed"}
 	default:
-		e.slot.unlock()
 		result, err = e.cfg.Senders.Send(ctx, msg)
-		e.slot.lock()
 	}
 	sentAt := e.now()
 	if err == nil {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/wejourney/wejourney/model"
 )
 
 // Send delivers one message. Fallback names a step to go to, or a channel to
@@ -94,10 +96,17 @@ func (*Send) Refs() []Ref { return nil }
 // hours.
 func (s *Send) Run(r *Run) (Result, error) {
 	now, enr := r.Now, r.Enrollment
-	if until := r.c.quiet.until(now); until.After(now) && now.Sub(enr.EnteredAt) > ReplyWindow {
-		return raw(stepResult{retryAt: until, why: "quiet hours"}), nil
+	if s.held(r.c, enr, now) {
+		return raw(stepResult{retryAt: r.c.quiet.until(now), why: "quiet hours"}), nil
 	}
 	return raw(r.e.send(r.Ctx, s, r.Step, enr, r.Visit, r.Member, r.vars, now)), nil
+}
+
+// held reports whether quiet hours hold the send at now: they do unless it
+// answers the member's own action (within ReplyWindow of entering).
+func (s *Send) held(c *Compiled, enr *model.Enrollment, now time.Time) bool {
+	until := c.quiet.until(now)
+	return until.After(now) && now.Sub(enr.EnteredAt) > ReplyWindow
 }
 
 // valueOf returns the value node of key in mapping n, or nil.

@@ -1,0 +1,580 @@
+package journey
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"gorm.io/gorm"
+
+	"github.com/wejourney/wejourney/channels"
+	"github.com/wejourney/wejourney/model"
+)
+
+// Step visits run in batches: the visits of the step tasks that arrive
+// together, and the first visits of the members one routing transaction
+// entered into journeys. A batch runs in rounds, one step per visit each:
+// the round's messages are recorded in one statement and handed to their
+// channels concurrently, outside any transaction, and the round's outcomes,
+// enrollment moves and next visits are written in one transaction. Visits
+// due at once (a send after a branch) make the next round; the others are
+// scheduled. Whatever fails in a batch statement is done again visit by
+// visit, as a single visit would be, so a conflict (another worker took a
+// visit over) costs time, never a guarantee.
+
+// stepItem is one claimed visit of a batch and what running it needs.
+type stepItem struct {
+	v      *model.StepVisit
+	enr    *model.Enrollment // nil: loaded by the round
+	m      *model.Member     // nil: loaded by the round
+	origin int               // index of the request whose chain it continues
+	reload bool              // enr is from an earlier round: read it again
+
+	// Set by the round.
+	c      *Compiled
+	cs     *Step
+	cancel string // the enrollment ended: the visit is cancelled with this outcome
+	res    stepResult
+	ho     *handover // a send waiting to be handed over
+	snd    *Send
+	msg    channels.Message
+	failed error // the round failed for this visit: its claim is released
+}
+
+// stepReq is a step task waiting for its visit's batch.
+type stepReq struct {
+	id   int64
+	done chan error
+}
+
+// stepBatcher gathers the visits of step tasks that arrive while earlier
+// batches run (a group commit, as the ingest does for callbacks).
+type stepBatcher struct {
+	mu      sync.Mutex
+	queue   []*stepReq
+	running int
+}
+
+// Batch sizes: at most stepBatchMax visits a batch, stepFlushers batches at
+// once per engine.
+const (
+	stepBatchMax = 64
+	stepFlushers = 4
+)
+
+// RunStep runs the step visit with this id if it is due and not yet run. It
+// is safe to call any number of times for the same visit, concurrently: the
+// visit is claimed with a conditional update, and a message already handed to
+// a channel for this visit is never handed over again. Calls that arrive
+// together run as one batch; RunStep returns when its visit's part is done.
+func (e *Engine) RunStep(ctx context.Context, visitID int64) error {
+	req := &stepReq{id: visitID, done: make(chan error, 1)}
+	b := &e.steps
+	b.mu.Lock()
+	b.queue = append(b.queue, req)
+	start := b.running < stepFlushers
+	if start {
+		b.running++
+	}
+	b.mu.Unlock()
+	if start {
+		go e.flushSteps()
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err() // the batch goes on; a retry of the task finds the visit done
+	}
+}
+
+// flushSteps runs the queued step requests batch after batch until none is left.
+func (e *Engine) flushSteps() {
+	b := &e.steps
+	for {
+		b.mu.Lock()
+		if len(b.queue) == 0 {
+			b.running--
+			b.mu.Unlock()
+			return
+		}
+		n := min(len(b.queue), stepBatchMax)
+		batch := b.queue[:n:n]
+		b.queue = append([]*stepReq(nil), b.queue[n:]...)
+		b.mu.Unlock()
+		ids := make([]int64, len(batch))
+		for i, r := range batch {
+			ids[i] = r.id
+		}
+		ctx, cancel := context.WithTimeout(e.cfg.BaseContext, stepTaskTimeout)
+		errs := e.runSteps(ctx, ids)
+		cancel()
+		for i, r := range batch {
+			r.done <- errs[i]
+		}
+	}
+}
+
+// stepTaskTimeout bounds one batch of step tasks (the task's own timeout).
+const stepTaskTimeout = time.Minute
+
+// runSteps claims the due visits among ids and runs them as one batch. The
+// error at i is that of ids[i]'s visit and the steps it led to at once.
+func (e *Engine) runSteps(ctx context.Context, ids []int64) []error {
+	errs := make([]error, len(ids))
+	db := e.cfg.DB.WithContext(ctx)
+	var visits []*model.StepVisit
+	e.slot.lock()
+	err := db.Where("id IN ?", ids).Find(&visits).Error
+	e.slot.unlock()
+	if err != nil {
+		err = fmt.Errorf("journey: load visits: %w", err)
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	byID := make(map[int64]*model.StepVisit, len(visits))
+	for _, v := range visits {
+		byID[v.ID] = v
+	}
+	now := e.now()
+	var claim []*stepItem
+	seen := map[int64]bool{}
+	for i, id := range ids {
+		v := byID[id]
+		if v == nil || seen[id] {
+			continue // gone, or twice in this batch
+		}
+		seen[id] = true
+		switch v.Status {
+		case model.VisitScheduled, model.VisitWaiting:
+			if early := v.DueAt.Sub(now); early > 0 {
+				e.notYet(v, early)
+				continue
+			}
+		case model.VisitRunning:
+			if v.LeaseUntil != nil && v.LeaseUntil.After(now) {
+				continue // another worker holds it
+			}
+		default:
+			continue // done, failed or cancelled
+		}
+		claim = append(claim, &stepItem{v: v, origin: i})
+	}
+	if len(claim) == 0 {
+		return errs
+	}
+	lease := now.Add(e.cfg.Lease)
+	var claimed []*stepItem
+	e.slot.lock()
+	err = db.Transaction(func(tx *gorm.DB) error {
+		claimed = claimed[:0]
+		for _, it := range claim {
+			res := tx.Model(&model.StepVisit{}).
+				Where("id = ? AND ((status IN ? AND due_at <= ?) OR (status = ? AND lease_until < ?))",
+					it.v.ID, []string{model.VisitScheduled, model.VisitWaiting}, now, model.VisitRunning, now).
+				Updates(map[string]any{"status": model.VisitRunning, "lease_until": lease, "attempts": gorm.Expr("attempts + 1")})
+			if res.Error != nil {
+				return fmt.Errorf("journey: claim visit %d: %w", it.v.ID, res.Error)
+			}
+			if res.RowsAffected == 1 {
+				claimed = append(claimed, it)
+			}
+		}
+		return nil
+	})
+	e.slot.unlock()
+	if err != nil {
+		for _, it := range claim {
+			errs[it.origin] = err
+		}
+		return errs
+	}
+	for _, it := range claimed {
+		it.v.Attempts++
+		it.v.Status = model.VisitRunning
+		it.v.LeaseUntil = &lease
+	}
+	e.runBatch(ctx, claimed, errs)
+	return errs
+}
+
+// notYet handles a step task that arrived before its visit is due: asynq
+// keeps due times in whole seconds and may deliver a task up to a second
+// early, and a visit may have been rescheduled since its task was queued.
+func (e *Engine) notYet(v *model.StepVisit, early time.Duration) {
+	if early > holdLimit {
+		e.schedule(v)
+		return
+	}
+	// Early by less than asynq's one-second granularity: run it at the due
+	// time the database keeps, without holding a worker. Should this
+	// process die first, the sweeper runs it.
+	id := v.ID
+	time.AfterFunc(early, func() {
+		if e.cfg.BaseContext.Err() != nil {
+			return // shutting down: the next start's sweep runs it
+		}
+		if err := e.RunStep(e.cfg.BaseContext, id); err != nil {
+			e.log.Error("running held step", "visit", id, "err", err)
+		}
+	})
+}
+
+// runBatch runs claimed visits, then each following visit that is due at
+// once (created claimed), round after round, until each has to wait or its
+// enrollment ends. An item's failure goes to errs[item.origin]; its claim is
+// released so that the task's retry or the sweeper runs it again.
+func (e *Engine) runBatch(ctx context.Context, items []*stepItem, errs []error) {
+	for round := 0; len(items) > 0; round++ {
+		if round == maxChain {
+			for _, it := range items {
+				if err := e.failLoop(ctx, it.v); err != nil {
+					errs[it.origin] = errors.Join(errs[it.origin], err)
+				}
+			}
+			return
+		}
+		e.gate(ctx)
+		items = e.runRound(ctx, items, errs)
+	}
+}
+
+// failLoop fails a visit and its enrollment: the journey went maxChain steps
+// without waiting.
+func (e *Engine) failLoop(ctx context.Context, v *model.StepVisit) error {
+	e.log.Error("journey loops without waiting; failing the enrollment", "enrollment", v.EnrollmentID, "step", v.StepID)
+	e.slot.lock()
+	defer e.slot.unlock()
+	return e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Model(&model.StepVisit{}).Where("id = ?", v.ID).Updates(map[string]any{"status": model.VisitFailed, "outcome": "loop", "finished_at": e.now()}).Error; err != nil {
+			return err
+		}
+		return endEnrollment(tx, v.EnrollmentID, model.EnrollmentFailed, "loop", e.now(), true)
+	})
+}
+
+// runRound runs one step of every item and returns the visits due next.
+func (e *Engine) runRound(ctx context.Context, items []*stepItem, errs []error) []*stepItem {
+	fail := func(it *stepItem, err error) {
+		it.failed = err
+		errs[it.origin] = errors.Join(errs[it.origin], err)
+		e.releaseClaim(it.v)
+	}
+	if err := e.loadItems(ctx, items); err != nil {
+		for _, it := range items {
+			fail(it, err)
+		}
+		return nil
+	}
+	stop := e.keepClaims(items)
+	defer stop()
+
+	// Run every step body; sends are prepared, to be handed over together.
+	var sends []*stepItem
+	e.slot.lock()
+	now := e.now()
+	db := e.cfg.DB.WithContext(ctx)
+	for _, it := range items {
+		if it.enr.Status != model.EnrollmentActive {
+			it.cancel = it.enr.EndReason
+			continue
+		}
+		c, err := e.version(db, it.enr.VersionID)
+		if err != nil {
+			fail(it, err)
+			continue
+		}
+		it.c, it.cs = c, c.steps[it.v.StepID]
+		if it.cs == nil {
+			it.res = stepResult{outcome: "missing step", status: model.VisitFailed, endReason: ReasonFailed}
+			continue
+		}
+		vars := env{"event": it.enr.Event, "member": memberEnv(it.m)}
+		if vars["event"] == nil {
+			vars["event"] = map[string]any{}
+		}
+		if snd, ok := it.cs.Body.(*Send); ok && !snd.held(c, it.enr, now) {
+			msg, bad := e.renderSend(snd, it.v, it.enr, vars)
+			if bad != nil {
+				it.res = *bad
+				continue
+			}
+			it.snd, it.msg = snd, msg
+			it.ho = e.newHandover(it.cs, it.enr, it.v, it.m, snd.Channel, msg, now)
+			sends = append(sends, it)
+			continue
+		}
+		res, err := it.cs.Body.Run(&Run{Ctx: ctx, Step: it.cs, Visit: it.v, Enrollment: it.enr, Member: it.m, Now: now, e: e, c: c, vars: vars})
+		if err != nil {
+			fail(it, err)
+			continue
+		}
+		it.res = res.internal()
+	}
+	e.slot.unlock()
+
+	e.handOverAll(ctx, sends, now)
+	return e.finishRound(ctx, items, errs)
+}
+
+// loadItems loads the items' enrollments (every round: one may have ended
+// since) and the members not loaded yet, one query each.
+func (e *Engine) loadItems(ctx context.Context, items []*stepItem) error {
+	var enrIDs, memberIDs []int64
+	for _, it := range items {
+		if it.enr == nil || it.reload {
+			enrIDs = append(enrIDs, it.v.EnrollmentID)
+		}
+		if it.m == nil {
+			memberIDs = append(memberIDs, it.v.MemberID)
+		}
+	}
+	e.slot.lock()
+	defer e.slot.unlock()
+	db := e.cfg.DB.WithContext(ctx)
+	if len(enrIDs) > 0 {
+		var enrs []*model.Enrollment
+		if err := db.Where("id IN ?", enrIDs).Find(&enrs).Error; err != nil {
+			return fmt.Errorf("journey: load enrollments: %w", err)
+		}
+		byID := make(map[int64]*model.Enrollment, len(enrs))
+		for _, enr := range enrs {
+			byID[enr.ID] = enr
+		}
+		for _, it := range items {
+			if enr := byID[it.v.EnrollmentID]; enr != nil {
+				it.enr = enr
+			}
+		}
+	}
+	if len(memberIDs) > 0 {
+		var ms []*model.Member
+		if err := db.Where("id IN ?", memberIDs).Find(&ms).Error; err != nil {
+			return fmt.Errorf("journey: load members: %w", err)
+		}
+		byID := make(map[int64]*model.Member, len(ms))
+		for _, m := range ms {
+			byID[m.ID] = m
+		}
+		for _, it := range items {
+			if it.m == nil {
+				it.m = byID[it.v.MemberID]
+			}
+		}
+	}
+	for _, it := range items {
+		if it.enr == nil || it.m == nil {
+			return fmt.Errorf("journey: visit %d: enrollment %d or member %d not found", it.v.ID, it.v.EnrollmentID, it.v.MemberID)
+		}
+		it.c, it.cs, it.cancel, it.res, it.ho, it.snd, it.failed = nil, nil, "", stepResult{}, nil, nil, nil
+	}
+	return nil
+}
+
+// keepClaims renews the claims of the round's visits every third of the
+// lease until the returned stop is called (see keepClaim).
+func (e *Engine) keepClaims(items []*stepItem) (stop func()) {
+	if len(items) == 1 {
+		return e.keepClaim(items[0].v)
+	}
+	every := e.cfg.Lease / 3
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-e.cfg.BaseContext.Done():
+				return
+			case <-t.C:
+				for _, it := range items {
+					if err := e.setLease(it.v.ID, it.v.Attempts, e.now().Add(e.cfg.Lease), every); err != nil {
+						e.log.Warn("renewing a step's claim failed", "visit", it.v.ID, "err", err)
+					}
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }) }
+}
+
+// handOverAll records the round's messages (one statement) and hands them
+// to their channels concurrently. A visit that ran before (a retry) may
+// have its delivery recorded already: it goes the single-visit way, as do
+// all when the batch statement fails.
+func (e *Engine) handOverAll(ctx context.Context, sends []*stepItem, now time.Time) {
+	if len(sends) == 0 {
+		return
+	}
+	var fresh []*stepItem
+	var rows []*model.Delivery
+	for _, it := range sends {
+		if it.v.Attempts == 1 {
+			fresh = append(fresh, it)
+			rows = append(rows, &it.ho.d)
+		}
+	}
+	inserted := false
+	if len(rows) > 0 {
+		e.slot.lock()
+		inserted = e.cfg.DB.WithContext(ctx).Create(&rows).Error == nil
+		e.slot.unlock()
+	}
+	var g errgroup.Group
+	g.SetLimit(sendConcurrency)
+	for _, it := range sends {
+		g.Go(func() error {
+			var r stepResult
+			if inserted && it.v.Attempts == 1 {
+				r = e.handOver(ctx, it.ho, it.cs, it.v, it.m, now)
+			} else {
+				e.slot.lock()
+				r = e.deliver(ctx, it.cs, it.enr, it.v, it.m, it.snd.Channel, it.msg, now)
+				e.slot.unlock()
+			}
+			e.slot.lock()
+			it.res = e.afterSend(ctx, it.snd, it.cs, it.enr, it.v, it.m, it.msg, r, now)
+			e.slot.unlock()
+			return nil
+		})
+	}
+	g.Wait()
+}
+
+// sendConcurrency bounds the messages one batch hands over at once.
+const sendConcurrency = 32
+
+// finishRound writes the round's outcomes in one transaction: deliveries,
+// visit outcomes, enrollment moves and ends, and the next visits (one
+// statement). Should it fail, each visit is finished on its own. It returns
+// the next visits that are due at once, claimed.
+func (e *Engine) finishRound(ctx context.Context, items []*stepItem, errs []error) []*stepItem {
+	type finished struct {
+		it   *stepItem
+		next *model.StepVisit
+		ok   bool // the transition was made here (not by another worker)
+	}
+	var done []finished
+	now := e.now()
+	e.slot.lock()
+	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		done = done[:0]
+		var create []*model.StepVisit
+		for _, it := range items {
+			if it.failed != nil {
+				continue
+			}
+			f := finished{it: it}
+			switch {
+			case it.cancel != "":
+				if err := tx.Model(&model.StepVisit{}).Where("id = ? AND status = ?", it.v.ID, model.VisitRunning).
+					Updates(map[string]any{"status": model.VisitCancelled, "outcome": it.cancel, "finished_at": now}).Error; err != nil {
+					return fmt.Errorf("journey: cancel visit: %w", err)
+				}
+			case !it.res.retryAt.IsZero():
+				if err := rescheduleVisit(tx, it.v, it.res); err != nil {
+					return err
+				}
+				f.ok = true
+			default:
+				if err := applyDeliveries(tx, it.res.deliveries); err != nil {
+					return err
+				}
+				r := it.res
+				next, err := finishTransition(tx, it.enr, it.v, model.VisitRunning, r.status, r.outcome, r.next, r.endReason, now)
+				if errors.Is(err, errConflict) {
+					break
+				}
+				if err != nil {
+					return err
+				}
+				f.ok = true
+				if next != "" {
+					f.next = buildVisit(it.c, it.enr, it.v.Seq+1, next, now, e.cfg.Lease)
+					create = append(create, f.next)
+				}
+			}
+			done = append(done, f)
+		}
+		if len(create) > 0 {
+			if err := tx.Create(&create).Error; err != nil {
+				return fmt.Errorf("journey: create visits: %w", err)
+			}
+		}
+		return nil
+	})
+	e.slot.unlock()
+	if err != nil {
+		e.log.Debug("finishing a round in one transaction failed; finishing its visits one by one", "visits", len(items), "err", err)
+		return e.finishEach(ctx, items, errs)
+	}
+	var next []*stepItem
+	for _, f := range done {
+		it := f.it
+		if !f.ok {
+			continue
+		}
+		if !it.res.retryAt.IsZero() {
+			e.rescheduled(it.v, it.res)
+			continue
+		}
+		e.counted(it.res)
+		if f.next == nil {
+			continue
+		}
+		if f.next.Status != model.VisitRunning {
+			e.schedule(f.next)
+			continue
+		}
+		it.enr.StepID = f.next.StepID
+		next = append(next, &stepItem{v: f.next, enr: it.enr, m: it.m, origin: it.origin, reload: true})
+	}
+	return next
+}
+
+// finishEach finishes the round's visits one transaction each, after the
+// round's transaction failed.
+func (e *Engine) finishEach(ctx context.Context, items []*stepItem, errs []error) []*stepItem {
+	var next []*stepItem
+	for _, it := range items {
+		if it.failed != nil {
+			continue
+		}
+		var (
+			nv  *model.StepVisit
+			err error
+		)
+		e.slot.lock()
+		switch {
+		case it.cancel != "":
+			err = e.cfg.DB.WithContext(ctx).Model(&model.StepVisit{}).Where("id = ? AND status = ?", it.v.ID, model.VisitRunning).
+				Updates(map[string]any{"status": model.VisitCancelled, "outcome": it.cancel, "finished_at": e.now()}).Error
+		case !it.res.retryAt.IsZero():
+			err = e.reschedule(ctx, it.v, it.res)
+		default:
+			nv, err = e.finish(ctx, it.c, it.enr, it.v, it.res, e.now())
+		}
+		e.slot.unlock()
+		if err != nil {
+			errs[it.origin] = errors.Join(errs[it.origin], err)
+			e.releaseClaim(it.v)
+			continue
+		}
+		switch {
+		case nv == nil:
+		case nv.Status != model.VisitRunning:
+			e.schedule(nv)
+		default:
+			next = append(next, &stepItem{v: nv, enr: it.enr, m: it.m, origin: it.origin, reload: true})
+		}
+	}
+	return next
+}

@@ -1,0 +1,382 @@
+package journey
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"gorm.io/gorm"
+
+	"github.com/wejourney/wejourney/model"
+)
+
+// routeBatchMax caps the events one routing transaction routes.
+const routeBatchMax = 64
+
+// errMixed sends a batch back to routing event by event: its events name
+// members in a way only routing them in order can sort out (one event's
+// identities found on two members, two members' events sharing an identity).
+var errMixed = errors.New("journey: the batch's members overlap")
+
+// Route routes the events with these ids: it resolves each event's member,
+// applies the event to the member, ends enrollments whose exit rules match,
+// resumes wait_for steps, and enters the member into journeys whose trigger
+// matches. Each event is routed once: already routed events are skipped. A
+// member's events are routed in the order they were stored, together with
+// its earlier events still unrouted (stored by another batch).
+//
+// A route task carries a whole group commit's events. They are routed in
+// batches of whole members, up to routeBatchMax events a transaction and
+// Config.RouteConcurrency transactions at once; the visits they start run
+// as one batch after the commit. A batch that cannot be routed as one (a
+// conflict with another worker, members that overlap, a failing statement)
+// is routed again event by event, each in its own transaction, so one bad
+// event never holds up the others.
+func (e *Engine) Route(ctx context.Context, ids ...int64) error {
+	ids = slices.Clone(ids)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	if len(ids) < 2 {
+		return e.routeEach(ctx, ids...)
+	}
+	var evs []*model.Event
+	e.slot.lock()
+	err := e.cfg.DB.WithContext(ctx).Where("id IN ? AND routed_at IS NULL", ids).Order("id").Find(&evs).Error
+	e.slot.unlock()
+	if err != nil {
+		return e.routeEach(ctx, ids...)
+	}
+	chunks, single := routeChunks(evs)
+	var (
+		g    errgroup.Group
+		mu   sync.Mutex
+		errs []error
+	)
+	g.SetLimit(e.cfg.RouteConcurrency)
+	add := func(err error) {
+		if err != nil {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}
+	}
+	for _, chunk := range chunks {
+		g.Go(func() error {
+			e.gate(ctx)
+			r, err := e.routeBatch(ctx, chunk)
+			if err != nil {
+				if !errors.Is(err, errConflict) && !errors.Is(err, errMixed) {
+					e.log.Warn("routing a batch of events failed; routing them one by one", "events", len(chunk), "err", err)
+				}
+				// One after another, in order: members that overlap
+				// routed side by side would each be created.
+				for _, ev := range chunk {
+					e.gate(ctx)
+					add(e.routeOne(ctx, ev.ID))
+				}
+				return nil
+			}
+			add(e.routed(ctx, r))
+			return nil
+		})
+	}
+	g.Wait()
+	if len(single) > 0 {
+		add(e.routeEach(ctx, single...))
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
+}
+
+// routeChunks cuts events (in id order) into batches of whole members, each
+// member's events in id order, and returns apart the ids of events that name
+// no member (routed one by one: they fail).
+func routeChunks(evs []*model.Event) (chunks [][]*model.Event, single []int64) {
+	var order []string
+	byKey := map[string][]*model.Event{}
+	for _, ev := range evs {
+		if ev.MemberKey == "" {
+			single = append(single, ev.ID)
+			continue
+		}
+		if _, ok := byKey[ev.MemberKey]; !ok {
+			order = append(order, ev.MemberKey)
+		}
+		byKey[ev.MemberKey] = append(byKey[ev.MemberKey], ev)
+	}
+	var cur []*model.Event
+	for _, k := range order {
+		if len(cur) > 0 && len(cur)+len(byKey[k]) > routeBatchMax {
+			chunks = append(chunks, cur)
+			cur = nil
+		}
+		cur = append(cur, byKey[k]...)
+	}
+	if len(cur) > 0 {
+		chunks = append(chunks, cur)
+	}
+	return chunks, single
+}
+
+// batchMember is one member of a routing batch and its events, in order.
+type batchMember struct {
+	key    string
+	events []*model.Event
+	m      *model.Member
+	active []model.Enrollment
+}
+
+// routeBatch routes a batch of whole members' events in one transaction:
+// one statement each to read their earlier unrouted events, their
+// identities, members and active enrollments, to create the new members and
+// identities, and to mark the events routed. Entering journeys takes a few
+// statements per entry. errConflict: another worker routed one of the
+// events meanwhile; errMixed: see there. Either way nothing was written.
+func (e *Engine) routeBatch(ctx context.Context, chunk []*model.Event) (routed, error) {
+	var r routed
+	now := e.now()
+	e.slot.lock()
+	defer e.slot.unlock()
+	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		r = routed{}
+		members, err := e.batchEvents(tx, chunk)
+		if err != nil {
+			return err
+		}
+		if err := e.batchMembers(tx, members, now); err != nil {
+			return err
+		}
+		if err := markRouted(tx, members, now); err != nil {
+			return err
+		}
+		if err := loadActive(tx, members); err != nil {
+			return err
+		}
+		for _, bm := range members {
+			for _, ev := range bm.events {
+				if err := e.routeEffects(tx, ev, bm.m, &bm.active, now, &r); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return r, err
+}
+
+// batchEvents groups the chunk's events by member, with each member's
+// earlier events still unrouted, in id order.
+func (e *Engine) batchEvents(tx *gorm.DB, chunk []*model.Event) ([]*batchMember, error) {
+	var members []*batchMember
+	byKey := map[string]*batchMember{}
+	last := map[string]int64{}
+	var keys []string
+	maxID := int64(0)
+	for _, ev := range chunk {
+		if byKey[ev.MemberKey] == nil {
+			bm := &batchMember{key: ev.MemberKey}
+			byKey[ev.MemberKey] = bm
+			members = append(members, bm)
+			keys = append(keys, ev.MemberKey)
+		}
+		last[ev.MemberKey] = max(last[ev.MemberKey], ev.ID)
+		maxID = max(maxID, ev.ID)
+	}
+	var unrouted []*model.Event
+	if err := tx.Where("member_key IN ? AND routed_at IS NULL AND id <= ?", keys, maxID).Order("id").Find(&unrouted).Error; err != nil {
+		return nil, fmt.Errorf("journey: load unrouted events: %w", err)
+	}
+	for _, ev := range unrouted {
+		bm := byKey[ev.MemberKey]
+		if bm == nil || ev.ID > last[ev.MemberKey] {
+			continue
+		}
+		bm.events = append(bm.events, ev)
+	}
+	for _, ev := range chunk {
+		bm := byKey[ev.MemberKey]
+		if !slices.ContainsFunc(bm.events, func(x *model.Event) bool { return x.ID == ev.ID }) {
+			return nil, errConflict // routed since the chunk was read
+		}
+	}
+	return members, nil
+}
+
+// batchMembers finds or creates each batch member and applies its events,
+// in order, as resolveMember does for one event.
+func (e *Engine) batchMembers(tx *gorm.DB, members []*batchMember, now time.Time) error {
+	// Every identity the events name, and which batch member names it.
+	owner := map[model.MemberIdentity]*batchMember{}
+	byKind := map[string][]string{}
+	for _, bm := range members {
+		for _, ev := range bm.events {
+			ids := identities(ev.Member)
+			if len(ids) == 0 {
+				return errMixed // routed alone, it fails with its reason
+			}
+			for _, id := range ids {
+				k := model.MemberIdentity{Kind: id.Kind, Value: id.Value}
+				switch owner[k] {
+				case nil:
+					owner[k] = bm
+					byKind[id.Kind] = append(byKind[id.Kind], id.Value)
+				case bm:
+				default:
+					return errMixed
+				}
+			}
+		}
+	}
+	found := map[model.MemberIdentity]int64{}
+	for _, kind := range sortedKeys(byKind) {
+		var rows []model.MemberIdentity
+		if err := tx.Where("kind = ? AND value IN ?", kind, byKind[kind]).Find(&rows).Error; err != nil {
+			return fmt.Errorf("journey: find identities: %w", err)
+		}
+		for _, row := range rows {
+			found[model.MemberIdentity{Kind: row.Kind, Value: row.Value}] = row.MemberID
+		}
+	}
+	// Each batch member is at most one stored member, and no two share one.
+	memberOf := map[*batchMember]int64{}
+	taken := map[int64]bool{}
+	for k, id := range found {
+		bm := owner[k]
+		if cur, ok := memberOf[bm]; ok && cur != id {
+			return errMixed
+		}
+		memberOf[bm] = id
+	}
+	var ids []int64
+	for _, id := range memberOf {
+		if taken[id] {
+			return errMixed
+		}
+		taken[id] = true
+		ids = append(ids, id)
+	}
+	stored := map[int64]*model.Member{}
+	if len(ids) > 0 {
+		var ms []*model.Member
+		if err := tx.Where("id IN ?", ids).Find(&ms).Error; err != nil {
+			return fmt.Errorf("journey: load members: %w", err)
+		}
+		for _, m := range ms {
+			stored[m.ID] = m
+		}
+	}
+	var created []*model.Member
+	for _, bm := range members {
+		if id, ok := memberOf[bm]; ok {
+			if bm.m = stored[id]; bm.m == nil {
+				return fmt.Errorf("journey: member %d of an identity not found", id)
+			}
+		} else {
+			bm.m = &model.Member{CreatedAt: now}
+			created = append(created, bm.m)
+		}
+		for _, ev := range bm.events {
+			fillMember(bm.m, ev.Member)
+			e.cfg.Sources.Apply(bm.m, ev)
+			bm.m.UpdatedAt = now
+		}
+	}
+	if len(created) > 0 {
+		if err := tx.Create(&created).Error; err != nil {
+			return fmt.Errorf("journey: create members: %w", err)
+		}
+	}
+	for _, bm := range members {
+		if _, ok := memberOf[bm]; !ok {
+			continue
+		}
+		if err := tx.Save(bm.m).Error; err != nil {
+			return fmt.Errorf("journey: save member: %w", err)
+		}
+	}
+	var add []model.MemberIdentity
+	for k, bm := range owner {
+		if _, ok := found[k]; !ok {
+			add = append(add, model.MemberIdentity{Kind: k.Kind, Value: k.Value, MemberID: bm.m.ID})
+		}
+	}
+	if len(add) > 0 {
+		slices.SortFunc(add, func(a, b model.MemberIdentity) int {
+			return strings.Compare(a.Kind+"\x00"+a.Value, b.Kind+"\x00"+b.Value)
+		})
+		if err := model.InsertIgnore(tx).Create(&add).Error; err != nil {
+			return fmt.Errorf("journey: add identities: %w", err)
+		}
+	}
+	return nil
+}
+
+// markRouted marks the batch's events routed, each with its member, in one
+// statement; errConflict if another worker routed one meanwhile.
+func markRouted(tx *gorm.DB, members []*batchMember, now time.Time) error {
+	var ids []int64
+	var sb strings.Builder
+	sb.WriteString("CASE id")
+	for _, bm := range members {
+		for _, ev := range bm.events {
+			ids = append(ids, ev.ID)
+			// Integers we hold, written as literals: a parameter would be
+			// typed text by PostgreSQL.
+			sb.WriteString(" WHEN " + strconv.FormatInt(ev.ID, 10) + " THEN " + strconv.FormatInt(bm.m.ID, 10))
+		}
+	}
+	sb.WriteString(" END")
+	res := tx.Model(&model.Event{}).Where("id IN ? AND routed_at IS NULL", ids).
+		Updates(map[string]any{"routed_at": now, "member_id": gorm.Expr(sb.String())})
+	if res.Error != nil {
+		return fmt.Errorf("journey: mark events routed: %w", res.Error)
+	}
+	if res.RowsAffected != int64(len(ids)) {
+		return errConflict
+	}
+	return nil
+}
+
+// loadActive loads the batch members' active enrollments, one statement.
+func loadActive(tx *gorm.DB, members []*batchMember) error {
+	ids := make([]int64, len(members))
+	byID := make(map[int64]*batchMember, len(members))
+	for i, bm := range members {
+		ids[i] = bm.m.ID
+		byID[bm.m.ID] = bm
+	}
+	var active []model.Enrollment
+	if err := tx.Where(activeOfMembers, ids).Order("id").Find(&active).Error; err != nil {
+		return fmt.Errorf("journey: load enrollments: %w", err)
+	}
+	for _, enr := range active {
+		if bm := byID[enr.MemberID]; bm != nil {
+			bm.active = append(bm.active, enr)
+		}
+	}
+	return nil
+}
+
+// fillMember copies the reference's identities into the member's empty
+// fields. A value too long for its column is not copied: the identity row
+// (fitted, see identities) still names the member.
+func fillMember(m *model.Member, ref model.MemberRef) {
+	fill := func(dst *string, v string, max int) {
+		if *dst == "" && model.Fits(v, max) {
+			*dst = v
+		}
+	}
+	fill(&m.AppID, ref.AppID, model.MaxAppID)
+	fill(&m.OpenID, ref.OpenID, model.MaxOpenID)
+	fill(&m.UnionID, ref.UnionID, model.MaxUnionID)
+	fill(&m.ExternalUserID, ref.ExternalUserID, model.MaxExternalUser)
+	fill(&m.Phone, ref.Phone, model.MaxPhone)
+	fill(&m.Email, ref.Email, model.MaxEmail)
+	fill(&m.UserID, ref.UserID, model.MaxUserID)
+}
