@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -168,39 +170,71 @@ func (e *Engine) runSteps(ctx context.Context, ids []int64) []error {
 	if len(claim) == 0 {
 		return errs
 	}
-	lease := now.Add(e.cfg.Lease)
-	var claimed []*stepItem
-	e.slot.lock()
-	err = db.Transaction(func(tx *gorm.DB) error {
-		claimed = claimed[:0]
+	claimed, err := e.claim(ctx, claim, now)
+	if err != nil {
 		for _, it := range claim {
-			res := tx.Model(&model.StepVisit{}).
-				Where("id = ? AND ((status IN ? AND due_at <= ?) OR (status = ? AND lease_until < ?))",
-					it.v.ID, []string{model.VisitScheduled, model.VisitWaiting}, now, model.VisitRunning, now).
-				Updates(map[string]any{"status": model.VisitRunning, "lease_until": lease, "attempts": gorm.Expr("attempts + 1")})
-			if res.Error != nil {
-				return fmt.Errorf("journey: claim visit %d: %w", it.v.ID, res.Error)
+			if !slices.Contains(claimed, it) {
+				errs[it.origin] = err
 			}
-			if res.RowsAffected == 1 {
+		}
+	}
+	e.runBatch(ctx, claimed, errs)
+	return errs
+}
+
+// claim claims the due visits of items, in id order in one transaction
+// (two batches claiming the same visits lock them in the same order), and
+// returns those it claimed. Should the transaction fail (a deadlock with
+// another batch on MySQL), each is claimed on its own.
+func (e *Engine) claim(ctx context.Context, items []*stepItem, now time.Time) ([]*stepItem, error) {
+	slices.SortFunc(items, func(a, b *stepItem) int { return int(a.v.ID - b.v.ID) })
+	lease := now.Add(e.cfg.Lease)
+	claimOne := func(tx *gorm.DB, it *stepItem) (bool, error) {
+		res := tx.Model(&model.StepVisit{}).
+			Where("id = ? AND ((status IN ? AND due_at <= ?) OR (status = ? AND lease_until < ?))",
+				it.v.ID, []string{model.VisitScheduled, model.VisitWaiting}, now, model.VisitRunning, now).
+			Updates(map[string]any{"status": model.VisitRunning, "lease_until": lease, "attempts": gorm.Expr("attempts + 1")})
+		if res.Error != nil {
+			return false, fmt.Errorf("journey: claim visit %d: %w", it.v.ID, res.Error)
+		}
+		return res.RowsAffected == 1, nil
+	}
+	var claimed []*stepItem
+	db := e.cfg.DB.WithContext(ctx)
+	e.slot.lock()
+	err := db.Transaction(func(tx *gorm.DB) error {
+		claimed = claimed[:0]
+		for _, it := range items {
+			ok, err := claimOne(tx, it)
+			if err != nil {
+				return err
+			}
+			if ok {
 				claimed = append(claimed, it)
 			}
 		}
 		return nil
 	})
-	e.slot.unlock()
 	if err != nil {
-		for _, it := range claim {
-			errs[it.origin] = err
+		claimed, err = claimed[:0], nil
+		for _, it := range items {
+			ok, cerr := claimOne(db, it)
+			if cerr != nil {
+				err = cerr
+				break
+			}
+			if ok {
+				claimed = append(claimed, it)
+			}
 		}
-		return errs
 	}
+	e.slot.unlock()
 	for _, it := range claimed {
 		it.v.Attempts++
 		it.v.Status = model.VisitRunning
 		it.v.LeaseUntil = &lease
 	}
-	e.runBatch(ctx, claimed, errs)
-	return errs
+	return claimed, err
 }
 
 // notYet handles a step task that arrived before its visit is due: asynq
@@ -467,6 +501,7 @@ func (e *Engine) finishRound(ctx context.Context, items []*stepItem, errs []erro
 	e.slot.lock()
 	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		done = done[:0]
+		g := roundWrites{finish: map[[2]string][]int64{}, end: map[[2]string][]int64{}, advance: map[string][]int64{}}
 		var create []*model.StepVisit
 		for _, it := range items {
 			if it.failed != nil {
@@ -489,20 +524,25 @@ func (e *Engine) finishRound(ctx context.Context, items []*stepItem, errs []erro
 					return err
 				}
 				r := it.res
-				next, err := finishTransition(tx, it.enr, it.v, model.VisitRunning, r.status, r.outcome, r.next, r.endReason, now)
-				if errors.Is(err, errConflict) {
-					break
-				}
-				if err != nil {
-					return err
-				}
+				g.finish[[2]string{r.status, r.outcome}] = append(g.finish[[2]string{r.status, r.outcome}], it.v.ID)
 				f.ok = true
-				if next != "" {
-					f.next = buildVisit(it.c, it.enr, it.v.Seq+1, next, now, e.cfg.Lease)
+				switch {
+				case r.next != "":
+					g.advance[r.next] = append(g.advance[r.next], it.enr.ID)
+					f.next = buildVisit(it.c, it.enr, it.v.Seq+1, r.next, now, e.cfg.Lease)
 					create = append(create, f.next)
+				case r.endReason == ReasonCompleted:
+					g.end[[2]string{model.EnrollmentCompleted, r.endReason}] = append(g.end[[2]string{model.EnrollmentCompleted, r.endReason}], it.enr.ID)
+				default: // failed: its open visits are cancelled too
+					if err := endEnrollment(tx, it.enr.ID, model.EnrollmentFailed, r.endReason, now, true); err != nil {
+						return err
+					}
 				}
 			}
 			done = append(done, f)
+		}
+		if err := g.write(tx, now); err != nil {
+			return err
 		}
 		if len(create) > 0 {
 			if err := tx.Create(&create).Error; err != nil {
@@ -538,6 +578,66 @@ func (e *Engine) finishRound(ctx context.Context, items []*stepItem, errs []erro
 		next = append(next, &stepItem{v: f.next, enr: it.enr, m: it.m, origin: it.origin, reload: true})
 	}
 	return next
+}
+
+// roundWrites are a round's outcomes that one statement each writes: visits
+// finished by (status, outcome), enrollments completed by (status, reason)
+// and moved on by next step.
+type roundWrites struct {
+	finish  map[[2]string][]int64
+	end     map[[2]string][]int64
+	advance map[string][]int64
+}
+
+// errRoundConflict sends a round back to finishing visit by visit: another
+// worker finished one of its visits, or ended one of its enrollments.
+var errRoundConflict = errors.New("journey: a round's visit or enrollment moved meanwhile")
+
+// write runs the statements, ids in order (two rounds locking rows in the
+// same order cannot deadlock).
+func (w roundWrites) write(tx *gorm.DB, now time.Time) error {
+	for _, k := range sortedPairs(w.finish) {
+		ids := sortedIDs(w.finish[k])
+		res := tx.Model(&model.StepVisit{}).Where("id IN ? AND status = ?", ids, model.VisitRunning).
+			Updates(map[string]any{"status": k[0], "outcome": k[1], "finished_at": now, "lease_until": nil})
+		if res.Error != nil {
+			return fmt.Errorf("journey: finish visits: %w", res.Error)
+		}
+		if res.RowsAffected != int64(len(ids)) {
+			return errRoundConflict
+		}
+	}
+	for _, k := range sortedPairs(w.end) {
+		if err := tx.Model(&model.Enrollment{}).Where("id IN ? AND status = ?", sortedIDs(w.end[k]), model.EnrollmentActive).
+			Updates(map[string]any{"status": k[0], "end_reason": k[1], "ended_at": now, "active_key": nil}).Error; err != nil {
+			return fmt.Errorf("journey: end enrollments: %w", err)
+		}
+	}
+	for _, next := range sortedKeys(w.advance) {
+		ids := sortedIDs(w.advance[next])
+		res := tx.Model(&model.Enrollment{}).Where("id IN ? AND status = ?", ids, model.EnrollmentActive).Update("step_id", next)
+		if res.Error != nil {
+			return fmt.Errorf("journey: advance enrollments: %w", res.Error)
+		}
+		if res.RowsAffected != int64(len(ids)) {
+			return errRoundConflict // one exited meanwhile: it gets no next visit
+		}
+	}
+	return nil
+}
+
+func sortedIDs(ids []int64) []int64 {
+	slices.Sort(ids)
+	return ids
+}
+
+func sortedPairs(m map[[2]string][]int64) [][2]string {
+	keys := make([][2]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b [2]string) int { return strings.Compare(a[0]+"\x00"+a[1], b[0]+"\x00"+b[1]) })
+	return keys
 }
 
 // finishEach finishes the round's visits one transaction each, after the
