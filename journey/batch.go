@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/wejourney/wejourney/channels"
 	"github.com/wejourney/wejourney/model"
@@ -594,36 +595,85 @@ type roundWrites struct {
 var errRoundConflict = errors.New("journey: a round's visit or enrollment moved meanwhile")
 
 // write runs the statements, ids in order (two rounds locking rows in the
-// same order cannot deadlock).
+// same order cannot deadlock). The rows are first read and locked by
+// primary key, then updated by primary key: an update by id whose status
+// condition PostgreSQL can match to a partial index (visits by status,
+// active enrollments) may be planned as a read of that whole index, which
+// holds an entry for every visit recently running.
 func (w roundWrites) write(tx *gorm.DB, now time.Time) error {
-	for _, k := range sortedPairs(w.finish) {
-		ids := sortedIDs(w.finish[k])
-		res := tx.Model(&model.StepVisit{}).Where("id IN ? AND status = ?", ids, model.VisitRunning).
-			Updates(map[string]any{"status": k[0], "outcome": k[1], "finished_at": now, "lease_until": nil})
-		if res.Error != nil {
-			return fmt.Errorf("journey: finish visits: %w", res.Error)
-		}
-		if res.RowsAffected != int64(len(ids)) {
+	var visits, enrs []int64
+	for _, ids := range w.finish {
+		visits = append(visits, ids...)
+	}
+	for _, ids := range w.end {
+		enrs = append(enrs, ids...)
+	}
+	for _, ids := range w.advance {
+		enrs = append(enrs, ids...)
+	}
+	status, err := lockStatuses(tx, &model.StepVisit{}, visits)
+	if err != nil {
+		return err
+	}
+	for _, id := range visits {
+		if status[id] != model.VisitRunning {
 			return errRoundConflict
 		}
 	}
+	enrStatus, err := lockStatuses(tx, &model.Enrollment{}, enrs)
+	if err != nil {
+		return err
+	}
+	for _, k := range sortedPairs(w.finish) {
+		if err := tx.Model(&model.StepVisit{}).Where("id IN ?", sortedIDs(w.finish[k])).
+			Updates(map[string]any{"status": k[0], "outcome": k[1], "finished_at": now, "lease_until": nil}).Error; err != nil {
+			return fmt.Errorf("journey: finish visits: %w", err)
+		}
+	}
 	for _, k := range sortedPairs(w.end) {
-		if err := tx.Model(&model.Enrollment{}).Where("id IN ? AND status = ?", sortedIDs(w.end[k]), model.EnrollmentActive).
+		// One that ended meanwhile (an exit) keeps how it ended.
+		ids := slices.DeleteFunc(sortedIDs(w.end[k]), func(id int64) bool { return enrStatus[id] != model.EnrollmentActive })
+		if len(ids) == 0 {
+			continue
+		}
+		if err := tx.Model(&model.Enrollment{}).Where("id IN ?", ids).
 			Updates(map[string]any{"status": k[0], "end_reason": k[1], "ended_at": now, "active_key": nil}).Error; err != nil {
 			return fmt.Errorf("journey: end enrollments: %w", err)
 		}
 	}
 	for _, next := range sortedKeys(w.advance) {
 		ids := sortedIDs(w.advance[next])
-		res := tx.Model(&model.Enrollment{}).Where("id IN ? AND status = ?", ids, model.EnrollmentActive).Update("step_id", next)
-		if res.Error != nil {
-			return fmt.Errorf("journey: advance enrollments: %w", res.Error)
+		for _, id := range ids {
+			if enrStatus[id] != model.EnrollmentActive {
+				return errRoundConflict // it exited meanwhile: it gets no next visit
+			}
 		}
-		if res.RowsAffected != int64(len(ids)) {
-			return errRoundConflict // one exited meanwhile: it gets no next visit
+		if err := tx.Model(&model.Enrollment{}).Where("id IN ?", ids).Update("step_id", next).Error; err != nil {
+			return fmt.Errorf("journey: advance enrollments: %w", err)
 		}
 	}
 	return nil
+}
+
+// lockStatuses reads and locks the rows of a table by primary key and
+// returns their statuses (SQLite, with one writer, needs no lock).
+func lockStatuses(tx *gorm.DB, table any, ids []int64) (map[int64]string, error) {
+	out := make(map[int64]string, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	var rows []struct {
+		ID     int64
+		Status string
+	}
+	if err := tx.Model(table).Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).
+		Select("id", "status").Where("id IN ?", sortedIDs(ids)).Order("id").Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("journey: lock rows: %w", err)
+	}
+	for _, r := range rows {
+		out[r.ID] = r.Status
+	}
+	return out, nil
 }
 
 func sortedIDs(ids []int64) []int64 {

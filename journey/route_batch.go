@@ -47,11 +47,14 @@ func (e *Engine) Route(ctx context.Context, ids ...int64) error {
 	}
 	var evs []*model.Event
 	e.slot.lock()
-	err := e.cfg.DB.WithContext(ctx).Where("id IN ? AND routed_at IS NULL", ids).Order("id").Find(&evs).Error
+	// By id alone: with "routed_at IS NULL" PostgreSQL may read the partial
+	// index of unrouted events (all of a burst's) instead of the primary key.
+	err := e.cfg.DB.WithContext(ctx).Where("id IN ?", ids).Order("id").Find(&evs).Error
 	e.slot.unlock()
 	if err != nil {
 		return e.routeEach(ctx, ids...)
 	}
+	evs = slices.DeleteFunc(evs, func(ev *model.Event) bool { return ev.RoutedAt != nil })
 	chunks, single := routeChunks(evs)
 	var (
 		g    errgroup.Group
@@ -321,9 +324,11 @@ func (e *Engine) batchMembers(tx *gorm.DB, members []*batchMember, now time.Time
 // statement; errConflict if another worker routed one meanwhile.
 func markRouted(tx *gorm.DB, members []*batchMember, now time.Time) error {
 	var ids []int64
+	var keys []string
 	var sb strings.Builder
 	sb.WriteString("CASE id")
 	for _, bm := range members {
+		keys = append(keys, bm.key)
 		for _, ev := range bm.events {
 			ids = append(ids, ev.ID)
 			// Integers we hold, written as literals: a parameter would be
@@ -332,7 +337,9 @@ func markRouted(tx *gorm.DB, members []*batchMember, now time.Time) error {
 		}
 	}
 	sb.WriteString(" END")
-	res := tx.Model(&model.Event{}).Where("id IN ? AND routed_at IS NULL", ids).
+	// The member keys let the partial index of unrouted events find each
+	// row; without them PostgreSQL may read all of that index.
+	res := tx.Model(&model.Event{}).Where("member_key IN ? AND id IN ? AND routed_at IS NULL", keys, ids).
 		Updates(map[string]any{"routed_at": now, "member_id": gorm.Expr(sb.String())})
 	if res.Error != nil {
 		return fmt.Errorf("journey: mark events routed: %w", res.Error)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/glebarez/sqlite"
@@ -33,7 +34,7 @@ func Open(dialect, dsn string) (*gorm.DB, error) {
 		}
 		d = sqlite.Open(dsn + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate")
 	case "postgres":
-		d = postgres.Open(dsn)
+		d = postgres.Open(withPlannerCost(dsn))
 	case "mysql":
 		d = mysql.Open(dsn)
 	default:
@@ -65,6 +66,30 @@ func Open(dialect, dsn string) (*gorm.DB, error) {
 		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
 	}
 	return db, nil
+}
+
+// plannerCost is the PostgreSQL setting wejourney's connections run with
+// unless the database URL sets it. random_page_cost 1.1 is the usual
+// setting for data on SSDs or in memory (PostgreSQL's default 4 models
+// spinning disks): with 4, a batch's lookup of 64 identities by key is
+// planned as a scan of the whole table until it holds some 20,000 rows,
+// and the rows read per event grow with the table.
+const plannerCost, plannerCostValue = "random_page_cost", "1.1"
+
+// withPlannerCost adds plannerCost to a PostgreSQL URL or key=value DSN
+// that does not set it (pgx passes unknown parameters on as settings).
+func withPlannerCost(dsn string) string {
+	param := plannerCost + "=" + plannerCostValue
+	switch {
+	case strings.Contains(dsn, plannerCost+"="):
+		return dsn
+	case strings.Contains(dsn, "://") && strings.Contains(dsn, "?"):
+		return dsn + "&" + param
+	case strings.Contains(dsn, "://"):
+		return dsn + "?" + param
+	default:
+		return dsn + " " + param
+	}
 }
 
 // Migrate brings the schema to the newest version, recording each applied
