@@ -73,7 +73,7 @@ type benchOpts struct {
 }
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench [flags]", "Measures callbacks and follow → message latency against an embedded server (default) or --target.", stderr)
+	fs := newFlags("bench [flags]", "Measures callbacks and follow → message latency against an embedded server (default), --target, or separate web and worker processes (--web, --workers).", stderr)
 	var o benchOpts
 	fs.IntVar(&o.n, "n", 10000, "follows sent at --rate")
 	fs.Float64Var(&o.rate, "rate", 500, "follows per second in the paced run")
@@ -89,8 +89,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.reset, "reset", false, "empty wejourney's tables (events, members, journeys, …) in --database-url and flush the --redis-url database first")
 	fs.IntVar(&o.preload, "preload", 0, "members to create first, each mid-journey on a 30-day wait (directly in the database)")
 	fs.IntVar(&o.steps, "steps", 0, "instead of the follow runs, send this many follows into a 10-step journey and report step executions/s (0: off)")
-	fs.IntVar(&o.web, "web", 0, "cluster mode: start this many `serve --role=web` processes and spread the callbacks over them (needs --database-url and --redis-url)")
-	fs.IntVar(&o.workers, "workers", 0, "cluster mode: start this many `serve --role=worker` processes")
+	fs.IntVar(&o.web, "web", 0, "cluster mode: start this many serve --role=web processes and spread the callbacks over them (needs --database-url and --redis-url)")
+	fs.IntVar(&o.workers, "workers", 0, "cluster mode: start this many serve --role=worker processes")
 	fs.BoolVar(&o.killWorker, "kill-worker", false, "cluster mode: kill -9 the first worker once half of the burst's callbacks are acknowledged; its work is recovered after the 5 s lease, or after 1 min for unrouted events while the queue has a backlog: raise --settle to match")
 	fs.StringVar(&o.bin, "bin", "", "cluster mode: the wejourney binary to start (default: this one)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole bench to this file")
@@ -365,10 +365,17 @@ func (r *followRuns) run(ctx context.Context, stdout io.Writer) error {
 		total, tables := after.since(before, follows)
 		fmt.Fprintf(stdout, "  rows read/follow   %8.1f   (pg_stat_user_tables seq_tup_read + idx_tup_fetch per follow: %s)\n", total, tables)
 	}
-	printLost := func(f *follows, lost, doubled int) {
+	printLost := func(f *follows, sentAt []time.Time, lost, doubled int) {
 		fmt.Fprintf(stdout, "  messages lost %d, doubled %d\n", lost, doubled)
-		if lost > 0 && r.explainLost != nil {
-			fmt.Fprint(stdout, r.explainLost(f.missing(arr)))
+		if lost == 0 || r.explainLost == nil {
+			return
+		}
+		ids := f.missingAcked(arr, sentAt)
+		if unacked := lost - len(ids); unacked > 0 {
+			fmt.Fprintf(stdout, "  lost, not acknowledged   %d   (their callback failed: WeChat would send it again)\n", unacked)
+		}
+		if len(ids) > 0 {
+			fmt.Fprint(stdout, r.explainLost(ids))
 		}
 	}
 
@@ -380,11 +387,14 @@ func (r *followRuns) run(ctx context.Context, stdout io.Writer) error {
 	}
 	res := runLoad(ctx, client, paced.reqs, o.rate, o.concurrency)
 	lost, doubled, lat := paced.outcome(ctx, arr, res.sentAt, o.settle, r.gone)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("interrupted in the paced run: %w", err)
+	}
 	fmt.Fprintf(stdout, "\npaced: %d follows at %.0f/s, concurrency %d\n", o.n, o.rate, o.concurrency)
 	fmt.Fprintf(stdout, "  callbacks/s        %8.0f   (errors %d)\n", res.throughput(), res.errors)
 	fmt.Fprintf(stdout, "  ack                p50 %s  p99 %s  max %s\n", pct(res.acks, 50), pct(res.acks, 99), pct(res.acks, 100))
 	fmt.Fprintf(stdout, "  follow → message   p50 %s  p99 %s  max %s\n", pct(lat, 50), pct(lat, 99), pct(lat, 100))
-	printLost(paced, lost, doubled)
+	printLost(paced, res.sentAt, lost, doubled)
 	rowsPerFollow(rowsBefore, rowsOK, o.n)
 
 	var burstRate float64
@@ -399,12 +409,15 @@ func (r *followRuns) run(ctx context.Context, stdout io.Writer) error {
 		burstRate = res.throughput()
 		drainStart := time.Now()
 		lost, doubled, lat := burst.outcome(ctx, arr, res.sentAt, o.settle, r.gone)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("interrupted in the burst: %w", err)
+		}
 		fmt.Fprintf(stdout, "\nburst: %d follows as fast as possible, concurrency %d\n", o.burst, o.concurrency)
 		fmt.Fprintf(stdout, "  callbacks/s        %8.0f   (errors %d)\n", burstRate, res.errors)
 		fmt.Fprintf(stdout, "  ack                p50 %s  p99 %s  max %s\n", pct(res.acks, 50), pct(res.acks, 99), pct(res.acks, 100))
 		fmt.Fprintf(stdout, "  follow → message   p50 %s  p99 %s  max %s   (backlog drained %s after the last callback)\n",
 			pct(lat, 50), pct(lat, 99), pct(lat, 100), time.Since(drainStart).Round(10*time.Millisecond))
-		printLost(burst, lost, doubled)
+		printLost(burst, res.sentAt, lost, doubled)
 		if delivered, last := burst.delivered(arr); delivered > 0 {
 			took := last.Sub(burstStart)
 			fmt.Fprintf(stdout, "  drained follows/s  %8.0f   (%d messages delivered ÷ %s from the first burst callback to the last message)\n",
@@ -463,18 +476,24 @@ func prepareFollowsOver(sims []*wxsim.Client, prefix string, n int) (*follows, e
 // done) for one message per follow, then counts the lost and the doubled
 // and the follow → message latencies. gone, when set, says how many of
 // the follows still without a message never will get one: the wait ends
-// when the others have (it is asked at most once a second).
+// when the others have. It is asked only once no message has arrived for
+// a second, then after 2, 4, 8, 8, … seconds, so that it reads little.
 func (f *follows) outcome(ctx context.Context, arr *arrivals, sentAt []time.Time, settle time.Duration, gone func(openids []string) int) (lost, doubled int, lat []time.Duration) {
 	deadline := time.Now().Add(settle)
-	var lastGone time.Time
+	lastN, lastArrival, lastGone, goneEvery := arr.n.Load(), time.Now(), time.Time{}, time.Second
 	for {
 		missing := f.missing(arr)
 		if len(missing) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
 			break
 		}
-		if gone != nil && time.Since(lastGone) >= time.Second {
-			lastGone = time.Now()
-			if gone(missing) == len(missing) {
+		if n := arr.n.Load(); n != lastN {
+			lastN, lastArrival = n, time.Now()
+		}
+		if gone != nil && time.Since(lastArrival) >= time.Second && time.Since(lastGone) >= goneEvery {
+			lastGone, goneEvery = time.Now(), min(2*goneEvery, 8*time.Second)
+			// A follow whose callback failed has no message coming.
+			acked := f.missingAcked(arr, sentAt)
+			if gone(acked) == len(acked) {
 				break
 			}
 		}
@@ -506,6 +525,20 @@ func (f *follows) missing(arr *arrivals) []string {
 	var ids []string
 	for _, id := range f.openids {
 		if len(arr.at[id]) == 0 {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// missingAcked returns the openids of the follows whose callback was
+// acknowledged (sentAt set) and no message has reached yet.
+func (f *follows) missingAcked(arr *arrivals, sentAt []time.Time) []string {
+	arr.mu.Lock()
+	defer arr.mu.Unlock()
+	var ids []string
+	for i, id := range f.openids {
+		if len(arr.at[id]) == 0 && !sentAt[i].IsZero() {
 			ids = append(ids, id)
 		}
 	}

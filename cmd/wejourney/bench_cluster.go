@@ -39,7 +39,31 @@ const (
 	clusterReadyPoll    = 100 * time.Millisecond // how often /readyz is asked
 	clusterStopTimeout  = 10 * time.Second       // SIGTERM, then SIGKILL after this
 	clusterLogTail      = 20                     // lines of a failing child's log printed
+	clusterGoneMax      = 1000                   // follows without a message looked up in the database at most, while waiting
+	clusterBenchConns   = 4                      // database connections of the bench itself
+	// clusterChildConns is the connection pool of each child: model.Open's
+	// 32 on PostgreSQL and MySQL.
+	clusterChildConns = 32
 )
+
+// warnConnections says when PostgreSQL may refuse the children's
+// connections: the processes' pools of clusterChildConns, the bench's and the
+// connections already open must fit in max_connections, or callbacks are
+// refused (503, "too many clients") once the pools fill up.
+func warnConnections(ctx context.Context, db *gorm.DB, processes int, stdout io.Writer) {
+	if db.Dialector.Name() != "postgres" {
+		return
+	}
+	var maxConns, open int
+	if db.WithContext(ctx).Raw("SELECT current_setting('max_connections')::int").Scan(&maxConns).Error != nil ||
+		db.WithContext(ctx).Raw("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'").Scan(&open).Error != nil {
+		return
+	}
+	if need := processes*clusterChildConns + clusterBenchConns + open; need > maxConns {
+		fmt.Fprintf(stdout, "warning: PostgreSQL max_connections is %d; %d processes × %d connections each, this bench's %d and the %d open now make %d: once the pools fill, connections are refused (\"too many clients\") and so are callbacks (503)\n",
+			maxConns, processes, clusterChildConns, clusterBenchConns, open, need)
+	}
+}
 
 // cluster reports whether o asks for cluster mode.
 func (o benchOpts) cluster() bool { return o.web > 0 || o.workers > 0 }
@@ -396,11 +420,11 @@ func runCluster(ctx context.Context, o benchOpts, stdout, stderr io.Writer) (err
 	if err != nil {
 		return fmt.Errorf("--database-url: %w", err)
 	}
-	defer func() {
-		if sqlDB, err := db.DB(); err == nil {
-			sqlDB.Close()
-		}
-	}()
+	if sqlDB, err := db.DB(); err == nil {
+		sqlDB.SetMaxOpenConns(clusterBenchConns) // the children need the server's connections
+		defer sqlDB.Close()
+	}
+	warnConnections(ctx, db, o.web+o.workers, stdout)
 	redisOpt, err := parseRedisURL(cfg.RedisURL)
 	if err != nil {
 		return fmt.Errorf("--redis-url: %w", err)
@@ -430,15 +454,20 @@ func runCluster(ctx context.Context, o benchOpts, stdout, stderr io.Writer) (err
 	}
 	run := &followRuns{o: o, cfg: cfg, arr: arr, sims: sims, client: benchClient(o),
 		gone: func(ids []string) int {
+			if len(ids) > clusterGoneMax {
+				return 0 // the backlog is still draining, or much is lost: wait
+			}
 			n := 0
-			for _, st := range deliveryStatuses(ctx, db, ids) {
+			for _, st := range deliveryStatuses(ctx, db, cfg.DefaultAppID(), ids) {
 				if st == model.DeliveryUnknown {
 					n++
 				}
 			}
 			return n
 		},
-		explainLost: func(ids []string) string { return explainLost(deliveryStatuses(ctx, db, ids), len(ids), o.settle) },
+		explainLost: func(ids []string) string {
+			return explainLost(deliveryStatuses(ctx, db, cfg.DefaultAppID(), ids), len(ids), o.settle)
+		},
 	}
 	var kill *killAt
 	if o.killWorker {
@@ -464,40 +493,37 @@ func runCluster(ctx context.Context, o benchOpts, stdout, stderr io.Writer) (err
 	if err := run.run(ctx, stdout); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("interrupted: %w", err)
-	}
 	fmt.Fprintf(stdout, "cluster logs: %s\n", logDir)
 	return nil
 }
 
 // deliveryStatuses returns the status of the welcome delivery of each
-// member of openids that has one (the latest, should a member have several).
-func deliveryStatuses(ctx context.Context, db *gorm.DB, openids []string) map[string]string {
-	const chunk = 1000
+// follower of openids (of the account appID) that has one, the latest
+// should one have several. One primary-key lookup per follower: a join
+// over a list of them was planned as a scan of member_identities, which
+// showed in the rows read per follow.
+func deliveryStatuses(ctx context.Context, db *gorm.DB, appID string, openids []string) map[string]string {
 	st := map[string]string{}
-	for lo := 0; lo < len(openids); lo += chunk {
-		var rows []struct {
-			OpenID string
-			Status string
-		}
-		err := db.WithContext(ctx).Table("deliveries").Select("members.open_id AS open_id, deliveries.status AS status").
-			Joins("JOIN members ON members.id = deliveries.member_id").
-			Where("members.open_id IN ?", openids[lo:min(lo+chunk, len(openids))]).
-			Order("deliveries.id").Scan(&rows).Error
+	for _, id := range openids {
+		var status []string
+		err := db.WithContext(ctx).Table("member_identities").Select("deliveries.status").
+			Joins("JOIN deliveries ON deliveries.member_id = member_identities.member_id").
+			Where("member_identities.kind = ? AND member_identities.value = ?", model.IdentityOpenID, appID+"/"+id).
+			Order("deliveries.id DESC").Limit(1).Pluck("deliveries.status", &status).Error
 		if err != nil {
 			return st
 		}
-		for _, r := range rows {
-			st[r.OpenID] = r.Status
+		if len(status) == 1 {
+			st[id] = status[0]
 		}
 	}
 	return st
 }
 
-// explainLost says, for the lost follows, what became of their message:
-// recorded unknown (a worker died while sending it: never re-sent, at most
-// one message per step), another status, or no delivery yet.
+// explainLost says, for the lost follows whose callback was acknowledged,
+// what became of their message: recorded unknown (a worker died while
+// sending it: never re-sent, at most one message per step), another
+// status, or no delivery yet.
 func explainLost(statuses map[string]string, lost int, settle time.Duration) string {
 	by := map[string]int{}
 	for _, st := range statuses {
