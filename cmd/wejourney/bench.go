@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,10 +20,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/silenceper/wechat/v2/cache"
 	"github.com/silenceper/wechat/v2/officialaccount"
 	oaconfig "github.com/silenceper/wechat/v2/officialaccount/config"
 	"github.com/silenceper/wechat/v2/officialaccount/message"
+	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/config"
 	"github.com/wejourney/wejourney/internal/fakewx"
@@ -57,10 +60,20 @@ type benchOpts struct {
 	// steps is the members of the 10-step journey run (see bench_steps.go);
 	// 0 runs the paced and burst follow-welcome runs instead.
 	steps int
+	// web and workers are the `serve --role=web` and `--role=worker`
+	// processes of cluster mode (see bench_cluster.go); both 0: off.
+	web, workers int
+	// killWorker kills the first worker with SIGKILL once half of the
+	// burst's callbacks are acknowledged (cluster mode).
+	killWorker bool
+	// bin is the wejourney binary cluster mode starts; empty: this one.
+	bin string
+	// roleSet records that --role was given (cluster mode refuses it).
+	roleSet bool
 }
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench [flags]", "Measures callbacks and follow → message latency against an embedded server (default) or --target.", stderr)
+	fs := newFlags("bench [flags]", "Measures callbacks and follow → message latency against an embedded server (default), --target, or separate web and worker processes (--web, --workers).", stderr)
 	var o benchOpts
 	fs.IntVar(&o.n, "n", 10000, "follows sent at --rate")
 	fs.Float64Var(&o.rate, "rate", 500, "follows per second in the paced run")
@@ -76,11 +89,16 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.reset, "reset", false, "empty wejourney's tables (events, members, journeys, …) in --database-url and flush the --redis-url database first")
 	fs.IntVar(&o.preload, "preload", 0, "members to create first, each mid-journey on a 30-day wait (directly in the database)")
 	fs.IntVar(&o.steps, "steps", 0, "instead of the follow runs, send this many follows into a 10-step journey and report step executions/s (0: off)")
+	fs.IntVar(&o.web, "web", 0, "cluster mode: start this many serve --role=web processes and spread the callbacks over them (needs --database-url and --redis-url)")
+	fs.IntVar(&o.workers, "workers", 0, "cluster mode: start this many serve --role=worker processes")
+	fs.BoolVar(&o.killWorker, "kill-worker", false, "cluster mode: kill -9 the first worker once half of the burst's callbacks are acknowledged; its work is recovered after the 5 s lease, or after 1 min for unrouted events while the queue has a backlog: raise --settle to match")
+	fs.StringVar(&o.bin, "bin", "", "cluster mode: the wejourney binary to start (default: this one)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole bench to this file")
 	cfg, err := loadConfig(fs, args, stdout)
 	if err != nil {
 		return err
 	}
+	fs.Visit(func(f *flag.Flag) { o.roleSet = o.roleSet || f.Name == "role" })
 	if fs.NArg() > 0 {
 		return fmt.Errorf("bench takes no arguments, got %q (see wejourney bench --help)", fs.Arg(0))
 	}
@@ -99,6 +117,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := o.checkSteps(); err != nil {
 		return err
 	}
+	if err := o.checkCluster(); err != nil {
+		return err
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -109,6 +130,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if o.cluster() {
+		return runCluster(ctx, o, stdout, stderr)
 	}
 	return runBench(ctx, cfg, o, stdout, stderr)
 }
@@ -173,28 +197,10 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 			return err
 		}
 		defer os.RemoveAll(dir)
-		if err := os.MkdirAll(filepath.Join(dir, "journeys"), 0o755); err != nil {
+		if cfg, err = benchConfig(dir, o, fake.URL); err != nil {
 			return err
 		}
-		journeyFile, journeySrc := "bench.yaml", benchJourney
-		if o.steps > 0 {
-			journeyFile, journeySrc = "bench-steps.yaml", stepsJourney
-		}
-		if err := os.WriteFile(filepath.Join(dir, "journeys", journeyFile), []byte(journeySrc), 0o600); err != nil {
-			return err
-		}
-		if o.preload > 0 {
-			if err := os.WriteFile(filepath.Join(dir, "journeys", "bench-longwait.yaml"), []byte(preloadJourney), 0o600); err != nil {
-				return err
-			}
-		}
-		cfg = config.Defaults()
 		cfg.DatabaseURL = "sqlite:" + filepath.Join(dir, "bench.db")
-		cfg.JourneysDir = filepath.Join(dir, "journeys")
-		cfg.WeChatAppID, cfg.WeChatAppSecret, cfg.WeChatToken = "wxbench000000001", "bench-secret", "bench-token"
-		cfg.WeChatAESKey = randomAESKey()
-		cfg.WeChatAPIBase = fake.URL
-		cfg.AdminPassword = "bench"
 		desc = "embedded defaults (SQLite file, in-process Redis), server and load generator in one process"
 		if o.databaseURL != "" || o.redisURL != "" {
 			stores, err := benchStores(ctx, &cfg, o, stdout)
@@ -222,50 +228,133 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 	if err != nil {
 		return err
 	}
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+	run := &followRuns{o: o, cfg: cfg, arr: arr, sims: []*wxsim.Client{sim}, client: benchClient(o)}
+	run.header(stdout, desc)
+	if app != nil {
+		if run.readRows, run.rdbState, err = watchStores(ctx, app.DB, app.rdb, cfg, o, stdout, stderr); err != nil {
+			return err
+		}
+		if o.steps > 0 {
+			err := runStepsBench(ctx, app.DB, fake, sim, run.client, o, stdout)
+			fmt.Fprintf(stdout, "redis after: %s\n", run.rdbState())
+			return err
+		}
+	}
+	return run.run(ctx, stdout)
+}
+
+// benchConfig writes the bench's journeys into dir/journeys and returns
+// the configuration of a server that runs them: the bench account
+// wxbench000000001 in safe mode with a fresh AES key, its WeChat API calls
+// aimed at the fake API at fakeURL. The stores are the defaults' (see
+// benchStores).
+func benchConfig(dir string, o benchOpts, fakeURL string) (config.Config, error) {
+	journeys := filepath.Join(dir, "journeys")
+	if err := os.MkdirAll(journeys, 0o755); err != nil {
+		return config.Config{}, err
+	}
+	journeyFile, journeySrc := "bench.yaml", benchJourney
+	if o.steps > 0 {
+		journeyFile, journeySrc = "bench-steps.yaml", stepsJourney
+	}
+	if err := os.WriteFile(filepath.Join(journeys, journeyFile), []byte(journeySrc), 0o600); err != nil {
+		return config.Config{}, err
+	}
+	if o.preload > 0 {
+		if err := os.WriteFile(filepath.Join(journeys, "bench-longwait.yaml"), []byte(preloadJourney), 0o600); err != nil {
+			return config.Config{}, err
+		}
+	}
+	cfg := config.Defaults()
+	cfg.JourneysDir = journeys
+	cfg.WeChatAppID, cfg.WeChatAppSecret, cfg.WeChatToken = "wxbench000000001", "bench-secret", "bench-token"
+	cfg.WeChatAESKey = randomAESKey()
+	cfg.WeChatAPIBase = fakeURL
+	cfg.AdminPassword = "bench"
+	return cfg, nil
+}
+
+// benchClient is the HTTP client of the load generator.
+func benchClient(o benchOpts) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		MaxIdleConns: o.concurrency * 2, MaxIdleConnsPerHost: o.concurrency * 2, IdleConnTimeout: time.Minute,
 	}}
+}
+
+// followRuns are the paced and burst follow-welcome runs and their report,
+// against one server (embedded or --target) or several (cluster mode).
+type followRuns struct {
+	o      benchOpts
+	cfg    config.Config
+	arr    *arrivals
+	sims   []*wxsim.Client // the callbacks go round-robin to these servers
+	client *http.Client
+	// readRows reads PostgreSQL's rows read so far (ok false: not known).
+	readRows func() (rowsRead, bool)
+	// rdbState, when set, reads what Redis holds.
+	rdbState func() redisState
+	// onBurstAck, when set, is called after each acknowledged callback of
+	// the burst with how many are acknowledged so far.
+	onBurstAck func(acked int)
+	// burstNote, when set, returns lines printed after the burst's report.
+	burstNote func() string
+	// gone, when set, says how many of the openids will never get their
+	// message (see follows.outcome).
+	gone func(openids []string) int
+	// explainLost, when set, returns lines that say why the openids of
+	// the follows without a message got none.
+	explainLost func(openids []string) string
+}
+
+// header prints the report's first line: what is measured, where, when.
+func (r *followRuns) header(stdout io.Writer, desc string) {
 	mode := "plaintext"
-	if sim.SafeMode() {
+	if r.sims[0].SafeMode() {
 		mode = "safe mode (AES)"
 	}
 	fmt.Fprintf(stdout, "wejourney bench — %s, %s callbacks, %d CPUs (GOMAXPROCS %d), %s\n",
 		desc, mode, runtime.NumCPU(), runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339))
+}
 
-	// What the stores hold before: the preloaded members, Redis, and the
-	// rows PostgreSQL has read so far.
-	readRows := func() (rowsRead, bool) { return nil, false }
-	var rdbState func() redisState
-	if app != nil {
-		pre := preloadResult{}
-		if o.preload > 0 {
-			if pre, err = preload(ctx, app.DB, cfg.DefaultAppID(), o.preload, preloadBatch, stderr); err != nil {
-				return err
-			}
-			t0 := time.Now()
-			if did, err := analyzeBenchTables(ctx, app.DB); err != nil {
-				return err
-			} else if did {
-				pre.vacuumed = time.Since(t0)
-			}
+// watchStores preloads --preload members into db and prints it, prints
+// what Redis holds, and returns the readers of PostgreSQL's rows read and
+// of Redis's state for the runs' report.
+func watchStores(ctx context.Context, db *gorm.DB, rdb redis.UniversalClient, cfg config.Config, o benchOpts, stdout, stderr io.Writer) (func() (rowsRead, bool), func() redisState, error) {
+	pre := preloadResult{}
+	if o.preload > 0 {
+		var err error
+		if pre, err = preload(ctx, db, cfg.DefaultAppID(), o.preload, preloadBatch, stderr); err != nil {
+			return nil, nil, err
 		}
-		if pre.members == 0 {
-			fmt.Fprintln(stdout, "preload: 0 members (--preload N first creates N members mid-journey)")
-		} else {
-			fmt.Fprintf(stdout, "preload: %d members mid-journey (bench-longwait, waiting %s) in %s (%.0f members/s); no asynq task enqueued for their waits: the database holds them\n",
-				pre.members, preloadWaitText, pre.took.Round(10*time.Millisecond), float64(pre.members)/max(pre.took.Seconds(), 1e-9))
+		t0 := time.Now()
+		if did, err := analyzeBenchTables(ctx, db); err != nil {
+			return nil, nil, err
+		} else if did {
+			pre.vacuumed = time.Since(t0)
 		}
-		if pre.vacuumed > 0 {
-			fmt.Fprintf(stdout, "  then VACUUM (ANALYZE) of wejourney's tables in %s, as autovacuum would do\n", pre.vacuumed.Round(10*time.Millisecond))
-		}
-		readRows = func() (rowsRead, bool) { return pgRowsRead(ctx, app.DB) }
-		rdbState = func() redisState { return readRedisState(ctx, app.rdb) }
-		fmt.Fprintf(stdout, "redis before: %s\n", rdbState())
-		if o.steps > 0 {
-			err := runStepsBench(ctx, app.DB, fake, sim, client, o, stdout)
-			fmt.Fprintf(stdout, "redis after: %s\n", rdbState())
-			return err
-		}
+	}
+	if pre.members == 0 {
+		fmt.Fprintln(stdout, "preload: 0 members (--preload N first creates N members mid-journey)")
+	} else {
+		fmt.Fprintf(stdout, "preload: %d members mid-journey (bench-longwait, waiting %s) in %s (%.0f members/s); no asynq task enqueued for their waits: the database holds them\n",
+			pre.members, preloadWaitText, pre.took.Round(10*time.Millisecond), float64(pre.members)/max(pre.took.Seconds(), 1e-9))
+	}
+	if pre.vacuumed > 0 {
+		fmt.Fprintf(stdout, "  then VACUUM (ANALYZE) of wejourney's tables in %s, as autovacuum would do\n", pre.vacuumed.Round(10*time.Millisecond))
+	}
+	readRows := func() (rowsRead, bool) { return pgRowsRead(ctx, db) }
+	rdbState := func() redisState { return readRedisState(ctx, rdb) }
+	fmt.Fprintf(stdout, "redis before: %s\n", rdbState())
+	return readRows, rdbState, nil
+}
+
+// run runs the paced run, then the burst, then the bare server's burst,
+// and prints their report.
+func (r *followRuns) run(ctx context.Context, stdout io.Writer) error {
+	o, arr, client := r.o, r.arr, r.client
+	readRows := r.readRows
+	if readRows == nil {
+		readRows = func() (rowsRead, bool) { return nil, false }
 	}
 	// rowsPerFollow prints the rows read per follow since before, on PostgreSQL.
 	rowsPerFollow := func(before rowsRead, ok bool, follows int) {
@@ -276,54 +365,80 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 		total, tables := after.since(before, follows)
 		fmt.Fprintf(stdout, "  rows read/follow   %8.1f   (pg_stat_user_tables seq_tup_read + idx_tup_fetch per follow: %s)\n", total, tables)
 	}
+	printLost := func(f *follows, sentAt []time.Time, lost, doubled int) {
+		fmt.Fprintf(stdout, "  messages lost %d, doubled %d\n", lost, doubled)
+		if lost == 0 || r.explainLost == nil {
+			return
+		}
+		ids := f.missingAcked(arr, sentAt)
+		if unacked := lost - len(ids); unacked > 0 {
+			fmt.Fprintf(stdout, "  lost, not acknowledged   %d   (their callback failed: WeChat would send it again)\n", unacked)
+		}
+		if len(ids) > 0 {
+			fmt.Fprint(stdout, r.explainLost(ids))
+		}
+	}
 
 	// Paced run: follows at --rate.
 	rowsBefore, rowsOK := readRows()
-	paced, err := prepareFollows(sim, "obp", o.n)
+	paced, err := prepareFollowsOver(r.sims, "obp", o.n)
 	if err != nil {
 		return err
 	}
 	res := runLoad(ctx, client, paced.reqs, o.rate, o.concurrency)
-	lost, doubled, lat := paced.outcome(arr, res.sentAt, o.settle)
+	lost, doubled, lat := paced.outcome(ctx, arr, res.sentAt, o.settle, r.gone)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("interrupted in the paced run: %w", err)
+	}
 	fmt.Fprintf(stdout, "\npaced: %d follows at %.0f/s, concurrency %d\n", o.n, o.rate, o.concurrency)
 	fmt.Fprintf(stdout, "  callbacks/s        %8.0f   (errors %d)\n", res.throughput(), res.errors)
 	fmt.Fprintf(stdout, "  ack                p50 %s  p99 %s  max %s\n", pct(res.acks, 50), pct(res.acks, 99), pct(res.acks, 100))
 	fmt.Fprintf(stdout, "  follow → message   p50 %s  p99 %s  max %s\n", pct(lat, 50), pct(lat, 99), pct(lat, 100))
-	fmt.Fprintf(stdout, "  messages lost %d, doubled %d\n", lost, doubled)
+	printLost(paced, res.sentAt, lost, doubled)
 	rowsPerFollow(rowsBefore, rowsOK, o.n)
 
 	var burstRate float64
 	if o.burst > 0 {
-		burst, err := prepareFollows(sim, "obb", o.burst)
+		burst, err := prepareFollowsOver(r.sims, "obb", o.burst)
 		if err != nil {
 			return err
 		}
 		rowsBefore, rowsOK := readRows()
 		burstStart := time.Now()
-		res := runLoad(ctx, client, burst.reqs, 0, o.concurrency)
+		res := runLoadWith(ctx, client, burst.reqs, 0, o.concurrency, r.onBurstAck)
 		burstRate = res.throughput()
 		drainStart := time.Now()
-		lost, doubled, lat := burst.outcome(arr, res.sentAt, o.settle)
+		lost, doubled, lat := burst.outcome(ctx, arr, res.sentAt, o.settle, r.gone)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("interrupted in the burst: %w", err)
+		}
 		fmt.Fprintf(stdout, "\nburst: %d follows as fast as possible, concurrency %d\n", o.burst, o.concurrency)
 		fmt.Fprintf(stdout, "  callbacks/s        %8.0f   (errors %d)\n", burstRate, res.errors)
 		fmt.Fprintf(stdout, "  ack                p50 %s  p99 %s  max %s\n", pct(res.acks, 50), pct(res.acks, 99), pct(res.acks, 100))
 		fmt.Fprintf(stdout, "  follow → message   p50 %s  p99 %s  max %s   (backlog drained %s after the last callback)\n",
 			pct(lat, 50), pct(lat, 99), pct(lat, 100), time.Since(drainStart).Round(10*time.Millisecond))
-		fmt.Fprintf(stdout, "  messages lost %d, doubled %d\n", lost, doubled)
+		printLost(burst, res.sentAt, lost, doubled)
 		if delivered, last := burst.delivered(arr); delivered > 0 {
 			took := last.Sub(burstStart)
 			fmt.Fprintf(stdout, "  drained follows/s  %8.0f   (%d messages delivered ÷ %s from the first burst callback to the last message)\n",
 				float64(delivered)/took.Seconds(), delivered, took.Round(10*time.Millisecond))
 		}
 		rowsPerFollow(rowsBefore, rowsOK, o.burst)
+		if r.burstNote != nil {
+			fmt.Fprint(stdout, r.burstNote())
+		}
 	}
-	if rdbState != nil {
-		fmt.Fprintf(stdout, "redis after: %s\n", rdbState())
+	if r.rdbState != nil {
+		fmt.Fprintf(stdout, "redis after: %s\n", r.rdbState())
 	}
 	if o.bare && o.burst > 0 {
-		bareRate, err := benchBare(ctx, client, cfg, o)
+		bareRate, err := benchBare(ctx, client, r.cfg, o)
 		if err != nil {
 			return fmt.Errorf("bare server: %w", err)
+		}
+		mode := "plaintext"
+		if r.sims[0].SafeMode() {
+			mode = "safe mode (AES)"
 		}
 		fmt.Fprintf(stdout, "\nbare silenceper callback server (net/http, answers \"success\", stores nothing), %s, same burst:\n", mode)
 		fmt.Fprintf(stdout, "  callbacks/s        %8.0f\n", bareRate)
@@ -339,11 +454,16 @@ type follows struct {
 }
 
 func prepareFollows(sim *wxsim.Client, prefix string, n int) (*follows, error) {
+	return prepareFollowsOver([]*wxsim.Client{sim}, prefix, n)
+}
+
+// prepareFollowsOver prepares n follows, the i-th against sims[i % len(sims)].
+func prepareFollowsOver(sims []*wxsim.Client, prefix string, n int) (*follows, error) {
 	f := &follows{openids: make([]string, n), reqs: make([]wxsim.Prepared, n)}
 	run := randomHex(4)
 	for i := range n {
 		f.openids[i] = fmt.Sprintf("%s_%s_%d", prefix, run, i)
-		p, err := sim.Prepared(wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: f.openids[i], Scene: "store_bench"})
+		p, err := sims[i%len(sims)].Prepared(wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: f.openids[i], Scene: "store_bench"})
 		if err != nil {
 			return nil, err
 		}
@@ -352,21 +472,30 @@ func prepareFollows(sim *wxsim.Client, prefix string, n int) (*follows, error) {
 	return f, nil
 }
 
-// outcome waits up to settle after the last callback for one message per
-// follow, then counts the lost and the doubled and the follow → message latencies.
-func (f *follows) outcome(arr *arrivals, sentAt []time.Time, settle time.Duration) (lost, doubled int, lat []time.Duration) {
+// outcome waits up to settle after the last callback (or until ctx is
+// done) for one message per follow, then counts the lost and the doubled
+// and the follow → message latencies. gone, when set, says how many of
+// the follows still without a message never will get one: the wait ends
+// when the others have. It is asked only once no message has arrived for
+// a second, then after 2, 4, 8, 8, … seconds, so that it reads little.
+func (f *follows) outcome(ctx context.Context, arr *arrivals, sentAt []time.Time, settle time.Duration, gone func(openids []string) int) (lost, doubled int, lat []time.Duration) {
 	deadline := time.Now().Add(settle)
+	lastN, lastArrival, lastGone, goneEvery := arr.n.Load(), time.Now(), time.Time{}, time.Second
 	for {
-		arr.mu.Lock()
-		got := 0
-		for _, id := range f.openids {
-			if len(arr.at[id]) > 0 {
-				got++
-			}
-		}
-		arr.mu.Unlock()
-		if got == len(f.openids) || time.Now().After(deadline) {
+		missing := f.missing(arr)
+		if len(missing) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
 			break
+		}
+		if n := arr.n.Load(); n != lastN {
+			lastN, lastArrival = n, time.Now()
+		}
+		if gone != nil && time.Since(lastArrival) >= time.Second && time.Since(lastGone) >= goneEvery {
+			lastGone, goneEvery = time.Now(), min(2*goneEvery, 8*time.Second)
+			// A follow whose callback failed has no message coming.
+			acked := f.missingAcked(arr, sentAt)
+			if gone(acked) == len(acked) {
+				break
+			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -387,6 +516,33 @@ func (f *follows) outcome(arr *arrivals, sentAt []time.Time, settle time.Duratio
 		}
 	}
 	return lost, doubled, lat
+}
+
+// missing returns the openids of the follows no message has reached yet.
+func (f *follows) missing(arr *arrivals) []string {
+	arr.mu.Lock()
+	defer arr.mu.Unlock()
+	var ids []string
+	for _, id := range f.openids {
+		if len(arr.at[id]) == 0 {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// missingAcked returns the openids of the follows whose callback was
+// acknowledged (sentAt set) and no message has reached yet.
+func (f *follows) missingAcked(arr *arrivals, sentAt []time.Time) []string {
+	arr.mu.Lock()
+	defer arr.mu.Unlock()
+	var ids []string
+	for i, id := range f.openids {
+		if len(arr.at[id]) == 0 && !sentAt[i].IsZero() {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // delivered counts the follows whose message arrived and when the last
@@ -420,7 +576,14 @@ func (r loadResult) throughput() float64 {
 // (open loop: request i is due at start + i/rate) or as fast as possible
 // when rate is 0.
 func runLoad(ctx context.Context, client *http.Client, reqs []wxsim.Prepared, rate float64, concurrency int) loadResult {
+	return runLoadWith(ctx, client, reqs, rate, concurrency, nil)
+}
+
+// runLoadWith is runLoad that calls onAck, when set, after each
+// acknowledged callback with how many are acknowledged so far.
+func runLoadWith(ctx context.Context, client *http.Client, reqs []wxsim.Prepared, rate float64, concurrency int, onAck func(acked int)) loadResult {
 	res := loadResult{sentAt: make([]time.Time, len(reqs))}
+	var acked atomic.Int64
 	acks := make([]time.Duration, len(reqs))
 	ok := make([]bool, len(reqs))
 	var next atomic.Int64
@@ -459,6 +622,9 @@ func runLoad(ctx context.Context, client *http.Client, reqs []wxsim.Prepared, ra
 					continue
 				}
 				res.sentAt[i], acks[i], ok[i] = t0, time.Since(t0), true
+				if n := acked.Add(1); onAck != nil {
+					onAck(int(n))
+				}
 			}
 		}()
 	}
