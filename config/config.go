@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -35,6 +36,10 @@ type Config struct {
 	HTTPAddr      string `env:"WEJOURNEY_HTTP_ADDR" yaml:"http_addr"`
 	DatabaseURL   string `env:"WEJOURNEY_DATABASE_URL" yaml:"database_url"`
 	RedisURL      string `env:"WEJOURNEY_REDIS_URL" yaml:"redis_url"`
+	// DatabaseMaxConns caps one process's connections to PostgreSQL or
+	// MySQL (SQLite always has one): empty for 32. Several processes on one
+	// database share its max_connections (PostgreSQL's default is 100).
+	DatabaseMaxConns string `env:"WEJOURNEY_DATABASE_MAX_CONNS" yaml:"database_max_conns"`
 	JourneysDir   string `env:"WEJOURNEY_JOURNEYS_DIR" yaml:"journeys_dir"`
 	AdminPassword string `env:"WEJOURNEY_ADMIN_PASSWORD" yaml:"admin_password"`
 	APIKey        string `env:"WEJOURNEY_API_KEY" yaml:"api_key"`
@@ -130,6 +135,22 @@ func Load(path string, getenv func(string) string) (Config, error) {
 	return cfg, nil
 }
 
+// DefaultMaxConns is a process's database connections when
+// WEJOURNEY_DATABASE_MAX_CONNS is empty.
+const DefaultMaxConns = 32
+
+// MaxConns is WEJOURNEY_DATABASE_MAX_CONNS as a number (DefaultMaxConns when empty).
+func (c Config) MaxConns() (int, error) {
+	if c.DatabaseMaxConns == "" {
+		return DefaultMaxConns, nil
+	}
+	n, err := strconv.Atoi(c.DatabaseMaxConns)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("%q: want a number of connections, 1 or more", c.DatabaseMaxConns)
+	}
+	return n, nil
+}
+
 // Sandbox reports whether the default Official Account has no real
 // credentials: callbacks use the sandbox appid and token, sends are logged.
 func (c Config) Sandbox() bool { return c.WeChatAppSecret == "" }
@@ -162,6 +183,9 @@ func (c Config) Validate() error {
 	}
 	if _, _, err := ParseDatabaseURL(c.DatabaseURL); err != nil {
 		bad("WEJOURNEY_DATABASE_URL", "%v", err)
+	}
+	if _, err := c.MaxConns(); err != nil {
+		bad("WEJOURNEY_DATABASE_MAX_CONNS", "%v", err)
 	}
 	if c.RedisURL != "" {
 		u, err := url.Parse(c.RedisURL)

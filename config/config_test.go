@@ -90,6 +90,11 @@ func TestValidate(t *testing.T) {
 		{"smtp url not implemented, password not echoed", func(c *Config) { c.SMTPURL = "smtp://mailer:hunter2@mail.example.com:587" },
 			[]string{"WEJOURNEY_SMTP_URL: email over SMTP is not implemented yet: leave WEJOURNEY_SMTP_URL unset and emails are logged"}},
 		{"email from alone is fine", func(c *Config) { c.EmailFrom = "journeys@example.com" }, nil},
+		{"max conns not a number", func(c *Config) { c.DatabaseMaxConns = "lots" },
+			[]string{`WEJOURNEY_DATABASE_MAX_CONNS: "lots": want a number of connections, 1 or more`}},
+		{"max conns zero", func(c *Config) { c.DatabaseMaxConns = "0" },
+			[]string{`WEJOURNEY_DATABASE_MAX_CONNS: "0": want a number of connections, 1 or more`}},
+		{"max conns 20", func(c *Config) { c.DatabaseMaxConns = "20" }, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -484,8 +484,10 @@ func (e *Engine) handOverAll(ctx context.Context, sends []*stepItem, now time.Ti
 	g.Wait()
 }
 
-// sendConcurrency bounds the messages one batch hands over at once.
-const sendConcurrency = 32
+// sendConcurrency bounds the messages one batch hands over at once: all of
+// them, so that none waits long between being recorded as sending and
+// being sent (should the process die in between, it is never sent).
+const sendConcurrency = stepBatchMax
 
 // finishRound writes the round's outcomes in one transaction: deliveries,
 // visit outcomes, enrollment moves and ends, and the next visits (one

@@ -175,6 +175,12 @@ func openDatabase(cfg config.Config, migrate bool) (db *gorm.DB, closeDB func(),
 	if db, err = model.Open(dialect, dsn); err != nil {
 		return nil, nil, err
 	}
+	if n, err := cfg.MaxConns(); err == nil && dialect != "sqlite" {
+		if sqlDB, err := db.DB(); err == nil {
+			sqlDB.SetMaxOpenConns(n)
+			sqlDB.SetMaxIdleConns(n)
+		}
+	}
 	closeDB = func() {
 		if sqlDB, err := db.DB(); err == nil {
 			sqlDB.Close()

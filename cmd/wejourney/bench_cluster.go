@@ -41,9 +41,10 @@ const (
 	clusterLogTail      = 20                     // lines of a failing child's log printed
 	clusterGoneMax      = 1000                   // follows without a message looked up in the database at most, while waiting
 	clusterBenchConns   = 4                      // database connections of the bench itself
-	// clusterChildConns is the connection pool of each child: model.Open's
-	// 32 on PostgreSQL and MySQL.
-	clusterChildConns = 32
+	// clusterChildConns is the connection pool of each child
+	// (WEJOURNEY_DATABASE_MAX_CONNS): 2 web + 2 workers at 20 fit in
+	// PostgreSQL's default max_connections of 100.
+	clusterChildConns = 20
 )
 
 // warnConnections says when PostgreSQL may refuse the children's
@@ -180,7 +181,8 @@ func clusterEnv(cfg config.Config) []string {
 		"WEJOURNEY_WECHAT_APPID="+cfg.WeChatAppID, "WEJOURNEY_WECHAT_APPSECRET="+cfg.WeChatAppSecret,
 		"WEJOURNEY_WECHAT_TOKEN="+cfg.WeChatToken, "WEJOURNEY_WECHAT_AES_KEY="+cfg.WeChatAESKey,
 		"WEJOURNEY_WECHAT_API_BASE="+cfg.WeChatAPIBase, "WEJOURNEY_SECRET_KEY="+cfg.SecretKey,
-		"WEJOURNEY_ADMIN_PASSWORD="+cfg.AdminPassword)
+		"WEJOURNEY_ADMIN_PASSWORD="+cfg.AdminPassword,
+		"WEJOURNEY_DATABASE_MAX_CONNS="+strconv.Itoa(clusterChildConns))
 }
 
 // start starts `serve --role=role` as the child name, on a free loopback port.
