@@ -282,3 +282,29 @@ func TestStepTasksTogetherRunOnce(t *testing.T) {
 		})
 	}
 }
+
+// A member who follows twice within one batch enters the journey once and
+// is welcomed once: the second follow finds the first's entry active.
+func TestRouteBatchTwoFollowsOneEntry(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range ingestDialects {
+		t.Run(dialect, func(t *testing.T) {
+			b := setupBatch(t, dialect)
+			evs := []*model.Event{
+				withKey(wechatEvent("wechat.subscribe", "twice", map[string]any{"scene": "a"}), "t1"),
+				withKey(wechatEvent("wechat.subscribe", "other", map[string]any{"scene": "a"}), "o1"),
+				withKey(wechatEvent("wechat.subscribe", "twice", map[string]any{"scene": "b"}), "t2"),
+			}
+			if err := b.e.Route(t.Context(), b.store(t, evs...)...); err != nil {
+				t.Fatalf("Route: %v", err)
+			}
+			var enrollments int64
+			b.db.Model(&model.Enrollment{}).Joins("JOIN members ON members.id = enrollments.member_id").
+				Where("members.open_id = ?", "twice").Count(&enrollments)
+			got := b.perMember()
+			if enrollments != 1 || got["twice hi a"] != 1 || got["twice hi b"] != 0 || got["other hi a"] != 1 {
+				t.Errorf("twice: %d enrollments, messages %v; want 1 enrollment and one welcome each (scene a: the first follow)", enrollments, got)
+			}
+		})
+	}
+}

@@ -176,15 +176,22 @@ func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *rout
 	if res.RowsAffected == 0 {
 		return errConflict
 	}
-	return e.routeEffects(tx, ev, m, nil, now, r)
+	return e.routeEffects(tx, ev, m, nil, nil, now, r)
 }
 
 // routeEffects applies a routed event to its member's journeys inside tx:
 // exits, wait_for resumes, entries. active, if not nil, holds the member's
 // active enrollments (loaded by the caller; entries are added to it); nil
-// loads them. The follow-up work goes to r (only when it succeeds, so a
-// rolled-back savepoint adds nothing).
-func (e *Engine) routeEffects(tx *gorm.DB, ev *model.Event, m *model.Member, active *[]model.Enrollment, now time.Time, r *routed) error {
+// loads them. With pend (a batch), entries are inserted later, many at
+// once (see pendingEntries). The follow-up work goes to r (only when it
+// succeeds, so a rolled-back savepoint adds nothing).
+func (e *Engine) routeEffects(tx *gorm.DB, ev *model.Event, m *model.Member, active *[]model.Enrollment, pend *pendingEntries, now time.Time, r *routed) error {
+	if pend.has(m.ID) {
+		// This member's earlier event entered journeys: this one may exit them.
+		if err := pend.flush(tx, e, now, r); err != nil {
+			return err
+		}
+	}
 	vars := env{"event": eventEnv(ev), "member": memberEnv(m)}
 	visits, err := e.routeToEnrollments(tx, ev, m, vars, now, active)
 	if err != nil {
@@ -201,11 +208,19 @@ func (e *Engine) routeEffects(tx *gorm.DB, ev *model.Event, m *model.Member, act
 			why = append(why, lj.c.Def.Key+": where was false")
 			continue
 		}
-		v, reason, err := e.enroll(tx, lj, m, ev, now, active)
+		var (
+			v      *model.StepVisit
+			reason string
+		)
+		if pend != nil {
+			reason, err = e.enrollLater(tx, lj, m, ev, now, active, pend)
+		} else {
+			v, reason, err = e.enroll(tx, lj, m, ev, now, active)
+		}
 		if err != nil {
 			return err
 		}
-		if v == nil {
+		if reason != "" {
 			why = append(why, lj.c.Def.Key+": "+reason)
 			continue
 		}
@@ -334,28 +349,10 @@ const activeOfMembers = "member_id IN ? AND status = '" + model.EnrollmentActive
 // returns the first visit, or nil and why the member was not entered. A new
 // enrollment is added to active, when not nil.
 func (e *Engine) enroll(tx *gorm.DB, lj liveJourney, m *model.Member, ev *model.Event, now time.Time, active *[]model.Enrollment) (*model.StepVisit, string, error) {
-	entry := lj.c.Def.Entry
-	if entry.Once || entry.Cooldown > 0 {
-		q := tx.Model(&model.Enrollment{}).Where("journey_id = ? AND member_id = ?", lj.journeyID, m.ID)
-		if entry.Cooldown > 0 {
-			q = q.Where("entered_at > ?", now.Add(-time.Duration(entry.Cooldown)))
-		}
-		var n int64
-		if err := q.Count(&n).Error; err != nil {
-			return nil, "", fmt.Errorf("journey: entry check: %w", err)
-		}
-		if n > 0 {
-			if entry.Once {
-				return nil, whyOnce, nil
-			}
-			return nil, whyCooldown, nil
-		}
+	if why, err := entryRules(tx, lj, m, now); why != "" || err != nil {
+		return nil, why, err
 	}
-	key := fmt.Sprintf("%d:%d", lj.journeyID, m.ID)
-	enr := &model.Enrollment{
-		JourneyID: lj.journeyID, VersionID: lj.versionID, MemberID: m.ID, Status: model.EnrollmentActive,
-		ActiveKey: &key, StepID: lj.c.first, TriggerEventID: ev.ID, Event: eventEnv(ev), EnteredAt: now,
-	}
+	enr := newEnrollment(lj, m, ev, now)
 	res := model.InsertIgnore(tx).Create(enr)
 	if res.Error != nil {
 		return nil, "", fmt.Errorf("journey: enroll: %w", res.Error)
@@ -368,6 +365,40 @@ func (e *Engine) enroll(tx *gorm.DB, lj liveJourney, m *model.Member, ev *model.
 	}
 	v, err := newVisit(tx, lj.c, enr, 1, lj.c.first, now, e.cfg.Lease)
 	return v, "", err
+}
+
+// entryRules checks the journey's entry rules (once, cooldown) for the
+// member and says why it may not enter ("" when it may).
+func entryRules(tx *gorm.DB, lj liveJourney, m *model.Member, now time.Time) (string, error) {
+	entry := lj.c.Def.Entry
+	if !entry.Once && entry.Cooldown <= 0 {
+		return "", nil
+	}
+	q := tx.Model(&model.Enrollment{}).Where("journey_id = ? AND member_id = ?", lj.journeyID, m.ID)
+	if entry.Cooldown > 0 {
+		q = q.Where("entered_at > ?", now.Add(-time.Duration(entry.Cooldown)))
+	}
+	var n int64
+	if err := q.Count(&n).Error; err != nil {
+		return "", fmt.Errorf("journey: entry check: %w", err)
+	}
+	switch {
+	case n == 0:
+		return "", nil
+	case entry.Once:
+		return whyOnce, nil
+	default:
+		return whyCooldown, nil
+	}
+}
+
+// newEnrollment is the member's active enrollment in the journey, to insert.
+func newEnrollment(lj liveJourney, m *model.Member, ev *model.Event, now time.Time) *model.Enrollment {
+	key := fmt.Sprintf("%d:%d", lj.journeyID, m.ID)
+	return &model.Enrollment{
+		JourneyID: lj.journeyID, VersionID: lj.versionID, MemberID: m.ID, Status: model.EnrollmentActive,
+		ActiveKey: &key, StepID: lj.c.first, TriggerEventID: ev.ID, Event: eventEnv(ev), EnteredAt: now,
+	}
 }
 
 // resolveMember finds the member the reference names, creating it or

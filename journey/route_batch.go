@@ -161,16 +161,93 @@ func (e *Engine) routeBatch(ctx context.Context, chunk []*model.Event) (routed, 
 		if err := loadActive(tx, members); err != nil {
 			return err
 		}
+		pend := &pendingEntries{}
 		for _, bm := range members {
 			for _, ev := range bm.events {
-				if err := e.routeEffects(tx, ev, bm.m, &bm.active, now, &r); err != nil {
+				if err := e.routeEffects(tx, ev, bm.m, &bm.active, pend, now, &r); err != nil {
 					return err
 				}
 			}
 		}
-		return nil
+		return pend.flush(tx, e, now, &r)
 	})
 	return r, err
+}
+
+// pendingEntries are a batch's entries into journeys not inserted yet: all
+// of them are inserted at once, two statements (the enrollments, then their
+// first visits), when the batch ends or before an event of one of their
+// members is routed (it may exit them).
+type pendingEntries struct {
+	entries []pendingEntry
+	members map[int64]bool
+}
+
+type pendingEntry struct {
+	enr    *model.Enrollment
+	lj     liveJourney
+	m      *model.Member
+	active *[]model.Enrollment // the member's, where enr is at index at
+	at     int
+}
+
+// has reports whether the member has entries pending; a nil p has none.
+func (p *pendingEntries) has(memberID int64) bool { return p != nil && p.members[memberID] }
+
+// flush inserts the pending entries and adds their first visits to r.
+func (p *pendingEntries) flush(tx *gorm.DB, e *Engine, now time.Time, r *routed) error {
+	if len(p.entries) == 0 {
+		return nil
+	}
+	enrs := make([]*model.Enrollment, len(p.entries))
+	for i, pe := range p.entries {
+		enrs[i] = pe.enr
+	}
+	// A plain insert: should another worker have entered one of these
+	// members meanwhile (the unique active key), the batch fails and its
+	// events are routed one by one.
+	if err := tx.Create(&enrs).Error; err != nil {
+		return fmt.Errorf("journey: enroll: %w", err)
+	}
+	visits := make([]*model.StepVisit, len(p.entries))
+	for i, pe := range p.entries {
+		(*pe.active)[pe.at].ID = pe.enr.ID
+		visits[i] = buildVisit(pe.lj.c, pe.enr, 1, pe.lj.c.first, now, e.cfg.Lease)
+	}
+	if err := tx.Create(&visits).Error; err != nil {
+		return fmt.Errorf("journey: create visits: %w", err)
+	}
+	for i, v := range visits {
+		if v.Status == model.VisitRunning {
+			r.claimed = append(r.claimed, &stepItem{v: v, m: p.entries[i].m})
+		} else {
+			r.waiting = append(r.waiting, v)
+		}
+	}
+	p.entries, p.members = nil, nil
+	return nil
+}
+
+// enrollLater is enroll for a batch: the entry is checked against the
+// member's active enrollments in memory and added to pend, and "" returned,
+// or the reason the member does not enter.
+func (e *Engine) enrollLater(tx *gorm.DB, lj liveJourney, m *model.Member, ev *model.Event, now time.Time, active *[]model.Enrollment, pend *pendingEntries) (string, error) {
+	if slices.ContainsFunc(*active, func(x model.Enrollment) bool {
+		return x.JourneyID == lj.journeyID && x.Status == model.EnrollmentActive
+	}) {
+		return whyActive, nil
+	}
+	if why, err := entryRules(tx, lj, m, now); why != "" || err != nil {
+		return why, err
+	}
+	enr := newEnrollment(lj, m, ev, now)
+	*active = append(*active, *enr)
+	if pend.members == nil {
+		pend.members = map[int64]bool{}
+	}
+	pend.members[m.ID] = true
+	pend.entries = append(pend.entries, pendingEntry{enr: enr, lj: lj, m: m, active: active, at: len(*active) - 1})
+	return "", nil
 }
 
 // batchEvents groups the chunk's events by member, with each member's
