@@ -33,16 +33,16 @@ const (
 // Config is the whole configuration. Field tags name the environment variable
 // (env) and the yaml key (yaml).
 type Config struct {
-	HTTPAddr      string `env:"WEJOURNEY_HTTP_ADDR" yaml:"http_addr"`
-	DatabaseURL   string `env:"WEJOURNEY_DATABASE_URL" yaml:"database_url"`
-	RedisURL      string `env:"WEJOURNEY_REDIS_URL" yaml:"redis_url"`
+	HTTPAddr    string `env:"WEJOURNEY_HTTP_ADDR" yaml:"http_addr"`
+	DatabaseURL string `env:"WEJOURNEY_DATABASE_URL" yaml:"database_url"`
+	RedisURL    string `env:"WEJOURNEY_REDIS_URL" yaml:"redis_url"`
 	// DatabaseMaxConns caps one process's connections to PostgreSQL or
 	// MySQL (SQLite always has one): empty for 32. Several processes on one
 	// database share its max_connections (PostgreSQL's default is 100).
 	DatabaseMaxConns string `env:"WEJOURNEY_DATABASE_MAX_CONNS" yaml:"database_max_conns"`
-	JourneysDir   string `env:"WEJOURNEY_JOURNEYS_DIR" yaml:"journeys_dir"`
-	AdminPassword string `env:"WEJOURNEY_ADMIN_PASSWORD" yaml:"admin_password"`
-	APIKey        string `env:"WEJOURNEY_API_KEY" yaml:"api_key"`
+	JourneysDir      string `env:"WEJOURNEY_JOURNEYS_DIR" yaml:"journeys_dir"`
+	AdminPassword    string `env:"WEJOURNEY_ADMIN_PASSWORD" yaml:"admin_password"`
+	APIKey           string `env:"WEJOURNEY_API_KEY" yaml:"api_key"`
 
 	WeChatAppID     string `env:"WEJOURNEY_WECHAT_APPID" yaml:"wechat_appid"`
 	WeChatAppSecret string `env:"WEJOURNEY_WECHAT_APPSECRET" yaml:"wechat_appsecret"`
