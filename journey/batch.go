@@ -47,25 +47,12 @@ type stepItem struct {
 	failed error // the round failed for this visit: its claim is released
 }
 
-// stepReq is a step task waiting for its visit's batch.
-type stepReq struct {
-	id   int64
-	done chan error
-}
-
-// stepBatcher gathers the visits of step tasks that arrive while earlier
-// batches run (a group commit, as the ingest does for callbacks).
-type stepBatcher struct {
-	mu      sync.Mutex
-	queue   []*stepReq
-	running int
-}
-
-// Batch sizes: at most stepBatchMax visits a batch, stepFlushers batches at
-// once per engine.
+// Batch sizes: at most stepBatchMax visits a batch, gatherFlushers batches
+// at once per engine (one with a single database slot: batches would only
+// queue for it, and a queued request joins the next batch instead).
 const (
-	stepBatchMax = 64
-	stepFlushers = 4
+	stepBatchMax   = 64
+	gatherFlushers = 4
 )
 
 // RunStep runs the step visit with this id if it is due and not yet run. It
@@ -74,51 +61,16 @@ const (
 // a channel for this visit is never handed over again. Calls that arrive
 // together run as one batch; RunStep returns when its visit's part is done.
 func (e *Engine) RunStep(ctx context.Context, visitID int64) error {
-	req := &stepReq{id: visitID, done: make(chan error, 1)}
-	b := &e.steps
-	b.mu.Lock()
-	b.queue = append(b.queue, req)
-	start := b.running < stepFlushers
-	if start {
-		b.running++
-	}
-	b.mu.Unlock()
-	if start {
-		go e.flushSteps()
-	}
-	select {
-	case err := <-req.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err() // the batch goes on; a retry of the task finds the visit done
-	}
+	return e.steps.do(ctx, []int64{visitID})
 }
 
-// flushSteps runs the queued step requests batch after batch until none is left.
-func (e *Engine) flushSteps() {
-	b := &e.steps
-	for {
-		b.mu.Lock()
-		if len(b.queue) == 0 {
-			b.running--
-			b.mu.Unlock()
-			return
-		}
-		n := min(len(b.queue), stepBatchMax)
-		batch := b.queue[:n:n]
-		b.queue = append([]*stepReq(nil), b.queue[n:]...)
-		b.mu.Unlock()
-		ids := make([]int64, len(batch))
-		for i, r := range batch {
-			ids[i] = r.id
-		}
-		ctx, cancel := context.WithTimeout(e.cfg.BaseContext, stepTaskTimeout)
-		errs := e.runSteps(ctx, ids)
-		cancel()
-		for i, r := range batch {
-			r.done <- errs[i]
-		}
+// runStepBatch is the step gatherer's run: one visit per request.
+func (e *Engine) runStepBatch(ctx context.Context, reqs [][]int64) []error {
+	ids := make([]int64, len(reqs))
+	for i, r := range reqs {
+		ids[i] = r[0]
 	}
+	return e.runSteps(ctx, ids)
 }
 
 // stepTaskTimeout bounds one batch of step tasks (the task's own timeout).

@@ -161,7 +161,7 @@ type Engine struct {
 	index    *triggerIndex
 	// queuedUntil is how far ahead the sweeper has queued upcoming visits.
 	queuedUntil time.Time
-	steps       stepBatcher
+	steps, routes *gatherer // step and route tasks, run in batches
 }
 
 type liveJourney struct {
@@ -217,6 +217,15 @@ func New(cfg Config) *Engine {
 	if cfg.DBSlots > 0 {
 		e.slot = make(dbSlot, cfg.DBSlots)
 	}
+	flushers := gatherFlushers
+	if cfg.DBSlots == 1 {
+		flushers = 1
+	}
+	withTimeout := func(d time.Duration) timeoutFunc {
+		return func(ctx context.Context) (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, d) }
+	}
+	e.steps = &gatherer{run: e.runStepBatch, max: stepBatchMax, flushers: flushers, base: cfg.BaseContext, timeout: withTimeout(stepTaskTimeout)}
+	e.routes = &gatherer{run: e.routeGathered, max: routeGatherMax, flushers: flushers, base: cfg.BaseContext, timeout: withTimeout(routeTaskTimeout)}
 	return e
 }
 

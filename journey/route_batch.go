@@ -38,7 +38,41 @@ var errMixed = errors.New("journey: the batch's members overlap")
 // conflict with another worker, members that overlap, a failing statement)
 // is routed again event by event, each in its own transaction, so one bad
 // event never holds up the others.
+//
+// Route calls that arrive while earlier ones run are gathered and routed
+// together (see gatherer); each returns when its events are routed.
 func (e *Engine) Route(ctx context.Context, ids ...int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return e.routes.do(ctx, ids)
+}
+
+// Route gathering: at most routeGatherMax events a gathered batch, each
+// batch within routeTaskTimeout (a route task's own timeout).
+const (
+	routeGatherMax   = 512
+	routeTaskTimeout = 2 * time.Minute
+)
+
+// routeGathered is the route gatherer's run: the requests' events are
+// routed together, and every request gets the outcome (an error makes
+// each task retry; events already routed are skipped).
+func (e *Engine) routeGathered(ctx context.Context, reqs [][]int64) []error {
+	var ids []int64
+	for _, r := range reqs {
+		ids = append(ids, r...)
+	}
+	err := e.route(ctx, ids)
+	errs := make([]error, len(reqs))
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
+}
+
+// route routes the events with these ids (see Route).
+func (e *Engine) route(ctx context.Context, ids []int64) error {
 	ids = slices.Clone(ids)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
