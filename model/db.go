@@ -34,7 +34,7 @@ func Open(dialect, dsn string) (*gorm.DB, error) {
 		}
 		d = sqlite.Open(dsn + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate")
 	case "postgres":
-		d = postgres.Open(withPlannerCost(dsn))
+		d = postgres.Open(withPlannerSettings(dsn))
 	case "mysql":
 		d = mysql.Open(dsn)
 	default:
@@ -68,28 +68,37 @@ func Open(dialect, dsn string) (*gorm.DB, error) {
 	return db, nil
 }
 
-// plannerCost is the PostgreSQL setting wejourney's connections run with
-// unless the database URL sets it. random_page_cost 1.1 is the usual
-// setting for data on SSDs or in memory (PostgreSQL's default 4 models
-// spinning disks): with 4, a batch's lookup of 64 identities by key is
-// planned as a scan of the whole table until it holds some 20,000 rows,
-// and the rows read per event grow with the table.
-const plannerCost, plannerCostValue = "random_page_cost", "1.1"
+// plannerSettings are the PostgreSQL settings wejourney's connections run
+// with unless the database URL sets them (name=value pairs):
+//
+//   - random_page_cost 1.1, the usual setting for data on SSDs or in memory
+//     (PostgreSQL's default 4 models spinning disks): with 4, a batch's
+//     lookup of 64 identities by key is planned as a scan of the whole
+//     table until it holds some 20,000 rows.
+//   - plan_cache_mode force_custom_plan: pgx prepares each statement once
+//     per connection, and PostgreSQL would soon reuse one generic plan for
+//     it, chosen while the table was small (a sequential scan of a
+//     deliveries table that later holds millions of rows) and kept until
+//     the next ANALYZE. Planning each execution with its values and the
+//     table's current size costs a few microseconds.
+var plannerSettings = [...][2]string{{"random_page_cost", "1.1"}, {"plan_cache_mode", "force_custom_plan"}}
 
-// withPlannerCost adds plannerCost to a PostgreSQL URL or key=value DSN
-// that does not set it (pgx passes unknown parameters on as settings).
-func withPlannerCost(dsn string) string {
-	param := plannerCost + "=" + plannerCostValue
-	switch {
-	case strings.Contains(dsn, plannerCost+"="):
-		return dsn
-	case strings.Contains(dsn, "://") && strings.Contains(dsn, "?"):
-		return dsn + "&" + param
-	case strings.Contains(dsn, "://"):
-		return dsn + "?" + param
-	default:
-		return dsn + " " + param
+// withPlannerSettings adds plannerSettings to a PostgreSQL URL or key=value
+// DSN that does not set them (pgx passes unknown parameters on as settings).
+func withPlannerSettings(dsn string) string {
+	for _, kv := range plannerSettings {
+		param := kv[0] + "=" + kv[1]
+		switch {
+		case strings.Contains(dsn, kv[0]+"="):
+		case strings.Contains(dsn, "://") && strings.Contains(dsn, "?"):
+			dsn += "&" + param
+		case strings.Contains(dsn, "://"):
+			dsn += "?" + param
+		default:
+			dsn += " " + param
+		}
 	}
+	return dsn
 }
 
 // Migrate brings the schema to the newest version, recording each applied
