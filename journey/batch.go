@@ -393,34 +393,66 @@ func (e *Engine) keepClaims(items []*stepItem) (stop func()) {
 	return func() { once.Do(func() { close(done) }) }
 }
 
-// handOverAll records the round's messages (one statement) and hands them
-// to their channels concurrently. A visit that ran before (a retry) may
-// have its delivery recorded already: it goes the single-visit way, as do
-// all when the batch statement fails.
+// handOverAll records the round's messages and hands them to their
+// channels, in groups of handOverGroup side by side: each group's delivery
+// rows are recorded (as sending) in one statement, then its messages are
+// sent at once. A message recorded but not yet sent when the process dies
+// is never sent (it stays sending, then unknown: at most one message per
+// step), so the time between the two is kept to one small group's sends
+// rather than a whole batch's. A visit that ran before (a retry) may have
+// its delivery recorded already: it goes the single-visit way, as does a
+// group whose statement fails.
 func (e *Engine) handOverAll(ctx context.Context, sends []*stepItem, now time.Time) {
-	if len(sends) == 0 {
-		return
-	}
-	var fresh []*stepItem
-	var rows []*model.Delivery
+	var fresh, again []*stepItem
 	for _, it := range sends {
 		if it.v.Attempts == 1 {
 			fresh = append(fresh, it)
-			rows = append(rows, &it.ho.d)
+		} else {
+			again = append(again, it)
 		}
 	}
-	inserted := false
-	if len(rows) > 0 {
-		e.slot.lock()
-		inserted = e.cfg.DB.WithContext(ctx).Create(&rows).Error == nil
-		e.slot.unlock()
-	}
 	var g errgroup.Group
-	g.SetLimit(sendConcurrency)
-	for _, it := range sends {
+	g.SetLimit(handOverGroups)
+	for start := 0; start < len(fresh); start += handOverGroup {
+		group := fresh[start:min(start+handOverGroup, len(fresh))]
 		g.Go(func() error {
+			rows := make([]*model.Delivery, len(group))
+			for i, it := range group {
+				rows[i] = &it.ho.d
+			}
+			e.slot.lock()
+			err := e.cfg.DB.WithContext(ctx).Create(&rows).Error
+			e.slot.unlock()
+			e.sendEach(ctx, group, err == nil, now)
+			return nil
+		})
+	}
+	if len(again) > 0 {
+		g.Go(func() error {
+			e.sendEach(ctx, again, false, now)
+			return nil
+		})
+	}
+	g.Wait()
+}
+
+// Hand-over groups: handOverGroup messages recorded by one statement,
+// handOverGroups groups at once.
+const (
+	handOverGroup  = 8
+	handOverGroups = 8
+)
+
+// sendEach sends the items' messages side by side: recorded ones are handed
+// over, the others delivered the single-visit way (which records them).
+func (e *Engine) sendEach(ctx context.Context, items []*stepItem, recorded bool, now time.Time) {
+	var wg sync.WaitGroup
+	for _, it := range items {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			var r stepResult
-			if inserted && it.v.Attempts == 1 {
+			if recorded {
 				r = e.handOver(ctx, it.ho, it.cs, it.v, it.m, now)
 			} else {
 				e.slot.lock()
@@ -430,16 +462,10 @@ func (e *Engine) handOverAll(ctx context.Context, sends []*stepItem, now time.Ti
 			e.slot.lock()
 			it.res = e.afterSend(ctx, it.snd, it.cs, it.enr, it.v, it.m, it.msg, r, now)
 			e.slot.unlock()
-			return nil
-		})
+		}()
 	}
-	g.Wait()
+	wg.Wait()
 }
-
-// sendConcurrency bounds the messages one batch hands over at once: all of
-// them, so that none waits long between being recorded as sending and
-// being sent (should the process die in between, it is never sent).
-const sendConcurrency = stepBatchMax
 
 // finishRound writes the round's outcomes in one transaction: deliveries,
 // visit outcomes, enrollment moves and ends, and the next visits (one
