@@ -46,7 +46,11 @@ type Options struct {
 	Logger *slog.Logger
 	// SweepInterval defaults to 2 seconds.
 	SweepInterval time.Duration
-	// Concurrency of the asynq worker; default 32.
+	// Concurrency of the asynq worker: tasks in hand at once. Default 256:
+	// a step or route task mostly waits for its batch (the engine gathers
+	// the tasks in hand into batches of up to 64 visits), so the more in
+	// hand, the larger the batches; the database work stays bounded by the
+	// engine's batches and the connection pool.
 	Concurrency int
 	// AutoMigrate applies pending migrations at start (the embedded SQLite
 	// default does); otherwise a behind schema is an error that says to run
@@ -142,7 +146,7 @@ func (o Options) withDefaults() Options {
 		o.SweepInterval = 2 * time.Second
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = 32
+		o.Concurrency = 256
 	}
 	return o
 }
