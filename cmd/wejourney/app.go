@@ -312,6 +312,32 @@ func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Serv
 	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}, nil
 }
 
+// analyzeFresh analyzes a new PostgreSQL database's hot tables once they
+// hold some rows (model.AnalyzeFresh), checking every sweep interval until
+// each has statistics. A failure (no privilege to ANALYZE) is logged once;
+// autovacuum does it later.
+func (a *App) analyzeFresh(ctx context.Context) {
+	t := time.NewTicker(a.Opts.SweepInterval)
+	defer t.Stop()
+	for {
+		pending, err := model.AnalyzeFresh(ctx, a.DB)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.Log.Warn("analyzing new tables failed; PostgreSQL's autovacuum will", "err", err)
+			}
+			return
+		}
+		if !pending {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // newWorker returns the asynq server that runs journey steps, or nil for
 // the web role.
 func newWorker(redisOpt asynq.RedisConnOpt, opts Options, log *slog.Logger) *asynq.Server {
@@ -458,6 +484,11 @@ func (a *App) Start(context.Context) error {
 		go func() {
 			defer a.wg.Done()
 			a.Engine.RunSweeper(ctx, a.Opts.SweepInterval)
+		}()
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.analyzeFresh(ctx)
 		}()
 	}
 	if a.http != nil {
