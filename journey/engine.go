@@ -160,7 +160,7 @@ type Engine struct {
 	versions map[int64]*Compiled // immutable versions, cached forever
 	index    *triggerIndex
 	// queuedUntil is how far ahead the sweeper has queued upcoming visits.
-	queuedUntil time.Time
+	queuedUntil   time.Time
 	steps, routes *gatherer // step and route tasks, run in batches
 }
 
