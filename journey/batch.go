@@ -364,11 +364,10 @@ func (e *Engine) loadItems(ctx context.Context, items []*stepItem) error {
 }
 
 // keepClaims renews the claims of the round's visits every third of the
-// lease until the returned stop is called (see keepClaim).
+// lease until the returned stop is called, so a step that takes longer than
+// the lease (a slow channel) is not taken over by another worker. Rounds
+// that finish within a third of the lease cost no write.
 func (e *Engine) keepClaims(items []*stepItem) (stop func()) {
-	if len(items) == 1 {
-		return e.keepClaim(items[0].v)
-	}
 	every := e.cfg.Lease / 3
 	done := make(chan struct{})
 	go func() {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"text/template"
 	"time"
 
@@ -31,34 +30,6 @@ const ReplyWindow = time.Minute
 // maxChain bounds how many due-now steps one task runs back to back; a
 // journey that loops longer without waiting fails.
 const maxChain = 50
-
-// keepClaim renews the claim on a running visit every third of the lease
-// until the returned stop is called, so a step that takes longer than the
-// lease (a slow channel) is not taken over by another worker. Steps that
-// finish within a third of the lease cost no write.
-func (e *Engine) keepClaim(v *model.StepVisit) (stop func()) {
-	id, attempts := v.ID, v.Attempts
-	every := e.cfg.Lease / 3
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-e.cfg.BaseContext.Done():
-				return
-			case <-t.C:
-				if err := e.setLease(id, attempts, e.now().Add(e.cfg.Lease), every); err != nil {
-					e.log.Warn("renewing a step's claim failed", "visit", id, "err", err)
-				}
-			}
-		}
-	}()
-	var once sync.Once
-	return func() { once.Do(func() { close(done) }) }
-}
 
 // setLease moves the lease of visit id to until, if the visit is still
 // running under the claim that made attempts (every claim increments it),
