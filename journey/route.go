@@ -133,6 +133,9 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 		e.recordRouteFailure(id, err)
 		return err
 	}
+	for _, it := range r.claimed {
+		it.m = r.member // all one member's: as the last event left it
+	}
 	return e.routed(ctx, r)
 }
 
@@ -151,9 +154,10 @@ func (e *Engine) routed(ctx context.Context, r routed) error {
 // routed is what routing left to do once its transaction commits: visits
 // created claimed run at once, waiting ones are scheduled.
 type routed struct {
-	claimed []*stepItem // with their members, as the last routed event left them
+	claimed []*stepItem // with their members
 	waiting []*model.StepVisit
-	types   []string // of the routed events
+	types   []string      // of the routed events
+	member  *model.Member // as the last routed event left it
 }
 
 // routeEvent routes one unrouted event inside tx and adds its follow-up
@@ -243,6 +247,7 @@ func (e *Engine) routeEffects(tx *gorm.DB, ev *model.Event, m *model.Member, act
 		}
 	}
 	r.types = append(r.types, ev.Type)
+	r.member = m
 	return nil
 }
 
