@@ -77,7 +77,10 @@ type Config struct {
 	// DBSlots, when positive, bounds how many of this engine's goroutines
 	// use the database at once (sends to channels happen outside). With
 	// SQLite's single connection, 1 keeps callback commits from queueing
-	// behind every worker. Zero: unbounded.
+	// behind every worker. Zero: unbounded, except on SQLite, where it is
+	// 1 (with one connection, gorm's prepared statements can deadlock when
+	// one goroutine prepares a statement outside a transaction while
+	// another holds the connection in a transaction that uses it).
 	DBSlots int
 	// BaseContext is the context of work the engine starts by itself (steps
 	// held until their due time). Default context.Background().
@@ -214,6 +217,9 @@ func New(cfg Config) *Engine {
 		cfg.Sources = events.Default()
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, versions: map[int64]*Compiled{}, metrics: newEngineMetrics(cfg.Metrics)}
+	if cfg.DBSlots == 0 && cfg.DB != nil && cfg.DB.Dialector.Name() == "sqlite" {
+		cfg.DBSlots = 1
+	}
 	if cfg.DBSlots > 0 {
 		e.slot = make(dbSlot, cfg.DBSlots)
 	}
