@@ -244,8 +244,10 @@ func preload(ctx context.Context, db *gorm.DB, appID string, n, batch int, progr
 		err := db.Transaction(func(tx *gorm.DB) error {
 			if dialect == "mysql" {
 				// The series below recurses once per row; MySQL stops at 1,000
-				// by default, MariaDB has its own variable. One of the two fails.
+				// by default, MariaDB at 1,000 too under its own variable. Each
+				// server refuses the other's name: that error is expected.
 				tx.Exec("SET SESSION cte_max_recursion_depth = ?", batch+1)
+				tx.Exec("SET SESSION max_recursive_iterations = ?", batch+1)
 			}
 			var memberFloor, enrollmentFloor int64
 			if err := tx.Table("members").Select("COALESCE(MAX(id), 0)").Scan(&memberFloor).Error; err != nil {
