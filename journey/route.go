@@ -96,7 +96,25 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 	var r routed
 	now := e.now()
 	e.slot.lock()
-	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	var err error
+	// A deadlock with another worker's batch (MySQL's gap locks on the
+	// unique indexes) is run again before it counts as a failure.
+	for attempt := 0; attempt == 0 || (attempt < routeRetries && model.Retryable(err)); attempt++ {
+		err = e.routeOneTx(ctx, id, now, &r)
+	}
+	e.slot.unlock()
+	return e.routeOneDone(ctx, id, r, err)
+}
+
+// routeRetries bounds the runs of one event's routing transaction that
+// lose a lock conflict.
+const routeRetries = 3
+
+// routeOneTx is routeOne's transaction.
+func (e *Engine) routeOneTx(ctx context.Context, id int64, now time.Time, rp *routed) error {
+	var r routed
+	defer func() { *rp = r }()
+	return e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		r = routed{}
 		var ev model.Event
 		if err := tx.First(&ev, id).Error; err != nil {
@@ -125,7 +143,10 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 		}
 		return e.routeEvent(tx, &ev, now, &r)
 	})
-	e.slot.unlock()
+}
+
+// routeOneDone does what follows routeOne's transaction.
+func (e *Engine) routeOneDone(ctx context.Context, id int64, r routed, err error) error {
 	if errors.Is(err, errConflict) {
 		return nil
 	}

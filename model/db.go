@@ -9,8 +9,10 @@ import (
 	"strings"
 	"time"
 
+	mysqldriver "github.com/go-sql-driver/mysql"
 	"github.com/glebarez/sqlite"
 	"github.com/go-gormigrate/gormigrate/v2"
+	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -176,4 +178,20 @@ func InsertIgnore(db *gorm.DB) *gorm.DB {
 		return db.Clauses(clause.Insert{Modifier: "IGNORE"})
 	}
 	return db.Clauses(clause.OnConflict{DoNothing: true})
+}
+
+// Retryable reports whether err is a transaction that lost a lock conflict
+// and may simply be run again: a deadlock or a serialization failure
+// (PostgreSQL 40P01, 40001; MySQL and MariaDB 1213, and 1205 for a lock wait
+// that timed out).
+func Retryable(err error) bool {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Code == "40P01" || pg.Code == "40001"
+	}
+	var my *mysqldriver.MySQLError
+	if errors.As(err, &my) {
+		return my.Number == 1213 || my.Number == 1205
+	}
+	return false
 }

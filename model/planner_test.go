@@ -1,8 +1,12 @@
 package model
 
 import (
+	"errors"
 	"fmt"
 	"testing"
+
+	mysqldriver "github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // wejourney's PostgreSQL connections plan with random_page_cost 1.1 and a
@@ -50,5 +54,26 @@ func TestAnalyzeFresh(t *testing.T) {
 	if !pending || !analyzed("member_identities") || analyzed("events") {
 		t.Errorf("pending %v, member_identities analyzed %v, events analyzed %v; want true, true, false (events is empty)",
 			pending, analyzed("member_identities"), analyzed("events"))
+	}
+}
+
+// A deadlock or serialization failure, however wrapped, may be run again;
+// other errors may not.
+func TestRetryable(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("journey: enroll: %w", &pgconn.PgError{Code: "40P01"}), true},
+		{&pgconn.PgError{Code: "40001"}, true},
+		{&pgconn.PgError{Code: "23505"}, false},
+		{fmt.Errorf("x: %w", &mysqldriver.MySQLError{Number: 1213}), true},
+		{&mysqldriver.MySQLError{Number: 1062}, false},
+		{errors.New("deadlock"), false},
+	} {
+		if got := Retryable(tt.err); got != tt.want {
+			t.Errorf("Retryable(%v) = %v; want %v", tt.err, got, tt.want)
+		}
 	}
 }
