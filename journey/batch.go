@@ -324,34 +324,20 @@ func (e *Engine) loadItems(ctx context.Context, items []*stepItem) error {
 	e.slot.lock()
 	defer e.slot.unlock()
 	db := e.cfg.DB.WithContext(ctx)
-	if len(enrIDs) > 0 {
-		var enrs []*model.Enrollment
-		if err := db.Where("id IN ?", enrIDs).Find(&enrs).Error; err != nil {
-			return fmt.Errorf("journey: load enrollments: %w", err)
-		}
-		byID := make(map[int64]*model.Enrollment, len(enrs))
-		for _, enr := range enrs {
-			byID[enr.ID] = enr
-		}
-		for _, it := range items {
-			if enr := byID[it.v.EnrollmentID]; enr != nil {
-				it.enr = enr
-			}
-		}
+	enrs, err := byID[model.Enrollment](db, enrIDs, func(x *model.Enrollment) int64 { return x.ID })
+	if err != nil {
+		return fmt.Errorf("journey: load enrollments: %w", err)
 	}
-	if len(memberIDs) > 0 {
-		var ms []*model.Member
-		if err := db.Where("id IN ?", memberIDs).Find(&ms).Error; err != nil {
-			return fmt.Errorf("journey: load members: %w", err)
+	members, err := byID[model.Member](db, memberIDs, func(x *model.Member) int64 { return x.ID })
+	if err != nil {
+		return fmt.Errorf("journey: load members: %w", err)
+	}
+	for _, it := range items {
+		if enr := enrs[it.v.EnrollmentID]; enr != nil {
+			it.enr = enr
 		}
-		byID := make(map[int64]*model.Member, len(ms))
-		for _, m := range ms {
-			byID[m.ID] = m
-		}
-		for _, it := range items {
-			if it.m == nil {
-				it.m = byID[it.v.MemberID]
-			}
+		if it.m == nil {
+			it.m = members[it.v.MemberID]
 		}
 	}
 	for _, it := range items {
@@ -361,6 +347,22 @@ func (e *Engine) loadItems(ctx context.Context, items []*stepItem) error {
 		it.c, it.cs, it.cancel, it.res, it.ho, it.snd, it.failed = nil, nil, "", stepResult{}, nil, nil, nil
 	}
 	return nil
+}
+
+// byID loads the rows with these ids (none: no query) by their id.
+func byID[T any](db *gorm.DB, ids []int64, id func(*T) int64) (map[int64]*T, error) {
+	out := make(map[int64]*T, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	var rows []*T
+	if err := db.Where("id IN ?", ids).Find(&rows).Error; err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		out[id(r)] = r
+	}
+	return out, nil
 }
 
 // keepClaims renews the claims of the round's visits every third of the

@@ -46,15 +46,7 @@ func setupBatch(t *testing.T, dialect string) *batchBundle {
 	b.ing = journey.NewIngestor(journey.IngestorConfig{DB: db, Logger: logger})
 	t.Cleanup(b.ing.Close)
 	q, insp := newTestQueue(t)
-	cfg := journey.Config{DB: db, Queue: q, Inspector: insp, Senders: b.rec.sender(), Logger: logger, BaseContext: t.Context()}
-	if dialect == "sqlite" {
-		// As the app runs SQLite: its one connection, one user at a time.
-		// Without it, gorm's prepared statements can deadlock there (a
-		// statement being prepared outside a transaction waits for the
-		// connection the transaction holds, which waits for the statement).
-		cfg.DBSlots = 1
-	}
-	b.e = journey.New(cfg)
+	b.e = journey.New(journey.Config{DB: db, Queue: q, Inspector: insp, Senders: b.rec.sender(), Logger: logger, BaseContext: t.Context()})
 	c, err := b.e.Parse("batch.yaml", []byte(batchWelcome))
 	if err != nil {
 		t.Fatal(err)

@@ -59,7 +59,8 @@ type Config struct {
 	// the next Horizon's waits, not one task per waiting member. Default 1
 	// minute.
 	Horizon time.Duration
-	// RouteConcurrency is how many events of one route task are routed at
+	// RouteConcurrency is how many routing transactions (batches of up to
+	// 64 events of whole members) one gathered batch of route tasks runs at
 	// once. Default 8; with DBSlots they still take turns at the database.
 	RouteConcurrency int
 	// LagGrace is how old an unrouted event must be before the sweeper
@@ -227,11 +228,8 @@ func New(cfg Config) *Engine {
 	if cfg.DBSlots == 1 {
 		flushers = 1
 	}
-	withTimeout := func(d time.Duration) timeoutFunc {
-		return func(ctx context.Context) (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, d) }
-	}
-	e.steps = &gatherer{run: e.runStepBatch, max: stepBatchMax, flushers: flushers, base: cfg.BaseContext, timeout: withTimeout(stepTaskTimeout)}
-	e.routes = &gatherer{run: e.routeGathered, max: routeGatherMax, flushers: flushers, base: cfg.BaseContext, timeout: withTimeout(routeTaskTimeout)}
+	e.steps = &gatherer{run: e.runStepBatch, max: stepBatchMax, flushers: flushers, base: cfg.BaseContext, timeout: stepTaskTimeout}
+	e.routes = &gatherer{run: e.routeGathered, max: routeGatherMax, flushers: flushers, base: cfg.BaseContext, timeout: routeTaskTimeout}
 	return e
 }
 

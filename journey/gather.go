@@ -3,6 +3,7 @@ package journey
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // gatherer runs requests in batches: the requests that arrive while earlier
@@ -15,17 +16,15 @@ type gatherer struct {
 	// max caps the ids of one batch (a request is never split); flushers
 	// caps the batches running at once.
 	max, flushers int
-	// base and timeout are the context of a batch: requests of many tasks
-	// share it, so none of theirs.
+	// base and timeout make the context of a batch: requests of many
+	// tasks share it, so none of theirs.
 	base    context.Context
-	timeout timeoutFunc
+	timeout time.Duration
 
 	mu      sync.Mutex
 	queue   []*gatherReq
 	running int
 }
-
-type timeoutFunc func(context.Context) (context.Context, context.CancelFunc)
 
 type gatherReq struct {
 	ids  []int64
@@ -75,7 +74,7 @@ func (g *gatherer) flush() {
 		for i, r := range batch {
 			reqs[i] = r.ids
 		}
-		ctx, cancel := g.timeout(g.base)
+		ctx, cancel := context.WithTimeout(g.base, g.timeout)
 		errs := g.run(ctx, reqs)
 		cancel()
 		for i, r := range batch {

@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
 	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/internal/redact"
@@ -19,73 +17,21 @@ import (
 // maxRouteAttempts parks an event that keeps failing to route.
 const maxRouteAttempts = 5
 
-// routeEach routes the events with these ids one transaction each (see
-// Route): the events of different members up to Config.RouteConcurrency
-// at once, each member's in the order they were stored, one after another
-// (routed side by side, a new member's first events would each create the
-// member).
+// routeEach routes the events with these ids one transaction each, one
+// after another in id order (see Route): what a batch cannot route, a
+// single event, and events that name no member.
 func (e *Engine) routeEach(ctx context.Context, ids ...int64) error {
-	var (
-		g    errgroup.Group
-		mu   sync.Mutex
-		errs []error
-	)
-	g.SetLimit(e.cfg.RouteConcurrency)
-	for _, group := range e.byMember(ctx, ids) {
-		g.Go(func() error {
-			for _, id := range group {
-				e.gate(ctx)
-				if err := e.routeOne(ctx, id); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
-			}
-			return nil
-		})
-	}
-	g.Wait()
-	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
-	return errors.Join(errs...)
-}
-
-// byMember groups ids by the member their events name, each group in id
-// order. Events whose member is unknown (or all, should the lookup fail)
-// form one group: they are routed one after another, as before.
-func (e *Engine) byMember(ctx context.Context, ids []int64) [][]int64 {
 	ids = slices.Clone(ids)
 	slices.Sort(ids)
-	if len(ids) < 2 || e.cfg.RouteConcurrency < 2 {
-		return [][]int64{ids}
-	}
-	var rows []struct {
-		ID        int64
-		MemberKey string
-	}
-	e.slot.lock()
-	err := e.cfg.DB.WithContext(ctx).Model(&model.Event{}).Select("id", "member_key").Where("id IN ?", ids).Find(&rows).Error
-	e.slot.unlock()
-	if err != nil {
-		e.log.Warn("grouping events by member failed; routing them one after another", "err", err)
-		return [][]int64{ids}
-	}
-	key := make(map[int64]string, len(rows))
-	for _, r := range rows {
-		key[r.ID] = r.MemberKey
-	}
-	var groups [][]int64
-	at := map[string]int{}
+	var errs []error
 	for _, id := range ids {
-		k := key[id] // "" for an unknown member or a missing event
-		i, ok := at[k]
-		if !ok {
-			i = len(groups)
-			at[k] = i
-			groups = append(groups, nil)
+		e.gate(ctx)
+		if err := e.routeOne(ctx, id); err != nil {
+			errs = append(errs, err)
 		}
-		groups[i] = append(groups[i], id)
 	}
-	return groups
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
 }
 
 // routeOne routes one event. A member's events are routed in the order they

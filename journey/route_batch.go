@@ -113,10 +113,11 @@ func (e *Engine) route(ctx context.Context, ids []int64) error {
 				}
 				// One after another, in order: members that overlap
 				// routed side by side would each be created.
-				for _, ev := range chunk {
-					e.gate(ctx)
-					add(e.routeOne(ctx, ev.ID))
+				ids := make([]int64, len(chunk))
+				for i, ev := range chunk {
+					ids[i] = ev.ID
 				}
+				add(e.routeEach(ctx, ids...))
 				return nil
 			}
 			add(e.routed(ctx, r))
