@@ -434,6 +434,9 @@ func identities(ref model.MemberRef) []model.MemberIdentity {
 	if ref.OpenID != "" {
 		add(model.IdentityOpenID, ref.AppID+"/"+ref.OpenID)
 	}
+	if ref.MPOpenID != "" {
+		add(model.IdentityMPOpenID, ref.MPAppID+"/"+ref.MPOpenID)
+	}
 	add(model.IdentityUnionID, ref.UnionID)
 	add(model.IdentityExternalUserID, ref.ExternalUserID)
 	add(model.IdentityPhone, ref.Phone)

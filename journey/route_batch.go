@@ -498,4 +498,7 @@ func fillMember(m *model.Member, ref model.MemberRef) {
 	fill(&m.Phone, ref.Phone, model.MaxPhone)
 	fill(&m.Email, ref.Email, model.MaxEmail)
 	fill(&m.UserID, ref.UserID, model.MaxUserID)
+	if m.MPOpenID == "" && model.Fits(ref.MPOpenID, model.MaxOpenID) && model.Fits(ref.MPAppID, model.MaxAppID) {
+		m.MPAppID, m.MPOpenID = ref.MPAppID, ref.MPOpenID
+	}
 }

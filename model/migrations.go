@@ -35,6 +35,12 @@ func Migrations() []*gormigrate.Migration {
 			Migrate:  migrateV3,
 			Rollback: rollbackV3,
 		},
+		{
+			// v4: one member across accounts, codes and follower imports (see migration_v4.go).
+			ID:       v4ID,
+			Migrate:  migrateV4,
+			Rollback: rollbackV4,
+		},
 	}
 }
 

@@ -23,15 +23,21 @@ type MemberRef struct {
 	Phone          string `json:"phone,omitempty"`
 	Email          string `json:"email,omitempty"`
 	UserID         string `json:"user_id,omitempty"`
+	// MPAppID and MPOpenID are the member's openid in a mini-program (a
+	// different openid from the Official Account's).
+	MPAppID  string `json:"mp_appid,omitempty"`
+	MPOpenID string `json:"mp_openid,omitempty"`
 }
 
-// Key is the reference's first identity ("openid:wx…/o…", "unionid:…",
+// Key is the reference's first identity ("openid:wx…/o…", "mp_openid:wx…/o…", "unionid:…",
 // "external_userid:…", "user_id:…", "phone:…", "email:…"), or "" when it
 // names nobody. Events of one member share it, so they route in order.
 func (r MemberRef) Key() string {
 	switch {
 	case r.OpenID != "":
 		return IdentityOpenID + ":" + r.AppID + "/" + r.OpenID
+	case r.MPOpenID != "":
+		return IdentityMPOpenID + ":" + r.MPAppID + "/" + r.MPOpenID
 	case r.UnionID != "":
 		return IdentityUnionID + ":" + r.UnionID
 	case r.ExternalUserID != "":
@@ -52,7 +58,7 @@ func (r MemberRef) Key() string {
 type Event struct {
 	ID         int64          `gorm:"primaryKey;autoIncrement;index:idx_events_member_unrouted,priority:3"`
 	DedupeKey  string         `gorm:"size:191;not null;uniqueIndex"`
-	Type       string         `gorm:"size:64;not null"`
+	Type       string         `gorm:"size:64;not null;index:idx_events_scene,priority:2"`
 	Source     string         `gorm:"size:32;not null"`
 	Member     MemberRef      `gorm:"serializer:json;type:text"`
 	MemberKey  string         `gorm:"size:191;index:idx_events_member_unrouted,priority:1"` // Member.Key()
@@ -69,20 +75,26 @@ type Event struct {
 	// PayloadHash fingerprints what the sender posted (events API), so a
 	// reused id with another payload is told apart from a retry.
 	PayloadHash string `gorm:"size:64"`
+	// Scene is the QR scene (wechat.subscribe, wechat.scan) or contact-me
+	// state (wecom.contact_added) the event carries, "" otherwise: follows
+	// and adds are counted per code by it.
+	Scene string `gorm:"size:128;index:idx_events_scene,priority:1"`
 }
 
 // Member is one person, however many identities they arrived with.
 type Member struct {
-	ID                int64  `gorm:"primaryKey;autoIncrement"`
-	AppID             string `gorm:"size:64"`
-	OpenID            string `gorm:"size:128"`
-	UnionID           string `gorm:"size:128"`
-	ExternalUserID    string `gorm:"size:128"`
-	Phone             string `gorm:"size:32"`
-	Email             string `gorm:"size:191"`
-	UserID            string `gorm:"size:128"`
-	Nickname          string `gorm:"size:128"`
-	Subscribed        bool   `gorm:"not null;default:false"`
+	ID             int64  `gorm:"primaryKey;autoIncrement"`
+	AppID          string `gorm:"size:64"`
+	OpenID         string `gorm:"size:128"`
+	UnionID        string `gorm:"size:128"`
+	ExternalUserID string `gorm:"size:128"`
+	Phone          string `gorm:"size:32"`
+	Email          string `gorm:"size:191"`
+	UserID         string `gorm:"size:128"`
+	Nickname       string `gorm:"size:128"`
+	// Subscribed is true while the member follows the Official Account
+	// AppID (Subscription(AppID) == SubscriptionSubscribed).
+	Subscribed        bool `gorm:"not null;default:false"`
 	SubscribedAt      *time.Time
 	Tags              []string       `gorm:"serializer:json;type:text"`
 	Attrs             map[string]any `gorm:"serializer:json;type:text"`
@@ -91,11 +103,62 @@ type Member struct {
 	LastInteractionAt *time.Time
 	CreatedAt         time.Time
 	UpdatedAt         time.Time
+	// MPAppID and MPOpenID are the member's mini-program openid.
+	MPAppID  string `gorm:"size:64"`
+	MPOpenID string `gorm:"size:128"`
+	// Subscriptions holds the member's status per Official Account appid:
+	// SubscriptionSubscribed or SubscriptionUnsubscribed; an account not in
+	// it is SubscriptionUnknown (the member is known only from a brand event
+	// or an import).
+	Subscriptions map[string]string `gorm:"serializer:json;type:text"`
+	// MergedInto is the member this one was merged into (its identities,
+	// history and enrollments moved there); nil for a live member.
+	MergedInto *int64 `gorm:"index"`
+}
+
+// Subscription statuses of a member with one Official Account.
+const (
+	SubscriptionSubscribed   = "subscribed"
+	SubscriptionUnsubscribed = "unsubscribed"
+	SubscriptionUnknown      = "unknown"
+)
+
+// Subscription is the member's status with the Official Account appid
+// ("" means the member's own AppID).
+func (m *Member) Subscription(appid string) string {
+	if appid == "" {
+		appid = m.AppID
+	}
+	if s, ok := m.Subscriptions[appid]; ok && appid != "" {
+		return s
+	}
+	return SubscriptionUnknown
+}
+
+// SetSubscription records the member's status with the Official Account
+// appid; SubscriptionUnknown forgets it. Subscribed follows the member's own
+// AppID.
+func (m *Member) SetSubscription(appid, status string) {
+	if appid == "" {
+		return
+	}
+	if status == SubscriptionUnknown {
+		delete(m.Subscriptions, appid)
+	} else {
+		if m.Subscriptions == nil {
+			m.Subscriptions = map[string]string{}
+		}
+		m.Subscriptions[appid] = status
+	}
+	if appid == m.AppID {
+		m.Subscribed = status == SubscriptionSubscribed
+	}
 }
 
 // Identity kinds of MemberIdentity.
 const (
-	IdentityOpenID         = "openid" // value: appid + "/" + openid
+	IdentityOpenID         = "openid"    // value: appid + "/" + openid
+	IdentityMPOpenID       = "mp_openid" // value: mini-program appid + "/" + openid
 	IdentityUnionID        = "unionid"
 	IdentityExternalUserID = "external_userid"
 	IdentityPhone          = "phone"
@@ -283,6 +346,59 @@ type Session struct {
 	Token  string    `gorm:"primaryKey;size:64"`
 	Data   []byte    `gorm:"not null"`
 	Expiry time.Time `gorm:"not null;index:idx_sessions_expiry"`
+}
+
+// QRCode kinds: temporary (expires) or permanent.
+const (
+	QRTemporary = "temporary"
+	QRPermanent = "permanent"
+)
+
+// QRCode is an Official Account parametric QR code wejourney created: a
+// follow or scan carrying its scene is attributed to it.
+type QRCode struct {
+	ID    int64  `gorm:"primaryKey;autoIncrement"`
+	AppID string `gorm:"size:64;not null;uniqueIndex:idx_qr_codes_scene,priority:1"`
+	Scene string `gorm:"size:64;not null;uniqueIndex:idx_qr_codes_scene,priority:2"` // scene_str
+	// Label names the code for operators ("南京西路店"); Channel groups codes
+	// (store, event, search, ...).
+	Label     string `gorm:"size:255"`
+	Channel   string `gorm:"size:64"`
+	Kind      string `gorm:"size:16;not null"` // QRTemporary or QRPermanent
+	Ticket    string `gorm:"size:255"`
+	URL       string `gorm:"size:512"` // what the QR image encodes
+	ExpiresAt *time.Time
+	CreatedAt time.Time
+}
+
+// ContactWay is a WeCom contact-me link (add_contact_way) wejourney
+// created: an add carrying its state is attributed to it. ConfigID is kept
+// because WeCom cannot list contact ways later.
+type ContactWay struct {
+	ID        int64    `gorm:"primaryKey;autoIncrement"`
+	AppID     string   `gorm:"size:128;not null;uniqueIndex:idx_contact_ways_state,priority:1"` // corpid/agentid
+	State     string   `gorm:"size:30;not null;uniqueIndex:idx_contact_ways_state,priority:2"`
+	Label     string   `gorm:"size:255"`
+	Channel   string   `gorm:"size:64"`
+	ConfigID  string   `gorm:"size:128;not null"`
+	QRCodeURL string   `gorm:"size:512"`
+	Users     []string `gorm:"serializer:json;type:text"` // the reps' user ids
+	CreatedAt time.Time
+}
+
+// FollowerSync is the progress of one Official Account's follower import,
+// so that an interrupted import resumes where it stopped.
+type FollowerSync struct {
+	AppID      string `gorm:"primaryKey;size:64"`
+	RunID      string `gorm:"size:32;not null"` // the run the next page belongs to
+	NextOpenID string `gorm:"size:128"`         // user/get's next_openid to resume from
+	Total      int    `gorm:"not null;default:0"`
+	Imported   int    `gorm:"not null;default:0"`
+	Status     string `gorm:"size:16;not null"` // running, done, failed
+	Error      string `gorm:"type:text"`
+	StartedAt  time.Time
+	UpdatedAt  time.Time
+	FinishedAt *time.Time
 }
 
 // Setting is a small key/value row (the session-signing secret, ...).

@@ -211,14 +211,15 @@ func TestFirstMigrationIsFrozen(t *testing.T) {
 // liveTables are the live model structs, for comparing with the migrations.
 func liveTables() []any {
 	return []any{&Event{}, &Member{}, &MemberIdentity{}, &Journey{}, &JourneyVersion{},
-		&Enrollment{}, &StepVisit{}, &Delivery{}, &Account{}, &AdminUser{}, &APIKey{}, &Setting{}, &Session{}}
+		&Enrollment{}, &StepVisit{}, &Delivery{}, &Account{}, &AdminUser{}, &APIKey{}, &Setting{}, &Session{},
+		&QRCode{}, &ContactWay{}, &FollowerSync{}}
 }
 
 // TestMigrationsUpgradeAndMatchModel migrates a fresh database, upgrades one
 // created by v1 (with rows in it), and checks both end at the same schema,
 // the one the live model structs describe.
 func TestMigrationsUpgradeAndMatchModel(t *testing.T) {
-	tables := append(slices.Clone(schemaTables), "sessions")
+	tables := append(slices.Clone(schemaTables), "sessions", "qr_codes", "contact_ways", "follower_syncs")
 	for _, dialect := range []string{"sqlite", "postgres", "mysql"} {
 		t.Run(dialect, func(t *testing.T) {
 			fresh := testDB(t, dialect)

@@ -437,6 +437,109 @@ func (s *Sender) send(ctx context.Context, ts *tokenSource, path string, body an
 	}
 }
 
+// ErrSandbox is returned by Call for an account without an AppSecret: it
+// cannot call WeChat's API.
+var ErrSandbox = errors.New("wechat: the account has no AppSecret (sandbox)")
+
+// Call calls one Official Account API of the account appid with its access
+// token: a POST of body as JSON when body is not nil, a GET otherwise; query
+// holds the other query parameters (Call adds access_token). The answer is
+// decoded into out when out is not nil. A non-zero errcode is returned as
+// Classify's *channels.Error; a rejected token is refreshed once. An
+// unknown account wraps ErrUnknownAccount, an account without an AppSecret
+// is ErrSandbox. Errors never hold the token or the secret.
+//
+// It is the one way wejourney calls the Official Account API besides
+// sending (user info, follower lists, QR codes, code2session is not one: it
+// takes the secret, see CallWithSecret).
+func (s *Sender) Call(ctx context.Context, appid, path string, query url.Values, body, out any) error {
+	acct, err := s.accounts.Account(ctx, appid)
+	if err != nil {
+		return fmt.Errorf("wechat: account %q: %w", appid, err)
+	}
+	if acct.AppSecret == "" {
+		return fmt.Errorf("%w: %s", ErrSandbox, appid)
+	}
+	if acct.AppID == "" {
+		acct.AppID = appid
+	}
+	ts := s.tokenSource(acct)
+	method := http.MethodGet
+	if body != nil {
+		method = http.MethodPost
+	}
+	for attempt := 0; ; attempt++ {
+		token, err := ts.GetAccessTokenContext(ctx)
+		if err != nil {
+			return tokenError(err)
+		}
+		q := url.Values{}
+		for k, v := range query {
+			q[k] = v
+		}
+		q.Set("access_token", token)
+		raw, err := s.do(ctx, method, path+"?"+q.Encode(), body)
+		if err != nil {
+			return fmt.Errorf("wechat: %w", err)
+		}
+		var ans util.CommonError
+		if err := json.Unmarshal(raw, &ans); err != nil {
+			return fmt.Errorf("wechat: %s answer %s: %w", path, redact.String(fmt.Sprintf("%.200q", raw)), err)
+		}
+		if ans.ErrCode != 0 {
+			if isTokenErr(ans.ErrCode) && attempt == 0 {
+				s.dropToken(ts.appid, token, ans.ErrCode)
+				continue
+			}
+			return fmt.Errorf("wechat: %s: %w", path, Classify(int(ans.ErrCode), ans.ErrMsg))
+		}
+		if out != nil {
+			if err := json.Unmarshal(raw, out); err != nil {
+				return fmt.Errorf("wechat: %s answer: %w", path, err)
+			}
+		}
+		return nil
+	}
+}
+
+// CallWithSecret calls an API that takes the account's appid and secret
+// instead of an access token (the mini-program's jscode2session): a GET of
+// path with query plus appid and secret. The answer is decoded into out;
+// a non-zero errcode is returned as Classify's *channels.Error. Errors
+// never hold the secret.
+func (s *Sender) CallWithSecret(ctx context.Context, appid, path string, query url.Values, out any) error {
+	acct, err := s.accounts.Account(ctx, appid)
+	if err != nil {
+		return fmt.Errorf("wechat: account %q: %w", appid, err)
+	}
+	if acct.AppSecret == "" {
+		return fmt.Errorf("%w: %s", ErrSandbox, appid)
+	}
+	q := url.Values{}
+	for k, v := range query {
+		q[k] = v
+	}
+	q.Set("appid", appid)
+	q.Set("secret", acct.AppSecret)
+	raw, err := s.do(ctx, http.MethodGet, path+"?"+q.Encode(), nil)
+	if err != nil {
+		return fmt.Errorf("wechat: %w", redact.Error(err))
+	}
+	var ans util.CommonError
+	if err := json.Unmarshal(raw, &ans); err != nil {
+		return fmt.Errorf("wechat: %s answer %s: %w", path, redact.String(fmt.Sprintf("%.200q", raw)), err)
+	}
+	if ans.ErrCode != 0 {
+		return fmt.Errorf("wechat: %s: %w", path, Classify(int(ans.ErrCode), ans.ErrMsg))
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return fmt.Errorf("wechat: %s answer: %w", path, err)
+		}
+	}
+	return nil
+}
+
 // maxAnswer bounds how much of an API answer is read.
 const maxAnswer = 1 << 20
 
@@ -445,18 +548,28 @@ const maxAnswer = 1 << 20
 // answer of a 200. Its errors are masked with redact: net/http's *url.Error
 // and the non-200 error name the URL, access token included.
 func (s *Sender) postJSON(ctx context.Context, pathQuery string, body any) ([]byte, error) {
+	return s.do(ctx, http.MethodPost, pathQuery, body)
+}
+
+// do is postJSON for POST, and a GET when method is http.MethodGet (body
+// unused).
+func (s *Sender) do(ctx context.Context, method, pathQuery string, body any) ([]byte, error) {
 	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(body); err != nil {
-		return nil, fmt.Errorf("encoding the request: %w", err)
+	if method == http.MethodPost {
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(body); err != nil {
+			return nil, fmt.Errorf("encoding the request: %w", err)
+		}
 	}
 	uri := s.base + pathQuery
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, uri, &buf)
+	req, err := http.NewRequestWithContext(ctx, method, uri, &buf)
 	if err != nil {
 		return nil, redact.Error(err)
 	}
-	req.Header.Set("Content-Type", "application/json;charset=utf-8")
+	if method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/json;charset=utf-8")
+	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return nil, redact.Error(err)
@@ -464,11 +577,11 @@ func (s *Sender) postJSON(ctx context.Context, pathQuery string, body any) ([]by
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer)) // keep the connection
-		return nil, fmt.Errorf("POST %s: HTTP %d", redact.String(uri), resp.StatusCode)
+		return nil, fmt.Errorf("%s %s: HTTP %d", method, redact.String(uri), resp.StatusCode)
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
-		return nil, redact.Error(fmt.Errorf("POST %s: reading the answer: %w", uri, err))
+		return nil, redact.Error(fmt.Errorf("%s %s: reading the answer: %w", method, uri, err))
 	}
 	return raw, nil
 }

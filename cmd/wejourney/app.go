@@ -71,6 +71,7 @@ type App struct {
 	AdminPassword string
 
 	secrets   *model.SecretBox // account secrets at rest
+	wechat    *wechat.Sender   // the Official Account API: sends and every other call
 	sources   *events.Registry // event sources, shared by the engine and the events API
 	mini      *miniredis.Miniredis
 	redisOpt  asynq.RedisConnOpt
@@ -114,7 +115,8 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 		return nil, err
 	}
 	accounts := model.NewAccounts(a.DB, a.secrets)
-	senders, err := buildSenders(cfg, accounts, a.rdb, a.Log)
+	a.wechat = newWeChat(cfg, accounts, a.rdb, a.Log)
+	senders, err := buildSenders(cfg, a.wechat, a.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -237,17 +239,11 @@ func openRedis(ctx context.Context, cfg config.Config) (mini *miniredis.Miniredi
 // buildSenders registers a sender for every channel this configuration
 // serves: the WeChat Official Account channels, and the log sender for SMS
 // (WEJOURNEY_SMS_PROVIDER=log) and email (no WEJOURNEY_SMTP_URL). It opens
-// nothing, so `journeys validate` calls it to learn the configured channels:
-// with nil accounts (sends then fail) and a nil rdb (access tokens are
-// cached in memory).
-func buildSenders(cfg config.Config, accounts *model.Accounts, rdb redis.UniversalClient, log *slog.Logger) (*channels.Registry, error) {
-	wxCfg := wechat.Config{Accounts: wechatAccounts{accounts}, Logger: log,
-		APIBase: cfg.WeChatAPIBase, HTTPClient: wechat.NewHTTPClient(64, 10*time.Second)}
-	if rdb != nil {
-		wxCfg.Cache = wechat.NewRedisCache(rdb)
-	}
+// nothing, so `journeys validate` calls it to learn the configured channels
+// (with a WeChat client of no accounts: sends then fail).
+func buildSenders(cfg config.Config, wx *wechat.Sender, log *slog.Logger) (*channels.Registry, error) {
 	senders := channels.NewRegistry()
-	senders.Add(wechat.NewSender(wxCfg))
+	senders.Add(wx)
 	logOnly := logSender{log}
 	if cfg.SMSProvider == "log" {
 		senders.Register(channels.SMS, logOnly, channels.Capabilities{Address: channels.ByPhone, Requires: []string{"template"}})
@@ -256,6 +252,17 @@ func buildSenders(cfg config.Config, accounts *model.Accounts, rdb redis.Univers
 		senders.Register(channels.Email, logOnly, channels.Capabilities{Address: channels.ByEmail})
 	}
 	return senders, nil
+}
+
+// newWeChat returns the Official Account API client: the sender of WeChat
+// messages, and the caller of the other Official Account APIs (Call).
+func newWeChat(cfg config.Config, accounts *model.Accounts, rdb redis.UniversalClient, log *slog.Logger) *wechat.Sender {
+	wxCfg := wechat.Config{Accounts: wechatAccounts{accounts}, Logger: log,
+		APIBase: cfg.WeChatAPIBase, HTTPClient: wechat.NewHTTPClient(64, 10*time.Second)}
+	if rdb != nil {
+		wxCfg.Cache = wechat.NewRedisCache(rdb)
+	}
+	return wechat.NewSender(wxCfg)
 }
 
 // newEngine returns the journey engine over the app's database, queue and

@@ -339,7 +339,8 @@ func journeysCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	reg, err := buildSenders(cfg, nil, nil, slog.New(slog.DiscardHandler))
+	quiet := slog.New(slog.DiscardHandler)
+	reg, err := buildSenders(cfg, newWeChat(cfg, nil, nil, quiet), quiet)
 	if err != nil {
 		return err
 	}
