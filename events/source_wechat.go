@@ -126,6 +126,9 @@ func NormalizeOA(appid string, msg *message.MixMessage, now time.Time) (*model.E
 			}
 		}
 		ev.DedupeKey = fmt.Sprintf("wx:%s:ev:%s:%d:%s:%s:%d", appid, from, msg.CreateTime, msg.Event, key, msg.TemplateMsgID)
+		if scene, _ := ev.Props["scene"].(string); ev.Type == WeChatSubscribe || ev.Type == WeChatScan {
+			ev.Scene = model.FitKey(scene, model.MaxScene)
+		}
 		return ev, nil
 	}
 	ev.Type = WeChatMessage
