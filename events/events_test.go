@@ -37,8 +37,8 @@ func TestApply(t *testing.T) {
 	r := Default()
 	at := time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)
 	apply := func(typ string, props map[string]any) model.Member {
-		var m model.Member
-		r.Apply(&m, &model.Event{Type: typ, At: at, Props: props})
+		m := model.Member{AppID: "wxapp"}
+		r.Apply(&m, &model.Event{Type: typ, At: at, Props: props, Member: model.MemberRef{AppID: "wxapp", OpenID: "o1"}})
 		return m
 	}
 	if m := apply(WeChatSubscribe, map[string]any{"scene": "store_1"}); !m.Subscribed || m.FirstScene != "store_1" || m.LastScene != "store_1" {
@@ -50,7 +50,10 @@ func TestApply(t *testing.T) {
 	if m := apply(MemberUpdated, map[string]any{"nickname": "小王", "tier": "gold"}); m.Nickname != "小王" || m.Attrs["tier"] != "gold" {
 		t.Errorf("after member.updated: nickname %q, attrs %v", m.Nickname, m.Attrs)
 	}
-	if m := apply("order.paid", map[string]any{"amount": 1}); m.Subscribed || m.Attrs != nil {
+	if m := apply(WeChatUnsubscribe, nil); m.Subscribed || m.Subscription("wxapp") != model.SubscriptionUnsubscribed {
+		t.Errorf("after an unfollow: subscribed %v, subscription %q", m.Subscribed, m.Subscription("wxapp"))
+	}
+	if m := apply("order.paid", map[string]any{"amount": 1}); m.Subscribed || m.Attrs != nil || m.Subscription("") != model.SubscriptionUnknown {
 		t.Errorf("a brand event changed the member: %+v", m)
 	}
 }

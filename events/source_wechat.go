@@ -46,6 +46,7 @@ func (OfficialAccount) Apply(m *model.Member, ev *model.Event) {
 	if !model.Fits(scene, model.MaxScene) {
 		scene = ""
 	}
+	appid := ev.Member.AppID
 	switch ev.Type {
 	case WeChatSubscribe:
 		m.SubscribedAt = &at
@@ -56,7 +57,7 @@ func (OfficialAccount) Apply(m *model.Member, ev *model.Event) {
 			m.LastScene = scene
 		}
 	case WeChatUnsubscribe:
-		m.Subscribed = false
+		m.SetSubscription(appid, model.SubscriptionUnsubscribed)
 		return
 	case WeChatScan:
 		if scene != "" {
@@ -65,7 +66,7 @@ func (OfficialAccount) Apply(m *model.Member, ev *model.Event) {
 	case WeChatTemplateSent:
 		return
 	}
-	m.Subscribed = true
+	m.SetSubscription(appid, model.SubscriptionSubscribed)
 	m.LastInteractionAt = &at
 }
 
