@@ -142,7 +142,10 @@ func TestErrorsClassifiedAndRedacted(t *testing.T) {
 	}{
 		{"wrong secret", nil, "wrong-" + secret, func(c *Client) error { _, err := c.ExternalContact(ctx, app, "wm1"); return err }, channels.ErrPermanent, 40001},
 		{"daily quota", func(fk *fakewecom.Server) { fk.SetError(fakewecom.AddContactWayPath, 45009) }, secret,
-			func(c *Client) error { _, _, err := c.AddContactWay(ctx, app, ContactWay{Users: []string{"r"}}); return err }, channels.ErrQuota, 45009},
+			func(c *Client) error {
+				_, _, err := c.AddContactWay(ctx, app, ContactWay{Users: []string{"r"}})
+				return err
+			}, channels.ErrQuota, 45009},
 		{"not an external contact", nil, secret, func(c *Client) error { _, err := c.ExternalContact(ctx, app, "wm-unknown"); return err }, channels.ErrUnreachable, 84061},
 		{"invalid external userid", func(fk *fakewecom.Server) { fk.SetError(fakewecom.ExternalContactPath, 40096) }, secret,
 			func(c *Client) error { _, err := c.ExternalContact(ctx, app, "bad"); return err }, channels.ErrPermanent, 40096},

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"image/png"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/wejourney/wejourney/codes"
+	"github.com/wejourney/wejourney/config"
+	"github.com/wejourney/wejourney/internal/fakewecom"
+	"github.com/wejourney/wejourney/internal/fakewx"
+	"github.com/wejourney/wejourney/model"
+)
+
+// TestCLICodes: `qrcodes create/list/png` and `contact-ways create/list`
+// against fake WeChat and WeCom APIs, with the accounts' secrets sealed in
+// the database as the server stores them.
+func TestCLICodes(t *testing.T) {
+	t.Parallel()
+	const oa, corp = "wx00000000000000aa", "ww00000000000000cc"
+	wx := fakewx.New(fakewx.Config{Secrets: map[string]string{oa: "oa-secret"}})
+	t.Cleanup(wx.Close)
+	wc := fakewecom.New()
+	t.Cleanup(wc.Close)
+	wc.AddCorp(corp, "corp-secret")
+	dir := t.TempDir()
+	dbURL := "sqlite:" + filepath.Join(dir, "w.db")
+	cfgFile := filepath.Join(dir, "wejourney.yaml")
+	src := "database_url: " + dbURL + "\nsecret_key: " + testSecretKey + "\nwechat_appid: " + oa + "\nwechat_appsecret: oa-secret\nwechat_token: tok\n" +
+		"wechat_api_base: " + wx.URL + "\nwecom_corpid: " + corp + "\nwecom_agentid: \"1000002\"\nwecom_api_base: " + wc.URL + "\n"
+	if err := os.WriteFile(cfgFile, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(cfgFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, box, err := openStore(context.Background(), cfg, Options{AutoMigrate: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []model.Account{{Kind: model.AccountWeChatOA, AppID: oa, AppSecret: "oa-secret"},
+		{Kind: model.AccountWeCom, AppID: corp + "/1000002", AppSecret: "corp-secret"}} {
+		if err := model.UpsertAccount(db, box, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, _ := db.DB()
+	s.Close()
+
+	pngFile := filepath.Join(dir, "store.png")
+	out, _, err := runCLI(t, "qrcodes", "create", "--scene", "store_001", "--label", "南京西路店", "--channel", "store",
+		"--expire", "48h", "--png", pngFile, "--config", cfgFile)
+	if err != nil {
+		t.Fatalf("qrcodes create: %v", err)
+	}
+	calls := wx.QRCodes()
+	if len(calls) != 1 || calls[0].ExpireSeconds != 48*3600 || calls[0].SceneStr != "store_001" || !strings.Contains(out, calls[0].URL) {
+		t.Fatalf("calls %+v, output %s", calls, out)
+	}
+	checkPNG(t, pngFile, codes.PNGSize)
+	if _, _, err := runCLI(t, "qrcodes", "create", "--scene", "store_001", "--label", "x", "--config", cfgFile); err == nil ||
+		!strings.Contains(err.Error(), "already has") {
+		t.Errorf("duplicate scene: %v", err)
+	}
+	if _, _, err := runCLI(t, "qrcodes", "create", "--scene", "s", "--expire", "721h", "--config", cfgFile); err == nil ||
+		!strings.Contains(err.Error(), "30 days") {
+		t.Errorf("--expire 721h: %v", err)
+	}
+	out, _, err = runCLI(t, "qrcodes", "list", "--config", cfgFile)
+	if err != nil || !strings.Contains(out, "store_001") || !strings.Contains(out, "南京西路店") || !strings.Contains(out, "FOLLOWS") {
+		t.Errorf("qrcodes list: %v\n%s", err, out)
+	}
+	again := filepath.Join(dir, "again.png")
+	if _, _, err := runCLI(t, "qrcodes", "png", "1", again, "--config", cfgFile); err != nil {
+		t.Fatal(err)
+	}
+	checkPNG(t, again, codes.PNGSize)
+
+	wayPNG := filepath.Join(dir, "way.png")
+	out, _, err = runCLI(t, "contact-ways", "create", "--state", "store_001", "--user", "rep1", "--user", "rep2",
+		"--label", "门店", "--png", wayPNG, "--config", cfgFile)
+	if err != nil {
+		t.Fatalf("contact-ways create: %v", err)
+	}
+	ways := wc.ContactWays()
+	if len(ways) != 1 || ways[0].Type != 2 || ways[0].State != "store_001" || !strings.Contains(out, ways[0].ConfigID) {
+		t.Fatalf("calls %+v, output %s", ways, out)
+	}
+	checkPNG(t, wayPNG, fakewecom.QRSize)
+	out, _, err = runCLI(t, "contact-ways", "list", "--config", cfgFile)
+	if err != nil || !strings.Contains(out, ways[0].ConfigID) || !strings.Contains(out, "rep1,rep2") {
+		t.Errorf("contact-ways list: %v\n%s", err, out)
+	}
+}
+
+func checkPNG(t *testing.T, file string, size int) {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	if b := img.Bounds(); b.Dx() != size || b.Dy() != size {
+		t.Errorf("%s: %v, want %dx%d", file, b, size, size)
+	}
+}
