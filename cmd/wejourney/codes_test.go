@@ -3,17 +3,23 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"image/png"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wejourney/wejourney/codes"
 	"github.com/wejourney/wejourney/config"
+	"github.com/wejourney/wejourney/handler"
 	"github.com/wejourney/wejourney/internal/fakewecom"
 	"github.com/wejourney/wejourney/internal/fakewx"
+	"github.com/wejourney/wejourney/internal/wxsim"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -111,5 +117,70 @@ func checkPNG(t *testing.T, file string, size int) {
 	}
 	if b := img.Bounds(); b.Dx() != size || b.Dy() != size {
 		t.Errorf("%s: %v, want %dx%d", file, b, size, size)
+	}
+}
+
+// TestQRCodeAttribution: a QR code made through the admin API is credited
+// with the follows and scans WeChat's callbacks carry its scene in, once
+// the engine has routed them (members' first and last scene included).
+func TestQRCodeAttribution(t *testing.T) {
+	parallel(t)
+	h := newHarness(t, nil)
+	if err := h.db.Create(&model.APIKey{Name: "admin", Hash: handler.HashAPIKey("adm-key"), Scope: model.ScopeAdmin}).Error; err != nil {
+		t.Fatal(err)
+	}
+	api := func(method, path, body string) (int, string) {
+		req, _ := http.NewRequest(method, h.base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer adm-key")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if st, body := api("POST", "/api/v1/qrcodes", `{"appid":"`+testPlainAppID+`","scene":"store_e2e","label":"门店"}`); st != 201 {
+		t.Fatalf("create: %d %s", st, body)
+	}
+	if st, body := api("POST", "/api/v1/qrcodes", `{"appid":"`+testPlainAppID+`","scene":"poster_e2e","permanent":true}`); st != 201 {
+		t.Fatalf("create: %d %s", st, body)
+	}
+	for _, ev := range []wxsim.Event{
+		{Kind: wxsim.KindSubscribe, OpenID: "oA", Scene: "store_e2e"},
+		{Kind: wxsim.KindSubscribe, OpenID: "oB", Scene: "store_e2e"},
+		{Kind: wxsim.KindScan, OpenID: "oB", Scene: "poster_e2e"},
+		{Kind: wxsim.KindSubscribe, OpenID: "oC", Scene: "poster_e2e"},
+		{Kind: wxsim.KindSubscribe, OpenID: "oD"},
+	} {
+		if st, body := h.send(h.plain, ev); st != 200 {
+			t.Fatalf("%+v: %d %s", ev, st, body)
+		}
+	}
+	h.eventually("the callbacks are routed", 10*time.Second, func() bool {
+		return h.count(&model.Event{}, "routed_at IS NOT NULL") == 5
+	})
+	st, body := api("GET", "/api/v1/qrcodes?appid="+testPlainAppID, "")
+	if st != 200 {
+		t.Fatalf("list: %d %s", st, body)
+	}
+	var list struct {
+		QRCodes []codes.QRCode `json:"qrcodes"`
+	}
+	if err := json.Unmarshal([]byte(body), &list); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]codes.QRStats{
+		"store_e2e":  {Follows: 2, Scans: 0, Members: 2, FirstTouch: 2, LastTouch: 1},
+		"poster_e2e": {Follows: 1, Scans: 1, Members: 2, FirstTouch: 1, LastTouch: 2},
+	}
+	if len(list.QRCodes) != 2 {
+		t.Fatalf("codes: %s", body)
+	}
+	for _, c := range list.QRCodes {
+		if c.Stats != want[c.Scene] {
+			t.Errorf("%s: %+v, want %+v", c.Scene, c.Stats, want[c.Scene])
+		}
 	}
 }
