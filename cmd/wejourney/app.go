@@ -272,7 +272,8 @@ func newWeChat(cfg config.Config, accounts *model.Accounts, rdb redis.UniversalC
 // newWeCom returns the WeCom API client: its access tokens are kept in
 // Redis (shared by every process) when rdb is set.
 func newWeCom(cfg config.Config, db *gorm.DB, box *model.SecretBox, rdb redis.UniversalClient, log *slog.Logger) *wecom.Client {
-	wcCfg := wecom.Config{Accounts: wecomAccounts{db: db, box: box}, Logger: log,
+	env := wecom.Account{CorpID: cfg.WeComCorpID, AgentID: cfg.WeComAgentID, Secret: cfg.WeComSecret}
+	wcCfg := wecom.Config{Accounts: wecomAccounts{db: db, box: box, envApp: defaultWeComApp(cfg), env: env}, Logger: log,
 		APIBase: cfg.WeComAPIBase, HTTPClient: wechat.NewHTTPClient(16, 10*time.Second)}
 	if rdb != nil {
 		wcCfg.Cache = wechat.NewRedisCache(rdb)
@@ -678,11 +679,14 @@ func (w wechatAccounts) Account(ctx context.Context, appid string) (wechat.Accou
 }
 
 // wecomAccounts looks WeCom apps ("corpid/agentid", model.AccountWeCom)
-// up in the database, secrets decrypted. (model.Accounts, built for the
-// callback path, takes no '/' in an appid.)
+// up in the database, secrets decrypted; the environment's default app
+// (WEJOURNEY_WECOM_*) is used when the database has no row for it.
+// (model.Accounts, built for the callback path, takes no '/' in an appid.)
 type wecomAccounts struct {
-	db  *gorm.DB
-	box *model.SecretBox
+	db     *gorm.DB
+	box    *model.SecretBox
+	envApp string        // the environment's "corpid/agentid", or ""
+	env    wecom.Account // its credentials
 }
 
 // Account returns the credentials of app.
@@ -693,6 +697,9 @@ func (w wecomAccounts) Account(ctx context.Context, app string) (wecom.Account, 
 	var acct model.Account
 	err := w.db.WithContext(ctx).Where("app_id = ? AND kind = ?", app, model.AccountWeCom).Take(&acct).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
+		if app != "" && app == w.envApp {
+			return w.env, nil
+		}
 		return wecom.Account{}, fmt.Errorf("%w: %s", wecom.ErrUnknownAccount, app)
 	} else if err != nil {
 		return wecom.Account{}, fmt.Errorf("load WeCom app %s: %w", app, err)
