@@ -18,7 +18,8 @@
 //     last_scene is the scene or state. Scenes are not qualified by
 //     account, so give codes of different accounts different scenes.
 //
-// Errors: bad input wraps ErrInvalid, a scene or state already used
+// Errors: bad input (also an unknown account, or one without a secret)
+// wraps ErrInvalid, a scene or state already used
 // ErrConflict, an unknown id ErrNotFound, and a refusal or failure of
 // WeChat's or WeCom's API ErrUpstream (with the platform's
 // *channels.Error in the chain when it answered an errcode).
@@ -42,6 +43,7 @@ import (
 	qrcode "github.com/skip2/go-qrcode"
 	"gorm.io/gorm"
 
+	"github.com/wejourney/wejourney/channels/wechat"
 	"github.com/wejourney/wejourney/channels/wecom"
 	"github.com/wejourney/wejourney/model"
 )
@@ -159,8 +161,14 @@ func checkKey(name, v string, max int) error {
 	return nil
 }
 
-// upstream wraps an API error in ErrUpstream.
+// upstream wraps an API error in ErrUpstream, or in ErrInvalid when the
+// request named an account wejourney does not have or one without a secret
+// (the sandbox): nothing was asked of the platform then.
 func upstream(what string, err error) error {
+	if errors.Is(err, wechat.ErrUnknownAccount) || errors.Is(err, wechat.ErrSandbox) ||
+		errors.Is(err, wecom.ErrUnknownAccount) || errors.Is(err, wecom.ErrSandbox) {
+		return fmt.Errorf("%w: %s: %w", ErrInvalid, what, err)
+	}
 	return fmt.Errorf("%s: %w: %w", what, ErrUpstream, err)
 }
 

@@ -217,7 +217,7 @@ func TestCreateQR(t *testing.T) {
 			t.Errorf("quota: err = %v", err)
 		}
 		_, err = e.svc.CreateQR(ctx, QRRequest{AppID: "wxsandbox", Scene: "s"})
-		if !errors.Is(err, ErrUpstream) || !errors.Is(err, wechat.ErrSandbox) {
+		if !errors.Is(err, ErrInvalid) || !errors.Is(err, wechat.ErrSandbox) {
 			t.Errorf("sandbox account: err = %v", err)
 		}
 		var n int64
