@@ -184,3 +184,28 @@ func TestQRCodeAttribution(t *testing.T) {
 		}
 	}
 }
+
+// TestCLICodesHelp: the commands print their usage and flags.
+func TestCLICodesHelp(t *testing.T) {
+	t.Parallel()
+	for args, want := range map[string][]string{
+		"qrcodes --help":             {"usage: wejourney qrcodes", "-scene", "-permanent", "-expire", "-png"},
+		"qrcodes create -h":          {"qrcodes create --scene S", "-label", "-channel", "-appid"},
+		"contact-ways --help":        {"usage: wejourney contact-ways", "-state", "-user", "-app"},
+		"contact-ways create --help": {"contact-ways create --state S", "-verify"},
+		"help qrcodes":               {"qrcodes create|list|png"},
+	} {
+		stdout, stderr, err := runCLI(t, strings.Fields(args)...)
+		if err != nil || stderr != "" {
+			t.Errorf("%s: %v, stderr %q", args, err, stderr)
+		}
+		for _, w := range want {
+			if !strings.Contains(stdout, w) {
+				t.Errorf("%s: no %q in\n%s", args, w, stdout)
+			}
+		}
+	}
+	if _, _, err := runCLI(t, "qrcodes", "create", "--permanent", "--expire", "1h", "--scene", "s"); err == nil || !strings.Contains(err.Error(), "exclude") {
+		t.Errorf("--permanent --expire: %v", err)
+	}
+}
