@@ -50,6 +50,9 @@ func TestEventsAPIEdges(t *testing.T) {
 		if field == "phone" {
 			m[field] = strings.Repeat("1", n)
 		}
+		if field == "email" {
+			m[field] = long(n-len("@b.cn")) + "@b.cn"
+		}
 		var parts []string
 		for k, v := range m {
 			parts = append(parts, fmt.Sprintf("%q:%q", k, v))
