@@ -198,7 +198,7 @@ func parseAPIEvent(raw json.RawMessage, keyID int64, now time.Time, sources *eve
 	case !validType(in.Type):
 		return nil, "", errors.New("type: use letters, digits and . _ - : (starting with a letter)")
 	case sources.Reserved(in.Type):
-		return nil, "", fmt.Errorf("type %q is reserved for callbacks (%s)", in.Type, strings.Join(sources.Namespaces(), ", "))
+		return nil, "", fmt.Errorf("type %q is reserved for wejourney's own sources (%s)", in.Type, strings.Join(sources.Namespaces(), ", "))
 	case in.Member.OpenID != "" && in.Member.AppID == "":
 		return nil, "", errors.New("member.openid needs member.appid")
 	case in.Member.MPOpenID != "" && in.Member.MPAppID == "":
