@@ -108,6 +108,9 @@ func TestValidate(t *testing.T) {
 			[]string{`WEJOURNEY_EVENTS_RATE: "-1": want events per second per API key, 0 for no limit`}},
 		{"events rate not a number", func(c *Config) { c.EventsRate = "fast" },
 			[]string{`WEJOURNEY_EVENTS_RATE: "fast": want events per second per API key, 0 for no limit`}},
+		{"merge by phone and email", func(c *Config) { c.MergeBy = "phone, email" }, nil},
+		{"merge by nickname", func(c *Config) { c.MergeBy = "phone,nickname" },
+			[]string{`WEJOURNEY_MERGE_BY: "nickname": want phone, email or both, comma-separated`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
