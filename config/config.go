@@ -50,6 +50,17 @@ type Config struct {
 	WeChatAESKey    string `env:"WEJOURNEY_WECHAT_AES_KEY" yaml:"wechat_aes_key"`
 	WeChatAPIBase   string `env:"WEJOURNEY_WECHAT_API_BASE" yaml:"wechat_api_base"`
 
+	// MiniProgramAppID and MiniProgramAppSecret are the mini-program whose
+	// wx.login codes POST /api/v1/miniprogram/session exchanges (code2session,
+	// through WeChatAPIBase). Both or neither.
+	MiniProgramAppID     string `env:"WEJOURNEY_MINIPROGRAM_APPID" yaml:"miniprogram_appid"`
+	MiniProgramAppSecret string `env:"WEJOURNEY_MINIPROGRAM_APPSECRET" yaml:"miniprogram_appsecret"`
+
+	// EventsRate is how many events per second one API key may post to the
+	// events API (the burst is the same number): empty for
+	// DefaultEventsRate, "0" for no limit.
+	EventsRate string `env:"WEJOURNEY_EVENTS_RATE" yaml:"events_rate"`
+
 	WeComCorpID  string `env:"WEJOURNEY_WECOM_CORPID" yaml:"wecom_corpid"`
 	WeComAgentID string `env:"WEJOURNEY_WECOM_AGENTID" yaml:"wecom_agentid"`
 	WeComSecret  string `env:"WEJOURNEY_WECOM_SECRET" yaml:"wecom_secret"`
@@ -171,6 +182,23 @@ func (c Config) MaxConns() (int, error) {
 	return n, nil
 }
 
+// DefaultEventsRate is the events API's limit per API key, in events per
+// second, when WEJOURNEY_EVENTS_RATE is empty.
+const DefaultEventsRate = 1000
+
+// EventsPerSecond is WEJOURNEY_EVENTS_RATE as a number (DefaultEventsRate
+// when empty; 0 means no limit).
+func (c Config) EventsPerSecond() (int, error) {
+	if c.EventsRate == "" {
+		return DefaultEventsRate, nil
+	}
+	n, err := strconv.Atoi(c.EventsRate)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q: want events per second per API key, 0 for no limit", c.EventsRate)
+	}
+	return n, nil
+}
+
 // Sandbox reports whether the default Official Account has no real
 // credentials: callbacks use the sandbox appid and token, sends are logged.
 func (c Config) Sandbox() bool { return c.WeChatAppSecret == "" }
@@ -221,6 +249,18 @@ func (c Config) Validate() error {
 	}
 	if c.WeChatAppSecret != "" && c.WeChatAppID == "" {
 		bad("WEJOURNEY_WECHAT_APPID", "required when WEJOURNEY_WECHAT_APPSECRET is set")
+	}
+	if c.MiniProgramAppID != "" && c.MiniProgramAppSecret == "" {
+		bad("WEJOURNEY_MINIPROGRAM_APPSECRET", "required when WEJOURNEY_MINIPROGRAM_APPID is set (code2session needs the mini-program's AppSecret)")
+	}
+	if c.MiniProgramAppSecret != "" && c.MiniProgramAppID == "" {
+		bad("WEJOURNEY_MINIPROGRAM_APPID", "required when WEJOURNEY_MINIPROGRAM_APPSECRET is set")
+	}
+	if c.MiniProgramAppID != "" && c.MiniProgramAppID == c.DefaultAppID() {
+		bad("WEJOURNEY_MINIPROGRAM_APPID", "%q is the Official Account's appid: a mini-program has an appid of its own", c.MiniProgramAppID)
+	}
+	if _, err := c.EventsPerSecond(); err != nil {
+		bad("WEJOURNEY_EVENTS_RATE", "%v", err)
 	}
 	if err := checkAESKey(c.WeComAESKey); err != nil {
 		bad("WEJOURNEY_WECOM_AES_KEY", "%v", err)

@@ -95,6 +95,19 @@ func TestValidate(t *testing.T) {
 		{"max conns zero", func(c *Config) { c.DatabaseMaxConns = "0" },
 			[]string{`WEJOURNEY_DATABASE_MAX_CONNS: "0": want a number of connections, 1 or more`}},
 		{"max conns 20", func(c *Config) { c.DatabaseMaxConns = "20" }, nil},
+		{"mini-program appid and secret", func(c *Config) { c.MiniProgramAppID, c.MiniProgramAppSecret = "wxmini", "s" }, nil},
+		{"mini-program appid without secret", func(c *Config) { c.MiniProgramAppID = "wxmini" },
+			[]string{"WEJOURNEY_MINIPROGRAM_APPSECRET: required when WEJOURNEY_MINIPROGRAM_APPID is set (code2session needs the mini-program's AppSecret)"}},
+		{"mini-program secret without appid", func(c *Config) { c.MiniProgramAppSecret = "s" },
+			[]string{"WEJOURNEY_MINIPROGRAM_APPID: required when WEJOURNEY_MINIPROGRAM_APPSECRET is set"}},
+		{"mini-program appid of the Official Account", func(c *Config) {
+			c.WeChatAppID, c.WeChatToken, c.MiniProgramAppID, c.MiniProgramAppSecret = "wx1", "t", "wx1", "s"
+		}, []string{`WEJOURNEY_MINIPROGRAM_APPID: "wx1" is the Official Account's appid: a mini-program has an appid of its own`}},
+		{"events rate 0 turns the limit off", func(c *Config) { c.EventsRate = "0" }, nil},
+		{"events rate negative", func(c *Config) { c.EventsRate = "-1" },
+			[]string{`WEJOURNEY_EVENTS_RATE: "-1": want events per second per API key, 0 for no limit`}},
+		{"events rate not a number", func(c *Config) { c.EventsRate = "fast" },
+			[]string{`WEJOURNEY_EVENTS_RATE: "fast": want events per second per API key, 0 for no limit`}},
 		{"merge by phone and email", func(c *Config) { c.MergeBy = "phone, email" }, nil},
 		{"merge by nickname", func(c *Config) { c.MergeBy = "phone,nickname" },
 			[]string{`WEJOURNEY_MERGE_BY: "nickname": want phone, email or both, comma-separated`}},
@@ -112,6 +125,28 @@ func TestValidate(t *testing.T) {
 				t.Errorf("Validate() mismatch (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestEventsPerSecond(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]int{"": DefaultEventsRate, "0": 0, "250": 250} {
+		got, err := Config{EventsRate: in}.EventsPerSecond()
+		if err != nil || got != want {
+			t.Errorf("EventsPerSecond(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+}
+
+func TestLoadMiniProgram(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"WEJOURNEY_MINIPROGRAM_APPID": "wxmini", "WEJOURNEY_MINIPROGRAM_APPSECRET": "mpsecret", "WEJOURNEY_EVENTS_RATE": "50"}
+	got, err := Load("", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.MiniProgramAppID != "wxmini" || got.MiniProgramAppSecret != "mpsecret" || got.EventsRate != "50" {
+		t.Errorf("Load() = appid %q, secret %q, rate %q; want wxmini, mpsecret, 50", got.MiniProgramAppID, got.MiniProgramAppSecret, got.EventsRate)
 	}
 }
 

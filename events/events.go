@@ -1,6 +1,6 @@
 // Package events is the one place that knows event types and where they
-// come from. Each source (the Official Account callback, the events API;
-// WeCom and the mini-program next) lives in its own file: the event types it
+// come from. Each source (the Official Account callback, the events API,
+// the mini-program; WeCom next) lives in its own file: the event types it
 // emits with their props, how it normalizes its input into a model.Event,
 // and what each of its events changes on the member. A Registry puts the
 // sources together for the engine (member updates) and for journey
@@ -88,6 +88,7 @@ func Builtin() []Source {
 	return []Source{
 		OfficialAccount{},
 		API{},
+		MiniProgram{},
 		Engine{},
 	}
 }

@@ -19,6 +19,9 @@ func TestRegistry(t *testing.T) {
 		{"WeCom.contact_added", false, true}, // reserved for the WeCom source, any case
 		{"order.paid", true, false},          // a brand event
 		{MemberUpdated, true, false},
+		{MiniProgramClosed, true, true},     // the mini-program source's
+		{"miniprogram.shared", false, true}, // in its namespace, but no source emits it
+		{"MiniProgram.opened", false, true}, // reserved in any case
 	} {
 		if got := r.Known(tc.typ); got != tc.known {
 			t.Errorf("Known(%q) = %v, want %v", tc.typ, got, tc.known)
@@ -52,6 +55,9 @@ func TestApply(t *testing.T) {
 	}
 	if m := apply(WeChatUnsubscribe, nil); m.Subscribed || m.Subscription("wxapp") != model.SubscriptionUnsubscribed {
 		t.Errorf("after an unfollow: subscribed %v, subscription %q", m.Subscribed, m.Subscription("wxapp"))
+	}
+	if m := apply(MiniProgramClosed, map[string]any{"page": "pages/index/index", "duration_s": 12.5}); m.LastInteractionAt == nil || !m.LastInteractionAt.Equal(at) || m.Subscription("wxapp") != model.SubscriptionUnknown {
+		t.Errorf("after a mini-program page closed: last interaction %v, subscription %q; want %v, unknown", m.LastInteractionAt, m.Subscription("wxapp"), at)
 	}
 	if m := apply("order.paid", map[string]any{"amount": 1}); m.Subscribed || m.Attrs != nil || m.Subscription("") != model.SubscriptionUnknown {
 		t.Errorf("a brand event changed the member: %+v", m)

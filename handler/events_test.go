@@ -50,6 +50,9 @@ func TestEventsAPIEdges(t *testing.T) {
 		if field == "phone" {
 			m[field] = strings.Repeat("1", n)
 		}
+		if field == "email" {
+			m[field] = long(n-len("@b.cn")) + "@b.cn"
+		}
 		var parts []string
 		for k, v := range m {
 			parts = append(parts, fmt.Sprintf("%q:%q", k, v))
@@ -90,6 +93,7 @@ func TestEventsAPIEdges(t *testing.T) {
 			{"WeChat.", "POST", "/api/v1/events", event("", "WeChat.subscribe", phone, "", ""), auth, 400, []string{"reserved"}, 0},
 			{"WECOM.", "POST", "/api/v1/events", event("", "WECOM.x", phone, "", ""), auth, 400, []string{"reserved"}, 0},
 			{"wechat.", "POST", "/api/v1/events", event("", "wechat.scan", phone, "", ""), auth, 400, []string{"reserved"}, 0},
+			{"miniprogram. (the mini-program posts those itself)", "POST", "/api/v1/events", event("", "miniprogram.opened", phone, `{"page":"p"}`, ""), auth, 400, []string{"reserved"}, 0},
 			{"a brand type that starts alike", "POST", "/api/v1/events", event("", "wechatpay.paid", phone, "", ""), auth, 202, nil, 1},
 		}},
 		{"at is bounded", []scenario{
@@ -117,6 +121,28 @@ func TestEventsAPIEdges(t *testing.T) {
 			{"props over 64 KiB", "POST", "/api/v1/events", event("", "x", phone, bigProps, ""), auth, 400, []string{"props"}, 0},
 			{"the index of the bad one", "POST", "/api/v1/events", `{"events":[` + event("", "x", phone, "", "") + "," + event("", "x", member("openid", 129), "", "") + `]}`,
 				auth, 400, []string{`"index":1`, "member.openid"}, 0},
+		}},
+		{"each identity names a member; each is checked", []scenario{
+			{"openid with appid", "POST", "/api/v1/events", event("", "x", `{"openid":"o1","appid":"wx1"}`, "", ""), auth, 202, nil, 1},
+			{"unionid", "POST", "/api/v1/events", event("", "x", `{"unionid":"u1"}`, "", ""), auth, 202, nil, 2},
+			{"external_userid", "POST", "/api/v1/events", event("", "x", `{"external_userid":"wm1"}`, "", ""), auth, 202, nil, 3},
+			{"phone with country code and spaces", "POST", "/api/v1/events", event("", "x", `{"phone":"+86 138-0013-8000"}`, "", ""), auth, 202, nil, 4},
+			{"email", "POST", "/api/v1/events", event("", "x", `{"email":"Wang@Example.com"}`, "", ""), auth, 202, nil, 5},
+			{"user_id", "POST", "/api/v1/events", event("", "x", `{"user_id":"u_10086"}`, "", ""), auth, 202, nil, 6},
+			{"mp_openid with mp_appid", "POST", "/api/v1/events", event("", "x", `{"mp_openid":"omp1","mp_appid":"wxmini"}`, "", ""), auth, 202, nil, 7},
+			{"mp_openid without mp_appid", "POST", "/api/v1/events", event("", "x", `{"mp_openid":"omp1"}`, "", ""), auth, 400, []string{"member.mp_openid needs member.mp_appid"}, 7},
+			{"appid alone", "POST", "/api/v1/events", event("", "x", `{"appid":"wx1"}`, "", ""), auth, 400, []string{"member.appid needs member.openid"}, 7},
+			{"mp_appid alone", "POST", "/api/v1/events", event("", "x", `{"mp_appid":"wx1"}`, "", ""), auth, 400, []string{"member.mp_appid needs member.mp_openid"}, 7},
+			{"a phone of letters", "POST", "/api/v1/events", event("", "x", `{"phone":"call me"}`, "", ""), auth, 400, []string{"member.phone", "not a phone number"}, 7},
+			{"a phone too short", "POST", "/api/v1/events", event("", "x", `{"phone":"1234"}`, "", ""), auth, 400, []string{"member.phone"}, 7},
+			{"a plus inside a phone", "POST", "/api/v1/events", event("", "x", `{"phone":"138+0013"}`, "", ""), auth, 400, []string{"member.phone"}, 7},
+			{"an email without @", "POST", "/api/v1/events", event("", "x", `{"email":"wang.example.com"}`, "", ""), auth, 400, []string{"member.email", "not an email"}, 7},
+			{"an email ending in @", "POST", "/api/v1/events", event("", "x", `{"email":"wang@"}`, "", ""), auth, 400, []string{"member.email"}, 7},
+			{"an email with a space", "POST", "/api/v1/events", event("", "x", `{"email":"wang @example.com"}`, "", ""), auth, 400, []string{"member.email"}, 7},
+			{"mp_openid 129", "POST", "/api/v1/events", event("", "x", `{"mp_openid":"`+long(129)+`","mp_appid":"wxmini"}`, "", ""), auth, 400, []string{"member.mp_openid is at most 128"}, 7},
+			{"mp_appid 65", "POST", "/api/v1/events", event("", "x", `{"mp_openid":"omp1","mp_appid":"`+long(65)+`"}`, "", ""), auth, 400, []string{"member.mp_appid is at most 64"}, 7},
+			{"one bad identity refuses the batch", "POST", "/api/v1/events", `{"events":[` + event("", "x", `{"user_id":"u2"}`, "", "") + "," + event("", "x", `{"email":"nope"}`, "", "") + `]}`,
+				auth, 400, []string{`"index":1`, "member.email"}, 7},
 		}},
 		{"fields at their limits are stored", []scenario{
 			{"openid 128", "POST", "/api/v1/events", event("", "x", member("openid", 128), "", ""), auth, 202, nil, 1},
@@ -152,5 +178,22 @@ func TestEventsAPIPayloadHash(t *testing.T) {
 	}
 	if len(ev.PayloadHash) != 64 {
 		t.Errorf("stored payload hash %q; want a hex SHA-256", ev.PayloadHash)
+	}
+}
+
+// TestEventsAPIStoresMiniProgramIdentity: a brand event may name the
+// member by their mini-program openid; it is stored as posted.
+func TestEventsAPIStoresMiniProgramIdentity(t *testing.T) {
+	t.Parallel()
+	h, db := newTestRouter(t)
+	auth := map[string]string{"Authorization": "Bearer " + testKey, "Content-Type": "application/json"}
+	scenario{"mp member", "POST", "/api/v1/events", `{"id":"m1","type":"coupon.claimed","member":{"mp_openid":"omp1","mp_appid":"wxmini","unionid":"u1"}}`,
+		auth, 202, []string{`"accepted":1`}, 1}.send(t, h, db)
+	var ev model.Event
+	if err := db.First(&ev).Error; err != nil {
+		t.Fatal(err)
+	}
+	if want := (model.MemberRef{MPAppID: "wxmini", MPOpenID: "omp1", UnionID: "u1"}); ev.Member != want || ev.MemberKey != "mp_openid:wxmini/omp1" {
+		t.Errorf("stored member %+v (key %q), want %+v (key mp_openid:wxmini/omp1)", ev.Member, ev.MemberKey, want)
 	}
 }

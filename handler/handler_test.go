@@ -124,7 +124,7 @@ func TestEventsAPI(t *testing.T) {
 		{nil, scenario{"member without identity", "POST", "/api/v1/events", `{"type":"x","member":{}}`, auth, 400, []string{"member needs"}, 0}},
 		{nil, scenario{"openid without appid", "POST", "/api/v1/events", `{"type":"x","member":{"openid":"o"}}`, auth, 400, []string{"appid"}, 0}},
 		{nil, scenario{"wechat types are reserved", "POST", "/api/v1/events", `{"type":"wechat.subscribe","member":{"openid":"o","appid":"w"}}`, auth, 400, []string{"reserved"}, 0}},
-		{nil, scenario{"bad time", "POST", "/api/v1/events", `{"type":"x","member":{"phone":"1"},"at":"yesterday"}`, auth, 400, []string{"RFC 3339"}, 0}},
+		{nil, scenario{"bad time", "POST", "/api/v1/events", `{"type":"x","member":{"phone":"13800000000"},"at":"yesterday"}`, auth, 400, []string{"RFC 3339"}, 0}},
 		{nil, scenario{"not JSON", "POST", "/api/v1/events", `{"type":`, auth, 400, []string{"not JSON"}, 0}},
 		{nil, scenario{"too many", "POST", "/api/v1/events", `{"events":[` + strings.Repeat(`{"type":"x","member":{"phone":"1"}},`, 1000) + `{"type":"x","member":{"phone":"1"}}]}`, auth, 400, []string{"1 to 1000"}, 0}},
 	})

@@ -67,9 +67,19 @@ type Config struct {
 	Sources *events.Registry
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
-	// Now is the clock callback timestamps are checked against; it
-	// defaults to time.Now.
+	// Now is the clock callback timestamps, event times and mini-program
+	// session tokens are checked against; it defaults to time.Now.
 	Now func() time.Time
+	// EventsLimiter limits the events API per API key (nil: no limit).
+	EventsLimiter RateLimiter
+	// MiniProgram exchanges wx.login codes for POST
+	// /api/v1/miniprogram/session, for the mini-program MiniProgramAppID.
+	// MiniProgramSecret signs its session tokens: the same in every process
+	// (the settings row miniprogram_token_secret). Without all three, the
+	// mini-program endpoints answer 404.
+	MiniProgram       MiniProgramSessions
+	MiniProgramAppID  string
+	MiniProgramSecret []byte
 	// MaxConcurrentBodies caps how many callback bodies are read at once,
 	// bounding the memory that request bodies can take; a callback that
 	// finds no free slot within a second is answered 503. Default
@@ -165,6 +175,8 @@ func (h *Handler) routes() http.Handler {
 	r.GET("/wechat/oa/:appid", h.officialAccount)
 	r.POST("/wechat/oa/:appid", h.officialAccount)
 	r.POST("/api/v1/events", h.apiKeyAuth, h.postEvents)
+	r.POST("/api/v1/miniprogram/session", h.miniProgramSession)
+	r.POST("/api/v1/miniprogram/events", h.miniProgramEvents)
 	h.probeRoutes(r)
 	if a := cfg.Admin; a != nil {
 		r.GET("/", func(c *gin.Context) { c.Redirect(http.StatusFound, "/admin/") })

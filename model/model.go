@@ -295,6 +295,9 @@ type Delivery struct {
 const (
 	AccountWeChatOA = "wechat_oa"
 	AccountWeCom    = "wecom"
+	// AccountMiniProgram is a mini-program: only its AppSecret is used
+	// (code2session); it receives no callbacks.
+	AccountMiniProgram = "miniprogram"
 )
 
 // Account is a connected Official Account or WeCom app. AppID is the

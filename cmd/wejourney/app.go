@@ -334,12 +334,16 @@ func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Serv
 	if err := a.DB.WithContext(ctx).Where(&model.Setting{Key: "session_secret"}).First(&secret).Error; err != nil {
 		return nil, fmt.Errorf("load session secret: %w", err)
 	}
-	h := handler.New(handler.Config{
+	hc := handler.Config{
 		DB: a.DB, Ingestor: a.ingestor, Accounts: accounts, Registry: a.registry, Logger: a.Log,
 		Ready: a.ready, Sources: a.sources,
 		Admin: handler.NewAdmin(adminConfig(a.runCtx, a.DB, secret.Value, a.Cfg, a.Log)),
 		Codes: newCodes(a.Cfg, a.DB, a.wechat, a.wecom, a.Log),
-	})
+	}
+	if err := a.miniProgramConfig(ctx, &hc); err != nil {
+		return nil, err
+	}
+	h := handler.New(hc)
 	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}, nil
 }
 
@@ -452,6 +456,56 @@ func (a *App) bootstrap(ctx context.Context) error {
 	if err := model.InsertIgnore(db).Create(&model.Setting{Key: "session_secret", Value: randomHex(32)}).Error; err != nil {
 		return fmt.Errorf("seed session secret: %w", err)
 	}
+	return a.bootstrapMiniProgram(ctx)
+}
+
+// miniProgramTokenSecret is the settings row whose value signs
+// mini-program session tokens, the same in every process.
+const miniProgramTokenSecret = "miniprogram_token_secret"
+
+// bootstrapMiniProgram seeds the key that signs mini-program session
+// tokens and, with WEJOURNEY_MINIPROGRAM_APPID, the mini-program's account
+// (code2session reads its AppSecret from there).
+func (a *App) bootstrapMiniProgram(ctx context.Context) error {
+	db := a.DB.WithContext(ctx)
+	if err := model.InsertIgnore(db).Create(&model.Setting{Key: miniProgramTokenSecret, Value: randomHex(32)}).Error; err != nil {
+		return fmt.Errorf("seed mini-program token secret: %w", err)
+	}
+	if a.Cfg.MiniProgramAppID == "" {
+		return nil
+	}
+	acct := model.Account{Kind: model.AccountMiniProgram, AppID: a.Cfg.MiniProgramAppID, Name: "mini-program",
+		AppSecret: a.Cfg.MiniProgramAppSecret}
+	if err := model.UpsertAccount(db, a.secrets, acct); err != nil {
+		return fmt.Errorf("seed mini-program account: %w", err)
+	}
+	return nil
+}
+
+// miniProgramConfig fills in the handler's mini-program fields when
+// WEJOURNEY_MINIPROGRAM_APPID is set, and its events rate limit: shared
+// through Redis (each process on its own while Redis is down), or none
+// with WEJOURNEY_EVENTS_RATE=0.
+func (a *App) miniProgramConfig(ctx context.Context, hc *handler.Config) error {
+	if perSecond, err := a.Cfg.EventsPerSecond(); err != nil {
+		return fmt.Errorf("WEJOURNEY_EVENTS_RATE: %w", err)
+	} else if perSecond > 0 {
+		if a.rdb != nil {
+			hc.EventsLimiter = handler.NewRedisRateLimiter(a.rdb, perSecond)
+		} else {
+			hc.EventsLimiter = handler.NewLocalRateLimiter(perSecond, nil)
+		}
+	}
+	if a.Cfg.MiniProgramAppID == "" {
+		return nil
+	}
+	var secret model.Setting
+	if err := a.DB.WithContext(ctx).Where(&model.Setting{Key: miniProgramTokenSecret}).First(&secret).Error; err != nil {
+		return fmt.Errorf("load mini-program token secret: %w", err)
+	}
+	hc.MiniProgram = miniProgramSessions{wx: a.wechat, appid: a.Cfg.MiniProgramAppID}
+	hc.MiniProgramAppID = a.Cfg.MiniProgramAppID
+	hc.MiniProgramSecret = []byte(secret.Value)
 	return nil
 }
 

@@ -98,6 +98,7 @@ type Server struct {
 	fetches    int
 	tokenSeq   int64
 	templateID int64
+	logins     loginCodes // /sns/jscode2session (jscode2session.go)
 }
 
 type tokenInfo struct {
@@ -120,6 +121,7 @@ func New(cfg Config) *Server {
 	mux.HandleFunc("/cgi-bin/message/custom/send", s.handleCustomSend)
 	mux.HandleFunc("/cgi-bin/message/template/send", s.handleTemplateSend)
 	mux.HandleFunc("/cgi-bin/qrcode/create", s.handleQRCodeCreate)
+	mux.HandleFunc("/sns/jscode2session", s.handleCode2Session)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "fakewx: no such API: "+r.URL.Path, http.StatusNotFound)
 	})
