@@ -96,6 +96,7 @@ type Server struct {
 	httpStatus int                  // non-zero: send endpoints answer this status
 	drop       bool                 // send endpoints close the connection unanswered
 	fetches    int
+	users      *users // the user-management APIs (fakewx_users.go)
 	tokenSeq   int64
 	templateID int64
 }
@@ -119,6 +120,7 @@ func New(cfg Config) *Server {
 	mux.HandleFunc("/cgi-bin/token", s.handleToken)
 	mux.HandleFunc("/cgi-bin/message/custom/send", s.handleCustomSend)
 	mux.HandleFunc("/cgi-bin/message/template/send", s.handleTemplateSend)
+	s.users = registerUsers(s, mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "fakewx: no such API: "+r.URL.Path, http.StatusNotFound)
 	})
