@@ -88,6 +88,7 @@ func Builtin() []Source {
 	return []Source{
 		OfficialAccount{},
 		API{},
+		Import{},
 	}
 }
 
