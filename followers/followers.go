@@ -77,9 +77,6 @@ var ErrRunning = errors.New("followers: a sync of this account is already runnin
 // quota of an API is spent. Progress is saved; the next run resumes.
 var ErrDailyQuota = errors.New("followers: WeChat's daily API quota is spent (45009)")
 
-// ErrNoSync is returned by Status for an account never synced.
-var ErrNoSync = errors.New("followers: no sync of this account yet")
-
 // Client is the Official Account API the import calls: *wechat.Sender is one.
 type Client interface {
 	Followers(ctx context.Context, appid, nextOpenID string) (wechat.FollowerPage, error)
@@ -276,17 +273,17 @@ func (s *Syncer) Close() {
 	s.wg.Wait()
 }
 
-// Status returns appid's progress row (ErrNoSync when it was never
-// synced). While a sync runs in this process, Imported counts the
-// followers stored so far, not only the finished pages.
-func (s *Syncer) Status(ctx context.Context, appid string) (model.FollowerSync, error) {
+// Status returns appid's progress row, and false when appid was never
+// synced. While a sync runs in this process, Imported counts the followers
+// stored so far, not only the finished pages.
+func (s *Syncer) Status(ctx context.Context, appid string) (model.FollowerSync, bool, error) {
 	var row model.FollowerSync
 	err := s.cfg.DB.WithContext(ctx).Where("app_id = ?", appid).Take(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return row, fmt.Errorf("%w: %s", ErrNoSync, appid)
+		return row, false, nil
 	}
 	if err != nil {
-		return row, fmt.Errorf("followers: load sync of %s: %w", appid, err)
+		return row, false, fmt.Errorf("followers: load sync of %s: %w", appid, err)
 	}
 	s.mu.Lock()
 	done, ok := s.running[appid]
@@ -294,7 +291,7 @@ func (s *Syncer) Status(ctx context.Context, appid string) (model.FollowerSync, 
 	if ok && done > row.Imported {
 		row.Imported = done
 	}
-	return row, nil
+	return row, true, nil
 }
 
 // Sync imports appid's followers and returns when the run is done or

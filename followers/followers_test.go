@@ -439,7 +439,7 @@ func TestSyncRuns(t *testing.T) {
 	if _, err := s2.Sync(t.Context(), appID, Options{}); !errors.Is(err, ErrRunning) {
 		t.Errorf("Sync while running: %v, want ErrRunning", err)
 	}
-	if st, err := s2.Status(t.Context(), appID); err != nil || st.Status != StatusRunning {
+	if st, _, err := s2.Status(t.Context(), appID); err != nil || st.Status != StatusRunning {
 		t.Errorf("status while running: %+v %v", st, err)
 	}
 	close(block)
@@ -448,10 +448,10 @@ func TestSyncRuns(t *testing.T) {
 			t.Fatal("the background sync did not end")
 		}
 	}
-	if st, err := s2.Status(t.Context(), appID); err != nil || st.Status != StatusDone || st.Imported != 150 {
+	if st, _, err := s2.Status(t.Context(), appID); err != nil || st.Status != StatusDone || st.Imported != 150 {
 		t.Errorf("status after: %+v %v", st, err)
 	}
-	if _, err := s2.Status(t.Context(), "wxnever"); !errors.Is(err, ErrNoSync) {
+	if _, found, err := s2.Status(t.Context(), "wxnever"); found || err != nil {
 		t.Errorf("status of an account never synced: %v", err)
 	}
 }

@@ -67,6 +67,9 @@ type Config struct {
 	// Now is the clock callback timestamps are checked against; it
 	// defaults to time.Now.
 	Now func() time.Time
+	// Followers runs follower imports for the admin API
+	// (/api/v1/followers/sync); nil leaves those routes out.
+	Followers FollowerSyncer
 	// MaxConcurrentBodies caps how many callback bodies are read at once,
 	// bounding the memory that request bodies can take; a callback that
 	// finds no free slot within a second is answered 503. Default
@@ -174,6 +177,10 @@ func (h *Handler) routes() http.Handler {
 		api := r.Group("/api/v1", a.headers, a.apiAuth, a.csrfGuard)
 		api.GET("/journeys", a.listJourneys)
 		api.GET("/deliveries", a.listDeliveries)
+		if cfg.Followers != nil {
+			api.POST("/followers/sync", h.startFollowerSync)
+			api.GET("/followers/sync", h.followerSyncStatus)
+		}
 	}
 	return r
 }
