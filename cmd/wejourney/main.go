@@ -8,6 +8,7 @@
 //	wejourney journeys validate FILE|DIR...
 //	wejourney admin passwd [USER] [--password-stdin]
 //	wejourney apikeys create --name NAME [--scope events|admin] | list | revoke ID
+//	wejourney followers sync [--appid APPID] [--restart]
 //	wejourney simulate subscribe|scan|click|text|unsubscribe|view|location|template_sent [flags]
 //	wejourney bench [flags]
 //	wejourney help [COMMAND] | version
@@ -69,6 +70,8 @@ usage:
                                              make an API key (printed once)
   wejourney apikeys list                     list API keys (never the keys themselves)
   wejourney apikeys revoke ID                revoke an API key: it gets 401 from now on
+  wejourney followers sync [--appid APPID] [--restart]
+                                             import the Official Account's existing followers (resumes a stopped sync)
   wejourney help [COMMAND]                   this text, or a command's usage and flags
   wejourney version                          the version of this binary (also --version)
 
@@ -120,6 +123,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return adminCmd(ctx, args, os.Stdin, stdout, stderr)
 	case "apikeys":
 		return apikeysCmd(ctx, args, stdout, stderr)
+	case "followers":
+		return followersCmd(ctx, args, stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q (see wejourney help)", cmd)
