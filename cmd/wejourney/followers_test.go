@@ -103,16 +103,19 @@ func TestFollowersImportThroughEngine(t *testing.T) {
 	}
 }
 
-// writeCLIConfig writes a wejourney.yaml for the CLI: a fresh database and
-// the default account's API at fake.
+// writeCLIConfig writes a wejourney.yaml for the CLI: a fresh database
+// (migrated) and Redis, and the default account's API at fake.
 func writeCLIConfig(t *testing.T, fake *fakewx.Server) (path, dbURL string) {
 	t.Helper()
-	dbURL = "sqlite:" + filepath.Join(t.TempDir(), "cli.db")
+	dbURL = testDatabaseURL(t)
 	path = filepath.Join(t.TempDir(), "wejourney.yaml")
-	src := fmt.Sprintf("database_url: %q\nwechat_appid: %q\nwechat_appsecret: s3cret\nwechat_token: tok\nwechat_api_base: %q\nsecret_key: %q\n",
-		dbURL, testAppID, fake.URL, testSecretKey)
+	src := fmt.Sprintf("database_url: %q\nredis_url: %q\nwechat_appid: %q\nwechat_appsecret: s3cret\nwechat_token: tok\nwechat_api_base: %q\nsecret_key: %q\n",
+		dbURL, testRedisURL(t), testAppID, fake.URL, testSecretKey)
 	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	if _, stderr, err := runCLI(t, "migrate", "--config", path); err != nil {
+		t.Fatalf("migrate: %v %s", err, stderr)
 	}
 	return path, dbURL
 }
@@ -121,7 +124,7 @@ func writeCLIConfig(t *testing.T, fake *fakewx.Server) (path, dbURL string) {
 // account's followers with a progress bar; stopped by the daily quota it
 // says to resume tomorrow, and the next run resumes.
 func TestFollowersCLI(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	fake := fakewx.New(fakewx.Config{})
 	t.Cleanup(fake.Close)
 	fake.SetFollowerCount(testAppID, 12000)
