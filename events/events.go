@@ -89,6 +89,7 @@ func Builtin() []Source {
 		OfficialAccount{},
 		API{},
 		Import{},
+		Engine{},
 	}
 }
 
