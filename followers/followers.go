@@ -19,18 +19,20 @@
 // "import:<appid>:<run id>:<openid>", so the page stored again stores
 // nothing twice. A finished run, or Options.Restart, starts a new run.
 //
-// Quotas (WeChat's documented daily quotas of an Official Account, which
-// grow with its follower count; we assume the smallest published ones):
-// user/get 500 calls a day, user/info/batchget 500 calls a day for a small
-// account (WeChat counts batchget like user/info, whose quota is 500,000
-// calls a day, but answers 45009 per API), tags/get 1,000 a day. 25,000
-// followers take 3 user/get pages (+1 empty call that ends the list), 250
-// batchget calls and 1 tags/get. Calls are spread by a client-side rate
-// limit (Config.Rate, default 50 calls/s, well under WeChat's per-minute
-// limits). On 45009 (the day's quota is spent) the run stops, its progress
-// saved, with ErrDailyQuota saying to run it again tomorrow; on 45011 (the
-// minute's quota) it waits a minute and retries; temporary errors (-1
-// system busy, network, 5xx) are retried with backoff a few times.
+// Quotas. We assume WeChat's documented daily quotas of an Official
+// Account (公众号 → 开发 → 接口权限, which WeChat raises for large accounts
+// and may change): user/get 500 calls a day (5,000,000 followers);
+// user/info and user/info/batchget millions of calls a day; tags/get
+// 1,000 a day. 25,000 followers take 3 user/get pages (+1 empty call that
+// ends the list), 250 batchget calls and 1 tags/get: a small share of
+// each. The import does not count against the quotas itself; it spreads
+// its calls with a client-side rate limit (Config.Rate, default 50
+// calls/s, well under WeChat's per-minute limits) and reacts to WeChat's
+// answers: on 45009 (the day's quota of an API is spent) the run stops,
+// its progress saved, with ErrDailyQuota saying to run it again tomorrow;
+// on 45011 (the minute's quota) it waits a minute and retries; temporary
+// errors (-1 system busy, network, 5xx) are retried with backoff a few
+// times.
 package followers
 
 import (
