@@ -245,7 +245,8 @@ func (s *Syncer) Running(appid string) bool {
 }
 
 // Start runs a sync of appid in the background (until Close) and reports
-// whether it started: false when one is already running here.
+// whether it started: false when one is already running here. The
+// progress row says running when it returns.
 func (s *Syncer) Start(appid string, restart bool) (bool, error) {
 	if appid == "" {
 		return false, errors.New("followers: no appid")
@@ -253,11 +254,16 @@ func (s *Syncer) Start(appid string, restart bool) (bool, error) {
 	if !s.claim(appid) {
 		return false, nil
 	}
+	row, resumed, err := s.begin(s.base, appid, restart)
+	if err != nil {
+		s.release(appid)
+		return false, err
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer s.release(appid)
-		res, err := s.run(s.base, appid, Options{Restart: restart})
+		res, err := s.work(s.base, row, resumed, Options{})
 		if err != nil {
 			s.cfg.Logger.Error("follower sync stopped", "appid", appid, "imported", res.Sync.Imported, "total", res.Sync.Total, "err", err)
 			return
@@ -310,16 +316,17 @@ func (s *Syncer) Sync(ctx context.Context, appid string, opts Options) (Result, 
 		return Result{}, fmt.Errorf("%w: %s", ErrRunning, appid)
 	}
 	defer s.release(appid)
-	return s.run(ctx, appid, opts)
-}
-
-// run is Sync once appid is claimed.
-func (s *Syncer) run(ctx context.Context, appid string, opts Options) (Result, error) {
-	var res Result
 	row, resumed, err := s.begin(ctx, appid, opts.Restart)
 	if err != nil {
-		return res, err
+		return Result{}, err
 	}
+	return s.work(ctx, row, resumed, opts)
+}
+
+// work runs the sync whose progress row begin returned.
+func (s *Syncer) work(ctx context.Context, row model.FollowerSync, resumed bool, opts Options) (Result, error) {
+	appid := row.AppID
+	var res Result
 	res.Resumed, res.ResumedFrom = resumed, row.Imported
 	stop := func(err error) (Result, error) {
 		row.Status, row.Error = StatusFailed, err.Error()

@@ -432,6 +432,10 @@ func TestSyncRuns(t *testing.T) {
 	if !started || err != nil {
 		t.Fatalf("Start: %v %v", started, err)
 	}
+	// The progress row says running as soon as Start returns.
+	if st, found, err := s2.Status(t.Context(), appID); !found || err != nil || st.Status != StatusRunning {
+		t.Errorf("status right after Start: %+v %v %v", st, found, err)
+	}
 	<-b.entered
 	if again, _ := s2.Start(appID, false); again {
 		t.Error("a second Start of the same account started")
