@@ -89,6 +89,7 @@ func Builtin() []Source {
 		OfficialAccount{},
 		API{},
 		MiniProgram{},
+		Import{},
 		Engine{},
 	}
 }

@@ -80,6 +80,9 @@ type Config struct {
 	MiniProgram       MiniProgramSessions
 	MiniProgramAppID  string
 	MiniProgramSecret []byte
+	// Followers runs follower imports for the admin API
+	// (/api/v1/followers/sync); nil leaves those routes out.
+	Followers FollowerSyncer
 	// MaxConcurrentBodies caps how many callback bodies are read at once,
 	// bounding the memory that request bodies can take; a callback that
 	// finds no free slot within a second is answered 503. Default
@@ -190,6 +193,10 @@ func (h *Handler) routes() http.Handler {
 		api.GET("/journeys", a.listJourneys)
 		api.GET("/deliveries", a.listDeliveries)
 		h.codeRoutes(api)
+		if cfg.Followers != nil {
+			api.POST("/followers/sync", h.startFollowerSync)
+			api.GET("/followers/sync", h.followerSyncStatus)
+		}
 	}
 	return r
 }

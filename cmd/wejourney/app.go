@@ -27,6 +27,7 @@ import (
 	"github.com/wejourney/wejourney/codes"
 	"github.com/wejourney/wejourney/config"
 	"github.com/wejourney/wejourney/events"
+	"github.com/wejourney/wejourney/followers"
 	"github.com/wejourney/wejourney/handler"
 	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
@@ -82,6 +83,7 @@ type App struct {
 	queue     *asynq.Client
 	worker    *asynq.Server
 	ingestor  *journey.Ingestor
+	followers *followers.Syncer // follower imports started from the admin API
 	http      *http.Server
 	runCtx    context.Context
 	registry  *prometheus.Registry
@@ -129,6 +131,8 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if opts.Role != RoleWorker {
 		a.ingestor = journey.NewIngestor(journey.IngestorConfig{DB: a.DB, Queue: a.queue, Logger: a.Log})
+		a.followers = followers.New(followers.Config{DB: a.DB, Client: a.wechat, Events: a.ingestor,
+			BaseContext: a.runCtx, Logger: a.Log})
 	}
 	a.Engine = a.newEngine(senders)
 	a.syncJourneys(ctx)
@@ -336,7 +340,7 @@ func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Serv
 	}
 	hc := handler.Config{
 		DB: a.DB, Ingestor: a.ingestor, Accounts: accounts, Registry: a.registry, Logger: a.Log,
-		Ready: a.ready, Sources: a.sources,
+		Ready: a.ready, Sources: a.sources, Followers: a.followers,
 		Admin: handler.NewAdmin(adminConfig(a.runCtx, a.DB, secret.Value, a.Cfg, a.Log)),
 		Codes: newCodes(a.Cfg, a.DB, a.wechat, a.wecom, a.Log),
 	}
@@ -596,6 +600,9 @@ func (a *App) Close() {
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			a.http.Shutdown(sctx)
 			cancel()
+		}
+		if a.followers != nil {
+			a.followers.Close() // progress is saved; the next sync resumes
 		}
 		if a.ingestor != nil {
 			a.ingestor.Close()

@@ -10,6 +10,7 @@
 //	wejourney apikeys create --name NAME [--scope events|admin] | list | revoke ID
 //	wejourney qrcodes create --scene S --label L [flags] | list | png ID FILE
 //	wejourney contact-ways create --state S --user U --label L [flags] | list
+//	wejourney followers sync [--appid APPID] [--restart]
 //	wejourney simulate subscribe|scan|click|text|unsubscribe|view|location|template_sent [flags]
 //	wejourney bench [flags]
 //	wejourney help [COMMAND] | version
@@ -78,6 +79,8 @@ usage:
   wejourney contact-ways create --state S --user U [--user U2] --label L [--channel C] [--app corpid/agentid] [--png FILE]
                                              make a WeCom contact-me link whose adds carry the state
   wejourney contact-ways list                list contact-me links with their adds, members, first and last touch
+  wejourney followers sync [--appid APPID] [--restart]
+                                             import the Official Account's existing followers (resumes a stopped sync)
   wejourney help [COMMAND]                   this text, or a command's usage and flags
   wejourney version                          the version of this binary (also --version)
 
@@ -133,6 +136,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return qrcodesCmd(ctx, args, stdout, stderr)
 	case "contact-ways":
 		return contactWaysCmd(ctx, args, stdout, stderr)
+	case "followers":
+		return followersCmd(ctx, args, stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q (see wejourney help)", cmd)

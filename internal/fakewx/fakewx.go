@@ -96,6 +96,7 @@ type Server struct {
 	httpStatus int                  // non-zero: send endpoints answer this status
 	drop       bool                 // send endpoints close the connection unanswered
 	fetches    int
+	users      *users // the user-management APIs (fakewx_users.go)
 	tokenSeq   int64
 	templateID int64
 	logins     loginCodes // /sns/jscode2session (jscode2session.go)
@@ -122,6 +123,7 @@ func New(cfg Config) *Server {
 	mux.HandleFunc("/cgi-bin/message/template/send", s.handleTemplateSend)
 	mux.HandleFunc("/cgi-bin/qrcode/create", s.handleQRCodeCreate)
 	mux.HandleFunc("/sns/jscode2session", s.handleCode2Session)
+	s.users = registerUsers(s, mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "fakewx: no such API: "+r.URL.Path, http.StatusNotFound)
 	})
