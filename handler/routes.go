@@ -1,4 +1,4 @@
-// Package handler is wejourney's HTTP surface in gin: the WeChat callbacks,
+// Package handler is wejourney's HTTP surface in gin: the WeChat and WeCom callbacks,
 // the brand events API, health, metrics and the admin page. It translates
 // requests into calls on an EventStore (journey.Ingestor in a server) and
 // an AccountLookup (model.Accounts); it does no journey work itself. A
@@ -161,6 +161,8 @@ func (h *Handler) routes() http.Handler {
 	// The route table: every route wejourney serves.
 	r.GET("/wechat/oa/:appid", h.officialAccount)
 	r.POST("/wechat/oa/:appid", h.officialAccount)
+	r.GET("/wechat/work/:corpid/:agentid", h.weCom)
+	r.POST("/wechat/work/:corpid/:agentid", h.weCom)
 	r.POST("/api/v1/events", h.apiKeyAuth, h.postEvents)
 	h.probeRoutes(r)
 	if a := cfg.Admin; a != nil {
