@@ -85,6 +85,26 @@ type Config struct {
 	// DemoJourneys: "auto" (default) loads journeys marked demo: true only
 	// while the default account is the sandbox; "on" always; "off" never.
 	DemoJourneys string `env:"WEJOURNEY_DEMO_JOURNEYS" yaml:"demo_journeys"`
+	// MergeBy is a comma-separated list of "phone" and "email": members
+	// sharing one are merged into one person, as members sharing a unionid
+	// always are. Empty (default): a phone or email names a member but
+	// never merges two.
+	MergeBy string `env:"WEJOURNEY_MERGE_BY" yaml:"merge_by"`
+}
+
+// MergeKinds returns the identity kinds of MergeBy ("phone", "email").
+func (c Config) MergeKinds() ([]string, error) {
+	var out []string
+	for _, k := range strings.Split(c.MergeBy, ",") {
+		switch k = strings.TrimSpace(k); k {
+		case "":
+		case "phone", "email":
+			out = append(out, k)
+		default:
+			return nil, fmt.Errorf("%q: want phone, email or both, comma-separated", k)
+		}
+	}
+	return out, nil
 }
 
 // Defaults returns the configuration with nothing set.
@@ -239,6 +259,9 @@ func (c Config) Validate() error {
 	}
 	if !oneOf(c.DemoJourneys, "auto", "on", "off") {
 		bad("WEJOURNEY_DEMO_JOURNEYS", "%q: want auto, on or off", c.DemoJourneys)
+	}
+	if _, err := c.MergeKinds(); err != nil {
+		bad("WEJOURNEY_MERGE_BY", "%v", err)
 	}
 	return errors.Join(errs...)
 }

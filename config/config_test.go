@@ -95,6 +95,9 @@ func TestValidate(t *testing.T) {
 		{"max conns zero", func(c *Config) { c.DatabaseMaxConns = "0" },
 			[]string{`WEJOURNEY_DATABASE_MAX_CONNS: "0": want a number of connections, 1 or more`}},
 		{"max conns 20", func(c *Config) { c.DatabaseMaxConns = "20" }, nil},
+		{"merge by phone and email", func(c *Config) { c.MergeBy = "phone, email" }, nil},
+		{"merge by nickname", func(c *Config) { c.MergeBy = "phone,nickname" },
+			[]string{`WEJOURNEY_MERGE_BY: "nickname": want phone, email or both, comma-separated`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

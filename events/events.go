@@ -100,6 +100,7 @@ func Builtin() []Source {
 		OfficialAccount{},
 		WeCom{},
 		API{},
+		Engine{},
 	}
 }
 

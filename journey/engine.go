@@ -102,6 +102,16 @@ type Config struct {
 	// Metrics, if set, receives the engine's Prometheus metrics: routed
 	// events by type, deliveries by channel and status, step outcomes.
 	Metrics prometheus.Registerer
+	// Enrich, if set, looks up the identities an event's source did not
+	// carry (a follower's or a WeCom contact's unionid) before the event is
+	// routed; see Enricher. Nil: events are routed with what they carry.
+	Enrich Enricher
+	// MergeBy lists the identity kinds besides the platform ones (openid,
+	// mini-program openid, WeCom external_userid, unionid and the brand's
+	// user_id, which always merge) by which two members are one person:
+	// model.IdentityPhone, model.IdentityEmail. Default none: a phone or
+	// email already on another member is left with that member.
+	MergeBy []string
 }
 
 // Senders is what the engine needs of the configured senders: sending, and
@@ -344,9 +354,22 @@ func memberEnv(m *model.Member) map[string]any {
 	return map[string]any{
 		"id": m.ID, "appid": m.AppID, "openid": m.OpenID, "unionid": m.UnionID,
 		"external_userid": m.ExternalUserID, "phone": m.Phone, "email": m.Email,
-		"user_id": m.UserID, "nickname": m.Nickname, "subscribed": m.Subscribed,
-		"tags": tags, "attrs": attrs, "first_scene": m.FirstScene, "last_scene": m.LastScene,
+		"user_id": m.UserID, "nickname": m.Nickname, "subscribed": subscribedVar(m),
+		"mp_openid": m.MPOpenID,
+		"tags":      tags, "attrs": attrs, "first_scene": m.FirstScene, "last_scene": m.LastScene,
 	}
+}
+
+// subscribedVar is member.subscribed: true or false once the member's
+// subscription to their Official Account is known, nil while unknown.
+func subscribedVar(m *model.Member) any {
+	switch m.Subscription("") {
+	case model.SubscriptionSubscribed:
+		return true
+	case model.SubscriptionUnsubscribed:
+		return false
+	}
+	return nil
 }
 
 // eval runs a boolean expression; a nil program is true. An expression that

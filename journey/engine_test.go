@@ -410,10 +410,15 @@ func TestUnreachableMember(t *testing.T) {
 		wantVisits []visit
 		wantEnr    []enrollment
 		wantDeliv  []delivery
+		// unknown: the member was never seen following: WeChat is asked and
+		// answers 43004 (the member does not follow), which settles it.
+		unknown bool
 	}{
 		{
 			name:       "never followed, no fallback",
 			steps:      `- { id: hello, send: { channel: wechat.text, text: hi } }`,
+			unknown:    true,
+			wantSent:   []sent{{Channel: channels.WeChatText, OpenID: "o1", Phone: phone, Text: "hi"}},
 			wantVisits: []visit{{"hello", model.VisitDone, journey.ReasonUnreachable}},
 			wantEnr:    []enrollment{{"o1", model.EnrollmentFailed, "hello", journey.ReasonUnreachable}},
 			wantDeliv:  []delivery{{"hello", channels.WeChatText, "o1", model.DeliveryFailed}},
@@ -434,15 +439,19 @@ func TestUnreachableMember(t *testing.T) {
 			steps: `- { id: hello, send: { channel: wechat.text, text: hi, fallback: by_sms }, next: done }
   - { id: by_sms, send: { channel: sms, template: SMS_1, params: { order: "{{ .event.order }}" } } }
   - { id: done, update: { add_tags: [greeted] } }`,
-			wantSent:   []sent{{Channel: channels.SMS, OpenID: "o1", Phone: phone, Template: "SMS_1", Data: map[string]string{"order": "A-1"}}},
+			unknown: true,
+			wantSent: []sent{{Channel: channels.WeChatText, OpenID: "o1", Phone: phone, Text: "hi"},
+				{Channel: channels.SMS, OpenID: "o1", Phone: phone, Template: "SMS_1", Data: map[string]string{"order": "A-1"}}},
 			wantVisits: []visit{{"hello", model.VisitDone, "fallback:by_sms"}, {"by_sms", model.VisitDone, "sent"}},
 			wantEnr:    []enrollment{{"o1", model.EnrollmentCompleted, "by_sms", journey.ReasonCompleted}},
 			wantDeliv:  []delivery{{"hello", channels.WeChatText, "o1", model.DeliveryFailed}, {"by_sms", channels.SMS, phone, model.DeliverySent}},
 		},
 		{
-			name:       "fallback channel",
-			steps:      `- { id: hello, send: { channel: wechat.text, text: "order {{ .event.order }}", fallback: sms } }`,
-			wantSent:   []sent{{Channel: channels.SMS, OpenID: "o1", Phone: phone, Text: "order A-1"}},
+			name:    "fallback channel",
+			steps:   `- { id: hello, send: { channel: wechat.text, text: "order {{ .event.order }}", fallback: sms } }`,
+			unknown: true,
+			wantSent: []sent{{Channel: channels.WeChatText, OpenID: "o1", Phone: phone, Text: "order A-1"},
+				{Channel: channels.SMS, OpenID: "o1", Phone: phone, Text: "order A-1"}},
 			wantVisits: []visit{{"hello", model.VisitDone, "fallback:sms"}},
 			wantEnr:    []enrollment{{"o1", model.EnrollmentCompleted, "hello", journey.ReasonCompleted}},
 			wantDeliv:  []delivery{{"hello", channels.WeChatText, "o1", model.DeliveryFailed}, {"hello", channels.SMS, phone, model.DeliverySent}},
@@ -469,6 +478,9 @@ steps:
 			if tc.before != nil {
 				tc.before(h)
 			}
+			if tc.unknown {
+				h.rec.fail(channels.WeChatText+"/o1", &channels.Error{Class: channels.ErrUnreachable, Code: 43004, Msg: "require subscribe"})
+			}
 			h.route(&model.Event{Type: "order.paid", Source: "api",
 				Member: model.MemberRef{AppID: testAppID, OpenID: "o1", Phone: phone}, Props: map[string]any{"order": "A-1"}})
 			h.drain()
@@ -483,6 +495,24 @@ steps:
 			}
 			if diff := cmp.Diff(tc.wantDeliv, h.deliveries()); diff != "" {
 				t.Errorf("deliveries mismatch (-want +got):\n%s", diff)
+			}
+			var m model.Member
+			if err := h.db.First(&m).Error; err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantDeliv[0].Status == model.DeliveryFailed && m.Subscription(testAppID) != model.SubscriptionUnsubscribed {
+				t.Errorf("after WeChat's 43004 the member's subscription is %q; want unsubscribed", m.Subscription(testAppID))
+			}
+			if tc.unknown {
+				// Settled: the next WeChat message is not attempted.
+				n := len(h.rec.messages())
+				h.route(&model.Event{Type: "order.paid", Source: "api", Member: model.MemberRef{AppID: testAppID, OpenID: "o1"}, Props: map[string]any{"order": "A-2"}})
+				h.drain()
+				for _, msg := range h.rec.messages()[n:] {
+					if msg.Channel == channels.WeChatText {
+						t.Errorf("a WeChat message was attempted again after 43004 settled the member as unsubscribed")
+					}
+				}
 			}
 		})
 	}

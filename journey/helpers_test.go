@@ -231,6 +231,8 @@ func (h *harness) route(ev *model.Event) int64 {
 	if err := h.e.Route(h.ctx, id); err != nil {
 		h.t.Fatalf("Route(%d): %v", id, err)
 	}
+	for h.runRouteTasks() > 0 { // the events routing emitted
+	}
 	return id
 }
 

@@ -410,7 +410,7 @@ func label(field string) string {
 
 // memberFields are the names memberEnv gives expressions and templates.
 var memberFields = []string{"appid", "attrs", "email", "external_userid", "first_scene", "id", "last_scene",
-	"nickname", "openid", "phone", "subscribed", "tags", "unionid", "user_id"}
+	"mp_openid", "nickname", "openid", "phone", "subscribed", "tags", "unionid", "user_id"}
 
 // checkName checks one name path (["event","scene"]) and says what is wrong.
 func (ck *Check) checkName(path []string, eventType string) string {

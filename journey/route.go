@@ -113,6 +113,12 @@ func (e *Engine) routed(ctx context.Context, r routed) error {
 		e.metrics.routed.WithLabelValues(EventLabel(t)).Inc()
 	}
 	e.schedule(r.waiting...)
+	if len(r.emitted) > 0 && e.cfg.Queue != nil {
+		// Should this fail, the sweeper routes them.
+		if _, err := e.cfg.Queue.EnqueueContext(ctx, NewRouteEventsTask(r.emitted)); err != nil {
+			e.log.Warn("enqueueing the events routing emitted failed; the sweeper routes them", "events", len(r.emitted), "err", err)
+		}
+	}
 	errs := make([]error, 1)
 	e.runBatch(ctx, r.claimed, errs)
 	return errs[0]
@@ -125,12 +131,17 @@ type routed struct {
 	waiting []*model.StepVisit
 	types   []string      // of the routed events
 	member  *model.Member // as the last routed event left it
+	emitted []int64       // engine events stored while routing, to route next
 }
 
 // routeEvent routes one unrouted event inside tx and adds its follow-up
 // work to r (only when it succeeds, so a rolled-back savepoint adds nothing).
 func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *routed) error {
-	m, err := resolveMember(tx, ev.Member, now, func(m *model.Member) {
+	var before map[string]any
+	m, err := e.resolveMember(tx, ev.Member, now, func(m *model.Member) {
+		if emitsEvents(ev) {
+			before = cloneAttrs(m.Attrs)
+		}
 		e.cfg.Sources.Apply(m, ev)
 		m.UpdatedAt = now
 	})
@@ -146,6 +157,13 @@ func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *rout
 	}
 	if res.RowsAffected == 0 {
 		return errConflict
+	}
+	if before != nil {
+		ids, err := emitAttributeChanges(tx, ev, before, m.Attrs, now)
+		if err != nil {
+			return err
+		}
+		r.emitted = append(r.emitted, ids...)
 	}
 	return e.routeEffects(tx, ev, m, nil, nil, now, r)
 }
@@ -375,7 +393,9 @@ func newEnrollment(lj liveJourney, m *model.Member, ev *model.Event, now time.Ti
 
 // resolveMember finds the member the reference names, creating it or
 // attaching new identities as needed, and saves it after apply changed it.
-func resolveMember(tx *gorm.DB, ref model.MemberRef, now time.Time, apply func(*model.Member)) (*model.Member, error) {
+// When the reference's identities belong to several members that are one
+// person (see mergeable), they are merged into the oldest first.
+func (e *Engine) resolveMember(tx *gorm.DB, ref model.MemberRef, now time.Time, apply func(*model.Member)) (*model.Member, error) {
 	ids := identities(ref)
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("journey: event names no member")
@@ -391,12 +411,14 @@ func resolveMember(tx *gorm.DB, ref model.MemberRef, now time.Time, apply func(*
 	}
 	m := &model.Member{}
 	if len(found) > 0 {
-		// Several members may match (a phone first seen on its own); the
-		// oldest wins and the others keep their history. Merging them is the
-		// member model's later work.
-		slices.SortFunc(found, func(a, b model.MemberIdentity) int { return int(a.MemberID - b.MemberID) })
-		if err := tx.First(m, found[0].MemberID).Error; err != nil {
+		keep, others := e.mergeTargets(found)
+		if err := tx.First(m, keep).Error; err != nil {
 			return nil, fmt.Errorf("journey: load member: %w", err)
+		}
+		if len(others) > 0 {
+			if err := e.mergeMembers(tx, m, others, now); err != nil {
+				return nil, err
+			}
 		}
 	} else {
 		m.CreatedAt = now

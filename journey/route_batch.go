@@ -76,7 +76,7 @@ func (e *Engine) route(ctx context.Context, ids []int64) error {
 	ids = slices.Clone(ids)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
-	if len(ids) < 2 {
+	if len(ids) < 2 && e.cfg.Enrich == nil {
 		return e.routeEach(ctx, ids...)
 	}
 	var evs []*model.Event
@@ -89,6 +89,10 @@ func (e *Engine) route(ctx context.Context, ids []int64) error {
 		return e.routeEach(ctx, ids...)
 	}
 	evs = slices.DeleteFunc(evs, func(ev *model.Event) bool { return ev.RoutedAt != nil })
+	e.enrich(ctx, evs)
+	if len(evs) < 2 {
+		return e.routeEach(ctx, ids...)
+	}
 	chunks, single := routeChunks(evs)
 	var (
 		g    errgroup.Group
@@ -134,10 +138,12 @@ func (e *Engine) route(ctx context.Context, ids []int64) error {
 
 // routeChunks cuts events (in id order) into batches of whole members, each
 // member's events in id order, and returns apart the ids of events that name
-// no member (routed one by one: they fail).
+// no member (routed one by one: they fail) and of members with an event
+// that emits events (member.updated; routed one by one, in order).
 func routeChunks(evs []*model.Event) (chunks [][]*model.Event, single []int64) {
 	var order []string
 	byKey := map[string][]*model.Event{}
+	alone := map[string]bool{} // members with an event that emits events
 	for _, ev := range evs {
 		if ev.MemberKey == "" {
 			single = append(single, ev.ID)
@@ -147,9 +153,18 @@ func routeChunks(evs []*model.Event) (chunks [][]*model.Event, single []int64) {
 			order = append(order, ev.MemberKey)
 		}
 		byKey[ev.MemberKey] = append(byKey[ev.MemberKey], ev)
+		if emitsEvents(ev) {
+			alone[ev.MemberKey] = true
+		}
 	}
 	var cur []*model.Event
 	for _, k := range order {
+		if alone[k] {
+			for _, ev := range byKey[k] {
+				single = append(single, ev.ID)
+			}
+			continue
+		}
 		if len(cur) > 0 && len(cur)+len(byKey[k]) > routeBatchMax {
 			chunks = append(chunks, cur)
 			cur = nil

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/wejourney/wejourney/channels"
 	"github.com/wejourney/wejourney/internal/redact"
@@ -327,10 +328,15 @@ func (e *Engine) handOver(ctx context.Context, h *handover, cs *Step, v *model.S
 	switch {
 	case !h.hasSender:
 		err = fmt.Errorf("journey: %w %q: %w", channels.ErrNoSender, channel, channels.ErrPermanent)
-	case caps.NeedsSubscribed && !m.Subscribed:
+	case caps.NeedsSubscribed && m.Subscription(msg.To.AppID) == model.SubscriptionUnsubscribed:
 		err = &channels.Error{Class: channels.ErrUnreachable, Code: 43004, Msg: "member has unfollowed"}
 	default:
+		// A member whose subscription is unknown (known only from a brand
+		// event or an import) is tried: WeChat's answer settles it.
 		result, err = e.cfg.Senders.Send(ctx, msg)
+		if caps.NeedsSubscribed && unfollowed(err) {
+			e.markUnsubscribed(ctx, m, msg.To.AppID)
+		}
 	}
 	sentAt := e.now()
 	if err == nil {
@@ -372,6 +378,46 @@ func (e *Engine) handOver(ctx context.Context, h *handover, cs *Step, v *model.S
 	default:
 		return stepResult{retryAt: now.Add(e.backoff(v.Attempts)), retryErr: err, deliveries: upd}
 	}
+}
+
+// unfollowed reports whether WeChat answered that the member does not
+// follow the account (43004) or refuses its messages (43101).
+func unfollowed(err error) bool {
+	var cerr *channels.Error
+	return errors.As(err, &cerr) && (cerr.Code == 43004 || cerr.Code == 43101)
+}
+
+// markUnsubscribed records that the member does not follow the Official
+// Account appid, as WeChat just answered, so that no later send to them is
+// attempted until they follow again. It takes the database slot.
+func (e *Engine) markUnsubscribed(ctx context.Context, m *model.Member, appid string) {
+	if appid == "" {
+		appid = m.AppID
+	}
+	e.slot.lock()
+	defer e.slot.unlock()
+	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var cur model.Member
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Select("id", "app_id", "subscribed", "subscriptions").
+			First(&cur, m.ID).Error; err != nil {
+			return err
+		}
+		if cur.Subscription(appid) == model.SubscriptionUnsubscribed {
+			return nil
+		}
+		cur.SetSubscription(appid, model.SubscriptionUnsubscribed)
+		subs, err := json.Marshal(cur.Subscriptions)
+		if err != nil {
+			return err
+		}
+		return tx.Model(&model.Member{}).Where("id = ?", m.ID).
+			Updates(map[string]any{"subscriptions": string(subs), "subscribed": cur.Subscribed}).Error
+	})
+	if err != nil {
+		e.log.Warn("recording that WeChat says the member does not follow", "member", m.ID, "appid", appid, "err", err)
+		return
+	}
+	m.SetSubscription(appid, model.SubscriptionUnsubscribed)
 }
 
 // ambiguous reports whether a failed send may still have reached the

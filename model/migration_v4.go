@@ -142,16 +142,15 @@ func rollbackV4(tx *gorm.DB) error {
 	if err := dropIndex(tx, "members", "idx_members_merged_into"); err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		model any
-		field string
-	}{
-		{&v4Member{}, "MPAppID"}, {&v4Member{}, "MPOpenID"}, {&v4Member{}, "Subscriptions"}, {&v4Member{}, "MergedInto"},
-		{&v4Event{}, "Scene"},
+	// Plain DROP COLUMN (SQLite has it since 3.35): gorm's SQLite migrator
+	// rebuilds the table and loses its indexes.
+	for _, c := range []struct{ table, column string }{
+		{"members", "mp_app_id"}, {"members", "mp_open_id"}, {"members", "subscriptions"}, {"members", "merged_into"},
+		{"events", "scene"},
 	} {
-		if m.HasColumn(c.model, c.field) {
-			if err := m.DropColumn(c.model, c.field); err != nil {
-				return fmt.Errorf("drop %T.%s: %w", c.model, c.field, err)
+		if m.HasColumn(c.table, c.column) {
+			if err := tx.Exec(fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s", c.table, c.column)).Error; err != nil {
+				return fmt.Errorf("drop %s.%s: %w", c.table, c.column, err)
 			}
 		}
 	}

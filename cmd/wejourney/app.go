@@ -277,9 +277,10 @@ func (a *App) newEngine(senders *channels.Registry) *journey.Engine {
 	if strings.HasPrefix(a.Cfg.DatabaseURL, "sqlite:") {
 		slots = 1 // one connection: see journey.Config.DBSlots
 	}
+	mergeBy, _ := a.Cfg.MergeKinds() // validated
 	return journey.New(journey.Config{DB: a.DB, Queue: a.queue, Senders: senders, Logger: a.Log,
 		Gate: gate, DBSlots: slots, BaseContext: a.runCtx, Metrics: a.registry, Sources: a.sources,
-		Inspector: asynq.NewInspectorFromRedisClient(a.rdb)})
+		Inspector: asynq.NewInspectorFromRedisClient(a.rdb), MergeBy: mergeBy})
 }
 
 // syncJourneys loads the journeys of WEJOURNEY_JOURNEYS_DIR. Demo journeys
