@@ -306,15 +306,6 @@ func idChars(s string) bool {
 	return s != ""
 }
 
-// DefaultWeComAppID is the account id of the default WeCom app,
-// "corpid/agentid", or "" when none is configured.
-func (c Config) DefaultWeComAppID() string {
-	if c.WeComCorpID == "" {
-		return ""
-	}
-	return c.WeComCorpID + "/" + c.WeComAgentID
-}
-
 // checkAESKey checks an EncodingAESKey: 43 characters of base64 that decode
 // (with the "=" WeChat leaves off) to a 32-byte AES key.
 func checkAESKey(k string) error {

@@ -59,6 +59,9 @@ type Config struct {
 	Registry *prometheus.Registry
 	// Admin serves /admin/ and its JSON API.
 	Admin *Admin
+	// Codes serves the QR code and contact-me routes of the admin API
+	// (nil: none).
+	Codes CodeService
 	// Sources are the event sources: the events API refuses types in their
 	// namespaces. Default events.Default().
 	Sources *events.Registry
@@ -176,6 +179,7 @@ func (h *Handler) routes() http.Handler {
 		api := r.Group("/api/v1", a.headers, a.apiAuth, a.csrfGuard)
 		api.GET("/journeys", a.listJourneys)
 		api.GET("/deliveries", a.listDeliveries)
+		h.codeRoutes(api)
 	}
 	return r
 }

@@ -23,6 +23,8 @@ import (
 
 	"github.com/wejourney/wejourney/channels"
 	"github.com/wejourney/wejourney/channels/wechat"
+	"github.com/wejourney/wejourney/channels/wecom"
+	"github.com/wejourney/wejourney/codes"
 	"github.com/wejourney/wejourney/config"
 	"github.com/wejourney/wejourney/events"
 	"github.com/wejourney/wejourney/handler"
@@ -72,6 +74,7 @@ type App struct {
 
 	secrets   *model.SecretBox // account secrets at rest
 	wechat    *wechat.Sender   // the Official Account API: sends and every other call
+	wecom     *wecom.Client    // the WeCom API
 	sources   *events.Registry // event sources, shared by the engine and the events API
 	mini      *miniredis.Miniredis
 	redisOpt  asynq.RedisConnOpt
@@ -116,6 +119,7 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 	}
 	accounts := model.NewAccounts(a.DB, a.secrets)
 	a.wechat = newWeChat(cfg, accounts, a.rdb, a.Log)
+	a.wecom = newWeCom(cfg, a.DB, a.secrets, a.rdb, a.Log)
 	senders, err := buildSenders(cfg, a.wechat, a.Log)
 	if err != nil {
 		return nil, err
@@ -265,6 +269,24 @@ func newWeChat(cfg config.Config, accounts *model.Accounts, rdb redis.UniversalC
 	return wechat.NewSender(wxCfg)
 }
 
+// newWeCom returns the WeCom API client: its access tokens are kept in
+// Redis (shared by every process) when rdb is set.
+func newWeCom(cfg config.Config, db *gorm.DB, box *model.SecretBox, rdb redis.UniversalClient, log *slog.Logger) *wecom.Client {
+	env := wecom.Account{CorpID: cfg.WeComCorpID, AgentID: cfg.WeComAgentID, Secret: cfg.WeComSecret}
+	wcCfg := wecom.Config{Accounts: wecomAccounts{db: db, box: box, envApp: defaultWeComApp(cfg), env: env}, Logger: log,
+		APIBase: cfg.WeComAPIBase, HTTPClient: wechat.NewHTTPClient(16, 10*time.Second)}
+	if rdb != nil {
+		wcCfg.Cache = wechat.NewRedisCache(rdb)
+	}
+	return wecom.New(wcCfg)
+}
+
+// newCodes returns the service of QR codes and contact-me links.
+func newCodes(cfg config.Config, db *gorm.DB, wx *wechat.Sender, wc *wecom.Client, log *slog.Logger) *codes.Service {
+	return codes.New(codes.Config{DB: db, WeChat: wx, WeCom: wc, DefaultAppID: cfg.DefaultAppID(),
+		DefaultWeComApp: defaultWeComApp(cfg), Logger: log})
+}
+
 // newEngine returns the journey engine over the app's database, queue and
 // senders. In one process that takes callbacks and runs journeys
 // (RoleAll), callbacks go first: the engine waits for the ingestor to calm.
@@ -316,6 +338,7 @@ func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Serv
 		DB: a.DB, Ingestor: a.ingestor, Accounts: accounts, Registry: a.registry, Logger: a.Log,
 		Ready: a.ready, Sources: a.sources,
 		Admin: handler.NewAdmin(adminConfig(a.runCtx, a.DB, secret.Value, a.Cfg, a.Log)),
+		Codes: newCodes(a.Cfg, a.DB, a.wechat, a.wecom, a.Log),
 	})
 	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}, nil
 }
@@ -413,7 +436,7 @@ func (a *App) bootstrap(ctx context.Context) error {
 	if err := model.UpsertAccount(db, a.secrets, acct); err != nil {
 		return fmt.Errorf("seed account: %w", err)
 	}
-	if id := cfg.DefaultWeComAppID(); id != "" {
+	if id := defaultWeComApp(cfg); id != "" {
 		wecom := model.Account{Kind: model.AccountWeCom, AppID: id, Name: "default WeCom app",
 			AppSecret: cfg.WeComSecret, Token: cfg.WeComToken, AESKey: cfg.WeComAESKey}
 		if err := model.UpsertAccount(db, a.secrets, wecom); err != nil {
@@ -662,6 +685,42 @@ func (w wechatAccounts) Account(ctx context.Context, appid string) (wechat.Accou
 		return wechat.Account{}, err
 	}
 	return wechat.Account{AppID: acct.AppID, AppSecret: acct.AppSecret, Token: acct.Token, AESKey: acct.AESKey}, nil
+}
+
+// wecomAccounts looks WeCom apps ("corpid/agentid", model.AccountWeCom)
+// up in the database, secrets decrypted; the environment's default app
+// (WEJOURNEY_WECOM_*) is used when the database has no row for it.
+// (model.Accounts, built for the callback path, takes no '/' in an appid.)
+type wecomAccounts struct {
+	db     *gorm.DB
+	box    *model.SecretBox
+	envApp string        // the environment's "corpid/agentid", or ""
+	env    wecom.Account // its credentials
+}
+
+// Account returns the credentials of app.
+func (w wecomAccounts) Account(ctx context.Context, app string) (wecom.Account, error) {
+	if w.db == nil {
+		return wecom.Account{}, fmt.Errorf("%w: %s: no database", wecom.ErrUnknownAccount, app)
+	}
+	var acct model.Account
+	err := w.db.WithContext(ctx).Where("app_id = ? AND kind = ?", app, model.AccountWeCom).Take(&acct).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		if app != "" && app == w.envApp {
+			return w.env, nil
+		}
+		return wecom.Account{}, fmt.Errorf("%w: %s", wecom.ErrUnknownAccount, app)
+	} else if err != nil {
+		return wecom.Account{}, fmt.Errorf("load WeCom app %s: %w", app, err)
+	}
+	secret := acct.AppSecret
+	if w.box != nil && secret != "" {
+		if secret, err = w.box.Open(secret); err != nil {
+			return wecom.Account{}, fmt.Errorf("WeCom app %s: %w", app, err)
+		}
+	}
+	corp, agent, _ := strings.Cut(app, "/")
+	return wecom.Account{CorpID: corp, AgentID: agent, Secret: secret}, nil
 }
 
 // logSender records messages of channels that have no provider configured

@@ -8,6 +8,8 @@
 //	wejourney journeys validate FILE|DIR...
 //	wejourney admin passwd [USER] [--password-stdin]
 //	wejourney apikeys create --name NAME [--scope events|admin] | list | revoke ID
+//	wejourney qrcodes create --scene S --label L [flags] | list | png ID FILE
+//	wejourney contact-ways create --state S --user U --label L [flags] | list
 //	wejourney simulate subscribe|scan|click|text|unsubscribe|view|location|template_sent [flags]
 //	wejourney bench [flags]
 //	wejourney help [COMMAND] | version
@@ -69,6 +71,13 @@ usage:
                                              make an API key (printed once)
   wejourney apikeys list                     list API keys (never the keys themselves)
   wejourney apikeys revoke ID                revoke an API key: it gets 401 from now on
+  wejourney qrcodes create --scene S --label L [--channel C] [--permanent | --expire 720h] [--appid A] [--png FILE]
+                                             make an Official Account QR code whose follows and scans carry the scene
+  wejourney qrcodes list [--appid A]         list QR codes with their follows, scans, members, first and last touch
+  wejourney qrcodes png ID FILE              write a QR code's image (PNG)
+  wejourney contact-ways create --state S --user U [--user U2] --label L [--channel C] [--app corpid/agentid] [--png FILE]
+                                             make a WeCom contact-me link whose adds carry the state
+  wejourney contact-ways list                list contact-me links with their adds, members, first and last touch
   wejourney help [COMMAND]                   this text, or a command's usage and flags
   wejourney version                          the version of this binary (also --version)
 
@@ -120,6 +129,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return adminCmd(ctx, args, os.Stdin, stdout, stderr)
 	case "apikeys":
 		return apikeysCmd(ctx, args, stdout, stderr)
+	case "qrcodes":
+		return qrcodesCmd(ctx, args, stdout, stderr)
+	case "contact-ways":
+		return contactWaysCmd(ctx, args, stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q (see wejourney help)", cmd)
@@ -282,7 +295,7 @@ func printBanner(w io.Writer, app *App) {
 		fmt.Fprint(w, ", safe mode (AES)")
 	}
 	fmt.Fprintln(w)
-	if id := cfg.DefaultWeComAppID(); id != "" {
+	if id := defaultWeComApp(cfg); id != "" {
 		fmt.Fprintf(w, "  wecom:    %s/wechat/work/%s   (企业微信: the app's 接收消息 URL, and 客户联系 → API)\n", base, id)
 	}
 	if cfg.Sandbox() {

@@ -119,6 +119,7 @@ func New(cfg Config) *Server {
 	mux.HandleFunc("/cgi-bin/token", s.handleToken)
 	mux.HandleFunc("/cgi-bin/message/custom/send", s.handleCustomSend)
 	mux.HandleFunc("/cgi-bin/message/template/send", s.handleTemplateSend)
+	mux.HandleFunc("/cgi-bin/qrcode/create", s.handleQRCodeCreate)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "fakewx: no such API: "+r.URL.Path, http.StatusNotFound)
 	})
