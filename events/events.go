@@ -1,10 +1,10 @@
 // Package events is the one place that knows event types and where they
 // come from. Each source (the Official Account callback, the WeCom
-// callback, the events API; the mini-program next) lives in its own file: the event types it
-// emits with their props, how it normalizes its input into a model.Event,
-// and what each of its events changes on the member. A Registry puts the
-// sources together for the engine (member updates) and for journey
-// validation (which types and props exist).
+// callback, the events API; the mini-program next) lives in its own file:
+// the event types it emits with their props, how it normalizes its input
+// into a model.Event, and what each of its events changes on the member. A
+// Registry puts the sources together for the engine (member updates) and
+// for journey validation (which types and props exist).
 //
 // Adding a source is one new file with a type implementing Source, plus one
 // line in Builtin.

@@ -1,9 +1,9 @@
-// Package handler is wejourney's HTTP surface in gin: the WeChat and WeCom callbacks,
-// the brand events API, health, metrics and the admin page. It translates
-// requests into calls on an EventStore (journey.Ingestor in a server) and
-// an AccountLookup (model.Accounts); it does no journey work itself. A
-// callback is answered after its event is committed and before any journey
-// runs. New serves the whole route table; Probes serves its probe routes
+// Package handler is wejourney's HTTP surface in gin: the WeChat and WeCom
+// callbacks, the brand events API, health, metrics and the admin page. It
+// translates requests into calls on an EventStore (journey.Ingestor in a
+// server) and an AccountLookup (model.Accounts); it does no journey work
+// itself. A callback is answered after its event is committed and before
+// any journey runs. New serves the whole route table; Probes serves its probe routes
 // alone, for a process that serves nothing else.
 package handler
 
