@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -55,7 +56,9 @@ func (h *Handler) weCom(c *gin.Context) {
 		return
 	}
 	if c.Request.Method == http.MethodGet {
-		echostr := q.Get("echostr")
+		// base64 has no spaces: a '+' some proxy did not escape reads as
+		// one, and is put back.
+		echostr := strings.ReplaceAll(q.Get("echostr"), " ", "+")
 		if echostr == "" {
 			h.refuseWeCom(c, appid, malformed("URL check without echostr"))
 			return

@@ -249,6 +249,13 @@ func TestWeComCallbacks(t *testing.T) {
 					t.Errorf("url_check = %v, want 1", n)
 				}
 			}},
+		{name: "the sample with its '+' left unescaped in the URL", configure: vecClock,
+			do: func(t *testing.T, e *cbEnv) *httptest.ResponseRecorder {
+				u := "/wechat/work/" + vecCorpID + "/" + vecAgentID + "?msg_signature=" + vecMsgSig + "&timestamp=" +
+					strconv.Itoa(vecTS) + "&nonce=" + vecNonce + "&echostr=" + vecEchostr
+				return e.serve(httptest.NewRequest(http.MethodGet, u, nil))
+			},
+			wantStatus: 200, wantBody: vecPlain, wantEvents: 0},
 		{name: "the sample with a forged msg_signature is refused", configure: vecClock,
 			do: func(t *testing.T, e *cbEnv) *httptest.ResponseRecorder {
 				return e.serve(sampleURLCheck(strings.Repeat("0", 40)))
