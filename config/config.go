@@ -265,6 +265,7 @@ func (c Config) Validate() error {
 	if err := checkAESKey(c.WeComAESKey); err != nil {
 		bad("WEJOURNEY_WECOM_AES_KEY", "%v", err)
 	}
+	c.validateWeCom(bad)
 	for env, base := range map[string]string{"WEJOURNEY_WECHAT_API_BASE": c.WeChatAPIBase, "WEJOURNEY_WECOM_API_BASE": c.WeComAPIBase} {
 		if u, err := url.Parse(base); err != nil || !oneOf(u.Scheme, "http", "https") || u.Host == "" {
 			bad(env, "%q is not an http(s) URL", base)
@@ -304,6 +305,45 @@ func (c Config) Validate() error {
 		bad("WEJOURNEY_MERGE_BY", "%v", err)
 	}
 	return errors.Join(errs...)
+}
+
+// validateWeCom checks the default WeCom app: a corpid needs the agentid,
+// token and EncodingAESKey of the app's callback settings (WeCom always
+// encrypts), and the other WEJOURNEY_WECOM_ values need a corpid. The
+// corpid and agentid make the app's account id "corpid/agentid", so they
+// hold only letters, digits, '-' and '_'.
+func (c Config) validateWeCom(bad func(env, format string, args ...any)) {
+	if c.WeComCorpID == "" {
+		if c.WeComAgentID != "" || c.WeComSecret != "" || c.WeComToken != "" || c.WeComAESKey != "" {
+			bad("WEJOURNEY_WECOM_CORPID", "required when another WEJOURNEY_WECOM_ value is set (the 企业ID in 企业微信 管理后台 → 我的企业)")
+		}
+		return
+	}
+	if !idChars(c.WeComCorpID) {
+		bad("WEJOURNEY_WECOM_CORPID", "%q: want the 企业ID (letters and digits)", c.WeComCorpID)
+	}
+	switch {
+	case c.WeComAgentID == "":
+		bad("WEJOURNEY_WECOM_AGENTID", "required when WEJOURNEY_WECOM_CORPID is set (the app's AgentId in 企业微信 管理后台 → 应用管理)")
+	case !idChars(c.WeComAgentID):
+		bad("WEJOURNEY_WECOM_AGENTID", "%q: want the app's AgentId (digits)", c.WeComAgentID)
+	}
+	if c.WeComToken == "" {
+		bad("WEJOURNEY_WECOM_TOKEN", "required when WEJOURNEY_WECOM_CORPID is set (the Token of the app's 接收消息 settings)")
+	}
+	if c.WeComAESKey == "" {
+		bad("WEJOURNEY_WECOM_AES_KEY", "required when WEJOURNEY_WECOM_CORPID is set (WeCom always encrypts: the EncodingAESKey of the app's 接收消息 settings)")
+	}
+}
+
+// idChars reports whether s is letters, digits, '-' and '_' only.
+func idChars(s string) bool {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // checkAESKey checks an EncodingAESKey: 43 characters of base64 that decode

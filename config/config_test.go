@@ -108,6 +108,22 @@ func TestValidate(t *testing.T) {
 			[]string{`WEJOURNEY_EVENTS_RATE: "-1": want events per second per API key, 0 for no limit`}},
 		{"events rate not a number", func(c *Config) { c.EventsRate = "fast" },
 			[]string{`WEJOURNEY_EVENTS_RATE: "fast": want events per second per API key, 0 for no limit`}},
+		{"a WeCom app", func(c *Config) {
+			c.WeComCorpID, c.WeComAgentID, c.WeComToken, c.WeComAESKey = "ww5823bf96d3bd56c7", "1000002", "QDG6eK", strings.Repeat("a", 43)
+		}, nil},
+		{"a WeCom corpid alone", func(c *Config) { c.WeComCorpID = "ww5823bf96d3bd56c7" }, []string{
+			"WEJOURNEY_WECOM_AGENTID: required when WEJOURNEY_WECOM_CORPID is set (the app's AgentId in 企业微信 管理后台 → 应用管理)",
+			"WEJOURNEY_WECOM_TOKEN: required when WEJOURNEY_WECOM_CORPID is set (the Token of the app's 接收消息 settings)",
+			"WEJOURNEY_WECOM_AES_KEY: required when WEJOURNEY_WECOM_CORPID is set (WeCom always encrypts: the EncodingAESKey of the app's 接收消息 settings)",
+		}},
+		{"a WeCom AES key of 42 characters", func(c *Config) {
+			c.WeComCorpID, c.WeComAgentID, c.WeComToken, c.WeComAESKey = "ww1", "1000002", "t", strings.Repeat("a", 42)
+		}, []string{"WEJOURNEY_WECOM_AES_KEY: EncodingAESKey must be 43 characters, got 42"}},
+		{"a WeCom agentid with a slash", func(c *Config) {
+			c.WeComCorpID, c.WeComAgentID, c.WeComToken, c.WeComAESKey = "ww1", "1/2", "t", strings.Repeat("a", 43)
+		}, []string{`WEJOURNEY_WECOM_AGENTID: "1/2": want the app's AgentId (digits)`}},
+		{"a WeCom token without a corpid", func(c *Config) { c.WeComToken = "t" },
+			[]string{"WEJOURNEY_WECOM_CORPID: required when another WEJOURNEY_WECOM_ value is set (the 企业ID in 企业微信 管理后台 → 我的企业)"}},
 		{"merge by phone and email", func(c *Config) { c.MergeBy = "phone, email" }, nil},
 		{"merge by nickname", func(c *Config) { c.MergeBy = "phone,nickname" },
 			[]string{`WEJOURNEY_MERGE_BY: "nickname": want phone, email or both, comma-separated`}},

@@ -1,10 +1,11 @@
 // Package events is the one place that knows event types and where they
-// come from. Each source (the Official Account callback, the events API,
-// the mini-program; WeCom next) lives in its own file: the event types it
-// emits with their props, how it normalizes its input into a model.Event,
-// and what each of its events changes on the member. A Registry puts the
-// sources together for the engine (member updates) and for journey
-// validation (which types and props exist).
+// come from. Each source (the Official Account callback, the WeCom
+// callback, the mini-program, the events API, the follower import, the
+// engine itself) lives in its own file: the event types it emits with their
+// props, how it normalizes its input into a model.Event, and what each of
+// its events changes on the member. A Registry puts the sources together
+// for the engine (member updates) and for journey validation (which types
+// and props exist).
 //
 // Adding a source is one new file with a type implementing Source, plus one
 // line in Builtin.
@@ -27,6 +28,17 @@ const (
 	WeChatMessage      = "wechat.message"
 	WeChatLocation     = "wechat.location"
 	WeChatTemplateSent = "wechat.template_sent"
+)
+
+// Event types of the WeCom callback (source_wecom.go).
+const (
+	WeComContactAdded   = "wecom.contact_added"
+	WeComContactEdited  = "wecom.contact_edited"
+	WeComContactRemoved = "wecom.contact_removed"
+	WeComGroupJoined    = "wecom.group_joined"
+	WeComGroupLeft      = "wecom.group_left"
+	WeComGroupChanged   = "wecom.group_changed"
+	WeComMessage        = "wecom.message"
 )
 
 // Event types of the events API (source_api.go).
@@ -87,6 +99,7 @@ func NewRegistry(sources ...Source) *Registry {
 func Builtin() []Source {
 	return []Source{
 		OfficialAccount{},
+		WeCom{},
 		API{},
 		MiniProgram{},
 		Import{},
@@ -99,7 +112,7 @@ func Default() *Registry { return NewRegistry(Builtin()...) }
 
 // upcoming are namespaces of sources still to come: their types are
 // reserved already so brands do not post events that would later clash.
-var upcoming = []string{"wecom."}
+var upcoming = []string{}
 
 // Spec returns the spec of an event type some source emits.
 func (r *Registry) Spec(eventType string) (Spec, bool) {

@@ -159,8 +159,12 @@ const maxEventType = 64
 // otherEventType names a WeChat event NormalizeOA has no name for:
 // "wechat." and the event lowercased, anything but letters, digits and
 // underscores replaced by "_", cut to fit maxEventType.
-func otherEventType(event string) string {
-	const prefix = "wechat."
+func otherEventType(event string) string { return otherType("wechat.", event) }
+
+// otherType is prefix and event lowercased, anything but letters, digits
+// and underscores replaced by "_", cut to fit maxEventType; prefix +
+// "unknown" for an empty event.
+func otherType(prefix, event string) string {
 	name := []byte(strings.ToLower(event))
 	for i, b := range name {
 		if !(b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || b == '_') {

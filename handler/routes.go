@@ -1,9 +1,9 @@
-// Package handler is wejourney's HTTP surface in gin: the WeChat callbacks,
-// the brand events API, health, metrics and the admin page. It translates
-// requests into calls on an EventStore (journey.Ingestor in a server) and
-// an AccountLookup (model.Accounts); it does no journey work itself. A
-// callback is answered after its event is committed and before any journey
-// runs. New serves the whole route table; Probes serves its probe routes
+// Package handler is wejourney's HTTP surface in gin: the WeChat and WeCom
+// callbacks, the brand events API, health, metrics and the admin page. It
+// translates requests into calls on an EventStore (journey.Ingestor in a
+// server) and an AccountLookup (model.Accounts); it does no journey work
+// itself. A callback is answered after its event is committed and before
+// any journey runs. New serves the whole route table; Probes serves its probe routes
 // alone, for a process that serves nothing else.
 package handler
 
@@ -177,6 +177,8 @@ func (h *Handler) routes() http.Handler {
 	// The route table: every route wejourney serves.
 	r.GET("/wechat/oa/:appid", h.officialAccount)
 	r.POST("/wechat/oa/:appid", h.officialAccount)
+	r.GET("/wechat/work/:corpid/:agentid", h.weCom)
+	r.POST("/wechat/work/:corpid/:agentid", h.weCom)
 	r.POST("/api/v1/events", h.apiKeyAuth, h.postEvents)
 	r.POST("/api/v1/miniprogram/session", h.miniProgramSession)
 	r.POST("/api/v1/miniprogram/events", h.miniProgramEvents)

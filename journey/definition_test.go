@@ -819,7 +819,7 @@ func TestParseChecksWhatExists(t *testing.T) {
 			src: "key: k\ntrigger: { event: wechat.subscribe }\nexit:\n  - event: wecom.left\nsteps:\n" +
 				"  - id: w\n    wait_for: { event: wechat.clik, timeout: 1h }\n",
 			want: []string{
-				file + `:4: exit[0]: no source emits event "wecom.left" (no source emits wecom. events yet)`,
+				file + `:4: exit[0]: no source emits event "wecom.left" (wecom events: wecom.contact_added, wecom.contact_edited, wecom.contact_removed, wecom.group_changed, wecom.group_joined, wecom.group_left, wecom.message)`,
 				file + `:7: step "w": wait_for.event: no source emits event "wechat.clik" (wechat events: `,
 			},
 		},

@@ -16,8 +16,11 @@ var knownEventTypes = map[string]bool{
 	"wechat.template_sent": true,
 	// WeCom.
 	"wecom.contact_added":   true,
+	"wecom.contact_edited":  true,
 	"wecom.contact_removed": true,
 	"wecom.group_joined":    true,
+	"wecom.group_left":      true,
+	"wecom.group_changed":   true,
 	"wecom.message":         true,
 	// Mini-program.
 	"miniprogram.opened": true,

@@ -42,7 +42,8 @@ const (
 //   - with more accounts, an unknown appid is remembered for 10 s (at most
 //     10,000 of them);
 //   - an appid that cannot be one (empty, too long, or other than letters,
-//     digits, '-' and '_') is unknown without a lookup.
+//     digits, '-' and '_' with at most one '/' between two such parts, as in
+//     a WeCom app's "corpid/agentid") is unknown without a lookup.
 //
 // It is safe for concurrent use.
 type Accounts struct {
@@ -177,14 +178,21 @@ func (a *Accounts) isKnown(ctx context.Context, appid string, now time.Time) (bo
 }
 
 // plausibleAppID reports whether s can be an appid at all: 1 to 128
-// letters, digits, '-' or '_'. Official Account appids are "wx" and 16 hex
-// digits, but test and sandbox ids ("wxsandbox") are allowed too.
+// letters, digits, '-' or '_', with at most one '/' that has such
+// characters on both sides (a WeCom app's "corpid/agentid"). Official
+// Account appids are "wx" and 16 hex digits, but test and sandbox ids
+// ("wxsandbox") are allowed too.
 func plausibleAppID(s string) bool {
 	if s == "" || len(s) > maxAppIDLen {
 		return false
 	}
+	slash := -1
 	for i := 0; i < len(s); i++ {
 		c := s[i]
+		if c == '/' && slash < 0 && i > 0 && i < len(s)-1 {
+			slash = i
+			continue
+		}
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
 			return false
 		}

@@ -434,7 +434,8 @@ func (a *App) ready(r *http.Request) error {
 }
 
 // bootstrap seeds what a start needs: the default Official Account, the
-// admin password and API key from the environment, the session secret.
+// default WeCom app (when WEJOURNEY_WECOM_CORPID is set), the admin
+// password and API key from the environment, the session secret.
 func (a *App) bootstrap(ctx context.Context) error {
 	db := a.DB.WithContext(ctx)
 	cfg := a.Cfg
@@ -442,6 +443,13 @@ func (a *App) bootstrap(ctx context.Context) error {
 		AppSecret: cfg.WeChatAppSecret, Token: cfg.DefaultToken(), AESKey: cfg.WeChatAESKey}
 	if err := model.UpsertAccount(db, a.secrets, acct); err != nil {
 		return fmt.Errorf("seed account: %w", err)
+	}
+	if id := defaultWeComApp(cfg); id != "" {
+		wecom := model.Account{Kind: model.AccountWeCom, AppID: id, Name: "default WeCom app",
+			AppSecret: cfg.WeComSecret, Token: cfg.WeComToken, AESKey: cfg.WeComAESKey}
+		if err := model.UpsertAccount(db, a.secrets, wecom); err != nil {
+			return fmt.Errorf("seed WeCom app: %w", err)
+		}
 	}
 	// Every seed is an insert that does nothing when the row exists, so
 	// several processes may start at once (web and worker roles). The

@@ -38,7 +38,8 @@ func TestCLICodes(t *testing.T) {
 	dbURL := "sqlite:" + filepath.Join(dir, "w.db")
 	cfgFile := filepath.Join(dir, "wejourney.yaml")
 	src := "database_url: " + dbURL + "\nsecret_key: " + testSecretKey + "\nwechat_appid: " + oa + "\nwechat_appsecret: oa-secret\nwechat_token: tok\n" +
-		"wechat_api_base: " + wx.URL + "\nwecom_corpid: " + corp + "\nwecom_agentid: \"1000002\"\nwecom_api_base: " + wc.URL + "\n"
+		"wechat_api_base: " + wx.URL + "\nwecom_corpid: " + corp + "\nwecom_agentid: \"1000002\"\nwecom_token: wctok\nwecom_aes_key: " + testAESKey +
+		"\nwecom_api_base: " + wc.URL + "\n"
 	if err := os.WriteFile(cfgFile, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
