@@ -306,7 +306,8 @@ func (a *App) newEngine(senders *channels.Registry) *journey.Engine {
 	mergeBy, _ := a.Cfg.MergeKinds() // validated
 	return journey.New(journey.Config{DB: a.DB, Queue: a.queue, Senders: senders, Logger: a.Log,
 		Gate: gate, DBSlots: slots, BaseContext: a.runCtx, Metrics: a.registry, Sources: a.sources,
-		Inspector: asynq.NewInspectorFromRedisClient(a.rdb), MergeBy: mergeBy})
+		Inspector: asynq.NewInspectorFromRedisClient(a.rdb), MergeBy: mergeBy,
+		Enrich: unionids{users: a.wechat, contacts: a.wecom}})
 }
 
 // syncJourneys loads the journeys of WEJOURNEY_JOURNEYS_DIR. Demo journeys
