@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/silenceper/wechat/v2/util"
+
+	"github.com/wejourney/wejourney/internal/fakewecom"
+	"github.com/wejourney/wejourney/internal/fakewx"
+	"github.com/wejourney/wejourney/internal/wxsim"
+	"github.com/wejourney/wejourney/model"
+)
+
+// A member who follows from a store QR code, later adds a sales rep on
+// WeCom and then leaves the mini-program from the cart page is one member:
+// the worker looks up the follower's and the WeCom contact's unionid, the
+// mini-program's session carries it, and so the WeCom-triggered and the
+// mini-program-triggered journeys message the follower's openid. The first
+// scene (the store) is kept.
+func TestOneMemberAcrossOfficialAccountWeComAndMiniProgram(t *testing.T) {
+	parallel(t)
+	const (
+		corpid, agentid, wecomToken = "wwonemember0000001", "1000002", "wecom-token"
+		wecomAES                    = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+		openid, unionid, externalID = "o_follower_1", "u_person_1", "wm_customer_1"
+		mpOpenID                    = "o_mp_person_1"
+	)
+	fake := fakewx.New(fakewx.Config{})
+	t.Cleanup(fake.Close)
+	fake.AddFollowers(testAppID, fakewx.FakeUser{OpenID: openid, UnionID: unionid})
+	fake.AddLoginCode(testMiniAppID, "login-1", mpOpenID, unionid)
+	wc := fakewecom.New()
+	t.Cleanup(wc.Close)
+	wc.AddCorp(corpid, "wecom-secret")
+	wc.AddContact(fakewecom.Contact{ExternalUserID: externalID, Name: "小王", UnionID: unionid})
+
+	cfg := testConfig(t, fake, nil)
+	dir := t.TempDir()
+	for name, src := range map[string]string{
+		"welcome.yaml": `
+key: welcome
+trigger: { event: wechat.subscribe }
+steps:
+  - { id: hello, send: { channel: wechat.text, text: "欢迎 {{ .event.scene }}" } }
+`,
+		"rep.yaml": `
+key: rep-added
+trigger: { event: wecom.contact_added }
+steps:
+  - { id: intro, send: { channel: wechat.text, text: "你的导购是 {{ .event.user_id }}" } }
+`,
+		"cart.yaml": `
+key: cart
+trigger: { event: miniprogram.closed, where: 'event.page == "pages/cart/cart"' }
+steps:
+  - { id: nudge, send: { channel: wechat.text, text: "购物车还有商品 ({{ .member.first_scene }})" } }
+`,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg.JourneysDir = dir
+	cfg.WeComCorpID, cfg.WeComAgentID, cfg.WeComSecret, cfg.WeComToken, cfg.WeComAESKey = corpid, agentid, "wecom-secret", wecomToken, wecomAES
+	cfg.WeComAPIBase = wc.URL
+	cfg.MiniProgramAppID, cfg.MiniProgramAppSecret = testMiniAppID, testMiniSecret
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	app, err := NewApp(ctx, cfg, Options{Listener: ln, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		AutoMigrate: true, SweepInterval: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("NewApp: %v", err)
+	}
+	t.Cleanup(app.Close)
+	if err := app.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, app: app, fake: fake, base: "http://" + app.Addr, db: app.DB}
+	h.safe = h.client(testAppID, testAESKey)
+
+	// 1. The follow, through a store's QR code.
+	if status, body := h.send(h.safe, wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: openid, Scene: "store_001"}); status != 200 {
+		t.Fatalf("follow: %d %s", status, body)
+	}
+	h.waitMessages(openid, 1, 10*time.Second)
+
+	// 2. The WeCom add, through a rep's contact-me link.
+	xml := fmt.Sprintf(`<xml><ToUserName><![CDATA[%s]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>`+
+		`<CreateTime>%d</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_contact]]></Event>`+
+		`<ChangeType><![CDATA[add_external_contact]]></ChangeType><UserID><![CDATA[rep_zhang]]></UserID>`+
+		`<ExternalUserID><![CDATA[%s]]></ExternalUserID><State><![CDATA[rep_zhang_card]]></State>`+
+		`<WelcomeCode><![CDATA[WC1]]></WelcomeCode></xml>`, corpid, time.Now().Unix(), externalID)
+	enc, err := util.EncryptMsg([]byte("0123456789abcdef"), []byte(xml), corpid, wecomAES)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, nonce := strconv.FormatInt(time.Now().Unix(), 10), "4242"
+	q := url.Values{"msg_signature": {util.Signature(wecomToken, ts, nonce, string(enc))}, "timestamp": {ts}, "nonce": {nonce}}
+	body := "<xml><ToUserName><![CDATA[" + corpid + "]]></ToUserName><Encrypt><![CDATA[" + string(enc) + "]]></Encrypt></xml>"
+	resp, err := http.Post(h.base+"/wechat/work/"+corpid+"/"+agentid+"?"+q.Encode(), "text/xml", bytes.NewReader([]byte(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(answer) != "success" {
+		t.Fatalf("WeCom callback answered %d %q; want 200 success", resp.StatusCode, answer)
+	}
+	h.waitMessages(openid, 2, 10*time.Second)
+
+	// 3. The mini-program: log in, then leave the cart page.
+	post := func(path, body, token string) (int, map[string]any) {
+		req, _ := http.NewRequest(http.MethodPost, h.base+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	status, ans := post("/api/v1/miniprogram/session", `{"code":"login-1"}`, "")
+	tok, _ := ans["token"].(string)
+	if status != http.StatusOK || tok == "" {
+		t.Fatalf("session: %d %v", status, ans)
+	}
+	if status, ans := post("/api/v1/miniprogram/events", `{"type":"miniprogram.closed","props":{"page":"pages/cart/cart","duration_s":42}}`, tok); status != http.StatusAccepted {
+		t.Fatalf("mini-program event: %d %v", status, ans)
+	}
+	msgs := h.waitMessages(openid, 3, 10*time.Second)
+	var texts []string
+	for _, m := range msgs {
+		texts = append(texts, m.Text)
+	}
+	if want := []string{"欢迎 store_001", "你的导购是 rep_zhang", "购物车还有商品 (store_001)"}; strings.Join(texts, "|") != strings.Join(want, "|") {
+		t.Errorf("messages to the follower: %q; want %q", texts, want)
+	}
+
+	var ms []model.Member
+	if err := app.DB.Where("merged_into IS NULL").Find(&ms).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 {
+		t.Fatalf("%d members; want one person: %+v", len(ms), ms)
+	}
+	m := ms[0]
+	if m.OpenID != openid || m.UnionID != unionid || m.ExternalUserID != externalID || m.MPOpenID != mpOpenID {
+		t.Errorf("member identities: openid %q unionid %q external_userid %q mp_openid %q", m.OpenID, m.UnionID, m.ExternalUserID, m.MPOpenID)
+	}
+	if m.FirstScene != "store_001" || m.LastScene != "rep_zhang_card" {
+		t.Errorf("member scenes: first %q, last %q; want store_001 kept first, rep_zhang_card last", m.FirstScene, m.LastScene)
+	}
+	if n := wc.Calls("/cgi-bin/externalcontact/get"); n != 1 {
+		t.Errorf("%d external-contact lookups; want 1", n)
+	}
+	if n := fake.Calls(fakewx.PathUserBatchGet); n != 1 {
+		t.Errorf("%d user info lookups; want 1 (the follow)", n)
+	}
+}
