@@ -47,7 +47,7 @@ type benchOpts struct {
 	rate                  float64
 	target, fakeAddr      string
 	settle                time.Duration
-	bare                  bool
+	bare, unionIDs        bool
 	role                  string
 	// databaseURL and redisURL are the embedded server's stores: empty for
 	// a temporary SQLite file and the in-process Redis.
@@ -83,6 +83,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&o.fakeAddr, "fake-addr", "127.0.0.1:18081", "where the fake WeChat API listens when --target is set (the server's WEJOURNEY_WECHAT_API_BASE)")
 	fs.DurationVar(&o.settle, "settle", 30*time.Second, "how long to wait for the last messages after the last callback")
 	fs.BoolVar(&o.bare, "bare", true, "also measure a bare silenceper callback server for comparison")
+	fs.BoolVar(&o.unionIDs, "unionids", true, "the fake WeChat API answers every follower's user info with a unionid (an account bound to the Open Platform: each follow's unionid is looked up and recorded before routing); false: no unionids")
 	fs.StringVar(&o.role, "role", RoleAll, "role of the embedded server: all, or web to measure callbacks alone (no message is sent)")
 	fs.StringVar(&o.databaseURL, "database-url", "", "database of the embedded server (default: WEJOURNEY_DATABASE_URL when set, else a temporary SQLite file); it must hold no events, or pass --reset")
 	fs.StringVar(&o.redisURL, "redis-url", "", "Redis of the embedded server (default: WEJOURNEY_REDIS_URL when set, else an in-process Redis)")
@@ -178,7 +179,7 @@ func (a *arrivals) record(m fakewx.Message) {
 
 func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stderr io.Writer) error {
 	arr := &arrivals{at: map[string][]time.Time{}}
-	fakeCfg := fakewx.Config{OnMessage: arr.record}
+	fakeCfg := fakewx.Config{OnMessage: arr.record, UnionIDs: o.unionIDs}
 	target := o.target
 	desc := "external server " + target
 	if target != "" {

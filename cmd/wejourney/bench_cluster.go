@@ -397,7 +397,7 @@ func runCluster(ctx context.Context, o benchOpts, stdout, stderr io.Writer) (err
 		}
 	}
 	arr := &arrivals{at: map[string][]time.Time{}}
-	fake := fakewx.New(fakewx.Config{OnMessage: arr.record})
+	fake := fakewx.New(fakewx.Config{OnMessage: arr.record, UnionIDs: o.unionIDs})
 	defer fake.Close()
 
 	dir, err := os.MkdirTemp("", "wejourney-cluster")

@@ -60,6 +60,10 @@ type Config struct {
 	// Listener, if set, is served instead of a random loopback port (the
 	// bench uses a fixed address an external server is configured with).
 	Listener net.Listener
+	// UnionIDs makes user info answer, for an openid no test added, a
+	// follower with the unionid "u" + openid: an account bound to the Open
+	// Platform, where every follow's lookup finds a unionid.
+	UnionIDs bool
 }
 
 // Message is one message accepted by the fake.

@@ -93,6 +93,7 @@ type users struct {
 	quota     map[string]int                 // path -> calls left before 45009
 	failNext  map[string][]int               // path -> errcodes for the next calls
 	generated map[string]int                 // appid -> followers SetFollowerCount made
+	unionIDs  bool                           // Config.UnionIDs
 }
 
 // registerUsers adds the user-management handlers to mux.
@@ -100,6 +101,7 @@ func registerUsers(s *Server, mux *http.ServeMux) *users {
 	u := &users{
 		order: map[string][]string{}, byID: map[string]map[string]FakeUser{}, tags: map[string]map[int]string{},
 		calls: map[string]int{}, quota: map[string]int{}, failNext: map[string][]int{}, generated: map[string]int{},
+		unionIDs: s.cfg.UnionIDs,
 	}
 	mux.HandleFunc(PathUserGet, s.handleUserGet)
 	mux.HandleFunc(PathUserInfo, s.handleUserInfo)
@@ -264,6 +266,9 @@ type userAnswer struct {
 // answerUser returns what WeChat answers about openid of appid.
 func (u *users) answerUser(appid, openid string) userAnswer {
 	f, ok := u.byID[appid][openid]
+	if !ok && u.unionIDs {
+		return userAnswer{Subscribe: 1, OpenID: openid, Language: "zh_CN", UnionID: "u" + openid, TagIDs: []int{}}
+	}
 	if !ok {
 		return userAnswer{OpenID: openid, TagIDs: []int{}}
 	}
