@@ -7,6 +7,8 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -53,21 +55,28 @@ func (e *Engine) enrich(ctx context.Context, evs []*model.Event) {
 	if len(changed) == 0 {
 		return
 	}
+	// One statement: a CASE over the ids, as markRouted does.
+	var sb strings.Builder
+	args := make([]any, 0, len(changed)+1)
+	ids := make([]int64, len(changed))
+	sb.WriteString("CASE id")
+	for i, ev := range changed {
+		b, err := json.Marshal(ev.Member)
+		if err != nil {
+			e.log.Warn("encoding a member's identities failed", "event", ev.ID, "err", err)
+			return
+		}
+		ids[i] = ev.ID
+		// The id is an integer we hold, written as a literal; the identities
+		// are a parameter.
+		sb.WriteString(" WHEN " + strconv.FormatInt(ev.ID, 10) + " THEN ?")
+		args = append(args, string(b))
+	}
+	sb.WriteString(" END")
 	e.slot.lock()
 	defer e.slot.unlock()
-	err = e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		for _, ev := range changed {
-			b, err := json.Marshal(ev.Member)
-			if err != nil {
-				return err
-			}
-			if err := tx.Model(&model.Event{}).Where("id = ? AND routed_at IS NULL", ev.ID).
-				Update("member", string(b)).Error; err != nil {
-				return fmt.Errorf("journey: record identities found: %w", err)
-			}
-		}
-		return nil
-	})
+	err = e.cfg.DB.WithContext(ctx).Model(&model.Event{}).Where("id IN ? AND routed_at IS NULL", ids).
+		Update("member", gorm.Expr(sb.String(), args...)).Error
 	if err != nil {
 		e.log.Warn("recording members' identities failed; their events are routed with what they carry", "events", len(changed), "err", err)
 	}
