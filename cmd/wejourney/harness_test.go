@@ -212,26 +212,42 @@ func launchApp(t *testing.T, cfg config.Config, logger *slog.Logger) (*App, erro
 	return app, nil
 }
 
-// postJSON posts body as JSON to path, with token as its bearer token
-// unless it is "", and returns the status and the decoded answer.
-func (h *harness) postJSON(path, body, token string) (int, map[string]any) {
+// request sends body as JSON to path with method, with bearer as its
+// bearer token unless it is "", and returns the status and the answer.
+func (h *harness) request(method, path, body, bearer string) (int, []byte) {
 	h.t.Helper()
-	req, err := http.NewRequest(http.MethodPost, h.base+path, strings.NewReader(body))
+	req, err := http.NewRequest(method, h.base+path, strings.NewReader(body))
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	answer, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, answer
+}
+
+// requestJSON is request with the answer decoded as a JSON object (nil
+// when it is not one).
+func (h *harness) requestJSON(method, path, body, bearer string) (int, map[string]any) {
+	h.t.Helper()
+	status, answer := h.request(method, path, body, bearer)
 	var out map[string]any
-	json.NewDecoder(resp.Body).Decode(&out)
-	return resp.StatusCode, out
+	json.Unmarshal(answer, &out)
+	return status, out
+}
+
+// postJSON posts body to path with token as its bearer token (none when
+// it is "") and returns the status and the decoded answer.
+func (h *harness) postJSON(path, body, token string) (int, map[string]any) {
+	h.t.Helper()
+	return h.requestJSON(http.MethodPost, path, body, token)
 }
 
 func (h *harness) client(appid, aes string) *wxsim.Client {
