@@ -70,25 +70,34 @@ func (h *Handler) postEvents(c *gin.Context) {
 		return
 	}
 	now := h.now()
+	h.ingestBatch(c, raws, func(raw json.RawMessage) (*model.Event, string, error) {
+		return parseAPIEvent(raw, keyID, now, h.cfg.Sources)
+	})
+}
+
+// ingestBatch parses each posted event with parse, which returns it with
+// its id as posted, and stores them (ingest). When any cannot be parsed it
+// answers 400 with every error, by index, and stores none.
+func (h *Handler) ingestBatch(c *gin.Context, raws []json.RawMessage, parse func(json.RawMessage) (*model.Event, string, error)) {
 	var (
-		events []*model.Event
-		ids    []string // as posted, for conflict messages
-		errs   []apiError
+		evs  []*model.Event
+		ids  []string // as posted, for conflict messages
+		errs []apiError
 	)
 	for i, raw := range raws {
-		ev, id, err := parseAPIEvent(raw, keyID, now, h.cfg.Sources)
+		ev, id, err := parse(raw)
 		if err != nil {
 			errs = append(errs, apiError{i, err.Error()})
 			continue
 		}
-		events = append(events, ev)
+		evs = append(evs, ev)
 		ids = append(ids, id)
 	}
 	if len(errs) > 0 {
 		c.JSON(http.StatusBadRequest, gin.H{"errors": errs})
 		return
 	}
-	h.ingest(c, events, ids)
+	h.ingest(c, evs, ids)
 }
 
 // allowEvents spends n events of the API key's rate limit. Over the limit

@@ -203,25 +203,9 @@ func (h *Handler) miniProgramEvents(c *gin.Context) {
 	if !ok {
 		return
 	}
-	var (
-		evs  []*model.Event
-		ids  []string
-		errs []apiError
-	)
-	for i, raw := range raws {
-		ev, id, err := parseMPEvent(raw, cl, now)
-		if err != nil {
-			errs = append(errs, apiError{i, err.Error()})
-			continue
-		}
-		evs = append(evs, ev)
-		ids = append(ids, id)
-	}
-	if len(errs) > 0 {
-		c.JSON(http.StatusBadRequest, gin.H{"errors": errs})
-		return
-	}
-	h.ingest(c, evs, ids)
+	h.ingestBatch(c, raws, func(raw json.RawMessage) (*model.Event, string, error) {
+		return parseMPEvent(raw, cl, now)
+	})
 }
 
 // ingest stores evs and answers 202, 409 (an id reused with another

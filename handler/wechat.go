@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -18,7 +17,6 @@ import (
 	"github.com/silenceper/wechat/v2/util"
 
 	"github.com/wejourney/wejourney/events"
-	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -122,26 +120,7 @@ func (h *Handler) officialAccount(c *gin.Context) {
 		h.refuse(c, appid, malformed(err.Error()))
 		return
 	}
-	_, dup, err := h.cfg.Ingestor.Ingest(c.Request.Context(), ev)
-	if err != nil {
-		h.metrics.callbacks.WithLabelValues("wechat", "store_failed").Inc()
-		if ok, suppressed := h.logs.allow("store_failed"); ok {
-			h.log.Error("storing callback failed; answered 503 so that WeChat retries it",
-				"appid", logAppID(appid), "err", err, "suppressed", suppressed)
-		}
-		c.String(http.StatusServiceUnavailable, "try again")
-		return
-	}
-	outcome := "stored"
-	if dup > 0 {
-		outcome = "duplicate"
-	} else {
-		h.metrics.events.WithLabelValues(journey.EventLabel(ev.Type)).Inc()
-	}
-	h.metrics.callbacks.WithLabelValues("wechat", outcome).Inc()
-	h.metrics.ackTime.Observe(time.Since(start).Seconds())
-	// wejourney never replies passively (journeys answer through the API).
-	c.String(http.StatusOK, "success")
+	h.storeCallback(c, oaCallbacks, appid, start, []*model.Event{ev})
 }
 
 // account looks up the Official Account the callback URL names.
@@ -173,18 +152,7 @@ func (h *Handler) verifyQuery(acct model.Account, q url.Values) *refusal {
 	if !equalSignature(sig, util.Signature(acct.Token, ts, nonce)) {
 		return forbidden("bad_signature", "signature mismatch", hintToken)
 	}
-	t, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return forbidden("stale_timestamp", "timestamp is not a number", "not a WeChat callback")
-	}
-	off := h.now().Unix() - t
-	if off < 0 {
-		off = -off
-	}
-	if off > int64(MaxTimestampSkew/time.Second) {
-		return forbidden("stale_timestamp", fmt.Sprintf("timestamp %ds off", off), hintClock)
-	}
-	return nil
+	return h.checkTimestamp(oaCallbacks, ts)
 }
 
 // equalSignature compares two hex SHA1 signatures in constant time.
@@ -281,20 +249,9 @@ func decryptOA(encrypted, encodingAESKey string) (xmlMsg []byte, appid string, e
 	return xmlMsg, string(id), nil
 }
 
-// refuse answers a refused callback and counts it; it logs it at warn,
-// rate-limited per outcome, with what to check. It never logs the token or
-// the body.
+// refuse answers a refused Official Account callback (refuseCallback).
 func (h *Handler) refuse(c *gin.Context, appid string, r *refusal) {
-	h.metrics.callbacks.WithLabelValues("wechat", r.outcome).Inc()
-	if ok, suppressed := h.logs.allow(r.outcome); ok {
-		h.log.Warn("wechat callback refused", "appid", logAppID(appid), "status", r.status,
-			"reason", r.reason, "hint", r.hint, "remote", c.Request.RemoteAddr, "suppressed", suppressed)
-	}
-	body := r.reason
-	if r.status == http.StatusServiceUnavailable {
-		body = "try again"
-	}
-	c.String(r.status, body)
+	h.refuseCallback(c, oaCallbacks, appid, r)
 }
 
 // logAppID bounds what a caller-chosen appid puts into a log line.

@@ -5,10 +5,8 @@ import (
 	"crypto/subtle"
 	"encoding/xml"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,7 +14,6 @@ import (
 	"github.com/silenceper/wechat/v2/util"
 
 	"github.com/wejourney/wejourney/events"
-	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -106,25 +103,7 @@ func (h *Handler) weCom(c *gin.Context) {
 		c.String(http.StatusOK, "success")
 		return
 	}
-	accepted, dup, err := h.cfg.Ingestor.Ingest(c.Request.Context(), evs...)
-	if err != nil {
-		h.metrics.callbacks.WithLabelValues("wecom", "store_failed").Inc()
-		if ok, suppressed := h.logs.allow("wecom:store_failed"); ok {
-			h.log.Error("storing WeCom callback failed; answered 503 so that WeCom retries it",
-				"app", logAppID(appid), "err", err, "suppressed", suppressed)
-		}
-		c.String(http.StatusServiceUnavailable, "try again")
-		return
-	}
-	outcome := "stored"
-	if accepted == 0 && dup > 0 {
-		outcome = "duplicate"
-	}
-	// The events of one callback share a type.
-	h.metrics.events.WithLabelValues(journey.EventLabel(evs[0].Type)).Add(float64(accepted))
-	h.metrics.callbacks.WithLabelValues("wecom", outcome).Inc()
-	h.metrics.ackTime.Observe(time.Since(start).Seconds())
-	c.String(http.StatusOK, "success")
+	h.storeCallback(c, weComCallbacks, appid, start, evs)
 }
 
 // weComAccount looks up the WeCom app ("corpid/agentid") the callback URL
@@ -154,18 +133,7 @@ func (h *Handler) verifyWeComQuery(acct model.Account, q url.Values) *refusal {
 		return forbidden("bad_msg_signature", "no msg_signature, timestamp or nonce in the query",
 			"not a WeCom callback, or a proxy drops the query string")
 	}
-	t, err := strconv.ParseInt(q.Get("timestamp"), 10, 64)
-	if err != nil {
-		return forbidden("stale_timestamp", "timestamp is not a number", "not a WeCom callback")
-	}
-	off := h.now().Unix() - t
-	if off < 0 {
-		off = -off
-	}
-	if off > int64(MaxTimestampSkew/time.Second) {
-		return forbidden("stale_timestamp", fmt.Sprintf("timestamp %ds off", off), hintClock)
-	}
-	return nil
+	return h.checkTimestamp(weComCallbacks, q.Get("timestamp"))
 }
 
 // decryptWeCom checks msg_signature, SHA1(sort(token, timestamp, nonce,
@@ -189,18 +157,7 @@ func decryptWeCom(acct model.Account, corpid string, q url.Values, encrypted str
 	return plain, nil
 }
 
-// refuseWeCom answers a refused WeCom callback as refuse does, counted
-// under the "wecom" source and rate-limited apart from the Official
-// Account's refusals.
+// refuseWeCom answers a refused WeCom callback (refuseCallback).
 func (h *Handler) refuseWeCom(c *gin.Context, appid string, r *refusal) {
-	h.metrics.callbacks.WithLabelValues("wecom", r.outcome).Inc()
-	if ok, suppressed := h.logs.allow("wecom:" + r.outcome); ok {
-		h.log.Warn("wecom callback refused", "app", logAppID(appid), "status", r.status,
-			"reason", r.reason, "hint", r.hint, "remote", c.Request.RemoteAddr, "suppressed", suppressed)
-	}
-	body := r.reason
-	if r.status == http.StatusServiceUnavailable {
-		body = "try again"
-	}
-	c.String(r.status, body)
+	h.refuseCallback(c, weComCallbacks, appid, r)
 }

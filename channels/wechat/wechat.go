@@ -39,7 +39,6 @@
 package wechat
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -60,6 +59,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/wejourney/wejourney/channels"
+	"github.com/wejourney/wejourney/internal/jsonapi"
 	"github.com/wejourney/wejourney/internal/redact"
 )
 
@@ -154,9 +154,7 @@ func NewSender(cfg Config) *Sender {
 		s.client = NewHTTPClient(defaultMaxConns, defaultTimeout)
 	}
 	if s.cache == nil {
-		// cache.Memory reads its map without its lock, which is a data race
-		// under concurrent sends; serialise every call.
-		s.cache = &lockedCache{c: cache.NewMemory()}
+		s.cache = NewMemoryCache()
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -540,9 +538,6 @@ func (s *Sender) CallWithSecret(ctx context.Context, appid, path string, query u
 	return nil
 }
 
-// maxAnswer bounds how much of an API answer is read.
-const maxAnswer = 1 << 20
-
 // postJSON posts body as JSON (HTML characters unescaped, as silenceper
 // does) to APIBase + pathQuery with the Sender's client and returns the
 // answer of a 200. Its errors are masked with redact: net/http's *url.Error
@@ -554,36 +549,7 @@ func (s *Sender) postJSON(ctx context.Context, pathQuery string, body any) ([]by
 // do is postJSON for POST, and a GET when method is http.MethodGet (body
 // unused).
 func (s *Sender) do(ctx context.Context, method, pathQuery string, body any) ([]byte, error) {
-	var buf bytes.Buffer
-	if method == http.MethodPost {
-		enc := json.NewEncoder(&buf)
-		enc.SetEscapeHTML(false)
-		if err := enc.Encode(body); err != nil {
-			return nil, fmt.Errorf("encoding the request: %w", err)
-		}
-	}
-	uri := s.base + pathQuery
-	req, err := http.NewRequestWithContext(ctx, method, uri, &buf)
-	if err != nil {
-		return nil, redact.Error(err)
-	}
-	if method == http.MethodPost {
-		req.Header.Set("Content-Type", "application/json;charset=utf-8")
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return nil, redact.Error(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer)) // keep the connection
-		return nil, fmt.Errorf("%s %s: HTTP %d", method, redact.String(uri), resp.StatusCode)
-	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
-	if err != nil {
-		return nil, redact.Error(fmt.Errorf("%s %s: reading the answer: %w", method, uri, err))
-	}
-	return raw, nil
+	return jsonapi.Do(ctx, s.client, method, s.base+pathQuery, body)
 }
 
 // dropToken removes appid's cached token if it is still the rejected one (so
@@ -665,6 +631,15 @@ func NewHTTPClient(maxConns int, timeout time.Duration) *http.Client {
 // main; calling it again changes nothing.
 func SilenceSDK() {
 	logrus.SetOutput(io.Discard)
+}
+
+// NewMemoryCache returns a process-local cache.Cache that is safe for
+// concurrent use: silenceper's cache.Memory with every call serialised
+// (cache.Memory reads its map without its lock, which is a data race under
+// concurrent sends). It is the default Cache of this package's Sender and
+// of wecom's Client.
+func NewMemoryCache() cache.Cache {
+	return &lockedCache{c: cache.NewMemory()}
 }
 
 // lockedCache serialises a cache.Cache that is not safe for concurrent use

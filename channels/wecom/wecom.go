@@ -24,7 +24,6 @@
 package wecom
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -41,6 +40,8 @@ import (
 	"github.com/silenceper/wechat/v2/cache"
 
 	"github.com/wejourney/wejourney/channels"
+	"github.com/wejourney/wejourney/channels/wechat"
+	"github.com/wejourney/wejourney/internal/jsonapi"
 	"github.com/wejourney/wejourney/internal/redact"
 )
 
@@ -64,12 +65,8 @@ const (
 	MaxUsers = 100
 )
 
-// maxAnswer bounds how much of an API answer is read; maxImage how much of
-// a QR code image.
-const (
-	maxAnswer = 1 << 20
-	maxImage  = 4 << 20
-)
+// maxImage bounds how much of a QR code image is read.
+const maxImage = 4 << 20
 
 var (
 	// ErrUnknownAccount is wrapped by Accounts implementations when no WeCom
@@ -136,7 +133,7 @@ func New(cfg Config) *Client {
 		c.client = &http.Client{Timeout: 10 * time.Second}
 	}
 	if c.cache == nil {
-		c.cache = &lockedCache{c: cache.NewMemory()}
+		c.cache = wechat.NewMemoryCache()
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -280,40 +277,11 @@ func (c *Client) Call(ctx context.Context, app, path string, query url.Values, b
 	}
 }
 
-// do sends one request to APIBase + pathQuery and returns the answer of a
-// 200. Its errors are masked with redact (the URL holds the token or the
-// secret).
+// do sends one request to APIBase + pathQuery with jsonapi.Do and returns
+// the answer of a 200. Its errors are masked with redact (the URL holds the
+// token or the secret).
 func (c *Client) do(ctx context.Context, method, pathQuery string, body any) ([]byte, error) {
-	var buf bytes.Buffer
-	if method == http.MethodPost {
-		enc := json.NewEncoder(&buf)
-		enc.SetEscapeHTML(false)
-		if err := enc.Encode(body); err != nil {
-			return nil, fmt.Errorf("encoding the request: %w", err)
-		}
-	}
-	uri := c.base + pathQuery
-	req, err := http.NewRequestWithContext(ctx, method, uri, &buf)
-	if err != nil {
-		return nil, redact.Error(err)
-	}
-	if method == http.MethodPost {
-		req.Header.Set("Content-Type", "application/json;charset=utf-8")
-	}
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return nil, redact.Error(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer))
-		return nil, fmt.Errorf("%s %s: HTTP %d", method, redact.String(uri), resp.StatusCode)
-	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
-	if err != nil {
-		return nil, redact.Error(fmt.Errorf("%s %s: reading the answer: %w", method, uri, err))
-	}
-	return raw, nil
+	return jsonapi.Do(ctx, c.client, method, c.base+pathQuery, body)
 }
 
 // ContactWay is a contact-me link to create (add_contact_way).
@@ -495,39 +463,4 @@ func Classify(code int, msg string) error {
 		e.Class = channels.ErrPermanent
 	}
 	return e
-}
-
-// lockedCache serialises a cache.Cache that is not safe for concurrent use
-// (silenceper's cache.Memory).
-type lockedCache struct {
-	mu sync.Mutex
-	c  cache.Cache
-}
-
-// Get reads key under the lock.
-func (l *lockedCache) Get(key string) any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.c.Get(key)
-}
-
-// Set writes key under the lock.
-func (l *lockedCache) Set(key string, val any, timeout time.Duration) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.c.Set(key, val, timeout)
-}
-
-// IsExist reports under the lock whether key exists.
-func (l *lockedCache) IsExist(key string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.c.IsExist(key)
-}
-
-// Delete removes key under the lock.
-func (l *lockedCache) Delete(key string) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.c.Delete(key)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/silenceper/wechat/v2/cache"
 
 	"github.com/wejourney/wejourney/channels"
+	"github.com/wejourney/wejourney/channels/wechat"
 	"github.com/wejourney/wejourney/internal/fakewecom"
 )
 
@@ -47,7 +48,7 @@ func newClient(fk *fakewecom.Server, c cache.Cache, log *slog.Logger, sec string
 
 func TestTokenCachedAndShared(t *testing.T) {
 	fk := newFake(t)
-	shared := &lockedCache{c: cache.NewMemory()}
+	shared := wechat.NewMemoryCache()
 	a, b := newClient(fk, shared, nil, secret), newClient(fk, shared, nil, secret)
 	fk.AddContact(fakewecom.Contact{ExternalUserID: "wmX", Name: "小王", UnionID: "uX",
 		FollowUsers: []fakewecom.FollowUser{{UserID: "rep1", State: "store_1"}}})

@@ -9,7 +9,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -64,6 +63,16 @@ func openCodes(ctx context.Context, cfg config.Config, stderr io.Writer) (svc *c
 	return svc, done, nil
 }
 
+// withCodes runs f with the service openCodes opens, and closes it after.
+func withCodes(ctx context.Context, cfg config.Config, stderr io.Writer, f func(*codes.Service) error) error {
+	svc, done, err := openCodes(ctx, cfg, stderr)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return f(svc)
+}
+
 // stringList is a repeatable string flag (a flag.Value).
 type stringList []string
 
@@ -76,15 +85,11 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 // qrcodesCmd runs `wejourney qrcodes create|list|png`.
 func qrcodesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const usage = "usage: wejourney qrcodes create --scene S --label L [--channel C] [--permanent | --expire 720h] [--appid A] [--png FILE] | list [--appid A] | png ID FILE"
-	synopsis := map[string]string{
+	fs := subcommandFlags(args, map[string]string{
 		"create": "qrcodes create --scene S --label L [--channel C] [--permanent | --expire 720h] [--appid A] [--png FILE] [--config FILE]",
 		"list":   "qrcodes list [--appid A] [--config FILE]",
 		"png":    "qrcodes png ID FILE [--config FILE]",
-	}[first(args)]
-	if synopsis == "" {
-		synopsis = "qrcodes create|list|png [flags]"
-	}
-	fs := newFlags(synopsis,
+	}, "qrcodes create|list|png [flags]",
 		"create: makes an Official Account QR code (WeChat's qrcode/create) whose follows and scans carry --scene.\n"+
 			"list: lists the QR codes with their follows, scans, members, first and last touch.\n"+
 			"png ID FILE: writes the QR code's image.", stderr)
@@ -95,13 +100,7 @@ func qrcodesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	expire := fs.Duration("expire", 0, "a temporary code's life, at most 720h (default 720h) (create)")
 	appid := fs.String("appid", "", "the Official Account (default: WEJOURNEY_WECHAT_APPID)")
 	pngFile := fs.String("png", "", "also write the QR code image to this `file` (create)")
-	if len(args) == 0 {
-		return errors.New(usage)
-	}
-	if isHelp(args[0]) {
-		return printHelp(fs, stdout)
-	}
-	cfg, pos, err := parseInterspersed(fs, args[1:], stdout)
+	cfg, pos, err := parseSubcommand(fs, args, usage, stdout)
 	if err != nil {
 		return err
 	}
@@ -116,49 +115,43 @@ func qrcodesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if *expire%time.Second != 0 {
 			return fmt.Errorf("--expire %s: whole seconds only", *expire)
 		}
-		svc, done, err := openCodes(ctx, cfg, stderr)
-		if err != nil {
-			return err
-		}
-		defer done()
-		code, err := svc.CreateQR(ctx, codes.QRRequest{AppID: *appid, Scene: *scene, Label: *label, Channel: *channel,
-			Permanent: *permanent, ExpireSeconds: int(*expire / time.Second)})
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "QR code %d: %s scene %q (%s", code.ID, code.AppID, code.Scene, code.Kind)
-		if code.ExpiresAt != nil {
-			fmt.Fprintf(stdout, ", expires %s", when(code.ExpiresAt))
-		}
-		fmt.Fprintf(stdout, ")\n  url:    %s\n  ticket: %s\n", code.URL, code.Ticket)
-		if *pngFile != "" {
-			return writeQRPNG(ctx, svc, code.ID, *pngFile, stdout)
-		}
-		return nil
+		return withCodes(ctx, cfg, stderr, func(svc *codes.Service) error {
+			code, err := svc.CreateQR(ctx, codes.QRRequest{AppID: *appid, Scene: *scene, Label: *label, Channel: *channel,
+				Permanent: *permanent, ExpireSeconds: int(*expire / time.Second)})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "QR code %d: %s scene %q (%s", code.ID, code.AppID, code.Scene, code.Kind)
+			if code.ExpiresAt != nil {
+				fmt.Fprintf(stdout, ", expires %s", when(code.ExpiresAt))
+			}
+			fmt.Fprintf(stdout, ")\n  url:    %s\n  ticket: %s\n", code.URL, code.Ticket)
+			if *pngFile != "" {
+				return writeQRPNG(ctx, svc, code.ID, *pngFile, stdout)
+			}
+			return nil
+		})
 	case "list":
 		if len(pos) > 0 {
 			return errors.New(usage)
 		}
-		svc, done, err := openCodes(ctx, cfg, stderr)
-		if err != nil {
-			return err
-		}
-		defer done()
-		list, err := svc.ListQR(ctx, *appid)
-		if err != nil {
-			return err
-		}
-		w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(w, "ID\tAPPID\tSCENE\tLABEL\tCHANNEL\tKIND\tEXPIRES\tFOLLOWS\tSCANS\tMEMBERS\tFIRST TOUCH\tLAST TOUCH")
-		for _, c := range list {
-			exp := when(c.ExpiresAt)
-			if c.Expired {
-				exp += " (expired)"
+		return withCodes(ctx, cfg, stderr, func(svc *codes.Service) error {
+			list, err := svc.ListQR(ctx, *appid)
+			if err != nil {
+				return err
 			}
-			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", c.ID, c.AppID, c.Scene, orDash(c.Label), orDash(c.Channel),
-				c.Kind, exp, c.Stats.Follows, c.Stats.Scans, c.Stats.Members, c.Stats.FirstTouch, c.Stats.LastTouch)
-		}
-		return w.Flush()
+			w := newTable(stdout)
+			fmt.Fprintln(w, "ID\tAPPID\tSCENE\tLABEL\tCHANNEL\tKIND\tEXPIRES\tFOLLOWS\tSCANS\tMEMBERS\tFIRST TOUCH\tLAST TOUCH")
+			for _, c := range list {
+				exp := when(c.ExpiresAt)
+				if c.Expired {
+					exp += " (expired)"
+				}
+				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", c.ID, c.AppID, c.Scene, orDash(c.Label), orDash(c.Channel),
+					c.Kind, exp, c.Stats.Follows, c.Stats.Scans, c.Stats.Members, c.Stats.FirstTouch, c.Stats.LastTouch)
+			}
+			return w.Flush()
+		})
 	case "png":
 		if len(pos) != 2 {
 			return errors.New("usage: wejourney qrcodes png ID FILE")
@@ -167,12 +160,9 @@ func qrcodesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err != nil {
 			return fmt.Errorf("png: %q is not a QR code id (see wejourney qrcodes list)", pos[0])
 		}
-		svc, done, err := openCodes(ctx, cfg, stderr)
-		if err != nil {
-			return err
-		}
-		defer done()
-		return writeQRPNG(ctx, svc, id, pos[1], stdout)
+		return withCodes(ctx, cfg, stderr, func(svc *codes.Service) error {
+			return writeQRPNG(ctx, svc, id, pos[1], stdout)
+		})
 	}
 	return fmt.Errorf("unknown qrcodes command %q; %s", args[0], usage)
 }
@@ -196,14 +186,10 @@ func writeImage(file string, img []byte, stdout io.Writer) error {
 // contactWaysCmd runs `wejourney contact-ways create|list`.
 func contactWaysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const usage = "usage: wejourney contact-ways create --state S --user U [--user U2] --label L [--channel C] [--app corpid/agentid] [--png FILE] | list [--app corpid/agentid]"
-	synopsis := map[string]string{
+	fs := subcommandFlags(args, map[string]string{
 		"create": "contact-ways create --state S --user U [--user U2] --label L [--channel C] [--app corpid/agentid] [--verify] [--png FILE] [--config FILE]",
 		"list":   "contact-ways list [--app corpid/agentid] [--config FILE]",
-	}[first(args)]
-	if synopsis == "" {
-		synopsis = "contact-ways create|list [flags]"
-	}
-	fs := newFlags(synopsis,
+	}, "contact-ways create|list [flags]",
 		"create: makes a WeCom contact-me link (add_contact_way) whose adds carry --state; its config_id is stored\n"+
 			"(WeCom cannot list links later).\n"+
 			"list: lists the links with their adds, members, first and last touch.", stderr)
@@ -215,13 +201,7 @@ func contactWaysCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	verify := fs.Bool("verify", false, "the rep confirms each add (default: added at once, WeCom's default) (create)")
 	app := fs.String("app", "", "the WeCom app corpid/agentid (default: WEJOURNEY_WECOM_CORPID/WEJOURNEY_WECOM_AGENTID)")
 	pngFile := fs.String("png", "", "also write the QR code image to this `file` (create)")
-	if len(args) == 0 {
-		return errors.New(usage)
-	}
-	if isHelp(args[0]) {
-		return printHelp(fs, stdout)
-	}
-	cfg, pos, err := parseInterspersed(fs, args[1:], stdout)
+	cfg, pos, err := parseSubcommand(fs, args, usage, stdout)
 	if err != nil {
 		return err
 	}
@@ -230,44 +210,38 @@ func contactWaysCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	switch args[0] {
 	case "create":
-		svc, done, err := openCodes(ctx, cfg, stderr)
-		if err != nil {
-			return err
-		}
-		defer done()
-		skip := !*verify
-		way, err := svc.CreateContactWay(ctx, codes.ContactWayRequest{AppID: *app, State: *state, Users: users,
-			Label: *label, Channel: *channel, SkipVerify: &skip})
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "contact-me link %d: %s state %q, reps %s\n  config_id: %s\n  qr_code:   %s\n",
-			way.ID, way.AppID, way.State, strings.Join(way.Users, ","), way.ConfigID, way.QRCodeURL)
-		if *pngFile != "" {
-			img, err := svc.ContactWayPNG(ctx, way.ID)
+		return withCodes(ctx, cfg, stderr, func(svc *codes.Service) error {
+			skip := !*verify
+			way, err := svc.CreateContactWay(ctx, codes.ContactWayRequest{AppID: *app, State: *state, Users: users,
+				Label: *label, Channel: *channel, SkipVerify: &skip})
 			if err != nil {
 				return err
 			}
-			return writeImage(*pngFile, img, stdout)
-		}
-		return nil
+			fmt.Fprintf(stdout, "contact-me link %d: %s state %q, reps %s\n  config_id: %s\n  qr_code:   %s\n",
+				way.ID, way.AppID, way.State, strings.Join(way.Users, ","), way.ConfigID, way.QRCodeURL)
+			if *pngFile != "" {
+				img, err := svc.ContactWayPNG(ctx, way.ID)
+				if err != nil {
+					return err
+				}
+				return writeImage(*pngFile, img, stdout)
+			}
+			return nil
+		})
 	case "list":
-		svc, done, err := openCodes(ctx, cfg, stderr)
-		if err != nil {
-			return err
-		}
-		defer done()
-		list, err := svc.ListContactWays(ctx, *app)
-		if err != nil {
-			return err
-		}
-		w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(w, "ID\tAPP\tSTATE\tLABEL\tCHANNEL\tREPS\tCONFIG ID\tADDS\tMEMBERS\tFIRST TOUCH\tLAST TOUCH")
-		for _, c := range list {
-			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", c.ID, c.AppID, c.State, orDash(c.Label), orDash(c.Channel),
-				strings.Join(c.Users, ","), c.ConfigID, c.Stats.Adds, c.Stats.Members, c.Stats.FirstTouch, c.Stats.LastTouch)
-		}
-		return w.Flush()
+		return withCodes(ctx, cfg, stderr, func(svc *codes.Service) error {
+			list, err := svc.ListContactWays(ctx, *app)
+			if err != nil {
+				return err
+			}
+			w := newTable(stdout)
+			fmt.Fprintln(w, "ID\tAPP\tSTATE\tLABEL\tCHANNEL\tREPS\tCONFIG ID\tADDS\tMEMBERS\tFIRST TOUCH\tLAST TOUCH")
+			for _, c := range list {
+				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", c.ID, c.AppID, c.State, orDash(c.Label), orDash(c.Channel),
+					strings.Join(c.Users, ","), c.ConfigID, c.Stats.Adds, c.Stats.Members, c.Stats.FirstTouch, c.Stats.LastTouch)
+			}
+			return w.Flush()
+		})
 	}
 	return fmt.Errorf("unknown contact-ways command %q; %s", args[0], usage)
 }

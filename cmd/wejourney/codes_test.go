@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"image/png"
-	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,16 +129,8 @@ func TestQRCodeAttribution(t *testing.T) {
 		t.Fatal(err)
 	}
 	api := func(method, path, body string) (int, string) {
-		req, _ := http.NewRequest(method, h.base+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer adm-key")
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		status, answer := h.request(method, path, body, "adm-key")
+		return status, string(answer)
 	}
 	if st, body := api("POST", "/api/v1/qrcodes", `{"appid":"`+testPlainAppID+`","scene":"store_e2e","label":"门店"}`); st != 201 {
 		t.Fatalf("create: %d %s", st, body)

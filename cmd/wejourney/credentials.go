@@ -302,27 +302,17 @@ func readHidden(tty *os.File) (string, error) {
 // apikeysCmd runs `wejourney apikeys create|list|revoke`.
 func apikeysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const usage = "usage: wejourney apikeys create --name NAME [--scope events|admin] | list | revoke ID"
-	synopsis := map[string]string{
+	fs := subcommandFlags(args, map[string]string{
 		"create": "apikeys create --name NAME [--scope events|admin] [--config FILE]",
 		"list":   "apikeys list [--config FILE]",
 		"revoke": "apikeys revoke ID [--config FILE]",
-	}[first(args)]
-	if synopsis == "" {
-		synopsis = "apikeys create|list|revoke [flags]"
-	}
-	fs := newFlags(synopsis,
+	}, "apikeys create|list|revoke [flags]",
 		"create --name NAME [--scope events|admin]: makes an API key and prints it once.\n"+
 			"list: lists the API keys (never the keys themselves).\n"+
 			"revoke ID: revokes a key; requests with it get 401 from now on.", stderr)
 	name := fs.String("name", "", "what the key is for (create)")
 	scope := fs.String("scope", model.ScopeEvents, "events (POST /api/v1/events) or admin (the admin JSON API) (create)")
-	if len(args) == 0 {
-		return errors.New(usage)
-	}
-	if isHelp(args[0]) {
-		return printHelp(fs, stdout)
-	}
-	cfg, pos, err := parseInterspersed(fs, args[1:], stdout)
+	cfg, pos, err := parseSubcommand(fs, args, usage, stdout)
 	if err != nil {
 		return err
 	}
@@ -367,7 +357,7 @@ func apikeysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			if err := db.Order("id").Find(&keys).Error; err != nil {
 				return fmt.Errorf("list api keys: %w", err)
 			}
-			w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+			w := newTable(stdout)
 			fmt.Fprintln(w, "ID\tNAME\tSCOPE\tPREFIX\tCREATED\tLAST USED\tREVOKED")
 			for _, k := range keys {
 				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Scope, orDash(k.Prefix),
@@ -405,6 +395,39 @@ func apikeysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		})
 	}
 	return fmt.Errorf("unknown apikeys command %q; %s", args[0], usage)
+}
+
+// subcommandFlags returns the flags of a command with sub-commands
+// (`wejourney apikeys create|list|revoke`, ...): its usage names the
+// synopsis of the sub-command args[0] in synopses, or fallback when args
+// names none of them. about says what the sub-commands do.
+func subcommandFlags(args []string, synopses map[string]string, fallback, about string, stderr io.Writer) *flag.FlagSet {
+	synopsis := synopses[first(args)]
+	if synopsis == "" {
+		synopsis = fallback
+	}
+	return newFlags(synopsis, about, stderr)
+}
+
+// parseSubcommand parses args, a sub-command and its arguments, with fs
+// (see parseInterspersed) and returns the configuration and the
+// sub-command's positional arguments. Without a sub-command it returns
+// usage as the error; asked for help, it prints fs's usage to stdout and
+// returns flag.ErrHelp.
+func parseSubcommand(fs *flag.FlagSet, args []string, usage string, stdout io.Writer) (config.Config, []string, error) {
+	if len(args) == 0 {
+		return config.Config{}, nil, errors.New(usage)
+	}
+	if isHelp(args[0]) {
+		return config.Config{}, nil, printHelp(fs, stdout)
+	}
+	return parseInterspersed(fs, args[1:], stdout)
+}
+
+// newTable returns a writer that aligns the tab-separated columns of a
+// command's listing (flush it after the last row).
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 }
 
 // first is args[0], or "" when there is none.

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -157,32 +159,95 @@ func newHarness(t *testing.T, journeys map[string]string) *harness {
 	t.Helper()
 	fake := fakewx.New(fakewx.Config{})
 	t.Cleanup(fake.Close)
-	cfg := testConfig(t, fake, journeys)
+	h := startHarness(t, testConfig(t, fake, journeys), fake)
+	plain := model.Account{Kind: model.AccountWeChatOA, AppID: testPlainAppID, Name: "plain", AppSecret: "test-secret", Token: testToken}
+	if err := model.UpsertAccount(h.app.DB, h.app.secrets, plain); err != nil {
+		t.Fatal(err)
+	}
+	h.plain = h.client(testPlainAppID, "")
+	return h
+}
+
+// startHarness starts wejourney with cfg (testConfig's, adjusted), whose
+// WeChat API is fake, and returns its harness: safe sends safe-mode
+// callbacks to the default account; plain is not set.
+func startHarness(t *testing.T, cfg config.Config, fake *fakewx.Server) *harness {
+	t.Helper()
+	app, err := launchApp(t, cfg, testLogger())
+	if err != nil {
+		t.Fatalf("NewApp: %v", err)
+	}
+	h := &harness{t: t, app: app, fake: fake, base: "http://" + app.Addr, db: app.DB}
+	h.safe = h.client(testAppID, testAESKey)
+	return h
+}
+
+// testLogger discards the app's logs, or writes them to stderr under -v.
+func testLogger() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// launchApp starts wejourney (all roles) with cfg on a free local port,
+// migrating the database and sweeping every 500 ms; the app is closed at
+// the test's end. It returns NewApp's error; a failed Start fails the test.
+func launchApp(t *testing.T, cfg config.Config, logger *slog.Logger) (*App, error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
 	ctx := context.Background()
 	app, err := NewApp(ctx, cfg, Options{Listener: ln, Logger: logger, AutoMigrate: true, SweepInterval: 500 * time.Millisecond})
 	if err != nil {
-		t.Fatalf("NewApp: %v", err)
+		ln.Close()
+		return nil, err
 	}
 	t.Cleanup(app.Close)
 	if err := app.Start(ctx); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
-	h := &harness{t: t, app: app, fake: fake, base: "http://" + app.Addr, db: app.DB}
-	plain := model.Account{Kind: model.AccountWeChatOA, AppID: testPlainAppID, Name: "plain", AppSecret: "test-secret", Token: testToken}
-	if err := model.UpsertAccount(app.DB, app.secrets, plain); err != nil {
-		t.Fatal(err)
+	return app, nil
+}
+
+// request sends body as JSON to path with method, with bearer as its
+// bearer token unless it is "", and returns the status and the answer.
+func (h *harness) request(method, path, body, bearer string) (int, []byte) {
+	h.t.Helper()
+	req, err := http.NewRequest(method, h.base+path, strings.NewReader(body))
+	if err != nil {
+		h.t.Fatal(err)
 	}
-	h.plain = h.client(testPlainAppID, "")
-	h.safe = h.client(testAppID, testAESKey)
-	return h
+	req.Header.Set("Content-Type", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, answer
+}
+
+// requestJSON is request with the answer decoded as a JSON object (nil
+// when it is not one).
+func (h *harness) requestJSON(method, path, body, bearer string) (int, map[string]any) {
+	h.t.Helper()
+	status, answer := h.request(method, path, body, bearer)
+	var out map[string]any
+	json.Unmarshal(answer, &out)
+	return status, out
+}
+
+// postJSON posts body to path with token as its bearer token (none when
+// it is "") and returns the status and the decoded answer.
+func (h *harness) postJSON(path, body, token string) (int, map[string]any) {
+	h.t.Helper()
+	return h.requestJSON(http.MethodPost, path, body, token)
 }
 
 func (h *harness) client(appid, aes string) *wxsim.Client {

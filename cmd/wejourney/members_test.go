@@ -14,18 +14,8 @@ import (
 // the status.
 func (h *harness) postEvents(body string) int {
 	h.t.Helper()
-	req, err := http.NewRequest(http.MethodPost, h.base+"/api/v1/events", strings.NewReader(body))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer test-api-key")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
+	status, _ := h.request(http.MethodPost, "/api/v1/events", body, "test-api-key")
+	return status
 }
 
 // Followers from before wejourney was connected are known only from brand

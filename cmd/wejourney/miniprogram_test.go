@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -102,44 +99,17 @@ func TestMiniProgramEndToEnd(t *testing.T) {
 	fake.AddLoginCode(testMiniAppID, "login-1", "o_mp_e2e", "u_e2e")
 	cfg := testConfig(t, fake, nil)
 	cfg.MiniProgramAppID, cfg.MiniProgramAppSecret = testMiniAppID, testMiniSecret
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	app, err := NewApp(ctx, cfg, Options{Listener: ln, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), AutoMigrate: true, SweepInterval: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatalf("NewApp: %v", err)
-	}
-	t.Cleanup(app.Close)
-	if err := app.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + app.Addr
-	post := func(path, body, token string) (int, map[string]any) {
-		req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out
-	}
-	status, ans := post("/api/v1/miniprogram/session", `{"code":"login-1"}`, "")
+	h := startHarness(t, cfg, fake)
+	app := h.app
+	status, ans := h.postJSON("/api/v1/miniprogram/session", `{"code":"login-1"}`, "")
 	tok, _ := ans["token"].(string)
 	if status != http.StatusOK || tok == "" {
 		t.Fatalf("session: %d %v", status, ans)
 	}
-	if status, ans := post("/api/v1/miniprogram/session", `{"code":"login-1"}`, ""); status != http.StatusBadRequest {
+	if status, ans := h.postJSON("/api/v1/miniprogram/session", `{"code":"login-1"}`, ""); status != http.StatusBadRequest {
 		t.Errorf("the same code again: %d %v; want 400", status, ans)
 	}
-	status, ans = post("/api/v1/miniprogram/events", `{"events":[{"type":"miniprogram.opened","props":{"page":"pages/index/index"}},`+
+	status, ans = h.postJSON("/api/v1/miniprogram/events", `{"events":[{"type":"miniprogram.opened","props":{"page":"pages/index/index"}},`+
 		`{"type":"miniprogram.closed","props":{"page":"pages/index/index","duration_s":3}}]}`, tok)
 	if status != http.StatusAccepted || ans["accepted"] != float64(2) {
 		t.Fatalf("events: %d %v", status, ans)

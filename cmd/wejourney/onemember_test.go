@@ -1,23 +1,12 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/silenceper/wechat/v2/util"
 
 	"github.com/wejourney/wejourney/internal/fakewecom"
 	"github.com/wejourney/wejourney/internal/fakewx"
@@ -78,22 +67,8 @@ steps:
 	cfg.WeComCorpID, cfg.WeComAgentID, cfg.WeComSecret, cfg.WeComToken, cfg.WeComAESKey = corpid, agentid, "wecom-secret", wecomToken, wecomAES
 	cfg.WeComAPIBase = wc.URL
 	cfg.MiniProgramAppID, cfg.MiniProgramAppSecret = testMiniAppID, testMiniSecret
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	app, err := NewApp(ctx, cfg, Options{Listener: ln, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		AutoMigrate: true, SweepInterval: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatalf("NewApp: %v", err)
-	}
-	t.Cleanup(app.Close)
-	if err := app.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	h := &harness{t: t, app: app, fake: fake, base: "http://" + app.Addr, db: app.DB}
-	h.safe = h.client(testAppID, testAESKey)
+	h := startHarness(t, cfg, fake)
+	app := h.app
 
 	// 1. The follow, through a store's QR code.
 	if status, body := h.send(h.safe, wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: openid, Scene: "store_001"}); status != 200 {
@@ -102,51 +77,19 @@ steps:
 	h.waitMessages(openid, 1, 10*time.Second)
 
 	// 2. The WeCom add, through a rep's contact-me link.
-	xml := fmt.Sprintf(`<xml><ToUserName><![CDATA[%s]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>`+
-		`<CreateTime>%d</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_contact]]></Event>`+
-		`<ChangeType><![CDATA[add_external_contact]]></ChangeType><UserID><![CDATA[rep_zhang]]></UserID>`+
-		`<ExternalUserID><![CDATA[%s]]></ExternalUserID><State><![CDATA[rep_zhang_card]]></State>`+
-		`<WelcomeCode><![CDATA[WC1]]></WelcomeCode></xml>`, corpid, time.Now().Unix(), externalID)
-	enc, err := util.EncryptMsg([]byte("0123456789abcdef"), []byte(xml), corpid, wecomAES)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts, nonce := strconv.FormatInt(time.Now().Unix(), 10), "4242"
-	q := url.Values{"msg_signature": {util.Signature(wecomToken, ts, nonce, string(enc))}, "timestamp": {ts}, "nonce": {nonce}}
-	body := "<xml><ToUserName><![CDATA[" + corpid + "]]></ToUserName><Encrypt><![CDATA[" + string(enc) + "]]></Encrypt></xml>"
-	resp, err := http.Post(h.base+"/wechat/work/"+corpid+"/"+agentid+"?"+q.Encode(), "text/xml", bytes.NewReader([]byte(body)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	answer, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || string(answer) != "success" {
-		t.Fatalf("WeCom callback answered %d %q; want 200 success", resp.StatusCode, answer)
+	status, answer := h.postWeCom(corpid, agentid, wecomToken, wecomAES, weComAddXML(corpid, "rep_zhang", externalID, "rep_zhang_card"))
+	if status != 200 || answer != "success" {
+		t.Fatalf("WeCom callback answered %d %q; want 200 success", status, answer)
 	}
 	h.waitMessages(openid, 2, 10*time.Second)
 
 	// 3. The mini-program: log in, then leave the cart page.
-	post := func(path, body, token string) (int, map[string]any) {
-		req, _ := http.NewRequest(http.MethodPost, h.base+path, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out
-	}
-	status, ans := post("/api/v1/miniprogram/session", `{"code":"login-1"}`, "")
+	status, ans := h.postJSON("/api/v1/miniprogram/session", `{"code":"login-1"}`, "")
 	tok, _ := ans["token"].(string)
 	if status != http.StatusOK || tok == "" {
 		t.Fatalf("session: %d %v", status, ans)
 	}
-	if status, ans := post("/api/v1/miniprogram/events", `{"type":"miniprogram.closed","props":{"page":"pages/cart/cart","duration_s":42}}`, tok); status != http.StatusAccepted {
+	if status, ans := h.postJSON("/api/v1/miniprogram/events", `{"type":"miniprogram.closed","props":{"page":"pages/cart/cart","duration_s":42}}`, tok); status != http.StatusAccepted {
 		t.Fatalf("mini-program event: %d %v", status, ans)
 	}
 	msgs := h.waitMessages(openid, 3, 10*time.Second)

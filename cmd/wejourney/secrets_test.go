@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -29,22 +28,7 @@ import (
 // handler into logs as serveCmd does; the app is closed at the test's end.
 func startApp(t *testing.T, cfg config.Config, logs io.Writer) (*App, error) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(redact.NewHandler(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	ctx := context.Background()
-	app, err := NewApp(ctx, cfg, Options{Listener: ln, Logger: logger, AutoMigrate: true, SweepInterval: 500 * time.Millisecond})
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
-	t.Cleanup(app.Close)
-	if err := app.Start(ctx); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	return app, nil
+	return launchApp(t, cfg, slog.New(redact.NewHandler(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 }
 
 // leaks lists the secrets found in text.

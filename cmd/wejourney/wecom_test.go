@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,20 +33,8 @@ func TestWeComAppSeededAndCallbackRouted(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	app, err := NewApp(ctx, cfg, Options{Listener: ln, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		AutoMigrate: true, SweepInterval: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatalf("NewApp: %v", err)
-	}
-	t.Cleanup(app.Close)
-	if err := app.Start(ctx); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
+	h := startHarness(t, cfg, fake)
+	app := h.app
 
 	var stored model.Account
 	if err := app.DB.Where("app_id = ?", corpid+"/"+agentid).First(&stored).Error; err != nil {
@@ -59,33 +44,46 @@ func TestWeComAppSeededAndCallbackRouted(t *testing.T) {
 		t.Errorf("seeded %+v: want kind wecom with its secrets sealed", stored)
 	}
 
-	xml := fmt.Sprintf(`<xml><ToUserName><![CDATA[%s]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>`+
-		`<CreateTime>%d</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_contact]]></Event>`+
-		`<ChangeType><![CDATA[add_external_contact]]></ChangeType><UserID><![CDATA[rep_wang]]></UserID>`+
-		`<ExternalUserID><![CDATA[wm_e2e_customer]]></ExternalUserID><State><![CDATA[store_9]]></State>`+
-		`<WelcomeCode><![CDATA[WC1]]></WelcomeCode></xml>`, corpid, time.Now().Unix())
-	enc, err := util.EncryptMsg([]byte("0123456789abcdef"), []byte(xml), corpid, aesKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts, nonce := strconv.FormatInt(time.Now().Unix(), 10), "424242"
-	q := url.Values{"msg_signature": {util.Signature(token, ts, nonce, string(enc))}, "timestamp": {ts}, "nonce": {nonce}}
-	body := "<xml><ToUserName><![CDATA[" + corpid + "]]></ToUserName><Encrypt><![CDATA[" + string(enc) + "]]></Encrypt></xml>"
-	resp, err := http.Post("http://"+app.Addr+"/wechat/work/"+corpid+"/"+agentid+"?"+q.Encode(), "text/xml", bytes.NewReader([]byte(body)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	answer, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || string(answer) != "success" {
-		t.Fatalf("callback answered %d %q, want 200 success", resp.StatusCode, answer)
+	status, answer := h.postWeCom(corpid, agentid, token, aesKey, weComAddXML(corpid, "rep_wang", "wm_e2e_customer", "store_9"))
+	if status != 200 || answer != "success" {
+		t.Fatalf("callback answered %d %q, want 200 success", status, answer)
 	}
 
-	h := &harness{t: t, app: app, db: app.DB}
 	var m model.Member
 	h.eventually("the add to reach the member", 10*time.Second, func() bool {
 		m = model.Member{}
 		err := app.DB.Where("external_user_id = ?", "wm_e2e_customer").First(&m).Error
 		return err == nil && m.FirstScene == "store_9" && m.LastScene == "store_9" && m.LastInteractionAt != nil
 	})
+}
+
+// weComAddXML is the plaintext of WeCom's callback for a customer
+// (externalID) added by rep through the contact-me link with state.
+func weComAddXML(corpid, rep, externalID, state string) string {
+	return fmt.Sprintf(`<xml><ToUserName><![CDATA[%s]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>`+
+		`<CreateTime>%d</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_contact]]></Event>`+
+		`<ChangeType><![CDATA[add_external_contact]]></ChangeType><UserID><![CDATA[%s]]></UserID>`+
+		`<ExternalUserID><![CDATA[%s]]></ExternalUserID><State><![CDATA[%s]]></State>`+
+		`<WelcomeCode><![CDATA[WC1]]></WelcomeCode></xml>`, corpid, time.Now().Unix(), rep, externalID, state)
+}
+
+// postWeCom sends the callback plaintext xml to the WeCom app
+// corpid/agentid, encrypted with aesKey and signed with token as WeCom
+// does, and returns the answer's status and body.
+func (h *harness) postWeCom(corpid, agentid, token, aesKey, xml string) (int, string) {
+	h.t.Helper()
+	enc, err := util.EncryptMsg([]byte("0123456789abcdef"), []byte(xml), corpid, aesKey)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ts, nonce := strconv.FormatInt(time.Now().Unix(), 10), "424242"
+	q := url.Values{"msg_signature": {util.Signature(token, ts, nonce, string(enc))}, "timestamp": {ts}, "nonce": {nonce}}
+	body := "<xml><ToUserName><![CDATA[" + corpid + "]]></ToUserName><Encrypt><![CDATA[" + string(enc) + "]]></Encrypt></xml>"
+	resp, err := http.Post(h.base+"/wechat/work/"+corpid+"/"+agentid+"?"+q.Encode(), "text/xml", strings.NewReader(body))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(answer)
 }
