@@ -104,6 +104,7 @@ type Server struct {
 	tokenSeq   int64
 	templateID int64
 	logins     loginCodes // /sns/jscode2session (jscode2session.go)
+	qrs        qrState    // qrcode/create (qrcode.go)
 }
 
 type tokenInfo struct {

@@ -20,8 +20,7 @@ type QRCodeCall struct {
 	Raw           []byte
 }
 
-// qrState is the fake's QR code bookkeeping, kept apart from Server's
-// fields (one registration line in New wires it).
+// qrState is the fake's QR code bookkeeping (Server.qrs).
 type qrState struct {
 	mu    sync.Mutex
 	calls []QRCodeCall
@@ -29,13 +28,7 @@ type qrState struct {
 	seq   int
 }
 
-// qrStates holds each server's QR state; a Server has no field for it.
-var qrStates sync.Map // *Server -> *qrState
-
-func (s *Server) qr() *qrState {
-	st, _ := qrStates.LoadOrStore(s, &qrState{})
-	return st.(*qrState)
-}
+func (s *Server) qr() *qrState { return &s.qrs }
 
 // QRCodes returns the accepted qrcode/create calls in order.
 func (s *Server) QRCodes() []QRCodeCall {
