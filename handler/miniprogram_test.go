@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wejourney/wejourney/internal/clock"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -47,13 +48,12 @@ func (f *fakeSessions) Code2Session(_ context.Context, code string) (string, str
 type mpEnv struct {
 	*cbEnv
 	sessions *fakeSessions
-	mu       sync.Mutex
-	now      time.Time
+	clk      *clock.Simulated
 }
 
 func newMPEnv(t *testing.T) *mpEnv {
 	t.Helper()
-	e := &mpEnv{now: time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC),
+	e := &mpEnv{clk: clock.NewSimulated(time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)),
 		sessions: &fakeSessions{codes: map[string][2]string{"code-ok": {"o_mp_1", "u_1"}, "code-no-union": {"o_mp_2", ""}}}}
 	e.cbEnv = newCallbackEnv(t, func(c *Config) {
 		c.MiniProgram, c.MiniProgramAppID, c.MiniProgramSecret = e.sessions, mpAppID, []byte(mpSecret)
@@ -62,17 +62,9 @@ func newMPEnv(t *testing.T) *mpEnv {
 	return e
 }
 
-func (e *mpEnv) clock() time.Time {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.now
-}
+func (e *mpEnv) clock() time.Time { return e.clk.Now() }
 
-func (e *mpEnv) advance(d time.Duration) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.now = e.now.Add(d)
-}
+func (e *mpEnv) advance(d time.Duration) { e.clk.Advance(d) }
 
 // post sends body to path with the headers and returns the answer.
 func (e *mpEnv) post(path, body string, headers map[string]string) *httptest.ResponseRecorder {
