@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wejourney/wejourney/codes"
+	"github.com/wejourney/wejourney/handler"
 	"github.com/wejourney/wejourney/internal/fakewecom"
 	"github.com/wejourney/wejourney/internal/fakewx"
 	"github.com/wejourney/wejourney/internal/wxsim"
@@ -69,6 +72,16 @@ steps:
 	cfg.MiniProgramAppID, cfg.MiniProgramAppSecret = testMiniAppID, testMiniSecret
 	h := startHarness(t, cfg, fake)
 	app := h.app
+	if err := h.db.Create(&model.APIKey{Name: "admin", Hash: handler.HashAPIKey("adm-key"), Scope: model.ScopeAdmin}).Error; err != nil {
+		t.Fatal(err)
+	}
+	// The store's QR code and the rep's contact-me link, made through the API.
+	if st, body := h.request("POST", "/api/v1/qrcodes", `{"scene":"store_001","label":"南京西路店","channel":"store"}`, "adm-key"); st != 201 {
+		t.Fatalf("create the QR code: %d %s", st, body)
+	}
+	if st, body := h.request("POST", "/api/v1/contact-ways", `{"state":"rep_zhang_card","users":["rep_zhang"],"label":"张导购"}`, "adm-key"); st != 201 {
+		t.Fatalf("create the contact way: %d %s", st, body)
+	}
 
 	// 1. The follow, through a store's QR code.
 	if status, body := h.send(h.safe, wxsim.Event{Kind: wxsim.KindSubscribe, OpenID: openid, Scene: "store_001"}); status != 200 {
@@ -120,5 +133,28 @@ steps:
 	}
 	if n := fake.Calls(fakewx.PathUserBatchGet); n != 1 {
 		t.Errorf("%d user info lookups; want 1 (the follow)", n)
+	}
+
+	// Each touch is credited to its code: the follow to the QR code (the
+	// member's first touch), the add to the contact-me link (the last).
+	st, body := h.request("GET", "/api/v1/qrcodes", "", "adm-key")
+	var qrs struct {
+		QRCodes []codes.QRCode `json:"qrcodes"`
+	}
+	if err := json.Unmarshal(body, &qrs); st != 200 || err != nil || len(qrs.QRCodes) != 1 {
+		t.Fatalf("list QR codes: %d %s %v", st, body, err)
+	}
+	if got, want := qrs.QRCodes[0].Stats, (codes.QRStats{Follows: 1, Members: 1, FirstTouch: 1}); got != want {
+		t.Errorf("the store QR code's figures: %+v; want %+v", got, want)
+	}
+	st, body = h.request("GET", "/api/v1/contact-ways", "", "adm-key")
+	var ways struct {
+		ContactWays []codes.ContactWay `json:"contact_ways"`
+	}
+	if err := json.Unmarshal(body, &ways); st != 200 || err != nil || len(ways.ContactWays) != 1 {
+		t.Fatalf("list contact ways: %d %s %v", st, body, err)
+	}
+	if got, want := ways.ContactWays[0].Stats, (codes.ContactWayStats{Adds: 1, Members: 1, LastTouch: 1}); got != want {
+		t.Errorf("the contact-me link's figures: %+v; want %+v", got, want)
 	}
 }
