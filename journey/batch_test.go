@@ -308,3 +308,44 @@ func TestRouteBatchTwoFollowsOneEntry(t *testing.T) {
 		})
 	}
 }
+
+// A new member's first two events, routed by two tasks at once (each
+// alone: the single-event path), make one member: the transaction that
+// finds the other just added the member's identity runs again and finds it
+// (on MySQL and MariaDB, whose repeatable-read snapshot hides the other's
+// commit, it used to make a second member without identities).
+func TestFirstEventsSideBySideMakeOneMember(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range ingestDialects {
+		t.Run(dialect, func(t *testing.T) {
+			b := setupBatch(t, dialect)
+			const n = 30
+			for i := range n {
+				openid := fmt.Sprintf("race%d", i)
+				ids := b.store(t,
+					withKey(wechatEvent("wechat.subscribe", openid, map[string]any{"scene": "store"}), "s-"+openid),
+					withKey(wechatEvent("wechat.scan", openid, map[string]any{"scene": "poster"}), "p-"+openid))
+				var wg sync.WaitGroup
+				for _, id := range ids {
+					wg.Go(func() {
+						if err := b.e.Route(t.Context(), id); err != nil {
+							t.Errorf("Route(%d): %v", id, err)
+						}
+					})
+				}
+				wg.Wait()
+			}
+			var members, orphans int64
+			b.db.Model(&model.Member{}).Count(&members)
+			b.db.Model(&model.Member{}).Where("id NOT IN (SELECT member_id FROM member_identities)").Count(&orphans)
+			if members != n || orphans != 0 {
+				t.Errorf("%d members (%d without identities) for %d new followers; want %d, none without", members, orphans, n, n)
+			}
+			var stale int64
+			b.db.Model(&model.Member{}).Where("last_scene <> ?", "poster").Count(&stale)
+			if stale != 0 {
+				t.Errorf("%d members whose last scene is not the scan's (poster): a member's events applied out of order", stale)
+			}
+		})
+	}
+}

@@ -45,7 +45,7 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 	var err error
 	// A deadlock with another worker's batch (MySQL's gap locks on the
 	// unique indexes) is run again before it counts as a failure.
-	for attempt := 0; attempt == 0 || (attempt < routeRetries && model.Retryable(err)); attempt++ {
+	for attempt := 0; attempt == 0 || (attempt < routeRetries && (model.Retryable(err) || errors.Is(err, errIdentityRace))); attempt++ {
 		err = e.routeOneTx(ctx, id, now, &r)
 	}
 	e.slot.unlock()
@@ -53,8 +53,14 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 }
 
 // routeRetries bounds the runs of one event's routing transaction that
-// lose a lock conflict.
+// lose a lock conflict or an identity race.
 const routeRetries = 3
+
+// errIdentityRace: an identity this transaction did not find was added by
+// another one meanwhile (a member's first events routed side by side; on
+// MySQL a repeatable-read snapshot hides the other's commit). The
+// transaction rolls back and runs again, and then finds the member.
+var errIdentityRace = errors.New("journey: an identity was added meanwhile")
 
 // routeOneTx is routeOne's transaction.
 func (e *Engine) routeOneTx(ctx context.Context, id int64, now time.Time, rp *routed) error {
@@ -437,8 +443,12 @@ func (e *Engine) resolveMember(tx *gorm.DB, ref model.MemberRef, now time.Time, 
 			continue
 		}
 		id.MemberID = m.ID
-		if err := model.InsertIgnore(tx).Create(&id).Error; err != nil {
-			return nil, fmt.Errorf("journey: add identity: %w", err)
+		res := model.InsertIgnore(tx).Create(&id)
+		if res.Error != nil {
+			return nil, fmt.Errorf("journey: add identity: %w", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return nil, errIdentityRace
 		}
 	}
 	return m, nil

@@ -440,8 +440,12 @@ func (e *Engine) batchMembers(tx *gorm.DB, members []*batchMember, now time.Time
 		slices.SortFunc(add, func(a, b model.MemberIdentity) int {
 			return strings.Compare(a.Kind+"\x00"+a.Value, b.Kind+"\x00"+b.Value)
 		})
-		if err := model.InsertIgnore(tx).Create(&add).Error; err != nil {
-			return fmt.Errorf("journey: add identities: %w", err)
+		res := model.InsertIgnore(tx).Create(&add)
+		if res.Error != nil {
+			return fmt.Errorf("journey: add identities: %w", res.Error)
+		}
+		if res.RowsAffected != int64(len(add)) {
+			return errMixed // added meanwhile (errIdentityRace): routed one by one, they find them
 		}
 	}
 	return nil
