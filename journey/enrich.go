@@ -3,17 +3,11 @@ package journey
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"maps"
-	"reflect"
-	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"gorm.io/gorm"
 
-	"github.com/wejourney/wejourney/events"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -101,48 +95,4 @@ func mergeRef(ref, found model.MemberRef) model.MemberRef {
 		ref.MPAppID, ref.MPOpenID = found.MPAppID, found.MPOpenID
 	}
 	return ref
-}
-
-// emitsEvents reports whether routing ev stores engine events
-// (member.updated: one member.attribute_changed per changed attribute).
-// Such events are routed one by one.
-func emitsEvents(ev *model.Event) bool { return ev.Type == events.MemberUpdated }
-
-// emitAttributeChanges stores one member.attribute_changed event (props
-// name, old, new) per attribute ev changed on the member, and returns their
-// ids: they are routed after ev's transaction commits.
-func emitAttributeChanges(tx *gorm.DB, ev *model.Event, before, after map[string]any, now time.Time) ([]int64, error) {
-	var names []string
-	for k, v := range after {
-		if old, ok := before[k]; !ok || !reflect.DeepEqual(old, v) {
-			names = append(names, k)
-		}
-	}
-	slices.Sort(names)
-	var ids []int64
-	for _, name := range names {
-		ch := &model.Event{
-			DedupeKey: model.FitKey(fmt.Sprintf("attr:%d:%s", ev.ID, name), model.MaxDedupeKey),
-			Type:      events.MemberAttributeChanged, Source: "engine",
-			Member: ev.Member, MemberKey: ev.MemberKey,
-			Props: map[string]any{"name": name, "old": before[name], "new": after[name]},
-			At:    now, ReceivedAt: now,
-		}
-		res := model.InsertIgnore(tx).Create(ch)
-		if res.Error != nil {
-			return nil, fmt.Errorf("journey: store %s: %w", events.MemberAttributeChanged, res.Error)
-		}
-		if res.RowsAffected > 0 {
-			ids = append(ids, ch.ID)
-		}
-	}
-	return ids, nil
-}
-
-// cloneAttrs copies a member's attributes before an event changes them.
-func cloneAttrs(m map[string]any) map[string]any {
-	if m == nil {
-		return map[string]any{}
-	}
-	return maps.Clone(m)
 }

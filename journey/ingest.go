@@ -204,7 +204,7 @@ func fitEvent(ev *model.Event) {
 	ev.Type = model.FitKey(ev.Type, model.MaxEventType)
 	ev.Source = model.FitKey(ev.Source, model.MaxEventSource)
 	for _, f := range []*string{&ev.Member.AppID, &ev.Member.OpenID, &ev.Member.UnionID, &ev.Member.ExternalUserID,
-		&ev.Member.Phone, &ev.Member.Email, &ev.Member.UserID} {
+		&ev.Member.Phone, &ev.Member.Email, &ev.Member.UserID, &ev.Member.MPAppID, &ev.Member.MPOpenID} {
 		*f = model.FitKey(*f, maxRefField)
 	}
 	ev.MemberKey = model.FitKey(ev.Member.Key(), model.MaxMemberKey)

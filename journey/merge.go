@@ -64,31 +64,34 @@ func (e *Engine) mergeMembers(tx *gorm.DB, m *model.Member, others []int64, now 
 	if err := tx.Where("id IN ?", others).Order("id").Find(&olds).Error; err != nil {
 		return fmt.Errorf("journey: load members to merge: %w", err)
 	}
+	// The active enrollments of all of them, one statement: the kept
+	// member's first, then each merged one's in id order.
 	var active []model.Enrollment
-	if err := tx.Where(activeOf, m.ID).Find(&active).Error; err != nil {
+	if err := tx.Where(activeOfMembers, append([]int64{m.ID}, others...)).Order("id").Find(&active).Error; err != nil {
 		return fmt.Errorf("journey: load enrollments: %w", err)
 	}
 	in := map[int64]bool{}
+	theirs := map[int64][]model.Enrollment{}
 	for _, enr := range active {
-		in[enr.JourneyID] = true
+		if enr.MemberID == m.ID {
+			in[enr.JourneyID] = true
+		} else {
+			theirs[enr.MemberID] = append(theirs[enr.MemberID], enr)
+		}
 	}
 	for i := range olds {
 		o := &olds[i]
-		var theirs []model.Enrollment
-		if err := tx.Where(activeOf, o.ID).Order("id").Find(&theirs).Error; err != nil {
-			return fmt.Errorf("journey: load enrollments: %w", err)
-		}
-		for _, enr := range theirs {
+		for _, enr := range theirs[o.ID] {
 			if in[enr.JourneyID] {
 				if err := endEnrollment(tx, enr.ID, model.EnrollmentExited, ReasonMerged, now, true); err != nil {
 					return err
 				}
 				continue
 			}
+			// It moves with the member's other rows below.
 			in[enr.JourneyID] = true
-			key := fmt.Sprintf("%d:%d", enr.JourneyID, m.ID)
 			if err := tx.Model(&model.Enrollment{}).Where("id = ?", enr.ID).
-				Updates(map[string]any{"member_id": m.ID, "active_key": key}).Error; err != nil {
+				Update("active_key", activeKey(enr.JourneyID, m.ID)).Error; err != nil {
 				return fmt.Errorf("journey: move enrollment: %w", err)
 			}
 		}

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
 
 	"gorm.io/gorm"
 
+	"github.com/wejourney/wejourney/events"
 	"github.com/wejourney/wejourney/internal/redact"
 	"github.com/wejourney/wejourney/model"
 )
@@ -144,9 +147,10 @@ type routed struct {
 // work to r (only when it succeeds, so a rolled-back savepoint adds nothing).
 func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *routed) error {
 	var before map[string]any
+	emit := emitsEvents(ev)
 	m, err := e.resolveMember(tx, ev.Member, now, func(m *model.Member) {
-		if emitsEvents(ev) {
-			before = cloneAttrs(m.Attrs)
+		if emit {
+			before = maps.Clone(m.Attrs)
 		}
 		e.cfg.Sources.Apply(m, ev)
 		m.UpdatedAt = now
@@ -164,7 +168,7 @@ func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *rout
 	if res.RowsAffected == 0 {
 		return errConflict
 	}
-	if before != nil {
+	if emit {
 		ids, err := emitAttributeChanges(tx, ev, before, m.Attrs, now)
 		if err != nil {
 			return err
@@ -390,12 +394,16 @@ func entryRules(tx *gorm.DB, lj liveJourney, m *model.Member, now time.Time) (st
 
 // newEnrollment is the member's active enrollment in the journey, to insert.
 func newEnrollment(lj liveJourney, m *model.Member, ev *model.Event, now time.Time) *model.Enrollment {
-	key := fmt.Sprintf("%d:%d", lj.journeyID, m.ID)
+	key := activeKey(lj.journeyID, m.ID)
 	return &model.Enrollment{
 		JourneyID: lj.journeyID, VersionID: lj.versionID, MemberID: m.ID, Status: model.EnrollmentActive,
 		ActiveKey: &key, StepID: lj.c.first, TriggerEventID: ev.ID, Event: eventEnv(ev), EnteredAt: now,
 	}
 }
+
+// activeKey is Enrollment.ActiveKey of an active enrollment: a member is in
+// a journey at most once at a time.
+func activeKey(journeyID, memberID int64) string { return fmt.Sprintf("%d:%d", journeyID, memberID) }
 
 // resolveMember finds the member the reference names, creating it or
 // attaching new identities as needed, and saves it after apply changed it.
@@ -475,4 +483,40 @@ func identities(ref model.MemberRef) []model.MemberIdentity {
 	add(model.IdentityEmail, strings.ToLower(ref.Email))
 	add(model.IdentityUserID, ref.UserID)
 	return out
+}
+
+// emitsEvents reports whether routing ev stores engine events
+// (member.updated: one member.attribute_changed per changed attribute).
+// Such events are routed one by one.
+func emitsEvents(ev *model.Event) bool { return ev.Type == events.MemberUpdated }
+
+// emitAttributeChanges stores one member.attribute_changed event (props
+// name, old, new) per attribute ev changed on the member, and returns their
+// ids: they are routed after ev's transaction commits.
+func emitAttributeChanges(tx *gorm.DB, ev *model.Event, before, after map[string]any, now time.Time) ([]int64, error) {
+	var names []string
+	for k, v := range after {
+		if old, ok := before[k]; !ok || !reflect.DeepEqual(old, v) {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	var ids []int64
+	for _, name := range names {
+		ch := &model.Event{
+			DedupeKey: fmt.Sprintf("attr:%d:%s", ev.ID, name),
+			Type:      events.MemberAttributeChanged, Source: events.Engine{}.Name(), Member: ev.Member,
+			Props: map[string]any{"name": name, "old": before[name], "new": after[name]},
+			At:    now, ReceivedAt: now,
+		}
+		fitEvent(ch) // as the ingestor stores events
+		res := model.InsertIgnore(tx).Create(ch)
+		if res.Error != nil {
+			return nil, fmt.Errorf("journey: store %s: %w", events.MemberAttributeChanged, res.Error)
+		}
+		if res.RowsAffected > 0 {
+			ids = append(ids, ch.ID)
+		}
+	}
+	return ids, nil
 }

@@ -91,7 +91,11 @@ func (e *Engine) route(ctx context.Context, ids []int64) error {
 	evs = slices.DeleteFunc(evs, func(ev *model.Event) bool { return ev.RoutedAt != nil })
 	e.enrich(ctx, evs)
 	if len(evs) < 2 {
-		return e.routeEach(ctx, ids...)
+		left := make([]int64, len(evs))
+		for i, ev := range evs {
+			left[i] = ev.ID
+		}
+		return e.routeEach(ctx, left...)
 	}
 	chunks, single := routeChunks(evs)
 	var (

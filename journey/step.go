@@ -315,7 +315,8 @@ func (e *Engine) deliver(ctx context.Context, cs *Step, enr *model.Enrollment, v
 
 // handOver sends a message whose delivery row is recorded and returns the
 // step's result: the delivery's new status goes with it, to be written
-// with the visit's outcome. It uses no database.
+// with the visit's outcome. It uses no database, except to record WeChat's
+// word that the member does not follow (markUnsubscribed, rare).
 func (e *Engine) handOver(ctx context.Context, h *handover, cs *Step, v *model.StepVisit, m *model.Member, now time.Time) stepResult {
 	ok := stepResult{status: model.VisitDone, next: cs.Next, endReason: ReasonCompleted}
 	d, channel, msg, caps := &h.d, h.d.Channel, h.msg, h.caps
@@ -388,12 +389,11 @@ func unfollowed(err error) bool {
 }
 
 // markUnsubscribed records that the member does not follow the Official
-// Account appid, as WeChat just answered, so that no later send to them is
-// attempted until they follow again. It takes the database slot.
+// Account appid ("": their own), as WeChat just answered, so that no later
+// send to them is attempted until they follow again. It takes the database
+// slot, and commits on its own: what WeChat said holds whatever becomes of
+// the visit.
 func (e *Engine) markUnsubscribed(ctx context.Context, m *model.Member, appid string) {
-	if appid == "" {
-		appid = m.AppID
-	}
 	e.slot.lock()
 	defer e.slot.unlock()
 	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
@@ -415,9 +415,10 @@ func (e *Engine) markUnsubscribed(ctx context.Context, m *model.Member, appid st
 	})
 	if err != nil {
 		e.log.Warn("recording that WeChat says the member does not follow", "member", m.ID, "appid", appid, "err", err)
-		return
 	}
-	m.SetSubscription(appid, model.SubscriptionUnsubscribed)
+	// m is not changed: the visits of one member share it and send side by
+	// side. A later round of this batch may try WeChat once more; the next
+	// batch loads the member as recorded here.
 }
 
 // ambiguous reports whether a failed send may still have reached the

@@ -136,9 +136,12 @@ func (m *Member) Subscription(appid string) string {
 }
 
 // SetSubscription records the member's status with the Official Account
-// appid; SubscriptionUnknown forgets it. Subscribed follows the member's own
+// appid ("" means the member's own AppID); SubscriptionUnknown forgets it. Subscribed follows the member's own
 // AppID.
 func (m *Member) SetSubscription(appid, status string) {
+	if appid == "" {
+		appid = m.AppID
+	}
 	if appid == "" {
 		return
 	}
