@@ -45,6 +45,7 @@ import (
 
 	"github.com/wejourney/wejourney/channels/wechat"
 	"github.com/wejourney/wejourney/channels/wecom"
+	"github.com/wejourney/wejourney/events"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -61,13 +62,6 @@ const (
 	PNGSize    = 512
 	maxLabel   = 255
 	maxChannel = 64
-)
-
-// Event types counted per code.
-const (
-	eventSubscribe    = "wechat.subscribe"
-	eventScan         = "wechat.scan"
-	eventContactAdded = "wecom.contact_added"
 )
 
 var (
@@ -386,13 +380,13 @@ func (s *Service) qrWithStats(db *gorm.DB, rows []model.QRCode) ([]QRCode, error
 			scenes = append(scenes, rows[i].Scene)
 		}
 		prefix := model.IdentityOpenID + ":" + likeEscape(appid) + "/%"
-		st, err := sceneStats(db, scenes, []string{eventSubscribe, eventScan}, "member_key LIKE ? ESCAPE '!'", prefix)
+		st, err := sceneStats(db, scenes, []string{events.WeChatSubscribe, events.WeChatScan}, "member_key LIKE ? ESCAPE '!'", prefix)
 		if err != nil {
 			return nil, err
 		}
 		for _, i := range idx {
 			sc := st[rows[i].Scene]
-			out[i].Stats = QRStats{Follows: sc.byType[eventSubscribe], Scans: sc.byType[eventScan],
+			out[i].Stats = QRStats{Follows: sc.byType[events.WeChatSubscribe], Scans: sc.byType[events.WeChatScan],
 				Members: sc.members, FirstTouch: sc.first, LastTouch: sc.last}
 		}
 	}
@@ -644,13 +638,13 @@ func (s *Service) cwWithStats(db *gorm.DB, rows []model.ContactWay) ([]ContactWa
 		out[i] = cwOut(r)
 		states = append(states, r.State)
 	}
-	st, err := sceneStats(db, states, []string{eventContactAdded}, "")
+	st, err := sceneStats(db, states, []string{events.WeComContactAdded}, "")
 	if err != nil {
 		return nil, err
 	}
 	for i, r := range rows {
 		sc := st[r.State]
-		out[i].Stats = ContactWayStats{Adds: sc.byType[eventContactAdded], Members: sc.members, FirstTouch: sc.first, LastTouch: sc.last}
+		out[i].Stats = ContactWayStats{Adds: sc.byType[events.WeComContactAdded], Members: sc.members, FirstTouch: sc.first, LastTouch: sc.last}
 	}
 	return out, nil
 }

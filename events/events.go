@@ -110,10 +110,6 @@ func Builtin() []Source {
 // Default returns a registry of the built-in sources.
 func Default() *Registry { return NewRegistry(Builtin()...) }
 
-// upcoming are namespaces of sources still to come: their types are
-// reserved already so brands do not post events that would later clash.
-var upcoming = []string{}
-
 // Spec returns the spec of an event type some source emits.
 func (r *Registry) Spec(eventType string) (Spec, bool) {
 	sp, ok := r.specs[eventType]
@@ -129,12 +125,12 @@ func (r *Registry) Reserved(eventType string) bool {
 			return true
 		}
 	}
-	return slices.ContainsFunc(upcoming, func(ns string) bool { return strings.HasPrefix(t, ns) })
+	return false
 }
 
 // Namespaces lists the reserved type prefixes, sorted.
 func (r *Registry) Namespaces() []string {
-	out := slices.Clone(upcoming)
+	var out []string
 	for _, s := range r.sources {
 		if ns := s.Namespace(); ns != "" && !slices.Contains(out, ns) {
 			out = append(out, ns)

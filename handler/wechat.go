@@ -81,7 +81,7 @@ func (h *Handler) officialAccount(c *gin.Context) {
 			h.refuse(c, appid, malformed("URL check without echostr"))
 			return
 		}
-		h.metrics.callbacks.WithLabelValues("wechat", "url_check").Inc()
+		h.metrics.callbacks.WithLabelValues(oaCallbacks.label, "url_check").Inc()
 		c.Data(http.StatusOK, "text/plain; charset=utf-8", []byte(echostr))
 		return
 	}

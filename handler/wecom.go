@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/silenceper/wechat/v2/officialaccount/message"
 	"github.com/silenceper/wechat/v2/util"
 
 	"github.com/wejourney/wejourney/events"
@@ -40,15 +41,14 @@ const (
 // (rate-limited) with a hint.
 func (h *Handler) weCom(c *gin.Context) {
 	start := time.Now()
-	corpid := c.Param("corpid")
-	appid := corpid + "/" + c.Param("agentid")
+	appid := c.Param("corpid") + "/" + c.Param("agentid")
 	acct, ref := h.weComAccount(c.Request.Context(), appid)
 	if ref != nil {
 		h.refuseWeCom(c, appid, ref)
 		return
 	}
 	q := c.Request.URL.Query()
-	if ref := h.verifyWeComQuery(acct, q); ref != nil {
+	if ref := h.verifyWeComQuery(q); ref != nil {
 		h.refuseWeCom(c, appid, ref)
 		return
 	}
@@ -60,12 +60,12 @@ func (h *Handler) weCom(c *gin.Context) {
 			h.refuseWeCom(c, appid, malformed("URL check without echostr"))
 			return
 		}
-		plain, ref := decryptWeCom(acct, corpid, q, echostr)
+		plain, ref := decryptWeCom(acct, q, echostr)
 		if ref != nil {
 			h.refuseWeCom(c, appid, ref)
 			return
 		}
-		h.metrics.callbacks.WithLabelValues("wecom", "url_check").Inc()
+		h.metrics.callbacks.WithLabelValues(weComCallbacks.label, "url_check").Inc()
 		c.Data(http.StatusOK, "text/plain; charset=utf-8", plain)
 		return
 	}
@@ -74,14 +74,12 @@ func (h *Handler) weCom(c *gin.Context) {
 		h.refuseWeCom(c, appid, ref)
 		return
 	}
-	var env struct {
-		Encrypt string `xml:"Encrypt"`
-	}
-	if err := xml.Unmarshal(body, &env); err != nil || env.Encrypt == "" {
+	var env message.EncryptedXMLMsg
+	if err := xml.Unmarshal(body, &env); err != nil || env.EncryptedMsg == "" {
 		h.refuseWeCom(c, appid, malformed("WeCom callback without <Encrypt>"))
 		return
 	}
-	raw, ref := decryptWeCom(acct, corpid, q, env.Encrypt)
+	raw, ref := decryptWeCom(acct, q, env.EncryptedMsg)
 	if ref != nil {
 		h.refuseWeCom(c, appid, ref)
 		return
@@ -99,7 +97,7 @@ func (h *Handler) weCom(c *gin.Context) {
 	if len(evs) == 0 {
 		// A callback that names no member (a tag change, a batch job's
 		// result): nothing for a journey, and nothing for WeCom to retry.
-		h.metrics.callbacks.WithLabelValues("wecom", "ignored").Inc()
+		h.metrics.callbacks.WithLabelValues(weComCallbacks.label, "ignored").Inc()
 		c.String(http.StatusOK, "success")
 		return
 	}
@@ -128,7 +126,7 @@ func (h *Handler) weComAccount(ctx context.Context, appid string) (model.Account
 // verifyWeComQuery checks that the query carries msg_signature, timestamp
 // and nonce, and that the timestamp is within MaxTimestampSkew of now. The
 // signature itself covers the encrypted payload and is checked with it.
-func (h *Handler) verifyWeComQuery(acct model.Account, q url.Values) *refusal {
+func (h *Handler) verifyWeComQuery(q url.Values) *refusal {
 	if q.Get("msg_signature") == "" || q.Get("timestamp") == "" || q.Get("nonce") == "" {
 		return forbidden("bad_msg_signature", "no msg_signature, timestamp or nonce in the query",
 			"not a WeCom callback, or a proxy drops the query string")
@@ -140,8 +138,10 @@ func (h *Handler) verifyWeComQuery(acct model.Account, q url.Values) *refusal {
 // encrypted)), in constant time, then decrypts encrypted (the URL check's
 // echostr or a callback's <Encrypt>) with the app's EncodingAESKey — the
 // Official Account's AES-256-CBC scheme, silenceper's util.AESDecryptMsg —
-// and checks it was encrypted for corpid. It returns the plaintext.
-func decryptWeCom(acct model.Account, corpid string, q url.Values, encrypted string) ([]byte, *refusal) {
+// and checks it was encrypted for the app's corpid. It returns the
+// plaintext.
+func decryptWeCom(acct model.Account, q url.Values, encrypted string) ([]byte, *refusal) {
+	corpid, _, _ := strings.Cut(acct.AppID, "/")
 	want := util.Signature(acct.Token, q.Get("timestamp"), q.Get("nonce"), encrypted)
 	if !equalSignature(q.Get("msg_signature"), want) {
 		return nil, forbidden("bad_msg_signature", "msg_signature mismatch",

@@ -111,15 +111,17 @@ func TestDecryptWeComTencentSample(t *testing.T) {
 	t.Parallel()
 	acct := model.Account{Kind: model.AccountWeCom, AppID: vecCorpID + "/" + vecAgentID, Token: vecToken, AESKey: vecAESKey}
 	q := url.Values{"msg_signature": {vecMsgSig}, "timestamp": {strconv.Itoa(vecTS)}, "nonce": {vecNonce}}
-	plain, ref := decryptWeCom(acct, vecCorpID, q, vecEchostr)
+	plain, ref := decryptWeCom(acct, q, vecEchostr)
 	if ref != nil || string(plain) != vecPlain {
 		t.Fatalf("decryptWeCom(sample) = %q, %+v; want %q", plain, ref, vecPlain)
 	}
-	if _, ref := decryptWeCom(acct, "wwsomeoneelse", q, vecEchostr); ref == nil || ref.reason != "encrypted for another corp" {
+	other := acct
+	other.AppID = "wwsomeoneelse/" + vecAgentID
+	if _, ref := decryptWeCom(other, q, vecEchostr); ref == nil || ref.reason != "encrypted for another corp" {
 		t.Errorf("the sample for another corp: %+v, want refused", ref)
 	}
 	q.Set("msg_signature", strings.Replace(vecMsgSig, "5c", "5d", 1))
-	if _, ref := decryptWeCom(acct, vecCorpID, q, vecEchostr); ref == nil || ref.outcome != "bad_msg_signature" {
+	if _, ref := decryptWeCom(acct, q, vecEchostr); ref == nil || ref.outcome != "bad_msg_signature" {
 		t.Errorf("a changed msg_signature: %+v, want refused", ref)
 	}
 }

@@ -227,10 +227,10 @@ func New(cfg Config) *Engine {
 	if cfg.Sources == nil {
 		cfg.Sources = events.Default()
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, versions: map[int64]*Compiled{}, metrics: newEngineMetrics(cfg.Metrics)}
 	if cfg.DBSlots == 0 && cfg.DB != nil && cfg.DB.Dialector.Name() == "sqlite" {
 		cfg.DBSlots = 1
 	}
+	e := &Engine{cfg: cfg, log: cfg.Logger, versions: map[int64]*Compiled{}, metrics: newEngineMetrics(cfg.Metrics)}
 	if cfg.DBSlots > 0 {
 		e.slot = make(dbSlot, cfg.DBSlots)
 	}

@@ -9,7 +9,6 @@ import (
 // The user-management APIs the follower import and the engine call.
 const (
 	userGetPath      = "/cgi-bin/user/get"
-	userInfoPath     = "/cgi-bin/user/info"
 	userBatchGetPath = "/cgi-bin/user/info/batchget"
 	tagsGetPath      = "/cgi-bin/tags/get"
 )
@@ -99,18 +98,6 @@ func (s *Sender) UsersInfo(ctx context.Context, appid string, openids []string) 
 		return nil, err
 	}
 	return ans.Users, nil
-}
-
-// UserInfo returns what WeChat knows about one of appid's users (GET
-// /cgi-bin/user/info, lang zh_CN): the engine fetches a follower's unionid
-// with it.
-func (s *Sender) UserInfo(ctx context.Context, appid, openid string) (UserInfo, error) {
-	var u UserInfo
-	q := url.Values{"openid": {openid}, "lang": {"zh_CN"}}
-	if err := s.Call(ctx, appid, userInfoPath, q, nil, &u); err != nil {
-		return UserInfo{}, err
-	}
-	return u, nil
 }
 
 // Tags returns appid's user tags by id (GET /cgi-bin/tags/get).

@@ -79,13 +79,6 @@ func TestUsersInfo(t *testing.T) {
 	if diff := cmp.Diff([]UserInfo{want, {OpenID: "ogone", TagIDs: []int{}}}, got); diff != "" {
 		t.Errorf("batchget (-want +got):\n%s", diff)
 	}
-	one, err := s.UserInfo(ctx, appID, "o1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(want, one); diff != "" {
-		t.Errorf("user/info (-want +got):\n%s", diff)
-	}
 	tags, err := s.Tags(ctx, appID)
 	if err != nil {
 		t.Fatal(err)

@@ -121,7 +121,7 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 	}
 	accounts := model.NewAccounts(a.DB, a.secrets)
 	a.wechat = newWeChat(cfg, accounts, a.rdb, a.Log)
-	a.wecom = newWeCom(cfg, a.DB, a.secrets, a.rdb, a.Log)
+	a.wecom = newWeCom(cfg, accounts, a.rdb, a.Log)
 	senders, err := buildSenders(cfg, a.wechat, a.Log)
 	if err != nil {
 		return nil, err
@@ -275,9 +275,9 @@ func newWeChat(cfg config.Config, accounts *model.Accounts, rdb redis.UniversalC
 
 // newWeCom returns the WeCom API client: its access tokens are kept in
 // Redis (shared by every process) when rdb is set.
-func newWeCom(cfg config.Config, db *gorm.DB, box *model.SecretBox, rdb redis.UniversalClient, log *slog.Logger) *wecom.Client {
+func newWeCom(cfg config.Config, accounts *model.Accounts, rdb redis.UniversalClient, log *slog.Logger) *wecom.Client {
 	env := wecom.Account{CorpID: cfg.WeComCorpID, AgentID: cfg.WeComAgentID, Secret: cfg.WeComSecret}
-	wcCfg := wecom.Config{Accounts: wecomAccounts{db: db, box: box, envApp: defaultWeComApp(cfg), env: env}, Logger: log,
+	wcCfg := wecom.Config{Accounts: wecomAccounts{a: accounts, envApp: defaultWeComApp(cfg), env: env}, Logger: log,
 		APIBase: cfg.WeComAPIBase, HTTPClient: wechat.NewHTTPClient(16, 10*time.Second)}
 	if rdb != nil {
 		wcCfg.Cache = wechat.NewRedisCache(rdb)
@@ -299,13 +299,9 @@ func (a *App) newEngine(senders *channels.Registry) *journey.Engine {
 	if a.Opts.Role == RoleAll {
 		gate = func(ctx context.Context) { a.ingestor.WaitCalm(ctx, 250*time.Millisecond) }
 	}
-	slots := 0
-	if strings.HasPrefix(a.Cfg.DatabaseURL, "sqlite:") {
-		slots = 1 // one connection: see journey.Config.DBSlots
-	}
 	mergeBy, _ := a.Cfg.MergeKinds() // validated
 	return journey.New(journey.Config{DB: a.DB, Queue: a.queue, Senders: senders, Logger: a.Log,
-		Gate: gate, DBSlots: slots, BaseContext: a.runCtx, Metrics: a.registry, Sources: a.sources,
+		Gate: gate, BaseContext: a.runCtx, Metrics: a.registry, Sources: a.sources,
 		Inspector: asynq.NewInspectorFromRedisClient(a.rdb), MergeBy: mergeBy,
 		Enrich: unionids{users: a.wechat, contacts: a.wecom}})
 }
@@ -344,6 +340,14 @@ func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Serv
 		Ready: a.ready, Sources: a.sources, Followers: a.followers,
 		Admin: handler.NewAdmin(adminConfig(a.runCtx, a.DB, secret.Value, a.Cfg, a.Log)),
 		Codes: newCodes(a.Cfg, a.DB, a.wechat, a.wecom, a.Log),
+	}
+	// The events API's limit per key: shared by the web processes through
+	// Redis (each process on its own while Redis is down), none with
+	// WEJOURNEY_EVENTS_RATE=0.
+	if perSecond, err := a.Cfg.EventsPerSecond(); err != nil {
+		return nil, fmt.Errorf("WEJOURNEY_EVENTS_RATE: %w", err)
+	} else if perSecond > 0 {
+		hc.EventsLimiter = handler.NewRedisRateLimiter(a.rdb, perSecond)
 	}
 	if err := a.miniProgramConfig(ctx, &hc); err != nil {
 		return nil, err
@@ -496,19 +500,8 @@ func (a *App) bootstrapMiniProgram(ctx context.Context) error {
 }
 
 // miniProgramConfig fills in the handler's mini-program fields when
-// WEJOURNEY_MINIPROGRAM_APPID is set, and its events rate limit: shared
-// through Redis (each process on its own while Redis is down), or none
-// with WEJOURNEY_EVENTS_RATE=0.
+// WEJOURNEY_MINIPROGRAM_APPID is set.
 func (a *App) miniProgramConfig(ctx context.Context, hc *handler.Config) error {
-	if perSecond, err := a.Cfg.EventsPerSecond(); err != nil {
-		return fmt.Errorf("WEJOURNEY_EVENTS_RATE: %w", err)
-	} else if perSecond > 0 {
-		if a.rdb != nil {
-			hc.EventsLimiter = handler.NewRedisRateLimiter(a.rdb, perSecond)
-		} else {
-			hc.EventsLimiter = handler.NewLocalRateLimiter(perSecond, nil)
-		}
-	}
 	if a.Cfg.MiniProgramAppID == "" {
 		return nil
 	}
@@ -749,40 +742,37 @@ func (w wechatAccounts) Account(ctx context.Context, appid string) (wechat.Accou
 	return wechat.Account{AppID: acct.AppID, AppSecret: acct.AppSecret, Token: acct.Token, AESKey: acct.AESKey}, nil
 }
 
-// wecomAccounts looks WeCom apps ("corpid/agentid", model.AccountWeCom)
-// up in the database, secrets decrypted; the environment's default app
-// (WEJOURNEY_WECOM_*) is used when the database has no row for it.
-// (model.Accounts, built for the callback path, takes no '/' in an appid.)
+// wecomAccounts looks WeCom apps ("corpid/agentid", model.AccountWeCom) up
+// through the cached account lookup, secrets decrypted; the environment's
+// default app (WEJOURNEY_WECOM_*) is used when the database has no row for
+// it.
 type wecomAccounts struct {
-	db     *gorm.DB
-	box    *model.SecretBox
-	envApp string        // the environment's "corpid/agentid", or ""
-	env    wecom.Account // its credentials
+	a      *model.Accounts // nil: only the environment's app
+	envApp string          // the environment's "corpid/agentid", or ""
+	env    wecom.Account   // its credentials
 }
 
 // Account returns the credentials of app.
 func (w wecomAccounts) Account(ctx context.Context, app string) (wecom.Account, error) {
-	if w.db == nil {
-		return wecom.Account{}, fmt.Errorf("%w: %s: no database", wecom.ErrUnknownAccount, app)
-	}
 	var acct model.Account
-	err := w.db.WithContext(ctx).Where("app_id = ? AND kind = ?", app, model.AccountWeCom).Take(&acct).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
+	err := model.ErrUnknownAccount
+	if w.a != nil {
+		acct, err = w.a.Get(ctx, app)
+	}
+	if err == nil && acct.Kind != model.AccountWeCom {
+		err = model.ErrUnknownAccount
+	}
+	if errors.Is(err, model.ErrUnknownAccount) {
 		if app != "" && app == w.envApp {
 			return w.env, nil
 		}
 		return wecom.Account{}, fmt.Errorf("%w: %s", wecom.ErrUnknownAccount, app)
-	} else if err != nil {
+	}
+	if err != nil {
 		return wecom.Account{}, fmt.Errorf("load WeCom app %s: %w", app, err)
 	}
-	secret := acct.AppSecret
-	if w.box != nil && secret != "" {
-		if secret, err = w.box.Open(secret); err != nil {
-			return wecom.Account{}, fmt.Errorf("WeCom app %s: %w", app, err)
-		}
-	}
 	corp, agent, _ := strings.Cut(app, "/")
-	return wecom.Account{CorpID: corp, AgentID: agent, Secret: secret}, nil
+	return wecom.Account{CorpID: corp, AgentID: agent, Secret: acct.AppSecret}, nil
 }
 
 // logSender records messages of channels that have no provider configured

@@ -51,7 +51,7 @@ func openCodes(ctx context.Context, cfg config.Config, stderr io.Writer) (svc *c
 		}
 	}
 	accounts := model.NewAccounts(gdb, box)
-	svc = newCodes(cfg, gdb, newWeChat(cfg, accounts, rdb, log), newWeCom(cfg, gdb, box, rdb, log), log)
+	svc = newCodes(cfg, gdb, newWeChat(cfg, accounts, rdb, log), newWeCom(cfg, accounts, rdb, log), log)
 	done = func() {
 		if rdb != nil {
 			rdb.Close()

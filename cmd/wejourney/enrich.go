@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -46,50 +47,48 @@ func (u unionids) Enrich(ctx context.Context, evs []*model.Event) (map[int64]mod
 	out := map[int64]model.MemberRef{}
 	var errs []error
 	followers := map[string][]*model.Event{} // by appid
-	var apps []string
+	contacts := map[[2]string]string{}       // (app, external_userid) -> unionid, each looked up once
 	for _, ev := range evs {
 		if ev.Member.UnionID != "" {
 			continue
 		}
 		switch ev.Type {
 		case events.WeChatSubscribe:
-			if u.users == nil || ev.Member.OpenID == "" {
-				continue
+			if u.users != nil && ev.Member.OpenID != "" {
+				followers[ev.Member.AppID] = append(followers[ev.Member.AppID], ev)
 			}
-			if _, ok := followers[ev.Member.AppID]; !ok {
-				apps = append(apps, ev.Member.AppID)
-			}
-			followers[ev.Member.AppID] = append(followers[ev.Member.AppID], ev)
 		case events.WeComContactAdded:
 			app, _ := ev.Props["wecom_app"].(string)
 			if u.contacts == nil || app == "" || ev.Member.ExternalUserID == "" {
 				continue
 			}
-			c, err := u.contacts.ExternalContact(ctx, app, ev.Member.ExternalUserID)
-			if errors.Is(err, wecom.ErrSandbox) {
-				continue
+			key := [2]string{app, ev.Member.ExternalUserID}
+			id, seen := contacts[key]
+			if !seen {
+				c, err := u.contacts.ExternalContact(ctx, app, ev.Member.ExternalUserID)
+				if err != nil && !errors.Is(err, wecom.ErrSandbox) {
+					errs = append(errs, fmt.Errorf("external contact of event %d: %w", ev.ID, err))
+				}
+				id, contacts[key] = c.UnionID, c.UnionID
 			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("external contact of event %d: %w", ev.ID, err))
-				continue
-			}
-			if c.UnionID != "" {
-				out[ev.ID] = model.MemberRef{UnionID: c.UnionID}
+			if id != "" {
+				out[ev.ID] = model.MemberRef{UnionID: id}
 			}
 		}
 	}
-	slices.Sort(apps)
-	for _, app := range apps {
+	for _, app := range slices.Sorted(maps.Keys(followers)) {
 		evs := followers[app]
+		seen := map[string]bool{}
 		var openids []string
 		for _, ev := range evs {
-			if !slices.Contains(openids, ev.Member.OpenID) {
+			if !seen[ev.Member.OpenID] {
+				seen[ev.Member.OpenID] = true
 				openids = append(openids, ev.Member.OpenID)
 			}
 		}
 		found := map[string]string{}
-		for start := 0; start < len(openids); start += 100 {
-			infos, err := u.users.UsersInfo(ctx, app, openids[start:min(start+100, len(openids))])
+		for chunk := range slices.Chunk(openids, wechat.MaxUsersInfo) {
+			infos, err := u.users.UsersInfo(ctx, app, chunk)
 			if errors.Is(err, wechat.ErrSandbox) {
 				break // no secret: nothing to ask
 			}

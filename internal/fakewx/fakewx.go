@@ -222,6 +222,25 @@ func (s *Server) SetDropConnections(on bool) {
 	s.drop = on
 }
 
+// tokenOf checks the request's access_token and returns whose it is; it
+// answers 41001 (missing) or 40001 (unknown or expired) and false when it
+// is not one the fake issued and still honours.
+func (s *Server) tokenOf(w http.ResponseWriter, r *http.Request) (tokenInfo, bool) {
+	tok := r.URL.Query().Get("access_token")
+	if tok == "" {
+		writeErr(w, 41001)
+		return tokenInfo{}, false
+	}
+	s.mu.Lock()
+	info, known := s.tokens[tok]
+	s.mu.Unlock()
+	if !known || info.expired {
+		writeErr(w, 40001)
+		return tokenInfo{}, false
+	}
+	return info, true
+}
+
 // ExpireTokens makes every token issued so far answer 40001 from now on.
 // The next token request of any kind mints a new token.
 func (s *Server) ExpireTokens() {
@@ -394,16 +413,8 @@ func (s *Server) readSend(w http.ResponseWriter, r *http.Request) (body []byte, 
 		writeErr(w, 43002)
 		return nil, "", false
 	}
-	tok := r.URL.Query().Get("access_token")
-	if tok == "" {
-		writeErr(w, 41001)
-		return nil, "", false
-	}
-	s.mu.Lock()
-	info, known := s.tokens[tok]
-	s.mu.Unlock()
-	if !known || info.expired {
-		writeErr(w, 40001)
+	info, ok := s.tokenOf(w, r)
+	if !ok {
 		return nil, "", false
 	}
 	body, err := io.ReadAll(r.Body)

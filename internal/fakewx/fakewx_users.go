@@ -21,7 +21,6 @@ import (
 //   - POST /cgi-bin/user/info/batchget takes at most 100 openids (40032
 //     "invalid openid list size" otherwise, as WeChat answers); an openid
 //     that does not follow answers subscribe 0 with only its openid.
-//   - GET /cgi-bin/user/info?openid= answers one user the same way.
 //   - GET /cgi-bin/tags/get lists the account's tags.
 //
 // Each checks the access token (41001 missing, 40001 unknown or expired)
@@ -29,7 +28,6 @@ import (
 // path; SetDailyQuota and FailNext inject WeChat's quota and other errors.
 const (
 	PathUserGet      = "/cgi-bin/user/get"
-	PathUserInfo     = "/cgi-bin/user/info"
 	PathUserBatchGet = "/cgi-bin/user/info/batchget"
 	PathTagsGet      = "/cgi-bin/tags/get"
 )
@@ -104,7 +102,6 @@ func registerUsers(s *Server, mux *http.ServeMux) *users {
 		unionIDs: s.cfg.UnionIDs,
 	}
 	mux.HandleFunc(PathUserGet, s.handleUserGet)
-	mux.HandleFunc(PathUserInfo, s.handleUserInfo)
 	mux.HandleFunc(PathUserBatchGet, s.handleUserBatchGet)
 	mux.HandleFunc(PathTagsGet, s.handleTagsGet)
 	return u
@@ -217,16 +214,8 @@ func (s *Server) userCall(w http.ResponseWriter, r *http.Request, path, method s
 		}
 		return "", false
 	}
-	tok := r.URL.Query().Get("access_token")
-	if tok == "" {
-		writeErr(w, 41001)
-		return "", false
-	}
-	s.mu.Lock()
-	info, known := s.tokens[tok]
-	s.mu.Unlock()
-	if !known || info.expired {
-		writeErr(w, 40001)
+	info, ok := s.tokenOf(w, r)
+	if !ok {
 		return "", false
 	}
 	u.mu.Lock()
@@ -308,23 +297,6 @@ func (s *Server) handleUserGet(w http.ResponseWriter, r *http.Request) {
 		ans["data"] = map[string]any{"openid": page}
 		ans["next_openid"] = page[len(page)-1]
 	}
-	writeJSON(w, ans)
-}
-
-func (s *Server) handleUserInfo(w http.ResponseWriter, r *http.Request) {
-	appid, ok := s.userCall(w, r, PathUserInfo, http.MethodGet)
-	if !ok {
-		return
-	}
-	openid := r.URL.Query().Get("openid")
-	if openid == "" {
-		writeErr(w, 40003)
-		return
-	}
-	u := s.users
-	u.mu.Lock()
-	ans := u.answerUser(appid, openid)
-	u.mu.Unlock()
 	writeJSON(w, ans)
 }
 

@@ -57,16 +57,8 @@ func (s *Server) handleQRCodeCreate(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, 43002)
 		return
 	}
-	tok := r.URL.Query().Get("access_token")
-	if tok == "" {
-		writeErr(w, 41001)
-		return
-	}
-	s.mu.Lock()
-	info, known := s.tokens[tok]
-	s.mu.Unlock()
-	if !known || info.expired {
-		writeErr(w, 40001)
+	info, ok := s.tokenOf(w, r)
+	if !ok {
 		return
 	}
 	raw, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
