@@ -39,6 +39,12 @@ const (
 	WeChatSubscribe       = "wechat.subscribe_message"
 	WeComWelcome          = "wecom.welcome"
 	WeComText             = "wecom.text"
+	// WeComMarkTag marks corp tags on the member's WeCom contact
+	// (externalcontact/mark_tag).
+	WeComMarkTag = "wecom.mark_tag"
+	// WeComGroupMessage creates a customer group-send task the rep confirms
+	// (externalcontact/add_msg_template).
+	WeComGroupMessage = "wecom.group_message"
 	SMS                   = "sms"
 	Email                 = "email"
 	Webhook               = "webhook"
@@ -91,6 +97,10 @@ type Recipient struct {
 	ExternalUserID string // WeCom external contact
 	Phone          string
 	Email          string
+	// MPAppID and MPOpenID are the member's mini-program openid
+	// (mini-program subscribe messages).
+	MPAppID  string
+	MPOpenID string
 }
 
 // Message is one rendered message for one member.
@@ -102,6 +112,9 @@ type Message struct {
 	IdempotencyKey string
 	// Channel is one of the channel names above.
 	Channel string
+	// Category is "marketing" (the default) or "transactional" (codes,
+	// receipts: sent even to a member who opted out of marketing).
+	Category string
 	// To is the member.
 	To Recipient
 	// Text is the body of text messages (wechat.text, wecom.text, email body).
@@ -162,6 +175,14 @@ type Capabilities struct {
 	// recipient (openid, phone, email); "" when the member has none. It is
 	// recorded on the delivery. Nil: deliveries record no address.
 	Address func(Recipient) string
+	// OptOut names the opt-out list ("sms", "email") the channel honours:
+	// a member on it gets no marketing message on this channel, and the
+	// provider is not called. "": none.
+	OptOut string
+	// Urgent is true for messages the platform takes only within seconds
+	// (WeCom's welcome_code, 20 s): their steps run on the urgent queue,
+	// ahead of every other.
+	Urgent bool
 	// Requires lists the send-step fields a message on this channel needs:
 	// "text", "subject", "template_id", "template", "url". Validation
 	// refuses a step without them.

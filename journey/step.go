@@ -1,6 +1,7 @@
 package journey
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -203,6 +204,7 @@ func (e *Engine) renderSend(snd *Send, v *model.StepVisit, enr *model.Enrollment
 		URL:        rd.render(snd.texts["url"]),
 		TemplateID: snd.TemplateID,
 		Template:   snd.Template,
+		Category:   cmp.Or(snd.Category, model.CategoryMarketing),
 		Data:       map[string]string{},
 		Extra:      map[string]string{},
 	}
@@ -219,8 +221,11 @@ func (e *Engine) renderSend(snd *Send, v *model.StepVisit, enr *model.Enrollment
 		r := rd.failed()
 		return msg, &r
 	}
-	if code, ok := enr.Event["welcome_code"].(string); ok {
-		msg.Extra["welcome_code"] = code
+	// What a WeCom add carries: the welcome code, the rep and the app.
+	for _, k := range []string{"welcome_code", "user_id", "wecom_app"} {
+		if v, ok := enr.Event[k].(string); ok && msg.Extra[k] == "" {
+			msg.Extra[k] = v
+		}
 	}
 	return msg, nil
 }
@@ -258,7 +263,7 @@ func (e *Engine) newHandover(cs *Step, enr *model.Enrollment, v *model.StepVisit
 	h := &handover{msg: msg}
 	h.msg.Channel = channel
 	h.msg.To = channels.Recipient{MemberID: m.ID, AppID: m.AppID, OpenID: m.OpenID, UnionID: m.UnionID,
-		ExternalUserID: m.ExternalUserID, Phone: m.Phone, Email: m.Email}
+		ExternalUserID: m.ExternalUserID, Phone: m.Phone, Email: m.Email, MPAppID: m.MPAppID, MPOpenID: m.MPOpenID}
 	if e.cfg.Senders != nil {
 		h.caps, h.hasSender = e.cfg.Senders.Capabilities(channel)
 	}
@@ -268,7 +273,7 @@ func (e *Engine) newHandover(cs *Step, enr *model.Enrollment, v *model.StepVisit
 	}
 	payload, _ := json.Marshal(h.msg)
 	h.d = model.Delivery{StepVisitID: v.ID, Channel: channel, EnrollmentID: enr.ID, JourneyID: enr.JourneyID,
-		MemberID: m.ID, To: to, Status: model.DeliverySending, Payload: string(payload), CreatedAt: now}
+		MemberID: m.ID, To: to, Status: model.DeliverySending, Payload: string(payload), CreatedAt: now, Category: h.msg.Category}
 	return h
 }
 
@@ -329,6 +334,8 @@ func (e *Engine) handOver(ctx context.Context, h *handover, cs *Step, v *model.S
 	switch {
 	case !h.hasSender:
 		err = fmt.Errorf("journey: %w %q: %w", channels.ErrNoSender, channel, channels.ErrPermanent)
+	case caps.OptOut != "" && msg.Category != model.CategoryTransactional && m.OptedOut(caps.OptOut):
+		err = &channels.Error{Class: channels.ErrUnreachable, Msg: "member opted out of marketing " + caps.OptOut + "; not sent"}
 	case caps.NeedsSubscribed && m.Subscription(msg.To.AppID) == model.SubscriptionUnsubscribed:
 		err = &channels.Error{Class: channels.ErrUnreachable, Code: 43004, Msg: "member has unfollowed"}
 	default:

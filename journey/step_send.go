@@ -23,6 +23,10 @@ type Send struct {
 	Params     map[string]string `yaml:"params"` // SMS params
 	Extra      map[string]string `yaml:"extra"`  // media_id, title, pagepath, ...
 	Fallback   string            `yaml:"fallback"`
+	// Category is "marketing" (default) or "transactional": a
+	// transactional send (a code, a receipt) goes even to a member who
+	// opted out of the channel's marketing messages.
+	Category string `yaml:"category"`
 
 	texts    map[string]*template.Template // text, subject, url, extra.<name>
 	data     map[string]*template.Template // template data / sms params
@@ -47,6 +51,11 @@ func (sendKind) Compile(n *yaml.Node, ck *Check) StepBody {
 		chNode = n
 	}
 	ck.Channel(chNode, s.Channel, has)
+	switch s.Category {
+	case "", model.CategoryMarketing, model.CategoryTransactional:
+	default:
+		ck.Problemf(valueOf(n, "category"), "category %q: want %s or %s", s.Category, model.CategoryMarketing, model.CategoryTransactional)
+	}
 	for _, f := range []struct{ name, text string }{{"text", s.Text}, {"subject", s.Subject}, {"url", s.URL}} {
 		if f.text != "" {
 			if t := ck.Template(f.name, valueOf(n, f.name), f.text); t != nil {

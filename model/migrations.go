@@ -41,6 +41,12 @@ func Migrations() []*gormigrate.Migration {
 			Migrate:  migrateV4,
 			Rollback: rollbackV4,
 		},
+		{
+			// v5: opt-outs, delivery categories, subscription-message grants (see migration_v5.go).
+			ID:       v5ID,
+			Migrate:  migrateV5,
+			Rollback: rollbackV5,
+		},
 	}
 }
 

@@ -114,6 +114,29 @@ type Member struct {
 	// MergedInto is the member this one was merged into (its identities,
 	// history and enrollments moved there); nil for a live member.
 	MergedInto *int64 `gorm:"index"`
+	// OptOuts holds when the member opted out of marketing messages on a
+	// channel ("sms", "email"). Transactional sends ignore it.
+	OptOuts map[string]time.Time `gorm:"serializer:json;type:text"`
+}
+
+// OptedOut reports whether the member opted out of marketing messages on
+// channel ("sms", "email").
+func (m *Member) OptedOut(channel string) bool {
+	_, ok := m.OptOuts[channel]
+	return ok
+}
+
+// OptOut records that the member opted out of marketing messages on
+// channel at at; it reports whether that is news.
+func (m *Member) OptOut(channel string, at time.Time) bool {
+	if m.OptedOut(channel) {
+		return false
+	}
+	if m.OptOuts == nil {
+		m.OptOuts = map[string]time.Time{}
+	}
+	m.OptOuts[channel] = at.UTC()
+	return true
 }
 
 // Subscription statuses of a member with one Official Account.
@@ -292,6 +315,35 @@ type Delivery struct {
 	Payload      string `gorm:"type:text"`
 	CreatedAt    time.Time
 	SentAt       *time.Time
+	// Category is CategoryMarketing or CategoryTransactional.
+	Category string `gorm:"size:16"`
+}
+
+// Delivery categories: an opted-out member gets no marketing message on that
+// channel; transactional ones (codes, receipts) still go.
+const (
+	CategoryMarketing     = "marketing"
+	CategoryTransactional = "transactional"
+)
+
+// SubscribeGrant is one subscription-message authorisation: the member
+// allowed the account (an Official Account's 一次性订阅, a mini-program's
+// wx.requestSubscribeMessage) one message of TemplateID. A delivery claims
+// it (DeliveryID) and spends it.
+type SubscribeGrant struct {
+	ID         int64  `gorm:"primaryKey;autoIncrement"`
+	MemberID   int64  `gorm:"not null;index:idx_subscribe_grants_member,priority:1"`
+	AppID      string `gorm:"size:64;not null;index:idx_subscribe_grants_member,priority:2"`
+	TemplateID string `gorm:"size:128;not null;index:idx_subscribe_grants_member,priority:3"`
+	Scene      string `gorm:"size:64"`
+	// Source is where the authorisation came from: "oa_once", "oa_popup"
+	// or "miniprogram".
+	Source string `gorm:"size:32"`
+	// EventID is the event that recorded it (one grant per event).
+	EventID    *int64 `gorm:"uniqueIndex"`
+	DeliveryID *int64 `gorm:"uniqueIndex"`
+	GrantedAt  time.Time
+	UsedAt     *time.Time
 }
 
 // Account kinds.
