@@ -122,7 +122,8 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 	accounts := model.NewAccounts(a.DB, a.secrets)
 	a.wechat = newWeChat(cfg, accounts, a.rdb, a.Log)
 	a.wecom = newWeCom(cfg, accounts, a.rdb, a.Log)
-	senders, err := buildSenders(cfg, a.wechat, a.Log)
+	senders, err := buildSenders(senderDeps{cfg: cfg, wechat: a.wechat, wecom: a.wecom, db: a.DB, rdb: a.rdb,
+		limiter: channels.NewRedisLimiter(a.rdb), log: a.Log})
 	if err != nil {
 		return nil, err
 	}
@@ -244,19 +245,32 @@ func openRedis(ctx context.Context, cfg config.Config) (mini *miniredis.Miniredi
 	return mini, opt, rdb, nil
 }
 
+// senderDeps are what the senders are built from. `journeys validate`
+// builds them with no database, Redis or limiter (nil): it only asks which
+// channels are served.
+type senderDeps struct {
+	cfg     config.Config
+	wechat  *wechat.Sender
+	wecom   *wecom.Client
+	db      *gorm.DB
+	rdb     redis.UniversalClient
+	limiter channels.Limiter
+	log     *slog.Logger
+}
+
 // buildSenders registers a sender for every channel this configuration
 // serves: the WeChat Official Account channels, and the log sender for SMS
 // (WEJOURNEY_SMS_PROVIDER=log) and email (no WEJOURNEY_SMTP_URL). It opens
 // nothing, so `journeys validate` calls it to learn the configured channels
 // (with a WeChat client of no accounts: sends then fail).
-func buildSenders(cfg config.Config, wx *wechat.Sender, log *slog.Logger) (*channels.Registry, error) {
+func buildSenders(d senderDeps) (*channels.Registry, error) {
 	senders := channels.NewRegistry()
-	senders.Add(wx)
-	logOnly := logSender{log}
-	if cfg.SMSProvider == "log" {
+	senders.Add(d.wechat)
+	logOnly := logSender{d.log}
+	if d.cfg.SMSProvider == "log" {
 		senders.Register(channels.SMS, logOnly, channels.Capabilities{Address: channels.ByPhone, Requires: []string{"template"}})
 	}
-	if cfg.SMTPURL == "" {
+	if d.cfg.SMTPURL == "" {
 		senders.Register(channels.Email, logOnly, channels.Capabilities{Address: channels.ByEmail})
 	}
 	return senders, nil

@@ -361,7 +361,7 @@ func journeysCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	quiet := slog.New(slog.DiscardHandler)
-	reg, err := buildSenders(cfg, newWeChat(cfg, nil, nil, quiet), quiet)
+	reg, err := buildSenders(senderDeps{cfg: cfg, wechat: newWeChat(cfg, nil, nil, quiet), wecom: newWeCom(cfg, nil, nil, quiet), log: quiet})
 	if err != nil {
 		return err
 	}
