@@ -59,6 +59,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/wejourney/wejourney/channels"
+	"github.com/wejourney/wejourney/internal/clock"
 	"github.com/wejourney/wejourney/internal/jsonapi"
 	"github.com/wejourney/wejourney/internal/redact"
 )
@@ -117,6 +118,21 @@ type Config struct {
 	// HTTPClient makes every API call. Nil means a client from
 	// NewHTTPClient(64, 10*time.Second).
 	HTTPClient *http.Client
+	// Allowance tracks each member's customer-service allowance; a
+	// customer-service send with none left is not made (ErrUnreachable,
+	// the step's fallback runs). Nil: every send is attempted.
+	Allowance *Allowance
+	// Holds keeps APIs whose daily quota (45009) is spent: their sends
+	// wait for the reset without calling WeChat. Nil: each send calls and
+	// WeChat answers 45009 again.
+	Holds *channels.Holds
+	// Limiter and Rates bound calls per account and API (APICustom,
+	// APITemplate, APISubscribe) across every process. Nil or a zero
+	// Rate: no limit.
+	Limiter channels.Limiter
+	Rates   map[string]channels.Rate
+	// Clock tells the time of allowances and holds. Nil: the real clock.
+	Clock clock.Clock
 }
 
 // Sender sends Official Account messages. It implements channels.Sender and
@@ -127,6 +143,12 @@ type Sender struct {
 	log      *slog.Logger
 	base     string
 	client   *http.Client
+
+	allowance *Allowance
+	holds     *channels.Holds
+	limiter   channels.Limiter
+	rates     map[string]channels.Rate
+	clock     clock.Clock
 
 	mu     sync.Mutex
 	tokens map[string]*tokenSource // appid -> its token source
@@ -146,6 +168,15 @@ func NewSender(cfg Config) *Sender {
 		base:     strings.TrimRight(cfg.APIBase, "/"),
 		client:   cfg.HTTPClient,
 		tokens:   map[string]*tokenSource{},
+
+		allowance: cfg.Allowance,
+		holds:     cfg.Holds,
+		limiter:   cfg.Limiter,
+		rates:     cfg.Rates,
+		clock:     cfg.Clock,
+	}
+	if s.clock == nil {
+		s.clock = clock.Real()
 	}
 	if s.base == "" {
 		s.base = DefaultAPIBase
@@ -197,6 +228,10 @@ func (s *Sender) Send(ctx context.Context, msg channels.Message) (channels.Resul
 		}
 		return channels.Result{}, fmt.Errorf("%s: account %q: %w", msg.Channel, appid, err)
 	}
+	window, err := s.admit(ctx, appid, msg)
+	if err != nil {
+		return channels.Result{}, fmt.Errorf("%s to %s via %s: %w", msg.Channel, msg.To.OpenID, appid, err)
+	}
 	if acct.AppSecret == "" {
 		s.logSandbox(ctx, msg)
 		return channels.Result{Sandbox: true}, nil
@@ -210,6 +245,7 @@ func (s *Sender) Send(ctx context.Context, msg channels.Message) (channels.Resul
 		path = templateSendPath
 	}
 	msgID, err := s.send(ctx, s.tokenSource(acct), path, body)
+	s.settle(ctx, appid, msg, window, err)
 	if err != nil {
 		return channels.Result{}, fmt.Errorf("%s to %s via %s: %w", msg.Channel, msg.To.OpenID, acct.AppID, err)
 	}
@@ -577,9 +613,10 @@ func tokenError(err error) error {
 	return fmt.Errorf("wechat: access token: %w", redact.Error(err))
 }
 
-// Classify turns a WeChat errcode into a *channels.Error: 45009, 45011 and
-// 45047 are channels.ErrQuota; 40003, 43004, 43101 and 45015 are
-// channels.ErrUnreachable; 40013, 40037, 40125, 41004 and 48001 are
+// Classify turns a WeChat errcode into a *channels.Error: 45009 (daily
+// quota; the sender holds the API until the reset) and 45011 (minute
+// quota; RetryAfter a minute) are channels.ErrQuota; 40003, 43004, 43101,
+// 45015 and 45047 are channels.ErrUnreachable; 40013, 40037, 40125, 41004 and 48001 are
 // channels.ErrPermanent; other codes are temporary (Class nil). Code 0 is nil.
 func Classify(code int, msg string) error {
 	if code == 0 {
@@ -587,14 +624,15 @@ func Classify(code int, msg string) error {
 	}
 	var class error
 	switch code {
-	case 45009, // api daily quota
-		45011, // api minute frequency
-		45047: // customer-service message count limit
-		class = channels.ErrQuota
+	case 45009: // api daily quota: held until it resets (Sender.settle)
+		return &channels.Error{Class: channels.ErrQuota, Code: code, Msg: msg, RetryAfter: time.Hour}
+	case 45011: // api minute frequency: retried after a minute
+		return &channels.Error{Class: channels.ErrQuota, Code: code, Msg: msg, RetryAfter: time.Minute}
 	case 40003, // invalid openid
 		43004, // not following the account
 		43101, // refused to receive messages / not subscribed
-		45015: // outside the 48 h customer-service window
+		45015, // outside the 48 h customer-service window
+		45047: // over the window's count of customer-service messages
 		class = channels.ErrUnreachable
 	case 40008, // invalid message type
 		40013, // invalid appid

@@ -206,7 +206,7 @@ func TestSendErrorClasses(t *testing.T) {
 		{"unfollowed", channels.WeChatNews, 43004, channels.ErrUnreachable},
 		{"not subscribed", channels.WeChatTemplate, 43101, channels.ErrUnreachable},
 		{"daily quota", channels.WeChatText, 45009, channels.ErrQuota},
-		{"cs message limit", channels.WeChatImage, 45047, channels.ErrQuota},
+		{"cs message limit", channels.WeChatImage, 45047, channels.ErrUnreachable},
 		{"frequency", channels.WeChatTemplate, 45011, channels.ErrQuota},
 		{"bad template", channels.WeChatTemplate, 40037, channels.ErrPermanent},
 		{"unauthorized", channels.WeChatText, 48001, channels.ErrPermanent},
@@ -629,11 +629,12 @@ func TestClassify(t *testing.T) {
 		code  int
 		want  error // class; nil: temporary
 		isNil bool  // Classify returns nil
+		after time.Duration
 	}{
 		{code: 0, isNil: true},
-		{code: 45009, want: channels.ErrQuota},
-		{code: 45047, want: channels.ErrQuota},
-		{code: 45011, want: channels.ErrQuota},
+		{code: 45009, want: channels.ErrQuota, after: time.Hour}, // the sender holds until the reset
+		{code: 45047, want: channels.ErrUnreachable},
+		{code: 45011, want: channels.ErrQuota, after: time.Minute},
 		{code: 43004, want: channels.ErrUnreachable},
 		{code: 43101, want: channels.ErrUnreachable},
 		{code: 45015, want: channels.ErrUnreachable},
@@ -665,7 +666,7 @@ func TestClassify(t *testing.T) {
 			if !errors.As(err, &got) {
 				t.Fatalf("Classify(%d) = %T %v, want a *channels.Error", tt.code, err, err)
 			}
-			want := channels.Error{Class: tt.want, Code: tt.code, Msg: "msg"}
+			want := channels.Error{Class: tt.want, Code: tt.code, Msg: "msg", RetryAfter: tt.after}
 			if diff := cmp.Diff(want, *got, cmpopts.EquateErrors()); diff != "" {
 				t.Errorf("Classify(%d) (-want +got):\n%s", tt.code, diff)
 			}
