@@ -3,6 +3,8 @@ package channels
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -76,3 +78,58 @@ func (l *RedisLimiter) Take(ctx context.Context, key string, r Rate) error {
 		}
 	}
 }
+
+// ParseRate reads "N/PERIOD": a count and a Go duration ("3/1m", "5/48h",
+// "100/1s"), or a bare unit for one of it ("100/s", "10/d": s, m, h, d).
+func ParseRate(s string) (Rate, error) {
+	n, per, ok := strings.Cut(strings.TrimSpace(s), "/")
+	if !ok {
+		return Rate{}, fmt.Errorf("rate %q: want N/PERIOD, e.g. 3/1m or 100/s", s)
+	}
+	count, err := strconv.Atoi(strings.TrimSpace(n))
+	if err != nil || count < 0 {
+		return Rate{}, fmt.Errorf("rate %q: %q is not a count", s, n)
+	}
+	per = strings.TrimSpace(per)
+	units := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour, "d": 24 * time.Hour}
+	d, ok := units[per]
+	if !ok {
+		if strings.HasSuffix(per, "d") {
+			days, err := strconv.Atoi(strings.TrimSuffix(per, "d"))
+			if err != nil {
+				return Rate{}, fmt.Errorf("rate %q: bad period %q", s, per)
+			}
+			d = time.Duration(days) * 24 * time.Hour
+		} else if d, err = time.ParseDuration(per); err != nil {
+			return Rate{}, fmt.Errorf("rate %q: bad period %q", s, per)
+		}
+	}
+	if d <= 0 {
+		return Rate{}, fmt.Errorf("rate %q: the period must be positive", s)
+	}
+	return Rate{N: count, Per: d}, nil
+}
+
+// ParseRates reads a comma-separated list of API=RATE ("wechat.custom=500/s,
+// sms.phone=5/h"); see ParseRate.
+func ParseRates(s string) (map[string]Rate, error) {
+	out := map[string]Rate{}
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		if !ok || strings.TrimSpace(k) == "" {
+			return nil, fmt.Errorf("%q: want API=N/PERIOD", part)
+		}
+		r, err := ParseRate(v)
+		if err != nil {
+			return nil, err
+		}
+		out[strings.TrimSpace(k)] = r
+	}
+	return out, nil
+}
+
+// String writes r as ParseRate reads it.
+func (r Rate) String() string { return fmt.Sprintf("%d/%s", r.N, r.Per) }

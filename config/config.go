@@ -19,8 +19,11 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/wejourney/wejourney/channels"
 )
 
 // Sandbox credentials of the default Official Account when none is configured:
@@ -101,6 +104,43 @@ type Config struct {
 	// always are. Empty (default): a phone or email names a member but
 	// never merges two.
 	MergeBy string `env:"WEJOURNEY_MERGE_BY" yaml:"merge_by"`
+	// WeChatAllowanceEvent and WeChatAllowanceMessage are the
+	// customer-service allowance a member's follow, QR scan or menu click
+	// (default "3/1m": 3 within a minute) and a member's message (default
+	// "5/48h") open. WeChat has changed them before.
+	WeChatAllowanceEvent   string `env:"WEJOURNEY_WECHAT_ALLOWANCE_EVENT" yaml:"wechat_allowance_event"`
+	WeChatAllowanceMessage string `env:"WEJOURNEY_WECHAT_ALLOWANCE_MESSAGE" yaml:"wechat_allowance_message"`
+	// RateLimits bounds provider API calls per account, shared by every
+	// worker through Redis: a comma-separated list of API=N/PERIOD, e.g.
+	// "wechat.custom=500/s,wechat.template=200/s". APIs not listed take
+	// their defaults (see docs/configuration.md).
+	RateLimits string `env:"WEJOURNEY_RATE_LIMITS" yaml:"rate_limits"`
+}
+
+// Allowance returns the WeChat customer-service allowance after an event
+// and after a message.
+func (c Config) Allowance() (event, message channels.Rate, err error) {
+	event, message = channels.Rate{N: 3, Per: time.Minute}, channels.Rate{N: 5, Per: 48 * time.Hour}
+	if c.WeChatAllowanceEvent != "" {
+		if event, err = channels.ParseRate(c.WeChatAllowanceEvent); err != nil {
+			return event, message, fmt.Errorf("WEJOURNEY_WECHAT_ALLOWANCE_EVENT: %w", err)
+		}
+	}
+	if c.WeChatAllowanceMessage != "" {
+		if message, err = channels.ParseRate(c.WeChatAllowanceMessage); err != nil {
+			return event, message, fmt.Errorf("WEJOURNEY_WECHAT_ALLOWANCE_MESSAGE: %w", err)
+		}
+	}
+	return event, message, nil
+}
+
+// Rates returns RateLimits parsed: API name -> rate.
+func (c Config) Rates() (map[string]channels.Rate, error) {
+	r, err := channels.ParseRates(c.RateLimits)
+	if err != nil {
+		return nil, fmt.Errorf("WEJOURNEY_RATE_LIMITS: %w", err)
+	}
+	return r, nil
 }
 
 // MergeKinds returns the identity kinds of MergeBy ("phone", "email").
@@ -303,6 +343,12 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.MergeKinds(); err != nil {
 		bad("WEJOURNEY_MERGE_BY", "%v", err)
+	}
+	if _, _, err := c.Allowance(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := c.Rates(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

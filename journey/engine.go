@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -106,6 +107,11 @@ type Config struct {
 	// carry (a follower's or a WeCom contact's unionid) before the event is
 	// routed; see Enricher. Nil: events are routed with what they carry.
 	Enrich Enricher
+	// Observe, if set, is told of the events about to be routed, before
+	// any step they start runs: the WeChat sender opens each member's
+	// customer-service allowance from follows, scans, clicks and messages.
+	// It may be told of an event more than once (a routing retry).
+	Observe Observer
 	// MergeBy lists the identity kinds besides the platform ones (openid,
 	// mini-program openid, WeCom external_userid, unionid and the brand's
 	// user_id, which always merge) by which two members are one person:
@@ -511,13 +517,14 @@ func (e *Engine) schedule(visits ...*model.StepVisit) bool {
 		if v == nil || v.DueAt.After(horizon) {
 			continue // the sweeper queues it when it comes within the horizon
 		}
-		t, opts := NewRunStepTask(v.ID, v.DueAt)
+		queue := e.queueOf(v)
+		t, opts := NewRunStepTask(v.ID, v.DueAt, queue)
 		_, err := e.cfg.Queue.Enqueue(t, opts...)
 		switch {
 		case err == nil:
 		case errors.Is(err, asynq.ErrTaskIDConflict):
 			if v.DueAt.Before(now) {
-				e.hurry(v.ID, StepTaskID(v.ID, v.DueAt))
+				e.hurry(v.ID, StepTaskID(v.ID, v.DueAt), queue)
 			}
 		default:
 			e.log.Warn("enqueue step failed; the sweeper will retry", "visit", v.ID, "not_enqueued", len(visits)-i, "err", err)
@@ -527,14 +534,57 @@ func (e *Engine) schedule(visits ...*model.StepVisit) bool {
 	return true
 }
 
+// queueOf returns the queue of v's step task: QueueUrgent for a send on
+// an urgent channel (wecom.welcome), QueueReply for the steps of a journey
+// a member's own action triggers (an event of WeChat, WeCom, the
+// mini-program, email or SMS), QueueMarketing for the others (brand
+// events, schedules, segments). A visit read without its version (v.VersionID
+// 0) or whose version cannot be read goes on QueueReply.
+func (e *Engine) queueOf(v *model.StepVisit) string {
+	if v.VersionID == 0 {
+		return QueueReply
+	}
+	c, err := e.version(e.cfg.DB, v.VersionID)
+	if err != nil {
+		return QueueReply
+	}
+	if st, ok := c.steps[v.StepID]; ok && e.cfg.Senders != nil {
+		if snd, ok := st.Body.(*Send); ok {
+			if caps, ok := e.cfg.Senders.Capabilities(snd.Channel); ok && caps.Urgent {
+				return QueueUrgent
+			}
+		}
+	}
+	if c.trigger == triggerEvent {
+		for _, t := range c.triggerKeys {
+			if !memberAction(t) {
+				return QueueMarketing
+			}
+		}
+		return QueueReply
+	}
+	return QueueMarketing
+}
+
+// memberAction reports whether events of type t are a member's own action
+// (a source's reserved namespace other than the brand's and the engine's).
+func memberAction(t string) bool {
+	for _, ns := range []string{"wechat.", "wecom.", "miniprogram.", "email.", "sms."} {
+		if strings.HasPrefix(t, ns) {
+			return true
+		}
+	}
+	return false
+}
+
 // standInEvery bounds how often a stand-in task is enqueued for one visit
 // whose task looks orphaned.
 const standInEvery = 10 * time.Second
 
 // standIn enqueues a task for visitID under a fresh id derived from id and
 // the current standInEvery bucket.
-func (e *Engine) standIn(visitID int64, id string) {
-	t, opts := NewRunStepTask(visitID, time.Now())
+func (e *Engine) standIn(visitID int64, id, queue string) {
+	t, opts := NewRunStepTask(visitID, time.Now(), queue)
 	sid := fmt.Sprintf("%s/standin@%d", id, time.Now().Unix()/int64(standInEvery/time.Second))
 	_, err := e.cfg.Queue.Enqueue(t, append(opts, asynq.TaskID(sid))...) // the later TaskID wins
 	switch {
@@ -550,11 +600,11 @@ func (e *Engine) standIn(visitID int64, id string) {
 // it for later: in the retry set (it failed during an outage and waits out
 // its retry delay), the scheduled set, or the archive (its retries ran out).
 // A pending or active task is left alone: it runs anyway.
-func (e *Engine) hurry(visitID int64, id string) {
+func (e *Engine) hurry(visitID int64, id, queue string) {
 	if e.cfg.Inspector == nil {
 		return
 	}
-	info, err := e.cfg.Inspector.GetTaskInfo(taskQueue, id)
+	info, err := e.cfg.Inspector.GetTaskInfo(queue, id)
 	if err != nil {
 		// Not found: it finished meanwhile; the next sweep enqueues afresh
 		// if the visit is still open.
@@ -571,12 +621,12 @@ func (e *Engine) hurry(visitID int64, id string) {
 		// recovers such tasks only after a minute or more). Enqueue a
 		// stand-in under another id, at most one per standInEvery per visit;
 		// running a visit twice is harmless (its claim is conditional).
-		e.standIn(visitID, id)
+		e.standIn(visitID, id, queue)
 		return
 	default:
 		return
 	}
-	if err := e.cfg.Inspector.RunTask(taskQueue, id); err != nil {
+	if err := e.cfg.Inspector.RunTask(queue, id); err != nil {
 		// It moved on meanwhile (asynq's forwarder made it pending, or it ran).
 		e.log.Debug("running an overdue step's task now failed", "visit", visitID, "task", id, "err", err)
 		return

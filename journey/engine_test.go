@@ -885,7 +885,7 @@ func TestSenderErrors(t *testing.T) {
 			err:        &channels.Error{Class: channels.ErrQuota, Code: 45009, Msg: "api freq out of limit", RetryAfter: time.Hour},
 			wantVisit:  visit{"hello", model.VisitScheduled, ""},
 			wantEnr:    enrollment{"o1", model.EnrollmentActive, "hello", ""},
-			wantDeliv:  delivery{"hello", channels.WeChatText, "o1", model.DeliveryFailed},
+			wantDeliv:  delivery{"hello", channels.WeChatText, "o1", model.DeliveryHeld},
 			wantCode:   45009,
 			retryAfter: time.Hour,
 		},
@@ -1593,7 +1593,7 @@ func TestSweepTellsLagFromLoss(t *testing.T) {
 	h := newHarnessWith(t, func(c *journey.Config) { c.SweepGrace, c.LagGrace = time.Second, time.Minute })
 	h.ingest(wechatEvent("wechat.subscribe", "o1", nil))
 	// A backlog: a task waits in the engine's queue.
-	if _, err := h.q.Enqueue(journey.NewRouteEventsTask([]int64{1 << 40})); err != nil {
+	if _, err := h.q.Enqueue(journey.NewRouteEventsTask([]int64{1 << 40}, "")); err != nil {
 		t.Fatal(err)
 	}
 	h.clk.Advance(2 * time.Second) // past SweepGrace, not LagGrace
@@ -1623,7 +1623,7 @@ steps:
 	h.subscribe("o1", "")
 	queued := func() int {
 		t.Helper()
-		tasks, err := h.insp.ListScheduledTasks("default")
+		tasks, err := h.insp.ListScheduledTasks(journey.QueueReply)
 		if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
 			t.Fatal(err)
 		}

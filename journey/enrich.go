@@ -25,9 +25,19 @@ type Enricher interface {
 	Enrich(ctx context.Context, evs []*model.Event) (map[int64]model.MemberRef, error)
 }
 
+// Observer is told of events before they are routed (Config.Observe).
+type Observer interface {
+	// Observe sees evs, which are about to be routed. It must be quick and
+	// must not fail routing: it logs its own errors.
+	Observe(ctx context.Context, evs []*model.Event)
+}
+
 // enrich asks Config.Enrich about unrouted events and records what it
 // found on them (in evs and in the database), before they are routed.
 func (e *Engine) enrich(ctx context.Context, evs []*model.Event) {
+	if e.cfg.Observe != nil && len(evs) > 0 {
+		defer e.cfg.Observe.Observe(ctx, evs)
+	}
 	if e.cfg.Enrich == nil || len(evs) == 0 {
 		return
 	}

@@ -44,9 +44,9 @@ func (r *sendRecorder) sender() *channels.Registry {
 	}
 	reg.Register(channels.WeChatSubscribe, f, channels.Capabilities{NeedsSubscribed: true, Address: channels.ByOpenID})
 	reg.Register(channels.WeComText, f, channels.Capabilities{Address: channels.ByExternalUserID})
-	reg.Register(channels.WeComWelcome, f, channels.Capabilities{Address: channels.ByExternalUserID})
-	reg.Register(channels.SMS, f, channels.Capabilities{Address: channels.ByPhone})
-	reg.Register(channels.Email, f, channels.Capabilities{Address: channels.ByEmail})
+	reg.Register(channels.WeComWelcome, f, channels.Capabilities{Address: channels.ByExternalUserID, Urgent: true})
+	reg.Register(channels.SMS, f, channels.Capabilities{Address: channels.ByPhone, OptOut: "sms"})
+	reg.Register(channels.Email, f, channels.Capabilities{Address: channels.ByEmail, OptOut: "email"})
 	reg.Register(channels.Webhook, f, channels.Capabilities{})
 	return reg
 }
@@ -297,7 +297,17 @@ func (h *harness) sweep() journey.SweepResult {
 // returns how many there were.
 func (h *harness) runRouteTasks() int {
 	h.t.Helper()
-	tasks, err := h.insp.ListPendingTasks("default", asynq.PageSize(1000))
+	n := 0
+	for q := range journey.Queues() {
+		n += h.runRouteTasksOf(q)
+	}
+	return n
+}
+
+// runRouteTasksOf runs and removes the route tasks waiting in queue q.
+func (h *harness) runRouteTasksOf(q string) int {
+	h.t.Helper()
+	tasks, err := h.insp.ListPendingTasks(q, asynq.PageSize(1000))
 	if errors.Is(err, asynq.ErrQueueNotFound) {
 		return 0 // nothing was ever enqueued
 	}
@@ -313,7 +323,7 @@ func (h *harness) runRouteTasks() int {
 		if err := h.e.HandleRouteEventsTask(h.ctx, asynq.NewTask(ti.Type, ti.Payload)); err != nil {
 			h.t.Fatalf("route task %s: %v", ti.ID, err)
 		}
-		if err := h.insp.DeleteTask("default", ti.ID); err != nil {
+		if err := h.insp.DeleteTask(q, ti.ID); err != nil {
 			h.t.Fatalf("delete route task %s: %v", ti.ID, err)
 		}
 	}

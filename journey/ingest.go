@@ -60,7 +60,7 @@ type Ingestor struct {
 	done     chan struct{} // closed by Close
 	loopDone chan struct{} // closed when the commit loop has returned
 	enqDone  chan struct{} // closed when the enqueuer has returned
-	routeQ   chan []int64  // committed event ids waiting for their route task
+	routeQ   chan routeReq // committed event ids waiting for their route task
 	close    sync.Once
 
 	mu          sync.Mutex
@@ -141,7 +141,7 @@ func NewIngestor(cfg IngestorConfig) *Ingestor {
 	}
 	close(ing.calm)
 	if cfg.Queue != nil {
-		ing.routeQ = make(chan []int64, routeQueueLen)
+		ing.routeQ = make(chan routeReq, routeQueueLen)
 		go ing.enqueueLoop()
 	} else {
 		close(ing.enqDone)
@@ -372,12 +372,12 @@ func (ing *Ingestor) loop() {
 // but an unreachable database, each caller is stored again in its own
 // transaction, so only callers whose own events cannot be stored fail.
 func (ing *Ingestor) commit(batch []*ingestReq) {
-	results, ids, err := ing.store(ing.cfg.DB, batch, false)
+	results, _, err := ing.store(ing.cfg.DB, batch, false)
 	if err == nil {
 		for i, r := range batch {
 			r.result <- results[i]
 		}
-		ing.route(ids)
+		ing.route(batch)
 		return
 	}
 	if unavailable(err) || (len(batch) == 1 && !errors.Is(err, errRaced)) {
@@ -389,22 +389,22 @@ func (ing *Ingestor) commit(batch []*ingestReq) {
 	if !errors.Is(err, errRaced) {
 		ing.cfg.Logger.Warn("group commit failed; storing its callers one by one", "callers", len(batch), "err", err)
 	}
-	ids = ids[:0]
+	var stored []*ingestReq
 	for _, r := range batch {
 		if r.ctx.Err() != nil {
 			r.result <- ingestResult{err: r.ctx.Err()} // the caller has given up
 			continue
 		}
-		res, rids, err := ing.store(ing.cfg.DB.WithContext(r.ctx), []*ingestReq{r}, true)
+		res, _, err := ing.store(ing.cfg.DB.WithContext(r.ctx), []*ingestReq{r}, true)
 		if err != nil {
 			ing.cfg.Logger.Warn("storing events failed", "events", len(r.events), "first_type", r.events[0].Type, "err", err)
 			r.result <- ingestResult{err: err}
 			continue
 		}
 		r.result <- res[0]
-		ids = append(ids, rids...)
+		stored = append(stored, r)
 	}
-	ing.route(ids)
+	ing.route(stored)
 }
 
 // unavailable reports whether err says the database could not be reached,
@@ -568,15 +568,35 @@ func (ing *Ingestor) store(db *gorm.DB, reqs []*ingestReq, perRow bool) ([]inges
 	return results, ids, nil
 }
 
-// route hands the committed events' route task to the enqueuer without
-// waiting: when it is behind, the sweeper routes them.
-func (ing *Ingestor) route(ids []int64) {
-	if len(ids) == 0 || ing.routeQ == nil {
+// routeReq is one route task to enqueue.
+type routeReq struct {
+	ids   []int64
+	queue string
+}
+
+// route hands the route tasks of the events reqs stored (those with an id)
+// to the enqueuer without waiting, one task per queue (EventQueue): when
+// it is behind, the sweeper routes them.
+func (ing *Ingestor) route(reqs []*ingestReq) {
+	if ing.routeQ == nil {
 		return
 	}
-	select {
-	case ing.routeQ <- append([]int64(nil), ids...):
-	default:
+	byQueue := map[string][]int64{}
+	for _, r := range reqs {
+		for _, ev := range r.events {
+			if ev.ID != 0 {
+				q := EventQueue(ev)
+				byQueue[q] = append(byQueue[q], ev.ID)
+			}
+		}
+	}
+	for _, q := range queueNames {
+		if ids := byQueue[q]; len(ids) > 0 {
+			select {
+			case ing.routeQ <- routeReq{ids: ids, queue: q}:
+			default:
+			}
+		}
 	}
 }
 
@@ -596,7 +616,7 @@ func (ing *Ingestor) enqueueLoop() {
 		down               bool
 		inflight           chan error // an enqueue that outlived its wait
 	)
-	enqueue := func(ids []int64) error {
+	enqueue := func(req routeReq) error {
 		if inflight != nil {
 			select {
 			case <-inflight:
@@ -609,7 +629,7 @@ func (ing *Ingestor) enqueueLoop() {
 		defer cancel()
 		errc := make(chan error, 1)
 		go func() {
-			_, err := ing.cfg.Queue.EnqueueContext(ctx, NewRouteEventsTask(ids))
+			_, err := ing.cfg.Queue.EnqueueContext(ctx, NewRouteEventsTask(req.ids, req.queue))
 			errc <- err
 		}()
 		t := time.NewTimer(ing.cfg.EnqueueTimeout)
@@ -622,12 +642,12 @@ func (ing *Ingestor) enqueueLoop() {
 			return fmt.Errorf("journey: enqueue did not return within %v", ing.cfg.EnqueueTimeout)
 		}
 	}
-	for ids := range ing.routeQ {
+	for req := range ing.routeQ {
 		if time.Now().Before(skipUntil) {
-			skipped += len(ids)
+			skipped += len(req.ids)
 			continue
 		}
-		err := enqueue(ids)
+		err := enqueue(req)
 		if err == nil {
 			if down {
 				ing.cfg.Logger.Info("enqueueing route tasks works again; the sweeper routes the events skipped meanwhile",
@@ -638,7 +658,7 @@ func (ing *Ingestor) enqueueLoop() {
 		}
 		down = true
 		failed++
-		skipped += len(ids)
+		skipped += len(req.ids)
 		skipUntil = time.Now().Add(ing.cfg.EnqueueBackoff)
 		if time.Since(lastLog) >= enqueueLog {
 			ing.cfg.Logger.Warn("enqueue route task failed; the sweeper will route the stored events",

@@ -77,6 +77,8 @@ func newQueued(t *testing.T, h *harness, retry asynq.RetryDelayFunc, forwardEver
 		Logger: testLogger(t), SweepGrace: time.Millisecond, DBSlots: 1, BaseContext: t.Context()})
 	srv := asynq.NewServer(opt, asynq.Config{
 		Concurrency:              4,
+		Queues:                   journey.Queues(),
+		StrictPriority:           true,
 		TaskCheckInterval:        20 * time.Millisecond,
 		DelayedTaskCheckInterval: forwardEvery,
 		RetryDelayFunc:           retry,
@@ -138,7 +140,7 @@ steps:
 			deadline := time.Now().Add(15 * time.Second)
 			for {
 				var err error
-				info, err = q.insp.GetTaskInfo("default", taskID)
+				info, err = q.insp.GetTaskInfo(journey.QueueReply, taskID)
 				if err == nil && info.State == tc.wantState {
 					break
 				}

@@ -124,7 +124,7 @@ func (e *Engine) routed(ctx context.Context, r routed) error {
 	e.schedule(r.waiting...)
 	if len(r.emitted) > 0 && e.cfg.Queue != nil {
 		// Should this fail, the sweeper routes them.
-		if _, err := e.cfg.Queue.EnqueueContext(ctx, NewRouteEventsTask(r.emitted)); err != nil {
+		if _, err := e.cfg.Queue.EnqueueContext(ctx, NewRouteEventsTask(r.emitted, QueueMarketing)); err != nil {
 			e.log.Warn("enqueueing the events routing emitted failed; the sweeper routes them", "events", len(r.emitted), "err", err)
 		}
 	}

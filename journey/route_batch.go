@@ -76,7 +76,7 @@ func (e *Engine) route(ctx context.Context, ids []int64) error {
 	ids = slices.Clone(ids)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
-	if len(ids) < 2 && e.cfg.Enrich == nil {
+	if len(ids) < 2 && e.cfg.Enrich == nil && e.cfg.Observe == nil {
 		return e.routeEach(ctx, ids...)
 	}
 	var evs []*model.Event

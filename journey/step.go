@@ -90,6 +90,9 @@ type stepResult struct {
 	// deliveries are status changes of delivery rows, written in the same
 	// transaction as the visit's outcome.
 	deliveries []deliveryUpdate
+	// keepAttempts gives back the attempt the claim counted: the visit
+	// waits for a quota, it did not fail.
+	keepAttempts bool
 }
 
 type deliveryUpdate struct {
@@ -158,6 +161,9 @@ func (e *Engine) reschedule(ctx context.Context, v *model.StepVisit, r stepResul
 // scheduled at r.retryAt, inside tx.
 func rescheduleVisit(tx *gorm.DB, v *model.StepVisit, r stepResult) error {
 	upd := map[string]any{"status": model.VisitScheduled, "due_at": r.retryAt, "lease_until": nil}
+	if r.keepAttempts && v.Attempts > 0 {
+		upd["attempts"] = v.Attempts - 1
+	}
 	if r.retryErr != nil {
 		upd["error"] = redact.String(r.retryErr.Error())
 	}
@@ -234,12 +240,15 @@ func (e *Engine) renderSend(snd *Send, v *model.StepVisit, enr *model.Enrollment
 // channel: another channel (delivered here) or another step when the member
 // is unreachable. The caller holds the database slot.
 func (e *Engine) afterSend(ctx context.Context, snd *Send, cs *Step, enr *model.Enrollment, v *model.StepVisit, m *model.Member, msg channels.Message, r stepResult, now time.Time) stepResult {
-	if r.outcome == ReasonUnreachable && snd.fbChan != "" {
-		first := r.deliveries
-		r = e.deliver(ctx, cs, enr, v, m, snd.fbChan, msg, now)
-		r.deliveries = append(first, r.deliveries...)
+	for _, ch := range snd.fbChans {
+		if r.outcome != ReasonUnreachable {
+			break
+		}
+		before := r.deliveries
+		r = e.deliver(ctx, cs, enr, v, m, ch, msg, now)
+		r.deliveries = append(before, r.deliveries...)
 		if r.outcome == "sent" || r.outcome == "sandbox" {
-			r.outcome = "fallback:" + snd.fbChan
+			r.outcome = "fallback:" + ch
 		}
 	}
 	if r.outcome == ReasonUnreachable && snd.fallback != "" {
@@ -375,14 +384,21 @@ func (e *Engine) handOver(ctx context.Context, h *handover, cs *Step, v *model.S
 		return ok
 	case errors.Is(err, channels.ErrUnreachable):
 		return stepResult{status: model.VisitDone, outcome: ReasonUnreachable, endReason: ReasonUnreachable, deliveries: upd}
-	case errors.Is(err, channels.ErrPermanent), v.Attempts >= e.cfg.MaxAttempts:
+	case errors.Is(err, channels.ErrPermanent):
 		return stepResult{status: model.VisitFailed, outcome: "failed", endReason: ReasonFailed, deliveries: upd}
 	case errors.Is(err, channels.ErrQuota):
+		// A spent quota is no fault of the message: it waits for the
+		// quota, however long, and the wait spends no attempt.
 		wait := time.Minute
 		if cerr != nil && cerr.RetryAfter > 0 {
 			wait = cerr.RetryAfter
 		}
-		return stepResult{retryAt: now.Add(wait), retryErr: err, deliveries: upd}
+		upd[0].fields["status"] = model.DeliveryHeld
+		r := stepResult{retryAt: now.Add(wait), retryErr: err, deliveries: upd, why: "quota: held until " + now.Add(wait).Format(time.RFC3339)}
+		r.keepAttempts = true
+		return r
+	case v.Attempts >= e.cfg.MaxAttempts:
+		return stepResult{status: model.VisitFailed, outcome: "failed", endReason: ReasonFailed, deliveries: upd}
 	default:
 		return stepResult{retryAt: now.Add(e.backoff(v.Attempts)), retryErr: err, deliveries: upd}
 	}

@@ -1,6 +1,7 @@
 package journey
 
 import (
+	"fmt"
 	"strings"
 	"text/template"
 	"time"
@@ -11,7 +12,9 @@ import (
 )
 
 // Send delivers one message. Fallback names a step to go to, or a channel to
-// try, when the member is unreachable on Channel.
+// try, when the member is unreachable on Channel; a list chains them
+// (`fallback: [wechat.template, sms, by_mail]`): channels tried in turn, the
+// last entry may be a step.
 type Send struct {
 	Channel    string            `yaml:"channel"`
 	Text       string            `yaml:"text"`
@@ -22,7 +25,7 @@ type Send struct {
 	Data       map[string]string `yaml:"data"`
 	Params     map[string]string `yaml:"params"` // SMS params
 	Extra      map[string]string `yaml:"extra"`  // media_id, title, pagepath, ...
-	Fallback   string            `yaml:"fallback"`
+	Fallback   Fallbacks         `yaml:"fallback"`
 	// Category is "marketing" (default) or "transactional": a
 	// transactional send (a code, a receipt) goes even to a member who
 	// opted out of the channel's marketing messages.
@@ -31,7 +34,7 @@ type Send struct {
 	texts    map[string]*template.Template // text, subject, url, extra.<name>
 	data     map[string]*template.Template // template data / sms params
 	fallback string                        // step id
-	fbChan   string                        // channel
+	fbChans  []string                      // channels, in turn
 	fbNode   *yaml.Node
 }
 
@@ -79,19 +82,51 @@ func (sendKind) Compile(n *yaml.Node, ck *Check) StepBody {
 	return s
 }
 
-// link resolves the fallback, once every step id is known.
+// link resolves the fallback, once every step id is known: channels in
+// turn, then at most one step, last.
 func (s *Send) link(ck *Check, isStep func(string) bool) {
-	switch {
-	case s.Fallback == "":
-	case isStep(s.Fallback):
-		s.fallback = s.Fallback
-	case ck.IsChannel(s.Fallback):
-		if ck.Channel(s.fbNode, s.Fallback, nil) {
-			s.fbChan = s.Fallback
+	seen := map[string]bool{s.Channel: true}
+	for i, fb := range s.Fallback {
+		switch {
+		case isStep(fb):
+			if i != len(s.Fallback)-1 {
+				ck.Problemf(s.fbNode, "fallback step %q must come last: nothing after it is tried", fb)
+				continue
+			}
+			s.fallback = fb
+		case ck.IsChannel(fb):
+			if seen[fb] {
+				ck.Problemf(s.fbNode, "fallback channel %s is tried twice", fb)
+				continue
+			}
+			seen[fb] = true
+			if ck.Channel(s.fbNode, fb, nil) {
+				s.fbChans = append(s.fbChans, fb)
+			}
+		default:
+			ck.Problemf(s.fbNode, "fallback %q is neither a step nor a channel", fb)
 		}
-	default:
-		ck.Problemf(s.fbNode, "fallback %q is neither a step nor a channel", s.Fallback)
 	}
+}
+
+// Fallbacks is a send's fallback: one step or channel, or a list of them
+// (YAML: a string or a sequence of strings).
+type Fallbacks []string
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (f *Fallbacks) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		if n.Value != "" {
+			*f = Fallbacks{n.Value}
+		}
+		return nil
+	}
+	var list []string
+	if err := n.Decode(&list); err != nil {
+		return fmt.Errorf("fallback: want a step or channel, or a list of them: %w", err)
+	}
+	*f = list
+	return nil
 }
 
 // Waits implements StepBody: a send runs at once.

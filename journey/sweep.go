@@ -54,7 +54,7 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 	if len(ids) > 0 {
 		r.Events = len(ids)
 		for start := 0; start < len(ids); start += 100 {
-			if _, err := e.cfg.Queue.EnqueueContext(ctx, NewRouteEventsTask(ids[start:min(start+100, len(ids))])); err != nil {
+			if _, err := e.cfg.Queue.EnqueueContext(ctx, NewRouteEventsTask(ids[start:min(start+100, len(ids))], QueueReply)); err != nil {
 				return r, fmt.Errorf("journey: sweep enqueue: %w", err)
 			}
 		}
@@ -75,7 +75,7 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 		{model.VisitRunning, "lease_until < ?", now},
 	} {
 		var some []*model.StepVisit
-		if err := db.Select("id", "due_at", "status").Where("status = ? AND "+q.where, q.status, q.before).
+		if err := db.Select("id", "due_at", "status", "version_id", "step_id").Where("status = ? AND "+q.where, q.status, q.before).
 			Order("due_at").Limit(sweepBatch).Find(&some).Error; err != nil {
 			return r, fmt.Errorf("journey: sweep %s visits: %w", q.status, err)
 		}
@@ -106,7 +106,7 @@ func (e *Engine) queueUpcoming(ctx context.Context, cutoff time.Time) (int, erro
 	var visits []*model.StepVisit
 	for _, status := range []string{model.VisitScheduled, model.VisitWaiting} {
 		var some []*model.StepVisit
-		if err := e.cfg.DB.WithContext(ctx).Select("id", "due_at", "status").
+		if err := e.cfg.DB.WithContext(ctx).Select("id", "due_at", "status", "version_id", "step_id").
 			Where("status = ? AND due_at >= ? AND due_at < ?", status, from, until).
 			Order("due_at").Limit(sweepBatch).Find(&some).Error; err != nil {
 			return 0, fmt.Errorf("journey: sweep upcoming %s visits: %w", status, err)
@@ -134,8 +134,13 @@ func (e *Engine) backlog() bool {
 	if e.cfg.Inspector == nil {
 		return false
 	}
-	info, err := e.cfg.Inspector.GetQueueInfo(taskQueue)
-	return err == nil && info.Pending > 0
+	for _, q := range queueNames {
+		info, err := e.cfg.Inspector.GetQueueInfo(q)
+		if err == nil && info.Pending > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // RunSweeper sweeps every interval until ctx ends, starting at once.
@@ -176,7 +181,7 @@ func (e *Engine) Recover(ctx context.Context) (int, error) {
 	var last int64
 	for {
 		var visits []*model.StepVisit
-		if err := e.cfg.DB.WithContext(ctx).Select("id", "due_at", "status").
+		if err := e.cfg.DB.WithContext(ctx).Select("id", "due_at", "status", "version_id", "step_id").
 			Where("id > ? AND status IN ?", last, []string{model.VisitScheduled, model.VisitWaiting, model.VisitRunning}).
 			Order("id").Limit(sweepBatch).Find(&visits).Error; err != nil {
 			return n, fmt.Errorf("journey: recover: %w", err)

@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/wejourney/wejourney/events"
+	"github.com/wejourney/wejourney/model"
 )
 
 // Task types carried by asynq. Payloads are row ids only.
@@ -18,8 +21,32 @@ const (
 	TypeRunStep = "step:run"
 )
 
-// taskQueue is the asynq queue the engine's tasks go to (asynq's default).
-const taskQueue = "default"
+// Queues of the engine's tasks. A worker takes them in strict priority
+// (Queues): a burst of marketing never delays a welcome or a reply.
+const (
+	// QueueUrgent carries what the platform takes only within seconds: the
+	// routing of a WeCom add with its welcome_code (WeCom accepts it for
+	// 20 s), and the steps that send on an urgent channel (wecom.welcome).
+	QueueUrgent = "urgent"
+	// QueueReply carries the routing of members' own actions (WeChat,
+	// WeCom, mini-program, email and SMS replies) and the steps of the
+	// journeys they trigger.
+	QueueReply = "reply"
+	// QueueMarketing carries the rest: brand events from the events API,
+	// imports, engine events, and the steps of journeys they, schedules or
+	// segments trigger. It is asynq's default queue.
+	QueueMarketing = "default"
+)
+
+// Queues is the asynq.Config.Queues of a worker running the engine's
+// tasks, to be used with StrictPriority: urgent before reply before
+// marketing.
+func Queues() map[string]int {
+	return map[string]int{QueueUrgent: 6, QueueReply: 3, QueueMarketing: 1}
+}
+
+// queueNames are the engine's queues, most urgent first.
+var queueNames = []string{QueueUrgent, QueueReply, QueueMarketing}
 
 // Retry delays of the engine's tasks: the first retry after RetryDelayMin,
 // doubling up to RetryDelayMax.
@@ -52,10 +79,28 @@ type routePayload struct {
 	IDs []int64 `json:"ids"`
 }
 
-// NewRouteEventsTask returns a task that routes the events with these ids.
-func NewRouteEventsTask(ids []int64) *asynq.Task {
+// NewRouteEventsTask returns a task that routes the events with these ids,
+// on queue ("": QueueMarketing).
+func NewRouteEventsTask(ids []int64, queue string) *asynq.Task {
 	b, _ := json.Marshal(routePayload{IDs: ids}) // a slice of ints always marshals
-	return asynq.NewTask(TypeRouteEvents, b, asynq.MaxRetry(5), asynq.Timeout(2*time.Minute))
+	if queue == "" {
+		queue = QueueMarketing
+	}
+	return asynq.NewTask(TypeRouteEvents, b, asynq.MaxRetry(5), asynq.Timeout(2*time.Minute), asynq.Queue(queue))
+}
+
+// EventQueue is the queue an event is routed on: QueueUrgent for a WeCom
+// add carrying a welcome_code, QueueMarketing for what the brand's systems,
+// imports and the engine emit, QueueReply for every other member action.
+func EventQueue(ev *model.Event) string {
+	if code, _ := ev.Props["welcome_code"].(string); code != "" {
+		return QueueUrgent
+	}
+	switch ev.Source {
+	case events.API{}.Name(), events.Import{}.Name(), events.Engine{}.Name():
+		return QueueMarketing
+	}
+	return QueueReply
 }
 
 // HandleRouteEventsTask routes the task's events (see Engine.Route).
@@ -64,15 +109,23 @@ func (e *Engine) HandleRouteEventsTask(ctx context.Context, t *asynq.Task) error
 	if err := json.Unmarshal(t.Payload(), &p); err != nil {
 		return fmt.Errorf("journey: bad %s payload: %v: %w", TypeRouteEvents, err, asynq.SkipRetry)
 	}
+	if q, _ := asynq.GetQueueName(ctx); q == QueueUrgent {
+		// Not gathered with other tasks: a welcome waits for no batch.
+		return e.route(ctx, p.IDs)
+	}
 	return e.Route(ctx, p.IDs...)
 }
 
-// NewRunStepTask returns a task that runs the step visit at due. Its task id
-// names the visit and due time, so the sweeper and the engine enqueueing the
-// same visit twice yields one task.
-func NewRunStepTask(visitID int64, due time.Time) (*asynq.Task, []asynq.Option) {
+// NewRunStepTask returns a task that runs the step visit at due, on queue
+// ("": QueueMarketing). Its task id names the visit and due time, so the
+// sweeper and the engine enqueueing the same visit twice yields one task.
+func NewRunStepTask(visitID int64, due time.Time, queue string) (*asynq.Task, []asynq.Option) {
+	if queue == "" {
+		queue = QueueMarketing
+	}
 	return asynq.NewTask(TypeRunStep, []byte(strconv.FormatInt(visitID, 10))),
 		[]asynq.Option{
+			asynq.Queue(queue),
 			asynq.TaskID(StepTaskID(visitID, due)),
 			asynq.ProcessAt(due),
 			asynq.MaxRetry(10),

@@ -296,6 +296,9 @@ const (
 	DeliverySandbox = "sandbox" // logged only: no real credentials
 	DeliveryFailed  = "failed"
 	DeliveryUnknown = "unknown" // the process died mid-send; never re-sent
+	// DeliveryHeld waits for a spent quota (45009 until the daily reset):
+	// the step is retried then.
+	DeliveryHeld = "held"
 )
 
 // Delivery is one message on one channel for one step visit;

@@ -103,3 +103,10 @@ func (s *Sender) settle(ctx context.Context, appid string, msg channels.Message,
 		s.log.Warn("WeChat daily quota spent: sends held until it resets", "appid", appid, "api", apiOf(msg.Channel), "until", until)
 	}
 }
+
+// Allowance returns the customer-service allowance the sender keeps, nil
+// when it keeps none.
+func (s *Sender) Allowance() *Allowance { return s.allowance }
+
+// Holds returns the daily-quota holds the sender keeps, nil when none.
+func (s *Sender) Holds() *channels.Holds { return s.holds }

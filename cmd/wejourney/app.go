@@ -283,6 +283,18 @@ func newWeChat(cfg config.Config, accounts *model.Accounts, rdb redis.UniversalC
 		APIBase: cfg.WeChatAPIBase, HTTPClient: wechat.NewHTTPClient(64, 10*time.Second)}
 	if rdb != nil {
 		wxCfg.Cache = wechat.NewRedisCache(rdb)
+		// Validated with the configuration.
+		event, message, _ := cfg.Allowance()
+		rates, _ := cfg.Rates()
+		wxCfg.Allowance = wechat.NewAllowance(rdb, wechat.AllowanceConfig{Event: event, Message: message})
+		wxCfg.Holds = channels.NewHolds(rdb)
+		wxCfg.Limiter = channels.NewRedisLimiter(rdb)
+		wxCfg.Rates = map[string]channels.Rate{}
+		for _, api := range []string{wechat.APICustom, wechat.APITemplate, wechat.APISubscribe} {
+			if r, ok := rates["wechat."+api]; ok {
+				wxCfg.Rates[api] = r
+			}
+		}
 	}
 	return wechat.NewSender(wxCfg)
 }
@@ -317,7 +329,7 @@ func (a *App) newEngine(senders *channels.Registry) *journey.Engine {
 	return journey.New(journey.Config{DB: a.DB, Queue: a.queue, Senders: senders, Logger: a.Log,
 		Gate: gate, BaseContext: a.runCtx, Metrics: a.registry, Sources: a.sources,
 		Inspector: asynq.NewInspectorFromRedisClient(a.rdb), MergeBy: mergeBy,
-		Enrich: unionids{users: a.wechat, contacts: a.wecom}})
+		Enrich: unionids{users: a.wechat, contacts: a.wecom}, Observe: a.observer()})
 }
 
 // syncJourneys loads the journeys of WEJOURNEY_JOURNEYS_DIR. Demo journeys
@@ -403,7 +415,11 @@ func newWorker(redisOpt asynq.RedisConnOpt, opts Options, log *slog.Logger) *asy
 		return nil
 	}
 	return asynq.NewServer(redisOpt, asynq.Config{
-		Concurrency:              opts.Concurrency,
+		Concurrency: opts.Concurrency,
+		// Welcome codes, then members' own actions, then marketing: a
+		// burst of marketing never delays a welcome.
+		Queues:                   journey.Queues(),
+		StrictPriority:           true,
 		TaskCheckInterval:        20 * time.Millisecond,
 		DelayedTaskCheckInterval: time.Second,
 		Logger:                   asynqLogger{log},
