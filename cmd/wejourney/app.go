@@ -365,7 +365,7 @@ func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Serv
 		DB: a.DB, Ingestor: a.ingestor, Accounts: accounts, Registry: a.registry, Logger: a.Log,
 		Ready: a.ready, Sources: a.sources, Followers: a.followers,
 		Admin: handler.NewAdmin(adminConfig(a.runCtx, a.DB, secret.Value, a.Cfg, a.Log)),
-		Codes: newCodes(a.Cfg, a.DB, a.wechat, a.wecom, a.Log),
+		Codes: newCodes(a.Cfg, a.DB, a.wechat, a.wecom, a.Log), Holds: channels.NewHolds(a.rdb),
 	}
 	// The events API's limit per key: shared by the web processes through
 	// Redis (each process on its own while Redis is down), none with

@@ -70,6 +70,9 @@ type benchOpts struct {
 	bin string
 	// roleSet records that --role was given (cluster mode refuses it).
 	roleSet bool
+	// failEvery makes the fake WeChat API answer -1 (system busy) to every
+	// failEvery-th send; 0: never.
+	failEvery int
 }
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -94,6 +97,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.workers, "workers", 0, "cluster mode: start this many serve --role=worker processes")
 	fs.BoolVar(&o.killWorker, "kill-worker", false, "cluster mode: kill -9 the first worker once half of the burst's callbacks are acknowledged; its work is recovered after the 5 s lease, or after 1 min for unrouted events while the queue has a backlog: raise --settle to match")
 	fs.StringVar(&o.bin, "bin", "", "cluster mode: the wejourney binary to start (default: this one)")
+	fs.IntVar(&o.failEvery, "fail-every", 0, "the fake WeChat API answers errcode -1 (system busy) to every Nth send, which must be retried: every follow still gets its welcome once (0: never)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole bench to this file")
 	cfg, err := loadConfig(fs, args, stdout)
 	if err != nil {
@@ -155,6 +159,8 @@ func (o benchOpts) check() error {
 		return fmt.Errorf("--role: want all or web, got %q", o.role)
 	case o.preload < 0:
 		return fmt.Errorf("--preload: want 0 or more members, got %d", o.preload)
+	case o.failEvery < 0 || o.failEvery == 1:
+		return fmt.Errorf("--fail-every: want 0 (never) or 2 or more, got %d", o.failEvery)
 	case o.target != "" && (o.databaseURL != "" || o.redisURL != "" || o.reset || o.preload > 0):
 		return errors.New("--database-url, --redis-url, --reset and --preload are for the embedded server: drop --target, or prepare the target's stores yourself")
 	case o.reset && o.databaseURL == "" && o.redisURL == "":
@@ -179,7 +185,7 @@ func (a *arrivals) record(m fakewx.Message) {
 
 func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stderr io.Writer) error {
 	arr := &arrivals{at: map[string][]time.Time{}}
-	fakeCfg := fakewx.Config{OnMessage: arr.record, UnionIDs: o.unionIDs}
+	fakeCfg := fakewx.Config{OnMessage: arr.record, UnionIDs: o.unionIDs, FailEvery: o.failEvery}
 	target := o.target
 	desc := "external server " + target
 	if target != "" {
@@ -229,7 +235,7 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 	if err != nil {
 		return err
 	}
-	run := &followRuns{o: o, cfg: cfg, arr: arr, sims: []*wxsim.Client{sim}, client: benchClient(o)}
+	run := &followRuns{o: o, cfg: cfg, arr: arr, sims: []*wxsim.Client{sim}, client: benchClient(o), busy: fake.Busy}
 	run.header(stdout, desc)
 	if app != nil {
 		if run.readRows, run.rdbState, err = watchStores(ctx, app.DB, app.rdb, cfg, o, stdout, stderr); err != nil {
@@ -302,6 +308,8 @@ type followRuns struct {
 	// gone, when set, says how many of the openids will never get their
 	// message (see follows.outcome).
 	gone func(openids []string) int
+	// busy, when set, says how many sends the fake WeChat API answered -1.
+	busy func() int
 	// explainLost, when set, returns lines that say why the openids of
 	// the follows without a message got none.
 	explainLost func(openids []string) string
@@ -428,6 +436,9 @@ func (r *followRuns) run(ctx context.Context, stdout io.Writer) error {
 		if r.burstNote != nil {
 			fmt.Fprint(stdout, r.burstNote())
 		}
+	}
+	if r.busy != nil && o.failEvery > 0 {
+		fmt.Fprintf(stdout, "fake WeChat answered -1 (system busy) to %d sends (every %dth): each was retried, and each follow got its welcome exactly once when lost and doubled are 0\n", r.busy(), o.failEvery)
 	}
 	if r.rdbState != nil {
 		fmt.Fprintf(stdout, "redis after: %s\n", r.rdbState())

@@ -397,7 +397,7 @@ func runCluster(ctx context.Context, o benchOpts, stdout, stderr io.Writer) (err
 		}
 	}
 	arr := &arrivals{at: map[string][]time.Time{}}
-	fake := fakewx.New(fakewx.Config{OnMessage: arr.record, UnionIDs: o.unionIDs})
+	fake := fakewx.New(fakewx.Config{OnMessage: arr.record, UnionIDs: o.unionIDs, FailEvery: o.failEvery})
 	defer fake.Close()
 
 	dir, err := os.MkdirTemp("", "wejourney-cluster")
@@ -454,7 +454,7 @@ func runCluster(ctx context.Context, o benchOpts, stdout, stderr io.Writer) (err
 			return err
 		}
 	}
-	run := &followRuns{o: o, cfg: cfg, arr: arr, sims: sims, client: benchClient(o),
+	run := &followRuns{o: o, cfg: cfg, arr: arr, sims: sims, client: benchClient(o), busy: fake.Busy,
 		gone: func(ids []string) int {
 			if len(ids) > clusterGoneMax {
 				return 0 // the backlog is still draining, or much is lost: wait

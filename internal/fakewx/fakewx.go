@@ -64,6 +64,10 @@ type Config struct {
 	// follower with the unionid "u" + openid: an account bound to the Open
 	// Platform, where every follow's lookup finds a unionid.
 	UnionIDs bool
+	// FailEvery, when positive, answers every FailEvery-th send request
+	// (customer-service and template, counted together) with errcode -1
+	// ("system busy"), recording nothing: the sender must retry it.
+	FailEvery int
 }
 
 // Message is one message accepted by the fake.
@@ -100,6 +104,8 @@ type Server struct {
 	httpStatus int                  // non-zero: send endpoints answer this status
 	drop       bool                 // send endpoints close the connection unanswered
 	fetches    int
+	sends      int // send requests past the token and body checks
+	busy       int // of which answered -1 by FailEvery
 	users      *users // the user-management APIs (fakewx_users.go)
 	tokenSeq   int64
 	templateID int64
@@ -422,7 +428,25 @@ func (s *Server) readSend(w http.ResponseWriter, r *http.Request) (body []byte, 
 		writeErr(w, 44002)
 		return nil, "", false
 	}
+	s.mu.Lock()
+	s.sends++
+	busy := s.cfg.FailEvery > 0 && s.sends%s.cfg.FailEvery == 0
+	if busy {
+		s.busy++
+	}
+	s.mu.Unlock()
+	if busy {
+		writeErr(w, -1)
+		return nil, "", false
+	}
 	return body, info.appID, true
+}
+
+// Busy returns how many send requests FailEvery answered with -1.
+func (s *Server) Busy() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.busy
 }
 
 // injected returns the errcode set with SetError for openid, or 0.
