@@ -80,6 +80,9 @@ type Config struct {
 	MiniProgram       MiniProgramSessions
 	MiniProgramAppID  string
 	MiniProgramSecret []byte
+	// Senders serves test sends of the admin API (POST
+	// /api/v1/channels/{channel}/test); nil leaves the route out.
+	Senders ChannelSender
 	// Followers runs follower imports for the admin API
 	// (/api/v1/followers/sync); nil leaves those routes out.
 	Followers FollowerSyncer
@@ -195,6 +198,7 @@ func (h *Handler) routes() http.Handler {
 		api.GET("/journeys", a.listJourneys)
 		api.GET("/deliveries", a.listDeliveries)
 		h.codeRoutes(api)
+		h.channelRoutes(api)
 		if cfg.Followers != nil {
 			api.POST("/followers/sync", h.startFollowerSync)
 			api.GET("/followers/sync", h.followerSyncStatus)
