@@ -75,9 +75,10 @@ const (
 // calendar month.
 const GroupMessagesPerMonth = 4
 
-// Rates the Sender asks of its Limiter, per app and API. WeCom's own
-// published limit is per corp and API (10,000 calls a minute); these stay
-// below it and spread the load.
+// Rates the Sender asks of its Limiter, per app and API. WeCom limits
+// calls per corp and API by the minute and hour (10,000 a minute is the
+// figure usually cited; not verified here) and answers 45009/45033 beyond
+// them: these rates are wejourney's own, well below, to spread the load.
 var (
 	// RateWelcome: send_welcome_msg must go out within 20 s of the add, so
 	// its allowance is large (150/s).
