@@ -75,6 +75,18 @@ const (
 // calendar month.
 const GroupMessagesPerMonth = 4
 
+// API names of the sending APIs: the last part of the Limiter's keys
+// ("wecom:<app>:<api>") and the keys of SenderConfig.Rates.
+const (
+	APIWelcome      = "send_welcome_msg"
+	APIAppMessage   = "message_send"
+	APIMarkTag      = "mark_tag"
+	APIGroupMessage = "add_msg_template"
+)
+
+// APIs lists the sending APIs' names.
+var APIs = []string{APIWelcome, APIAppMessage, APIMarkTag, APIGroupMessage}
+
 // Rates the Sender asks of its Limiter, per app and API. WeCom limits
 // calls per corp and API by the minute and hour (10,000 a minute is the
 // figure usually cited; not verified here) and answers 45009/45033 beyond
@@ -110,6 +122,9 @@ type SenderConfig struct {
 	// Limiter spends a call of each API per app ("wecom:<app>:<api>");
 	// nil: no limit.
 	Limiter channels.Limiter
+	// Rates overrides the default rate (RateWelcome, ...) of an API, by
+	// its name (APIWelcome, ...).
+	Rates map[string]channels.Rate
 	// Redis counts the group messages each customer received this month;
 	// nil: no counting (WeCom refuses the fifth itself).
 	Redis redis.UniversalClient
@@ -210,10 +225,13 @@ func untilMidnight(now time.Time) time.Duration {
 	return next.Sub(now)
 }
 
-// take spends one call of api for app.
+// take spends one call of api for app: its rate from Config.Rates, else r.
 func (s *Sender) take(ctx context.Context, app, api string, r channels.Rate) error {
 	if s.cfg.Limiter == nil {
 		return nil
+	}
+	if o, ok := s.cfg.Rates[api]; ok {
+		r = o
 	}
 	return s.cfg.Limiter.Take(ctx, "wecom:"+app+":"+api, r)
 }
@@ -293,7 +311,7 @@ func (s *Sender) welcome(ctx context.Context, app string, msg channels.Message) 
 	if len(att) > 0 {
 		body["attachments"] = att
 	}
-	if err := s.take(ctx, app, "send_welcome_msg", RateWelcome); err != nil {
+	if err := s.take(ctx, app, APIWelcome, RateWelcome); err != nil {
 		return channels.Result{}, err
 	}
 	err = s.cfg.Client.Call(ctx, app, sendWelcomePath, nil, body, nil)
@@ -333,7 +351,7 @@ func (s *Sender) text(ctx context.Context, app string, msg channels.Message) (ch
 		return channels.Result{}, err
 	}
 	body := map[string]any{"touser": to, "msgtype": "text", "agentid": agent, "text": map[string]string{"content": msg.Text}}
-	if err := s.take(ctx, app, "message_send", RateAppMessage); err != nil {
+	if err := s.take(ctx, app, APIAppMessage, RateAppMessage); err != nil {
 		return channels.Result{}, err
 	}
 	var ans struct {
@@ -384,7 +402,7 @@ func (s *Sender) markTag(ctx context.Context, app string, msg channels.Message) 
 	if len(remove) > 0 {
 		body["remove_tag"] = remove
 	}
-	if err := s.take(ctx, app, "mark_tag", RateMarkTag); err != nil {
+	if err := s.take(ctx, app, APIMarkTag, RateMarkTag); err != nil {
 		return channels.Result{}, err
 	}
 	return channels.Result{}, s.cfg.Client.Call(ctx, app, markTagPath, nil, body, nil)
@@ -417,7 +435,7 @@ func (s *Sender) groupMessage(ctx context.Context, app string, msg channels.Mess
 	if len(att) > 0 {
 		body["attachments"] = att
 	}
-	if err := s.take(ctx, app, "add_msg_template", RateGroupMessage); err != nil {
+	if err := s.take(ctx, app, APIGroupMessage, RateGroupMessage); err != nil {
 		return channels.Result{}, err
 	}
 	release, err := s.countGroupMessage(ctx, app, ext)

@@ -171,9 +171,17 @@ func TestTextToRep(t *testing.T) {
 	}
 	wantBody(t, body(t, f.fk, fakewecom.MessageSendPath), map[string]any{
 		"touser": "rep1", "msgtype": "text", "agentid": 1000002, "text": map[string]any{"content": "a customer from store_001 just added you"}})
-	if f.lim.keys[0] != "wecom:"+app+":message_send" {
-		t.Errorf("limiter key %v", f.lim.keys)
+	if f.lim.keys[0] != "wecom:"+app+":message_send" || f.lim.rates[0] != RateAppMessage {
+		t.Errorf("limiter asked %v %v", f.lim.keys, f.lim.rates)
 	}
+	f.s.cfg.Rates = map[string]channels.Rate{APIAppMessage: {N: 5, Per: time.Second}}
+	if _, err := f.s.Send(ctx, channels.Message{Channel: channels.WeComText, Text: "x", Extra: map[string]string{"user_id": "rep1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.lim.rates[1]; r != (channels.Rate{N: 5, Per: time.Second}) {
+		t.Errorf("configured rate: limiter asked %v", r)
+	}
+	f.s.cfg.Rates = nil
 
 	// extra.to_user wins over the event's rep; the app comes from extra.wecom_app.
 	f.fk.SetInvalidUsers("rep_gone")
