@@ -284,8 +284,8 @@ func Setup(channel string) string {
 		return "configure an Official Account: WEJOURNEY_WECHAT_APPID"
 	case WeChatSubscribe:
 		return "subscription messages are not implemented yet"
-	case WeComWelcome, WeComText:
-		return "WeCom sending is not implemented yet"
+	case WeComWelcome, WeComText, WeComMarkTag, WeComGroupMessage:
+		return "configure a WeCom app: WEJOURNEY_WECOM_CORPID, WEJOURNEY_WECOM_AGENTID and WEJOURNEY_WECOM_SECRET (or add one in the admin)"
 	case SMS:
 		return "set WEJOURNEY_SMS_PROVIDER=log (the only SMS provider today)"
 	case Email:

@@ -83,6 +83,9 @@ type Config struct {
 	// Holds lists the provider APIs held until their daily quota resets
 	// (/api/v1/channels/holds); nil leaves those routes out.
 	Holds QuotaHolds
+	// Senders serves test sends of the admin API (POST
+	// /api/v1/channels/{channel}/test); nil leaves the route out.
+	Senders ChannelSender
 	// Followers runs follower imports for the admin API
 	// (/api/v1/followers/sync); nil leaves those routes out.
 	Followers FollowerSyncer
@@ -199,6 +202,7 @@ func (h *Handler) routes() http.Handler {
 		api.GET("/deliveries", a.listDeliveries)
 		h.codeRoutes(api)
 		h.holdRoutes(api)
+		h.channelRoutes(api)
 		if cfg.Followers != nil {
 			api.POST("/followers/sync", h.startFollowerSync)
 			api.GET("/followers/sync", h.followerSyncStatus)

@@ -425,11 +425,13 @@ func (c *Client) Image(ctx context.Context, rawURL string) ([]byte, string, erro
 
 // Classify turns a WeCom errcode into a *channels.Error: 45009, 45011,
 // 45033 and 45035 are channels.ErrQuota (45011 with a minute's
-// RetryAfter); 84061 (not an external contact of the rep) is
-// channels.ErrUnreachable; bad credentials, ids and parameters (40001,
-// 40003, 40013, 40056, 40096, 40058, 41002, 41004, 41011, 48002, 60011,
-// 60020, 60111, 82001) are channels.ErrPermanent; other codes (-1 busy, ...)
-// are temporary (Class nil). Code 0 is nil.
+// RetryAfter, 45033 — too many concurrent calls — with a second's);
+// 84061 (not an external contact of the rep), 40096 (invalid
+// external_userid) and 41051 (welcome_code already used) are
+// channels.ErrUnreachable; bad credentials, ids, parameters and
+// permissions (40001, 40003, 40013, 40056, 40058, 41002, 41004, 41011,
+// 48002, 60011, 60020, 60111, 82001, 301002) are channels.ErrPermanent;
+// other codes (-1 busy, ...) are temporary (Class nil). Code 0 is nil.
 func Classify(code int, msg string) error {
 	if code == 0 {
 		return nil
@@ -441,25 +443,30 @@ func Classify(code int, msg string) error {
 		45033, // too many concurrent calls
 		45035: // day quota of the external-contact API
 		e.Class = channels.ErrQuota
-		if code == 45011 {
+		switch code {
+		case 45011:
 			e.RetryAfter = time.Minute
+		case 45033:
+			e.RetryAfter = time.Second
 		}
-	case 84061: // no such external contact relation
+	case 84061, // no such external contact relation
+		40096, // invalid external userid
+		41051: // welcome_code used (externaluser has started chatting)
 		e.Class = channels.ErrUnreachable
 	case 40001, // invalid secret
-		40003, // invalid userid
-		40013, // invalid corpid
-		40056, // invalid agentid
-		40058, // invalid parameter
-		40096, // invalid external userid
-		41002, // corpid missing
-		41004, // secret missing
-		41011, // agentid missing
-		48002, // API forbidden (no permission)
-		60011, // no privilege for the user
-		60020, // IP not allowed
-		60111, // userid not found
-		82001: // the reps are outside the app's visible range
+		40003,  // invalid userid
+		40013,  // invalid corpid
+		40056,  // invalid agentid
+		40058,  // invalid parameter
+		41002,  // corpid missing
+		41004,  // secret missing
+		41011,  // agentid missing
+		48002,  // API forbidden (no permission)
+		60011,  // no privilege for the user
+		60020,  // IP not allowed
+		60111,  // userid not found
+		82001,  // the reps are outside the app's visible range
+		301002: // no permission for the API (the app lacks it)
 		e.Class = channels.ErrPermanent
 	}
 	return e

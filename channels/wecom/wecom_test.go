@@ -149,7 +149,7 @@ func TestErrorsClassifiedAndRedacted(t *testing.T) {
 			}, channels.ErrQuota, 45009},
 		{"not an external contact", nil, secret, func(c *Client) error { _, err := c.ExternalContact(ctx, app, "wm-unknown"); return err }, channels.ErrUnreachable, 84061},
 		{"invalid external userid", func(fk *fakewecom.Server) { fk.SetError(fakewecom.ExternalContactPath, 40096) }, secret,
-			func(c *Client) error { _, err := c.ExternalContact(ctx, app, "bad"); return err }, channels.ErrPermanent, 40096},
+			func(c *Client) error { _, err := c.ExternalContact(ctx, app, "bad"); return err }, channels.ErrUnreachable, 40096},
 		{"busy", func(fk *fakewecom.Server) { fk.SetError(fakewecom.ExternalContactPath, -1) }, secret,
 			func(c *Client) error { _, err := c.ExternalContact(ctx, app, "wm1"); return err }, nil, -1},
 	} {

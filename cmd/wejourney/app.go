@@ -73,10 +73,11 @@ type App struct {
 	// AdminPassword is set when this start created the admin user.
 	AdminPassword string
 
-	secrets   *model.SecretBox // account secrets at rest
-	wechat    *wechat.Sender   // the Official Account API: sends and every other call
-	wecom     *wecom.Client    // the WeCom API
-	sources   *events.Registry // event sources, shared by the engine and the events API
+	secrets   *model.SecretBox   // account secrets at rest
+	wechat    *wechat.Sender     // the Official Account API: sends and every other call
+	wecom     *wecom.Client      // the WeCom API
+	senders   *channels.Registry // every channel's sender (the engine's, and the admin API's test sends)
+	sources   *events.Registry   // event sources, shared by the engine and the events API
 	mini      *miniredis.Miniredis
 	redisOpt  asynq.RedisConnOpt
 	rdb       redis.UniversalClient
@@ -135,6 +136,7 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 		a.followers = followers.New(followers.Config{DB: a.DB, Client: a.wechat, Events: a.ingestor,
 			BaseContext: a.runCtx, Logger: a.Log})
 	}
+	a.senders = senders
 	a.Engine = a.newEngine(senders)
 	a.syncJourneys(ctx)
 	if a.http, err = a.newHTTP(ctx, accounts); err != nil {
@@ -266,6 +268,7 @@ type senderDeps struct {
 func buildSenders(d senderDeps) (*channels.Registry, error) {
 	senders := channels.NewRegistry()
 	senders.Add(d.wechat)
+	addWeComSenders(senders, d)
 	logOnly := logSender{d.log}
 	if d.cfg.SMSProvider == "log" {
 		senders.Register(channels.SMS, logOnly, channels.Capabilities{Address: channels.ByPhone, Requires: []string{"template"}})
@@ -365,7 +368,7 @@ func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Serv
 		DB: a.DB, Ingestor: a.ingestor, Accounts: accounts, Registry: a.registry, Logger: a.Log,
 		Ready: a.ready, Sources: a.sources, Followers: a.followers,
 		Admin: handler.NewAdmin(adminConfig(a.runCtx, a.DB, secret.Value, a.Cfg, a.Log)),
-		Codes: newCodes(a.Cfg, a.DB, a.wechat, a.wecom, a.Log), Holds: channels.NewHolds(a.rdb),
+		Codes: newCodes(a.Cfg, a.DB, a.wechat, a.wecom, a.Log), Holds: channels.NewHolds(a.rdb), Senders: a.senders,
 	}
 	// The events API's limit per key: shared by the web processes through
 	// Redis (each process on its own while Redis is down), none with

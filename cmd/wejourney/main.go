@@ -81,6 +81,9 @@ usage:
   wejourney contact-ways list                list contact-me links with their adds, members, first and last touch
   wejourney followers sync [--appid APPID] [--restart]
                                              import the Official Account's existing followers (resumes a stopped sync)
+  wejourney channels                         list the channels this configuration serves and who delivers each
+  wejourney channels test CHANNEL --to ADDRESS [--text T] [--template T] [--param k=v]... [--extra k=v]... [--appid A]
+                                             send one test message outside any journey; exit 1 when refused
   wejourney help [COMMAND]                   this text, or a command's usage and flags
   wejourney version                          the version of this binary (also --version)
 
@@ -138,6 +141,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return contactWaysCmd(ctx, args, stdout, stderr)
 	case "followers":
 		return followersCmd(ctx, args, stdout, stderr)
+	case "channels":
+		return channelsCmd(ctx, args, stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q (see wejourney help)", cmd)

@@ -21,6 +21,14 @@
 //   - GET /cgi-bin/externalcontact/get?external_userid= answers a contact
 //     registered with AddContact (84061 for an unknown one, 40096 for an
 //     empty id).
+//   - The sending APIs (send.go) record every request body with the time it
+//     was received (Requests): send_welcome_msg (a welcome_code is taken
+//     once, within 20 s of IssueWelcomeCode: 41051 when used again, 41050
+//     when expired), message/send (invaliduser for users named with
+//     SetInvalidUsers), externalcontact/mark_tag and
+//     externalcontact/add_msg_template (fail_list for customers named with
+//     SetGroupFail). SetFailFraction makes a fraction of a path's calls
+//     answer -1 (system busy).
 package fakewecom
 
 import (
@@ -32,6 +40,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	qrcode "github.com/skip2/go-qrcode"
@@ -92,6 +101,15 @@ type Server struct {
 	errs     map[string]int // path -> injected errcode
 	calls    map[string]int // path -> requests
 	seq      int
+
+	now       func() time.Time
+	reqs      map[string][]Request
+	welcome   map[string]*welcomeCode
+	welcomes  []WelcomeCall
+	invalid   map[string]bool // userids message/send cannot reach
+	groupFail map[string]bool // external_userids add_msg_template refuses
+	failFrac  map[string]float64
+	failSeen  map[string]int
 }
 
 type tokenInfo struct {
@@ -102,12 +120,15 @@ type tokenInfo struct {
 // New starts a fake on 127.0.0.1.
 func New() *Server {
 	s := &Server{corps: map[string]string{}, tokens: map[string]tokenInfo{}, contacts: map[string]Contact{},
-		errs: map[string]int{}, calls: map[string]int{}}
+		errs: map[string]int{}, calls: map[string]int{}, now: time.Now, reqs: map[string][]Request{},
+		welcome: map[string]*welcomeCode{}, invalid: map[string]bool{}, groupFail: map[string]bool{},
+		failFrac: map[string]float64{}, failSeen: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc(TokenPath, s.handleToken)
 	mux.HandleFunc(AddContactWayPath, s.handleAddContactWay)
 	mux.HandleFunc(ExternalContactPath, s.handleExternalContact)
 	mux.HandleFunc(qrPrefix, s.handleQR)
+	s.sendRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "fakewecom: no such API: "+r.URL.Path, http.StatusNotFound)
 	})
@@ -188,6 +209,9 @@ var errMsgs = map[int]string{
 	41002: "corpid missing",
 	41004: "corpsecret missing",
 	42001: "access_token expired",
+	-1:    "system busy",
+	41050: "welcome_code expired",
+	41051: "externaluser has started chatting",
 	45009: "api freq out of limit",
 	84061: "not external contact",
 }
@@ -256,6 +280,10 @@ func (s *Server) checkCall(w http.ResponseWriter, r *http.Request) (string, bool
 	}
 	if code := s.errs[r.URL.Path]; code != 0 {
 		writeErr(w, code, "")
+		return "", false
+	}
+	if s.busy(r.URL.Path) {
+		writeErr(w, -1, "")
 		return "", false
 	}
 	return info.corpID, true

@@ -104,8 +104,8 @@ type Server struct {
 	httpStatus int                  // non-zero: send endpoints answer this status
 	drop       bool                 // send endpoints close the connection unanswered
 	fetches    int
-	sends      int // send requests past the token and body checks
-	busy       int // of which answered -1 by FailEvery
+	sends      int    // send requests past the token and body checks
+	busy       int    // of which answered -1 by FailEvery
 	users      *users // the user-management APIs (fakewx_users.go)
 	tokenSeq   int64
 	templateID int64
