@@ -45,9 +45,9 @@ const (
 	// WeComGroupMessage creates a customer group-send task the rep confirms
 	// (externalcontact/add_msg_template).
 	WeComGroupMessage = "wecom.group_message"
-	SMS                   = "sms"
-	Email                 = "email"
-	Webhook               = "webhook"
+	SMS               = "sms"
+	Email             = "email"
+	Webhook           = "webhook"
 )
 
 // Error classes. Wrap them (fmt.Errorf("...: %w", ErrUnreachable)) or use
