@@ -287,7 +287,7 @@ func Setup(channel string) string {
 	case WeComWelcome, WeComText:
 		return "WeCom sending is not implemented yet"
 	case SMS:
-		return "set WEJOURNEY_SMS_PROVIDER to aliyun, tencent or webhook with its keys (or log: development, SMS are logged, not sent)"
+		return "set WEJOURNEY_SMS_PROVIDER=log (development: SMS are logged, not sent), or aliyun, tencent or webhook with its keys"
 	case Email:
 		return "leave WEJOURNEY_SMTP_URL unset and emails are logged (email over SMTP is not implemented yet)"
 	case Webhook:
