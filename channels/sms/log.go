@@ -23,5 +23,5 @@ func (logProvider) idempotencyField() string { return "" }
 func (p logProvider) send(_ context.Context, phone string, msg channels.Message) (channels.Result, error) {
 	p.log.Info("sms: "+LogNotice, "phone", phone, "template", msg.Template, "params", msg.Data,
 		"category", msg.Category, "key", msg.IdempotencyKey)
-	return channels.Result{Sandbox: true, ProviderID: "log: not sent"}, nil
+	return channels.Result{Sandbox: true, ProviderID: "development log provider: not sent"}, nil
 }
