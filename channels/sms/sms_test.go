@@ -407,3 +407,35 @@ func TestNewNamesMissingSettings(t *testing.T) {
 		}
 	}
 }
+
+// A provider that takes the request and does not answer in time may have
+// sent the SMS: the error says so (context.DeadlineExceeded), so the
+// engine records the delivery as unknown instead of sending it twice
+// through a provider that does not dedupe.
+func TestTimeoutIsAmbiguous(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hang.Close()
+	defer close(release)
+	for _, cfg := range []Config{
+		{Provider: Aliyun, SignName: "s", AliyunAccessKeyID: "a", AliyunAccessKeySecret: "b", AliyunEndpoint: hang.URL},
+		{Provider: Tencent, SignName: "s", TencentSecretID: "a", TencentSecretKey: "b", TencentSDKAppID: "1", TencentEndpoint: hang.URL},
+	} {
+		cfg.Timeout, cfg.Logger = time.Second, quiet
+		s, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.Send(context.Background(), message())
+		var cerr *channels.Error
+		if !errors.Is(err, context.DeadlineExceeded) || errors.As(err, &cerr) || s.Channels()[channels.SMS].Resend {
+			t.Errorf("%s: a call that timed out: %v; want an error wrapping context.DeadlineExceeded, no provider answer, and no resend", cfg.Provider, err)
+		}
+	}
+}
