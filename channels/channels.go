@@ -287,7 +287,7 @@ func Setup(channel string) string {
 	case WeComWelcome, WeComText, WeComMarkTag, WeComGroupMessage:
 		return "configure a WeCom app: WEJOURNEY_WECOM_CORPID, WEJOURNEY_WECOM_AGENTID and WEJOURNEY_WECOM_SECRET (or add one in the admin)"
 	case SMS:
-		return "set WEJOURNEY_SMS_PROVIDER=log (the only SMS provider today)"
+		return "set WEJOURNEY_SMS_PROVIDER=log (development: SMS are logged, not sent), or aliyun, tencent or webhook with its keys"
 	case Email:
 		return "leave WEJOURNEY_SMTP_URL unset and emails are logged (email over SMTP is not implemented yet)"
 	case Webhook:

@@ -97,11 +97,11 @@ func ParseRate(s string) (Rate, error) {
 		if strings.HasSuffix(per, "d") {
 			days, err := strconv.Atoi(strings.TrimSuffix(per, "d"))
 			if err != nil {
-				return Rate{}, fmt.Errorf("rate %q: bad period %q", s, per)
+				return Rate{}, fmt.Errorf("%q: the period %q is not s, m, h, d or a duration like 30m", s, per)
 			}
 			d = time.Duration(days) * 24 * time.Hour
 		} else if d, err = time.ParseDuration(per); err != nil {
-			return Rate{}, fmt.Errorf("rate %q: bad period %q", s, per)
+			return Rate{}, fmt.Errorf("%q: the period %q is not s, m, h, d or a duration like 30m", s, per)
 		}
 	}
 	if d <= 0 {

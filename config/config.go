@@ -75,10 +75,39 @@ type Config struct {
 	// Validate refuses it set, and email is logged ("would send").
 	SMTPURL   string `env:"WEJOURNEY_SMTP_URL" yaml:"smtp_url"`
 	EmailFrom string `env:"WEJOURNEY_EMAIL_FROM" yaml:"email_from"`
-	// SMSProvider sends SMS. Only "log" (messages are logged, not sent) is
-	// implemented; Validate refuses "aliyun", "tencent" and "webhook" until
-	// their senders exist.
+	// SMSProvider sends SMS: "aliyun", "tencent", "webhook" (the brand's
+	// own gateway) or "log" (development: messages are logged, not sent).
 	SMSProvider string `env:"WEJOURNEY_SMS_PROVIDER" yaml:"sms_provider"`
+	// SMSSignName is the approved SMS signature (签名): aliyun and tencent.
+	SMSSignName string `env:"WEJOURNEY_SMS_SIGN_NAME" yaml:"sms_sign_name"`
+	// Alibaba Cloud SMS: an AccessKey allowed dysmsapi:SendSms; the
+	// endpoint is a host (default dysmsapi.aliyuncs.com) or an http(s) URL.
+	SMSAliyunAccessKeyID     string `env:"WEJOURNEY_SMS_ALIYUN_ACCESS_KEY_ID" yaml:"sms_aliyun_access_key_id"`
+	SMSAliyunAccessKeySecret string `env:"WEJOURNEY_SMS_ALIYUN_ACCESS_KEY_SECRET" yaml:"sms_aliyun_access_key_secret"`
+	SMSAliyunEndpoint        string `env:"WEJOURNEY_SMS_ALIYUN_ENDPOINT" yaml:"sms_aliyun_endpoint"`
+	// Tencent Cloud SMS: a SecretId/SecretKey, the SMS application's
+	// SdkAppId, the region (default ap-guangzhou) and the endpoint (a host,
+	// default sms.tencentcloudapi.com, or an http(s) URL).
+	SMSTencentSecretID  string `env:"WEJOURNEY_SMS_TENCENT_SECRET_ID" yaml:"sms_tencent_secret_id"`
+	SMSTencentSecretKey string `env:"WEJOURNEY_SMS_TENCENT_SECRET_KEY" yaml:"sms_tencent_secret_key"`
+	SMSTencentSDKAppID  string `env:"WEJOURNEY_SMS_TENCENT_SDK_APP_ID" yaml:"sms_tencent_sdk_app_id"`
+	SMSTencentRegion    string `env:"WEJOURNEY_SMS_TENCENT_REGION" yaml:"sms_tencent_region"`
+	SMSTencentEndpoint  string `env:"WEJOURNEY_SMS_TENCENT_ENDPOINT" yaml:"sms_tencent_endpoint"`
+	// SMSWebhookURL and SMSWebhookSecret are the brand's SMS gateway and
+	// the key its requests are signed with (DESIGN.md's webhook contract).
+	SMSWebhookURL    string `env:"WEJOURNEY_SMS_WEBHOOK_URL" yaml:"sms_webhook_url"`
+	SMSWebhookSecret string `env:"WEJOURNEY_SMS_WEBHOOK_SECRET" yaml:"sms_webhook_secret"`
+	// SMSUplinkToken protects the providers' reply callbacks
+	// (/sms/aliyun/uplink?token=…, /sms/tencent/uplink?token=…): empty, the
+	// routes answer 404.
+	SMSUplinkToken string `env:"WEJOURNEY_SMS_UPLINK_TOKEN" yaml:"sms_uplink_token"`
+	// SMSPhoneRate bounds the SMS sent to one phone number, all processes
+	// together: comma-separated N/period ("5/h,10/d"; periods s, m, h, d or
+	// a Go duration, "3/30m"); empty for DefaultSMSPhoneRate; "0" for none.
+	SMSPhoneRate string `env:"WEJOURNEY_SMS_PHONE_RATE" yaml:"sms_phone_rate"`
+	// SMSRate bounds calls to the SMS provider, all processes together
+	// ("100/s"); empty for DefaultSMSRate; "0" for none.
+	SMSRate string `env:"WEJOURNEY_SMS_RATE" yaml:"sms_rate"`
 
 	// PublicURL is the public base URL (callback URLs shown to operators,
 	// tracking links); empty: http:// + HTTPAddr.
@@ -315,13 +344,7 @@ func (c Config) Validate() error {
 		// Not echoed: the URL holds the SMTP password.
 		bad("WEJOURNEY_SMTP_URL", "email over SMTP is not implemented yet: leave WEJOURNEY_SMTP_URL unset and emails are logged")
 	}
-	switch c.SMSProvider {
-	case "log":
-	case "aliyun", "tencent", "webhook":
-		bad("WEJOURNEY_SMS_PROVIDER", "%q is not implemented yet: use log (SMS messages are logged, not sent)", c.SMSProvider)
-	default:
-		bad("WEJOURNEY_SMS_PROVIDER", "%q: want log (the only SMS provider today)", c.SMSProvider)
-	}
+	c.validateSMS(bad)
 	if c.PublicURL != "" {
 		if u, err := url.Parse(c.PublicURL); err != nil || !oneOf(u.Scheme, "http", "https") || u.Host == "" {
 			bad("WEJOURNEY_PUBLIC_URL", "%q is not an http(s) URL", c.PublicURL)

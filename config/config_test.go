@@ -79,14 +79,31 @@ func TestValidate(t *testing.T) {
 		{"bad secret key", func(c *Config) { c.SecretKey = "short" },
 			[]string{"WEJOURNEY_SECRET_KEY: key 1 is not 32 bytes of base64 or 64 hex digits (make one with: openssl rand -base64 32)"}},
 		{"bad sms provider", func(c *Config) { c.SMSProvider = "twilio" },
-			[]string{`WEJOURNEY_SMS_PROVIDER: "twilio": want log (the only SMS provider today)`}},
+			[]string{`WEJOURNEY_SMS_PROVIDER: "twilio": want aliyun, tencent, webhook or log (development: messages are logged, not sent)`}},
 		{"sms provider log", func(c *Config) { c.SMSProvider = "log" }, nil},
-		{"sms provider aliyun not implemented", func(c *Config) { c.SMSProvider = "aliyun" },
-			[]string{`WEJOURNEY_SMS_PROVIDER: "aliyun" is not implemented yet: use log (SMS messages are logged, not sent)`}},
-		{"sms provider tencent not implemented", func(c *Config) { c.SMSProvider = "tencent" },
-			[]string{`WEJOURNEY_SMS_PROVIDER: "tencent" is not implemented yet: use log (SMS messages are logged, not sent)`}},
-		{"sms provider webhook not implemented", func(c *Config) { c.SMSProvider = "webhook" },
-			[]string{`WEJOURNEY_SMS_PROVIDER: "webhook" is not implemented yet: use log (SMS messages are logged, not sent)`}},
+		{"sms provider aliyun without keys", func(c *Config) { c.SMSProvider = "aliyun" }, []string{
+			"WEJOURNEY_SMS_ALIYUN_ACCESS_KEY_ID: required with WEJOURNEY_SMS_PROVIDER=aliyun",
+			"WEJOURNEY_SMS_ALIYUN_ACCESS_KEY_SECRET: required with WEJOURNEY_SMS_PROVIDER=aliyun",
+			"WEJOURNEY_SMS_SIGN_NAME: required with WEJOURNEY_SMS_PROVIDER=aliyun",
+		}},
+		{"sms provider aliyun", func(c *Config) {
+			c.SMSProvider, c.SMSAliyunAccessKeyID, c.SMSAliyunAccessKeySecret, c.SMSSignName = "aliyun", "LTAI", "secret", "微旅程"
+		}, nil},
+		{"sms provider tencent without app id", func(c *Config) {
+			c.SMSProvider, c.SMSTencentSecretID, c.SMSTencentSecretKey, c.SMSSignName = "tencent", "AKID", "key", "微旅程"
+		}, []string{"WEJOURNEY_SMS_TENCENT_SDK_APP_ID: required with WEJOURNEY_SMS_PROVIDER=tencent"}},
+		{"sms provider webhook without secret, URL not echoed", func(c *Config) {
+			c.SMSProvider, c.SMSWebhookURL = "webhook", "ftp://user:pw@gw.example"
+		}, []string{
+			"WEJOURNEY_SMS_WEBHOOK_SECRET: required with WEJOURNEY_SMS_PROVIDER=webhook",
+			"WEJOURNEY_SMS_WEBHOOK_URL: not an http(s) URL",
+		}},
+		{"sms phone rate", func(c *Config) { c.SMSPhoneRate = "3/30m, 10/d" }, nil},
+		{"sms phone rate off", func(c *Config) { c.SMSPhoneRate = "0" }, nil},
+		{"sms phone rate bad", func(c *Config) { c.SMSPhoneRate = "5/week" },
+			[]string{`WEJOURNEY_SMS_PHONE_RATE: "5/week": the period "week" is not s, m, h, d or a duration like 30m`}},
+		{"sms rate two rates", func(c *Config) { c.SMSRate = "1/s,2/m" },
+			[]string{`WEJOURNEY_SMS_RATE: "1/s,2/m": want one rate, e.g. 100/s`}},
 		{"smtp url not implemented, password not echoed", func(c *Config) { c.SMTPURL = "smtp://mailer:hunter2@mail.example.com:587" },
 			[]string{"WEJOURNEY_SMTP_URL: email over SMTP is not implemented yet: leave WEJOURNEY_SMTP_URL unset and emails are logged"}},
 		{"email from alone is fine", func(c *Config) { c.EmailFrom = "journeys@example.com" }, nil},

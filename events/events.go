@@ -104,6 +104,7 @@ func Builtin() []Source {
 		MiniProgram{},
 		Import{},
 		Engine{},
+		SMS{},
 	}
 }
 

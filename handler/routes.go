@@ -89,6 +89,9 @@ type Config struct {
 	// Followers runs follower imports for the admin API
 	// (/api/v1/followers/sync); nil leaves those routes out.
 	Followers FollowerSyncer
+	// SMSUplinkToken is the ?token= of the SMS providers' reply callbacks
+	// (/sms/aliyun/uplink, /sms/tencent/uplink); empty: they answer 404.
+	SMSUplinkToken string
 	// MaxConcurrentBodies caps how many callback bodies are read at once,
 	// bounding the memory that request bodies can take; a callback that
 	// finds no free slot within a second is answered 503. Default
@@ -188,6 +191,8 @@ func (h *Handler) routes() http.Handler {
 	r.POST("/api/v1/events", h.apiKeyAuth, h.postEvents)
 	r.POST("/api/v1/miniprogram/session", h.miniProgramSession)
 	r.POST("/api/v1/miniprogram/events", h.miniProgramEvents)
+	r.POST("/sms/aliyun/uplink", h.aliyunUplink)
+	r.POST("/sms/tencent/uplink", h.tencentUplink)
 	h.probeRoutes(r)
 	if a := cfg.Admin; a != nil {
 		r.GET("/", func(c *gin.Context) { c.Redirect(http.StatusFound, "/admin/") })

@@ -261,8 +261,8 @@ type senderDeps struct {
 }
 
 // buildSenders registers a sender for every channel this configuration
-// serves: the WeChat Official Account channels, and the log sender for SMS
-// (WEJOURNEY_SMS_PROVIDER=log) and email (no WEJOURNEY_SMTP_URL). It opens
+// serves: the WeChat Official Account channels, SMS (WEJOURNEY_SMS_PROVIDER,
+// senders_sms.go), and the log sender for email (no WEJOURNEY_SMTP_URL). It opens
 // nothing, so `journeys validate` calls it to learn the configured channels
 // (with a WeChat client of no accounts: sends then fail).
 func buildSenders(d senderDeps) (*channels.Registry, error) {
@@ -270,8 +270,8 @@ func buildSenders(d senderDeps) (*channels.Registry, error) {
 	senders.Add(d.wechat)
 	addWeComSenders(senders, d)
 	logOnly := logSender{d.log}
-	if d.cfg.SMSProvider == "log" {
-		senders.Register(channels.SMS, logOnly, channels.Capabilities{Address: channels.ByPhone, Requires: []string{"template"}})
+	if err := addSMS(senders, d); err != nil {
+		return nil, err
 	}
 	if d.cfg.SMTPURL == "" {
 		senders.Register(channels.Email, logOnly, channels.Capabilities{Address: channels.ByEmail})
@@ -369,6 +369,7 @@ func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Serv
 		Ready: a.ready, Sources: a.sources, Followers: a.followers,
 		Admin: handler.NewAdmin(adminConfig(a.runCtx, a.DB, secret.Value, a.Cfg, a.Log)),
 		Codes: newCodes(a.Cfg, a.DB, a.wechat, a.wecom, a.Log), Holds: channels.NewHolds(a.rdb), Senders: a.senders,
+		SMSUplinkToken: a.Cfg.SMSUplinkToken,
 	}
 	// The events API's limit per key: shared by the web processes through
 	// Redis (each process on its own while Redis is down), none with
@@ -809,7 +810,8 @@ func (w wecomAccounts) Account(ctx context.Context, app string) (wecom.Account, 
 }
 
 // logSender records messages of channels that have no provider configured
-// (the `log` SMS provider, email without SMTP).
+// (email without SMTP; SMS has its own development log provider in
+// channels/sms).
 type logSender struct{ log *slog.Logger }
 
 // Send logs msg and reports it as sandboxed.

@@ -308,6 +308,7 @@ func printBanner(w io.Writer, app *App) {
 	if id := defaultWeComApp(cfg); id != "" {
 		fmt.Fprintf(w, "  wecom:    %s/wechat/work/%s   (企业微信: the app's 接收消息 URL, and 客户联系 → API)\n", base, id)
 	}
+	printSMSBanner(w, cfg, base)
 	if cfg.Sandbox() {
 		fmt.Fprintln(w, "  sandbox:  no WEJOURNEY_WECHAT_APPSECRET, so messages are logged and listed in the admin page, not sent")
 	}
