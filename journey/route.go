@@ -146,11 +146,15 @@ type routed struct {
 // routeEvent routes one unrouted event inside tx and adds its follow-up
 // work to r (only when it succeeds, so a rolled-back savepoint adds nothing).
 func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *routed) error {
-	var before map[string]any
+	var (
+		before   map[string]any
+		optedOut map[string]time.Time
+	)
 	emit := emitsEvents(ev)
 	m, err := e.resolveMember(tx, ev.Member, now, func(m *model.Member) {
 		if emit {
 			before = maps.Clone(m.Attrs)
+			optedOut = maps.Clone(m.OptOuts)
 		}
 		e.cfg.Sources.Apply(m, ev)
 		m.UpdatedAt = now
@@ -171,6 +175,10 @@ func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *rout
 	if emit {
 		ids, err := emitAttributeChanges(tx, ev, before, m.Attrs, now)
 		if err != nil {
+			return err
+		}
+		r.emitted = append(r.emitted, ids...)
+		if ids, err = emitOptOuts(tx, ev, optedOut, m.OptOuts, now); err != nil {
 			return err
 		}
 		r.emitted = append(r.emitted, ids...)
@@ -486,9 +494,45 @@ func identities(ref model.MemberRef) []model.MemberIdentity {
 }
 
 // emitsEvents reports whether routing ev stores engine events
-// (member.updated: one member.attribute_changed per changed attribute).
-// Such events are routed one by one.
-func emitsEvents(ev *model.Event) bool { return ev.Type == events.MemberUpdated }
+// (member.updated: one member.attribute_changed per changed attribute; an
+// SMS reply of TD: sms.unsubscribed). Such events are routed one by one.
+func emitsEvents(ev *model.Event) bool {
+	switch ev.Type {
+	case events.MemberUpdated:
+		return true
+	case events.SMSReceived:
+		text, _ := ev.Props["text"].(string)
+		return events.OptOutReply(text)
+	}
+	return false
+}
+
+// emitOptOuts stores a "<channel>.unsubscribed" event for each channel ev
+// newly opted the member out of (an SMS reply of TD emits
+// sms.unsubscribed), unless ev is that event, and returns their ids.
+func emitOptOuts(tx *gorm.DB, ev *model.Event, before, after map[string]time.Time, now time.Time) ([]int64, error) {
+	var ids []int64
+	for _, ch := range slices.Sorted(maps.Keys(after)) {
+		typ := ch + ".unsubscribed"
+		if _, was := before[ch]; was || ev.Type == typ {
+			continue
+		}
+		out := &model.Event{
+			DedupeKey: fmt.Sprintf("optout:%d:%s", ev.ID, ch),
+			Type:      typ, Source: events.Engine{}.Name(), Member: ev.Member,
+			Props: map[string]any{"via": ev.Type}, At: now, ReceivedAt: now,
+		}
+		fitEvent(out)
+		res := model.InsertIgnore(tx).Create(out)
+		if res.Error != nil {
+			return nil, fmt.Errorf("journey: store %s: %w", typ, res.Error)
+		}
+		if res.RowsAffected > 0 {
+			ids = append(ids, out.ID)
+		}
+	}
+	return ids, nil
+}
 
 // emitAttributeChanges stores one member.attribute_changed event (props
 // name, old, new) per attribute ev changed on the member, and returns their

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -133,6 +134,12 @@ steps:
   - id: code
     send: { channel: sms, category: transactional, template: SMS_CODE, params: { code: "{{ .event.code }}" } }
 `,
+	"bye.yaml": `
+key: bye
+trigger: { event: sms.unsubscribed }
+steps:
+  - { id: bye_tag, update: { add_tags: [sms_unsubscribed] } }
+`,
 }
 
 // checkOptedOut: once the member with phone opted out, a marketing SMS is
@@ -143,6 +150,11 @@ func checkOptedOut(t *testing.T, h *harness, g *smsGateway, phone string) {
 	h.eventually("the member's SMS opt-out", 10*time.Second, func() bool {
 		var m model.Member
 		return h.db.Where("phone = ?", phone).First(&m).Error == nil && m.OptedOut("sms")
+	})
+	// The reply becomes sms.unsubscribed, which journeys start on.
+	h.eventually("a journey on sms.unsubscribed", 10*time.Second, func() bool {
+		var m model.Member
+		return h.db.Where("phone = ?", phone).First(&m).Error == nil && slices.Contains(m.Tags, "sms_unsubscribed")
 	})
 	if got := h.postEvents(fmt.Sprintf(`{"id": "promo-%s", "type": "promo.sent", "member": {"phone": %q}}`, phone, phone)); got != http.StatusAccepted {
 		t.Fatalf("promo.sent: %d", got)
