@@ -82,7 +82,7 @@ func (e *Engine) runSteps(ctx context.Context, ids []int64) []error {
 	errs := make([]error, len(ids))
 	db := e.cfg.DB.WithContext(ctx)
 	var visits []*model.StepVisit
-	e.slot.lock()
+	e.slot.lock(ctx)
 	err := db.Where("id IN ?", ids).Find(&visits).Error
 	e.slot.unlock()
 	if err != nil {
@@ -154,7 +154,7 @@ func (e *Engine) claim(ctx context.Context, items []*stepItem, now time.Time) ([
 	}
 	var claimed []*stepItem
 	db := e.cfg.DB.WithContext(ctx)
-	e.slot.lock()
+	e.slot.lock(ctx)
 	err := db.Transaction(func(tx *gorm.DB) error {
 		claimed = claimed[:0]
 		for _, it := range items {
@@ -235,7 +235,7 @@ func (e *Engine) runBatch(ctx context.Context, items []*stepItem, errs []error) 
 // without waiting.
 func (e *Engine) failLoop(ctx context.Context, v *model.StepVisit) error {
 	e.log.Error("journey loops without waiting; failing the enrollment", "enrollment", v.EnrollmentID, "step", v.StepID)
-	e.slot.lock()
+	e.slot.lock(ctx)
 	defer e.slot.unlock()
 	return e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Model(&model.StepVisit{}).Where("id = ?", v.ID).Updates(map[string]any{"status": model.VisitFailed, "outcome": "loop", "finished_at": e.now()}).Error; err != nil {
@@ -263,7 +263,7 @@ func (e *Engine) runRound(ctx context.Context, items []*stepItem, errs []error) 
 
 	// Run every step body; sends are prepared, to be handed over together.
 	var sends []*stepItem
-	e.slot.lock()
+	e.slot.lock(ctx)
 	now := e.now()
 	db := e.cfg.DB.WithContext(ctx)
 	for _, it := range items {
@@ -321,7 +321,7 @@ func (e *Engine) loadItems(ctx context.Context, items []*stepItem) error {
 			memberIDs = append(memberIDs, it.v.MemberID)
 		}
 	}
-	e.slot.lock()
+	e.slot.lock(ctx)
 	defer e.slot.unlock()
 	db := e.cfg.DB.WithContext(ctx)
 	enrs, err := byID[model.Enrollment](db, enrIDs, func(x *model.Enrollment) int64 { return x.ID })
@@ -421,7 +421,7 @@ func (e *Engine) handOverAll(ctx context.Context, sends []*stepItem, now time.Ti
 			for i, it := range group {
 				rows[i] = &it.ho.d
 			}
-			e.slot.lock()
+			e.slot.lock(ctx)
 			err := e.cfg.DB.WithContext(ctx).Create(&rows).Error
 			e.slot.unlock()
 			e.sendEach(ctx, group, err == nil, now)
@@ -456,11 +456,11 @@ func (e *Engine) sendEach(ctx context.Context, items []*stepItem, recorded bool,
 			if recorded {
 				r = e.handOver(ctx, it.ho, it.cs, it.v, it.m, now)
 			} else {
-				e.slot.lock()
+				e.slot.lock(ctx)
 				r = e.deliver(ctx, it.cs, it.enr, it.v, it.m, it.snd.Channel, it.msg, now)
 				e.slot.unlock()
 			}
-			e.slot.lock()
+			e.slot.lock(ctx)
 			it.res = e.afterSend(ctx, it.snd, it.cs, it.enr, it.v, it.m, it.msg, r, now)
 			e.slot.unlock()
 		}()
@@ -480,7 +480,7 @@ func (e *Engine) finishRound(ctx context.Context, items []*stepItem, errs []erro
 	}
 	var done []finished
 	now := e.now()
-	e.slot.lock()
+	e.slot.lock(ctx)
 	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		done = done[:0]
 		g := roundWrites{finish: map[[2]string][]int64{}, end: map[[2]string][]int64{}, advance: map[string][]int64{}}
@@ -683,7 +683,7 @@ func (e *Engine) finishEach(ctx context.Context, items []*stepItem, errs []error
 			nv  *model.StepVisit
 			err error
 		)
-		e.slot.lock()
+		e.slot.lock(ctx)
 		switch {
 		case it.cancel != "":
 			err = e.cfg.DB.WithContext(ctx).Model(&model.StepVisit{}).Where("id = ? AND status = ?", it.v.ID, model.VisitRunning).

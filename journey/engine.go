@@ -154,19 +154,70 @@ func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
 	return m
 }
 
-// dbSlot is a counting semaphore; a nil one never blocks.
-type dbSlot chan struct{}
+// dbSlot bounds how many goroutines use the database at once; a nil one
+// never blocks. Urgent work (urgentContext: a welcome code WeCom takes
+// only within 20 s) goes ahead of every other waiter.
+type dbSlot = *prioritySlot
 
-func (s dbSlot) lock() {
-	if s != nil {
-		s <- struct{}{}
-	}
+// prioritySlot is a counting semaphore whose urgent waiters go first.
+type prioritySlot struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	free   int
+	urgent int // urgent waiters
 }
 
-func (s dbSlot) unlock() {
-	if s != nil {
-		<-s
+func newDBSlot(n int) dbSlot {
+	if n <= 0 {
+		return nil
 	}
+	s := &prioritySlot{free: n}
+	s.cond = sync.NewCond(&s.mu)
+	return s
+}
+
+// urgentKey marks a context whose work goes first (see urgentContext).
+type urgentKey struct{}
+
+// urgentContext marks ctx's work as urgent: it takes the database slot
+// ahead of other waiters.
+func urgentContext(ctx context.Context) context.Context {
+	return context.WithValue(ctx, urgentKey{}, true)
+}
+
+func isUrgent(ctx context.Context) bool {
+	u, _ := ctx.Value(urgentKey{}).(bool)
+	return u
+}
+
+func (s *prioritySlot) lock(ctx context.Context) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	if isUrgent(ctx) {
+		s.urgent++
+		for s.free == 0 {
+			s.cond.Wait()
+		}
+		s.urgent--
+	} else {
+		for s.free == 0 || s.urgent > 0 {
+			s.cond.Wait()
+		}
+	}
+	s.free--
+	s.mu.Unlock()
+}
+
+func (s *prioritySlot) unlock() {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.free++
+	s.mu.Unlock()
+	s.cond.Broadcast()
 }
 
 // Engine routes events to journeys and runs their steps.
@@ -238,7 +289,7 @@ func New(cfg Config) *Engine {
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, versions: map[int64]*Compiled{}, metrics: newEngineMetrics(cfg.Metrics)}
 	if cfg.DBSlots > 0 {
-		e.slot = make(dbSlot, cfg.DBSlots)
+		e.slot = newDBSlot(cfg.DBSlots)
 	}
 	flushers := gatherFlushers
 	if cfg.DBSlots == 1 {
@@ -253,7 +304,7 @@ func New(cfg Config) *Engine {
 func (e *Engine) now() time.Time { return e.cfg.Clock.Now().UTC() }
 
 func (e *Engine) gate(ctx context.Context) {
-	if e.cfg.Gate != nil {
+	if e.cfg.Gate != nil && !isUrgent(ctx) {
 		e.cfg.Gate(ctx)
 	}
 }

@@ -77,7 +77,7 @@ func (e *Engine) enrich(ctx context.Context, evs []*model.Event) {
 		args = append(args, string(b))
 	}
 	sb.WriteString(" END")
-	e.slot.lock()
+	e.slot.lock(ctx)
 	defer e.slot.unlock()
 	err = e.cfg.DB.WithContext(ctx).Model(&model.Event{}).Where("id IN ? AND routed_at IS NULL", ids).
 		Update("member", gorm.Expr(sb.String(), args...)).Error

@@ -44,7 +44,7 @@ func (e *Engine) routeEach(ctx context.Context, ids ...int64) error {
 func (e *Engine) routeOne(ctx context.Context, id int64) error {
 	var r routed
 	now := e.now()
-	e.slot.lock()
+	e.slot.lock(ctx)
 	var err error
 	// A deadlock with another worker's batch (MySQL's gap locks on the
 	// unique indexes) is run again before it counts as a failure.
@@ -255,7 +255,7 @@ func (e *Engine) routeEffects(tx *gorm.DB, ev *model.Event, m *model.Member, act
 }
 
 func (e *Engine) recordRouteFailure(id int64, cause error) {
-	e.slot.lock()
+	e.slot.lock(context.Background())
 	defer e.slot.unlock()
 	e.log.Error("routing event failed", "event", id, "err", cause)
 	upd := map[string]any{"attempts": gorm.Expr("attempts + 1"), "error": redact.String(cause.Error())}

@@ -80,7 +80,7 @@ func (e *Engine) route(ctx context.Context, ids []int64) error {
 		return e.routeEach(ctx, ids...)
 	}
 	var evs []*model.Event
-	e.slot.lock()
+	e.slot.lock(ctx)
 	// By id alone: with "routed_at IS NULL" PostgreSQL may read the partial
 	// index of unrouted events (all of a burst's) instead of the primary key.
 	err := e.cfg.DB.WithContext(ctx).Where("id IN ?", ids).Order("id").Find(&evs).Error
@@ -198,7 +198,7 @@ type batchMember struct {
 func (e *Engine) routeBatch(ctx context.Context, chunk []*model.Event) (routed, error) {
 	var r routed
 	now := e.now()
-	e.slot.lock()
+	e.slot.lock(ctx)
 	defer e.slot.unlock()
 	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		r = routed{}

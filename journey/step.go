@@ -39,7 +39,7 @@ const maxChain = 50
 func (e *Engine) setLease(id int64, attempts int, until time.Time, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(e.cfg.BaseContext, timeout)
 	defer cancel()
-	e.slot.lock()
+	e.slot.lock(ctx)
 	defer e.slot.unlock()
 	return e.cfg.DB.WithContext(ctx).Model(&model.StepVisit{}).
 		Where("id = ? AND status = ? AND attempts = ?", id, model.VisitRunning, attempts).
@@ -323,7 +323,7 @@ func (e *Engine) deliver(ctx context.Context, cs *Step, enr *model.Enrollment, v
 	}
 	e.slot.unlock()
 	r := e.handOver(ctx, h, cs, v, m, now)
-	e.slot.lock()
+	e.slot.lock(ctx)
 	return r
 }
 
@@ -417,7 +417,7 @@ func unfollowed(err error) bool {
 // slot, and commits on its own: what WeChat said holds whatever becomes of
 // the visit.
 func (e *Engine) markUnsubscribed(ctx context.Context, m *model.Member, appid string) {
-	e.slot.lock()
+	e.slot.lock(ctx)
 	defer e.slot.unlock()
 	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var cur model.Member

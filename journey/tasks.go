@@ -110,8 +110,9 @@ func (e *Engine) HandleRouteEventsTask(ctx context.Context, t *asynq.Task) error
 		return fmt.Errorf("journey: bad %s payload: %v: %w", TypeRouteEvents, err, asynq.SkipRetry)
 	}
 	if q, _ := asynq.GetQueueName(ctx); q == QueueUrgent {
-		// Not gathered with other tasks: a welcome waits for no batch.
-		return e.route(ctx, p.IDs)
+		// Not gathered with other tasks: a welcome waits for no batch,
+		// and takes the database ahead of other work.
+		return e.route(urgentContext(ctx), p.IDs)
 	}
 	return e.Route(ctx, p.IDs...)
 }
@@ -143,6 +144,9 @@ func (e *Engine) HandleRunStepTask(ctx context.Context, t *asynq.Task) error {
 	id, err := strconv.ParseInt(string(t.Payload()), 10, 64)
 	if err != nil {
 		return fmt.Errorf("journey: bad %s payload %q: %w", TypeRunStep, t.Payload(), asynq.SkipRetry)
+	}
+	if q, _ := asynq.GetQueueName(ctx); q == QueueUrgent {
+		return e.runSteps(urgentContext(ctx), []int64{id})[0]
 	}
 	return e.RunStep(ctx, id)
 }

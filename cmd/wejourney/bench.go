@@ -28,6 +28,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/config"
+	"github.com/wejourney/wejourney/internal/fakewecom"
 	"github.com/wejourney/wejourney/internal/fakewx"
 	"github.com/wejourney/wejourney/internal/wxsim"
 )
@@ -70,6 +71,11 @@ type benchOpts struct {
 	bin string
 	// roleSet records that --role was given (cluster mode refuses it).
 	roleSet bool
+	// welcomes, when positive, runs the welcome-code run instead of the
+	// follow runs: welcomes WeCom adds at welcomeRate while marketing
+	// template sends are queued (see bench_welcomes.go).
+	welcomes, marketing int
+	welcomeRate         float64
 	// failEvery makes the fake WeChat API answer -1 (system busy) to every
 	// failEvery-th send; 0: never.
 	failEvery int
@@ -98,6 +104,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.killWorker, "kill-worker", false, "cluster mode: kill -9 the first worker once half of the burst's callbacks are acknowledged; its work is recovered after the 5 s lease, or after 1 min for unrouted events while the queue has a backlog: raise --settle to match")
 	fs.StringVar(&o.bin, "bin", "", "cluster mode: the wejourney binary to start (default: this one)")
 	fs.IntVar(&o.failEvery, "fail-every", 0, "the fake WeChat API answers errcode -1 (system busy) to every Nth send, which must be retried: every follow still gets its welcome once (0: never)")
+	fs.IntVar(&o.welcomes, "welcomes", 0, "instead of the follow runs, post --marketing campaign events (a template message each, on the marketing queue), then send this many WeCom adds with a welcome_code at --welcome-rate while those sends are queued, and report how soon each code is used (0: off)")
+	fs.IntVar(&o.marketing, "marketing", 50000, "with --welcomes: marketing sends queued first")
+	fs.Float64Var(&o.welcomeRate, "welcome-rate", 50, "with --welcomes: WeCom adds per second")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole bench to this file")
 	cfg, err := loadConfig(fs, args, stdout)
 	if err != nil {
@@ -120,6 +129,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if err := o.checkSteps(); err != nil {
+		return err
+	}
+	if err := o.checkWelcomes(); err != nil {
 		return err
 	}
 	if err := o.checkCluster(); err != nil {
@@ -197,6 +209,12 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 	}
 	fake := fakewx.New(fakeCfg)
 	defer fake.Close()
+	var wc *fakewecom.Server
+	if o.welcomes > 0 {
+		wc = fakewecom.New()
+		defer wc.Close()
+		wc.AddCorp(benchCorpID, "bench-wecom-secret")
+	}
 	var app *App
 	if target == "" {
 		dir, err := os.MkdirTemp("", "wejourney-bench")
@@ -206,6 +224,9 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 		defer os.RemoveAll(dir)
 		if cfg, err = benchConfig(dir, o, fake.URL); err != nil {
 			return err
+		}
+		if wc != nil {
+			welcomesConfig(&cfg, wc.URL)
 		}
 		cfg.DatabaseURL = "sqlite:" + filepath.Join(dir, "bench.db")
 		desc = "embedded defaults (SQLite file, in-process Redis), server and load generator in one process"
@@ -246,6 +267,11 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 			fmt.Fprintf(stdout, "redis after: %s\n", run.rdbState())
 			return err
 		}
+		if o.welcomes > 0 {
+			err := runWelcomesBench(ctx, target, fake, wc, o, stdout)
+			fmt.Fprintf(stdout, "redis after: %s\n", run.rdbState())
+			return err
+		}
 	}
 	return run.run(ctx, stdout)
 }
@@ -260,12 +286,17 @@ func benchConfig(dir string, o benchOpts, fakeURL string) (config.Config, error)
 	if err := os.MkdirAll(journeys, 0o755); err != nil {
 		return config.Config{}, err
 	}
-	journeyFile, journeySrc := "bench.yaml", benchJourney
-	if o.steps > 0 {
-		journeyFile, journeySrc = "bench-steps.yaml", stepsJourney
+	files := map[string]string{"bench.yaml": benchJourney}
+	switch {
+	case o.steps > 0:
+		files = map[string]string{"bench-steps.yaml": stepsJourney}
+	case o.welcomes > 0:
+		files = map[string]string{"bench-wecom-welcome.yaml": welcomeJourney, "bench-marketing.yaml": marketingJourney}
 	}
-	if err := os.WriteFile(filepath.Join(journeys, journeyFile), []byte(journeySrc), 0o600); err != nil {
-		return config.Config{}, err
+	for name, src := range files {
+		if err := os.WriteFile(filepath.Join(journeys, name), []byte(src), 0o600); err != nil {
+			return config.Config{}, err
+		}
 	}
 	if o.preload > 0 {
 		if err := os.WriteFile(filepath.Join(journeys, "bench-longwait.yaml"), []byte(preloadJourney), 0o600); err != nil {

@@ -270,3 +270,55 @@ func TestBenchSteps(t *testing.T) {
 		t.Errorf("--steps runs instead of the paced and burst runs:\n%s", report)
 	}
 }
+
+// TestBenchWelcomes runs `bench --welcomes` small: every welcome code is
+// used once, in time, while marketing sends are queued.
+func TestBenchWelcomes(t *testing.T) {
+	parallel(t)
+	for _, src := range []string{welcomeJourney, marketingJourney} {
+		if _, err := journey.Parse("bench.yaml", []byte(src)); err != nil {
+			t.Fatalf("a welcomes journey does not parse: %v", err)
+		}
+	}
+	o := benchOpts{n: 1, rate: 1, concurrency: 16, settle: 30 * time.Second, role: RoleAll,
+		welcomes: 20, marketing: 2000, welcomeRate: 20}
+	if err := errors.Join(o.check(), o.checkSteps(), o.checkWelcomes()); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := runBench(context.Background(), config.Config{}, o, &out, io.Discard); err != nil {
+		t.Fatalf("bench: %v\n%s", err, out.String())
+	}
+	report := out.String()
+	for _, w := range []string{
+		"welcomes: 20 WeCom adds with a welcome_code at 20/s while 2000 marketing template sends are queued",
+		"marketing posted   2000 events",
+		"callback → welcome p50",
+		"lost 0, used twice 0, used too late 0; callbacks not answered success 0",
+		"marketing sent     2000 of 2000",
+	} {
+		if !strings.Contains(report, w) {
+			t.Errorf("the report lacks %q:\n%s", w, report)
+		}
+	}
+}
+
+// TestBenchFailEvery: with the fake WeChat answering -1 to every 5th send,
+// every follow still gets its welcome exactly once.
+func TestBenchFailEvery(t *testing.T) {
+	parallel(t)
+	o := benchOpts{n: 100, rate: 200, concurrency: 16, settle: 30 * time.Second, role: RoleAll, failEvery: 5}
+	if err := errors.Join(o.check(), o.checkSteps(), o.checkWelcomes()); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := runBench(context.Background(), config.Config{}, o, &out, io.Discard); err != nil {
+		t.Fatalf("bench: %v\n%s", err, out.String())
+	}
+	report := out.String()
+	for _, w := range []string{"messages lost 0, doubled 0", "fake WeChat answered -1 (system busy) to 2"} {
+		if !strings.Contains(report, w) {
+			t.Errorf("the report lacks %q:\n%s", w, report)
+		}
+	}
+}
