@@ -336,3 +336,33 @@ func TestSubscriptionsProvider(t *testing.T) {
 		t.Errorf("fake got %+v", m)
 	}
 }
+
+// TestSubscribeDailyQuotaHolds: a 45009 holds the account's subscription
+// API; the next send waits without calling WeChat and keeps its grant.
+func TestSubscribeDailyQuotaHolds(t *testing.T) {
+	t.Parallel()
+	tt := setupThrottled(t)
+	g := &memGrants{}
+	g.add(7, appID, "TPL", "oa_popup", "")
+	g.add(7, appID, "TPL", "oa_popup", "")
+	p := tt.s.Subscriptions(g)
+	msg := channels.Message{Channel: channels.WeChatSubscribe, TemplateID: "TPL", DeliveryID: 1, To: subTo("o1", ""),
+		Data: map[string]string{"thing1": "x"}}
+	tt.fake.SetError("o1", 45009)
+	if _, err := p.Send(context.Background(), msg); !errors.Is(err, channels.ErrQuota) {
+		t.Fatalf("first send: %v, want ErrQuota", err)
+	}
+	tt.fake.SetError("o1", 0)
+	msg.DeliveryID = 2
+	_, err := p.Send(context.Background(), msg)
+	var ce *channels.Error
+	if !errors.As(err, &ce) || ce.Code != 45009 || ce.RetryAfter <= 0 {
+		t.Fatalf("send while held: %v, want the hold (45009, RetryAfter)", err)
+	}
+	if n := len(tt.fake.Messages()); n != 0 {
+		t.Errorf("WeChat got %d messages while the quota was held", n)
+	}
+	if g.unused() != 0 {
+		t.Error("a held delivery gave its grant back: its retry would have none")
+	}
+}
