@@ -283,7 +283,7 @@ func Setup(channel string) string {
 	case WeChatText, WeChatNews, WeChatImage, WeChatMiniprogramPage, WeChatTemplate:
 		return "configure an Official Account: WEJOURNEY_WECHAT_APPID"
 	case WeChatSubscribe:
-		return "subscription messages are not implemented yet"
+		return "configure an Official Account (WEJOURNEY_WECHAT_APPID) or a mini-program (WEJOURNEY_MINIPROGRAM_APPID); members authorise through a subscribe link, the 订阅通知 popup or wx.requestSubscribeMessage"
 	case WeComWelcome, WeComText, WeComMarkTag, WeComGroupMessage:
 		return "configure a WeCom app: WEJOURNEY_WECOM_CORPID, WEJOURNEY_WECOM_AGENTID and WEJOURNEY_WECOM_SECRET (or add one in the admin)"
 	case SMS:

@@ -28,6 +28,9 @@ const (
 	WeChatMessage      = "wechat.message"
 	WeChatLocation     = "wechat.location"
 	WeChatTemplateSent = "wechat.template_sent"
+	// WeChatSubscribeAuthorized is a subscription-message authorisation of
+	// the Official Account (source_wechat.go, source_wechat_subscribe.go).
+	WeChatSubscribeAuthorized = "wechat.subscribe_message_authorized"
 )
 
 // Event types of the WeCom callback (source_wecom.go).

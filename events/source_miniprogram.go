@@ -7,6 +7,9 @@ import "github.com/wejourney/wejourney/model"
 const (
 	MiniProgramOpened = "miniprogram.opened"
 	MiniProgramClosed = "miniprogram.closed"
+	// MiniProgramSubscribeAuthorized: the member accepted a template in
+	// wx.requestSubscribeMessage (one send per acceptance).
+	MiniProgramSubscribeAuthorized = "miniprogram.subscribe_authorized"
 )
 
 // MiniProgram is the mini-program source (POST /api/v1/miniprogram/events):
@@ -27,6 +30,8 @@ func (MiniProgram) Events() []Spec {
 	return []Spec{
 		{Type: MiniProgramOpened, Props: props, Doc: "the member opened (showed) a page of the mini-program"},
 		{Type: MiniProgramClosed, Props: props, Doc: "the member left a page of the mini-program; duration_s is how long it was shown"},
+		{Type: MiniProgramSubscribeAuthorized, Props: []string{"template_id", "source"},
+			Doc: "the member accepted template_id in wx.requestSubscribeMessage: one subscription message may be sent (source miniprogram)"},
 	}
 }
 

@@ -33,6 +33,8 @@ func (OfficialAccount) Events() []Spec {
 		{Type: WeChatMessage, Props: []string{"msg_type", "msg_id", "text", "latitude", "longitude", "label", "pic_url", "url"}, Doc: "the member sent a message"},
 		{Type: WeChatLocation, Props: []string{"latitude", "longitude", "precision"}, Doc: "a location report"},
 		{Type: WeChatTemplateSent, Props: []string{"status", "msg_id"}, Doc: "WeChat's receipt of a template message"},
+		{Type: WeChatSubscribeAuthorized, Props: []string{"template_id", "scene", "source"},
+			Doc: "the member allowed one subscription message of template_id: source oa_once (一次性订阅, the subscribemsg page) or oa_popup (订阅通知 popup, accepted)"},
 	}
 }
 
@@ -63,7 +65,9 @@ func (OfficialAccount) Apply(m *model.Member, ev *model.Event) {
 		if scene != "" {
 			m.LastScene = scene
 		}
-	case WeChatTemplateSent:
+	case WeChatTemplateSent, WeChatSubscribeAuthorized:
+		// An authorisation is no proof of following: 一次性订阅 works for
+		// non-followers too. Its grant is recorded by the router.
 		return
 	}
 	m.SetSubscription(appid, model.SubscriptionSubscribed)

@@ -203,9 +203,7 @@ func (h *Handler) miniProgramEvents(c *gin.Context) {
 	if !ok {
 		return
 	}
-	h.ingestBatch(c, raws, func(raw json.RawMessage) (*model.Event, string, error) {
-		return parseMPEvent(raw, cl, now)
-	})
+	h.ingestMPBatch(c, raws, cl, now)
 }
 
 // ingest stores evs and answers 202, 409 (an id reused with another
@@ -245,7 +243,7 @@ func parseMPEvent(raw json.RawMessage, cl mpClaims, now time.Time) (*model.Event
 	}
 	switch {
 	case in.Type != events.MiniProgramOpened && in.Type != events.MiniProgramClosed:
-		return nil, "", fmt.Errorf("type: want %s or %s", events.MiniProgramOpened, events.MiniProgramClosed)
+		return nil, "", fmt.Errorf("type: want %s or %s (or %s)", events.MiniProgramOpened, events.MiniProgramClosed, events.MiniProgramSubscribeAuthorized)
 	case utf8.RuneCountInString(in.ID) > maxEventID:
 		return nil, "", fmt.Errorf("id is at most %d characters", maxEventID)
 	case hasControl(in.ID):

@@ -92,6 +92,10 @@ type Config struct {
 	// SMSUplinkToken is the ?token= of the SMS providers' reply callbacks
 	// (/sms/aliyun/uplink, /sms/tencent/uplink); empty: they answer 404.
 	SMSUplinkToken string
+	// SubscribeLinks makes and receives Official Account 一次性订阅消息
+	// links (POST /api/v1/subscribe-links, GET
+	// /wechat/oa/{appid}/subscribemsg); nil: those routes answer 404.
+	SubscribeLinks *SubscribeLinkConfig
 	// MaxConcurrentBodies caps how many callback bodies are read at once,
 	// bounding the memory that request bodies can take; a callback that
 	// finds no free slot within a second is answered 503. Default
@@ -186,6 +190,7 @@ func (h *Handler) routes() http.Handler {
 	// The route table: every route wejourney serves.
 	r.GET("/wechat/oa/:appid", h.officialAccount)
 	r.POST("/wechat/oa/:appid", h.officialAccount)
+	r.GET("/wechat/oa/:appid/subscribemsg", h.subscribeMsgReturn)
 	r.GET("/wechat/work/:corpid/:agentid", h.weCom)
 	r.POST("/wechat/work/:corpid/:agentid", h.weCom)
 	r.POST("/api/v1/events", h.apiKeyAuth, h.postEvents)
@@ -205,6 +210,7 @@ func (h *Handler) routes() http.Handler {
 		api := r.Group("/api/v1", a.headers, a.apiAuth, a.csrfGuard)
 		api.GET("/journeys", a.listJourneys)
 		api.GET("/deliveries", a.listDeliveries)
+		api.POST("/subscribe-links", h.createSubscribeLink)
 		h.codeRoutes(api)
 		h.holdRoutes(api)
 		h.channelRoutes(api)

@@ -115,12 +115,12 @@ func (h *Handler) officialAccount(c *gin.Context) {
 		h.refuse(c, appid, malformed("callback is not XML"))
 		return
 	}
-	ev, err := events.NormalizeOA(appid, &msg, h.now())
+	evs, err := events.NormalizeOACallback(appid, raw, &msg, h.now())
 	if err != nil {
 		h.refuse(c, appid, malformed(err.Error()))
 		return
 	}
-	h.storeCallback(c, oaCallbacks, appid, start, []*model.Event{ev})
+	h.storeCallback(c, oaCallbacks, appid, start, evs)
 }
 
 // account looks up the Official Account the callback URL names.

@@ -812,7 +812,7 @@ func TestParseChecksWhatExists(t *testing.T) {
 		{
 			name: "trigger event no source emits",
 			src:  "key: k\ntrigger: { event: wechat.follow }\nsteps:\n  - { id: w, wait: 1m }\n",
-			want: []string{file + `:2: trigger: no source emits event "wechat.follow" (wechat events: wechat.follower_imported, wechat.location, wechat.menu_click, wechat.menu_view, wechat.message, wechat.scan, wechat.subscribe, wechat.template_sent, wechat.unsubscribe)`},
+			want: []string{file + `:2: trigger: no source emits event "wechat.follow" (wechat events: wechat.follower_imported, wechat.location, wechat.menu_click, wechat.menu_view, wechat.message, wechat.scan, wechat.subscribe, wechat.subscribe_message_authorized, wechat.template_sent, wechat.unsubscribe)`},
 		},
 		{
 			name: "wait_for and exit events no source emits",

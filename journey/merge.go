@@ -95,7 +95,7 @@ func (e *Engine) mergeMembers(tx *gorm.DB, m *model.Member, others []int64, now 
 				return fmt.Errorf("journey: move enrollment: %w", err)
 			}
 		}
-		for _, t := range []any{&model.MemberIdentity{}, &model.Event{}, &model.Enrollment{}, &model.StepVisit{}, &model.Delivery{}} {
+		for _, t := range []any{&model.MemberIdentity{}, &model.Event{}, &model.Enrollment{}, &model.StepVisit{}, &model.Delivery{}, &model.SubscribeGrant{}} {
 			if err := tx.Model(t).Where("member_id = ?", o.ID).Update("member_id", m.ID).Error; err != nil {
 				return fmt.Errorf("journey: move %T of a merged member: %w", t, err)
 			}

@@ -193,6 +193,9 @@ func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *rout
 // once (see pendingEntries). The follow-up work goes to r (only when it
 // succeeds, so a rolled-back savepoint adds nothing).
 func (e *Engine) routeEffects(tx *gorm.DB, ev *model.Event, m *model.Member, active *[]model.Enrollment, pend *pendingEntries, now time.Time, r *routed) error {
+	if err := recordGrant(tx, ev, m, now); err != nil { // subscription-message authorisations (grants.go)
+		return err
+	}
 	if pend.has(m.ID) {
 		// This member's earlier event entered journeys: this one may exit them.
 		if err := pend.flush(tx, e, now, r); err != nil {

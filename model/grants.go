@@ -23,17 +23,24 @@ func AddGrant(db *gorm.DB, g *SubscribeGrant) error {
 
 // ClaimGrant spends one unused authorisation of the member for (appid,
 // templateID) on deliveryID, oldest first, and reports whether there was
-// one. A delivery that already claimed one (a retry of the same delivery)
-// gets it again.
-func ClaimGrant(db *gorm.DB, memberID int64, appid, templateID string, deliveryID int64, now time.Time) (bool, error) {
+// one, returning it (its Source: "oa_once", "oa_popup", "miniprogram";
+// its Scene, which an oa_once send must repeat). A delivery
+// that already claimed one (a retry of the same delivery) gets it again;
+// a delivery holding a grant of another (appid, template) claims nothing.
+func ClaimGrant(db *gorm.DB, memberID int64, appid, templateID string, deliveryID int64, now time.Time) (grant SubscribeGrant, ok bool, err error) {
 	var found bool
-	err := db.Transaction(func(tx *gorm.DB) error {
-		var n int64
-		if err := tx.Model(&SubscribeGrant{}).Where("delivery_id = ?", deliveryID).Count(&n).Error; err != nil {
+	err = db.Transaction(func(tx *gorm.DB) error {
+		var mine []SubscribeGrant
+		if err := tx.Where("delivery_id = ?", deliveryID).Limit(1).Find(&mine).Error; err != nil {
 			return err
 		}
-		if n > 0 {
-			found = true
+		if len(mine) > 0 {
+			// The delivery holds one already: it is this one, or the
+			// delivery spent another account's and claims nothing here.
+			g := mine[0]
+			if g.MemberID == memberID && g.AppID == appid && g.TemplateID == templateID {
+				found, grant = true, g
+			}
 			return nil
 		}
 		for range 3 { // another delivery may take the grant first
@@ -53,16 +60,16 @@ func ClaimGrant(db *gorm.DB, memberID int64, appid, templateID string, deliveryI
 				return res.Error
 			}
 			if res.RowsAffected == 1 {
-				found = true
+				found, grant = true, g
 				return nil
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("model: claim subscribe grant: %w", err)
+		return SubscribeGrant{}, false, fmt.Errorf("model: claim subscribe grant: %w", err)
 	}
-	return found, nil
+	return grant, found, nil
 }
 
 // ReleaseGrant gives back the authorisation deliveryID claimed, when the

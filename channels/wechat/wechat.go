@@ -3,8 +3,9 @@
 //
 // Sender implements channels.Sender for wechat.text, wechat.news,
 // wechat.image and wechat.miniprogram_page (customer-service messages,
-// /cgi-bin/message/custom/send) and wechat.template (template messages,
-// /cgi-bin/message/template/send). The contract:
+// /cgi-bin/message/custom/send), wechat.template (template messages,
+// /cgi-bin/message/template/send) and wechat.subscribe_message
+// (subscription messages, subscribe.go). The contract:
 //
 //   - The account is msg.To.AppID, looked up through Config.Accounts on every
 //     send. An empty AppID or OpenID is channels.ErrUnreachable; an unknown
@@ -33,6 +34,12 @@
 //   - A template send passes msg.IdempotencyKey as client_msg_id, so WeChat
 //     drops a retried send it already accepted, and returns the msgid as
 //     Result.ProviderID.
+//   - wechat.subscribe_message (subscribe.go) spends one authorisation
+//     (Config.Grants) per message and sends on the API of its source:
+//     /cgi-bin/message/template/subscribe (一次性订阅消息),
+//     /cgi-bin/message/subscribe/bizsend (订阅通知) or the mini-program's
+//     /cgi-bin/message/subscribe/send; no authorisation is
+//     channels.ErrUnreachable without a call.
 //
 // SilenceSDK is the one process-wide switch (silenceper logs through
 // logrus's global logger): call it once from main.
@@ -133,6 +140,10 @@ type Config struct {
 	Rates   map[string]channels.Rate
 	// Clock tells the time of allowances and holds. Nil: the real clock.
 	Clock clock.Clock
+	// Grants spends the subscription-message authorisations
+	// wechat.subscribe_message sends on (subscribe.go). Nil: that channel's
+	// sends fail as channels.ErrPermanent.
+	Grants Grants
 }
 
 // Sender sends Official Account messages. It implements channels.Sender and
@@ -143,6 +154,7 @@ type Sender struct {
 	log      *slog.Logger
 	base     string
 	client   *http.Client
+	grants   Grants
 
 	allowance *Allowance
 	holds     *channels.Holds
@@ -167,6 +179,7 @@ func NewSender(cfg Config) *Sender {
 		log:      cfg.Logger,
 		base:     strings.TrimRight(cfg.APIBase, "/"),
 		client:   cfg.HTTPClient,
+		grants:   cfg.Grants,
 		tokens:   map[string]*tokenSource{},
 
 		allowance: cfg.Allowance,
@@ -194,8 +207,10 @@ func NewSender(cfg Config) *Sender {
 }
 
 // Capabilities are the channels a Sender serves and what each can do:
-// every one needs a subscribed member addressed by openid; template
-// messages carry client_msg_id, so WeChat drops a re-sent one it accepted.
+// every one but wechat.subscribe_message needs a subscribed member
+// addressed by openid; template messages carry client_msg_id, so WeChat
+// drops a re-sent one it accepted. wechat.subscribe_message (subscribe.go)
+// needs an authorisation instead of following.
 func Capabilities() map[string]channels.Capabilities {
 	cs := channels.Capabilities{NeedsSubscribed: true, Address: channels.ByOpenID}
 	text, tmpl := cs, cs
@@ -208,6 +223,7 @@ func Capabilities() map[string]channels.Capabilities {
 		channels.WeChatImage:           cs,
 		channels.WeChatMiniprogramPage: cs,
 		channels.WeChatTemplate:        tmpl,
+		channels.WeChatSubscribe:       subscribeCapabilities(),
 	}
 }
 
@@ -216,6 +232,9 @@ func (s *Sender) Channels() map[string]channels.Capabilities { return Capabiliti
 
 // Send delivers msg once; see the package doc for the contract.
 func (s *Sender) Send(ctx context.Context, msg channels.Message) (channels.Result, error) {
+	if msg.Channel == channels.WeChatSubscribe {
+		return s.sendSubscribe(ctx, s.grants, msg) // subscribe.go
+	}
 	body, err := buildBody(msg)
 	if err != nil {
 		return channels.Result{}, err

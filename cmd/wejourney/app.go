@@ -269,6 +269,7 @@ func buildSenders(d senderDeps) (*channels.Registry, error) {
 	senders := channels.NewRegistry()
 	senders.Add(d.wechat)
 	addWeComSenders(senders, d)
+	addSubscribeSender(senders, d) // senders_wxsub.go
 	logOnly := logSender{d.log}
 	if err := addSMS(senders, d); err != nil {
 		return nil, err
@@ -380,6 +381,9 @@ func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Serv
 		hc.EventsLimiter = handler.NewRedisRateLimiter(a.rdb, perSecond)
 	}
 	if err := a.miniProgramConfig(ctx, &hc); err != nil {
+		return nil, err
+	}
+	if err := subscribeLinkConfig(ctx, a.DB, a.Cfg.PublicURL, a.Cfg.DefaultAppID(), &hc); err != nil { // senders_wxsub.go
 		return nil, err
 	}
 	h := handler.New(hc)

@@ -20,6 +20,9 @@
 //     (44002 empty, 47001 not JSON, 40003 no touser, 40008 bad msgtype,
 //     40037 no template_id), then an error injected with SetError, and only
 //     then accept and record the message.
+//   - The subscription-message sends (subscribe.go: template/subscribe,
+//     subscribe/bizsend, subscribe/send) are checked the same way and
+//     recorded with Kind KindSubscribeOnce, KindBizSend or KindMPSubscribe.
 //   - Faults for the send endpoints: SetHTTPStatus makes them answer a
 //     non-200 status (WeChat's gateway failing), SetDropConnections makes
 //     them close the connection without answering (a network error). Token
@@ -72,7 +75,7 @@ type Config struct {
 
 // Message is one message accepted by the fake.
 type Message struct {
-	Kind        string            // "custom" or "template"
+	Kind        string            // "custom", "template", or a subscription message's kind (subscribe.go)
 	AppID       string            // derived from the access_token used
 	ToUser      string            // openid
 	MsgType     string            // custom: "text","news","image","miniprogrampage",...; template: "template"
@@ -106,6 +109,7 @@ type Server struct {
 	fetches    int
 	sends      int    // send requests past the token and body checks
 	busy       int    // of which answered -1 by FailEvery
+	dupes      int    // template sends dropped as repeats of an accepted client_msg_id
 	users      *users // the user-management APIs (fakewx_users.go)
 	tokenSeq   int64
 	templateID int64
@@ -132,6 +136,9 @@ func New(cfg Config) *Server {
 	mux.HandleFunc("/cgi-bin/token", s.handleToken)
 	mux.HandleFunc("/cgi-bin/message/custom/send", s.handleCustomSend)
 	mux.HandleFunc("/cgi-bin/message/template/send", s.handleTemplateSend)
+	mux.HandleFunc("/cgi-bin/message/template/subscribe", s.handleSubscribeOnce)
+	mux.HandleFunc("/cgi-bin/message/subscribe/bizsend", s.handleBizSend)
+	mux.HandleFunc("/cgi-bin/message/subscribe/send", s.handleMPSubscribe)
 	mux.HandleFunc("/cgi-bin/qrcode/create", s.handleQRCodeCreate)
 	mux.HandleFunc("/sns/jscode2session", s.handleCode2Session)
 	s.users = registerUsers(s, mux)
@@ -562,6 +569,7 @@ func (s *Server) handleTemplateSend(w http.ResponseWriter, r *http.Request) {
 	dedupeKey := appID + "\x00" + req.ClientMsgID
 	if req.ClientMsgID != "" {
 		if id, dup := s.clientIDs[dedupeKey]; dup {
+			s.dupes++
 			s.mu.Unlock()
 			writeTemplateOK(w, id)
 			return
@@ -601,4 +609,12 @@ func writeTemplateOK(w http.ResponseWriter, msgID int64) {
 		ErrMsg  string `json:"errmsg"`
 		MsgID   int64  `json:"msgid"`
 	}{0, "ok", msgID})
+}
+
+// Duplicates is how many template sends were answered success without
+// being recorded, because their client_msg_id was accepted before.
+func (s *Server) Duplicates() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dupes
 }
