@@ -238,7 +238,7 @@ func TestSubscribeErrors(t *testing.T) {
 		{40003, channels.ErrUnreachable, false},
 		{40037, channels.ErrPermanent, true}, // WeChat refused the request: nothing spent
 		{47001, channels.ErrPermanent, true},
-		{47003, nil, true},
+		{47003, channels.ErrPermanent, true},
 		{45009, channels.ErrQuota, false}, // retried by the engine on the same grant
 		{-1, nil, false},
 	}

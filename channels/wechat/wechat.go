@@ -635,8 +635,10 @@ func tokenError(err error) error {
 // Classify turns a WeChat errcode into a *channels.Error: 45009 (daily
 // quota; the sender holds the API until the reset) and 45011 (minute
 // quota; RetryAfter a minute) are channels.ErrQuota; 40003, 43004, 43101,
-// 45015 and 45047 are channels.ErrUnreachable; 40013, 40037, 40125, 41004 and 48001 are
-// channels.ErrPermanent; other codes are temporary (Class nil). Code 0 is nil.
+// 45015 and 45047 are channels.ErrUnreachable; requests WeChat calls wrong
+// (40008, 40013, 40037, 40125, 41004, 41030, 44002, 47001, 47003, 48001)
+// are channels.ErrPermanent; other codes are temporary (Class nil). Code 0
+// is nil.
 func Classify(code int, msg string) error {
 	if code == 0 {
 		return nil
@@ -658,6 +660,8 @@ func Classify(code int, msg string) error {
 		40037, // invalid template id
 		44002, // empty POST body
 		47001, // malformed request data
+		47003, // argument invalid (subscription message data)
+		41030, // invalid page (subscription messages)
 		40125, // invalid appsecret
 		41004, // appsecret missing
 		48001: // api unauthorized
