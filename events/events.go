@@ -102,6 +102,7 @@ func Builtin() []Source {
 		WeCom{},
 		API{},
 		MiniProgram{},
+		Email{},
 		Import{},
 		Engine{},
 	}

@@ -259,10 +259,12 @@ type senderDeps struct {
 }
 
 // buildSenders registers a sender for every channel this configuration
-// serves: the WeChat Official Account channels, and the log sender for SMS
-// (WEJOURNEY_SMS_PROVIDER=log) and email (no WEJOURNEY_SMTP_URL). It opens
-// nothing, so `journeys validate` calls it to learn the configured channels
-// (with a WeChat client of no accounts: sends then fail).
+// serves: the WeChat Official Account channels, the log sender for SMS
+// (WEJOURNEY_SMS_PROVIDER=log), and email over SMTP (WEJOURNEY_SMTP_URL;
+// without it, the log sender). It opens nothing (the SMTP sender connects
+// only to send; with a database it seeds its token key), so `journeys
+// validate` calls it to learn the configured channels (with a WeChat
+// client of no accounts: sends then fail).
 func buildSenders(d senderDeps) (*channels.Registry, error) {
 	senders := channels.NewRegistry()
 	senders.Add(d.wechat)
@@ -272,6 +274,9 @@ func buildSenders(d senderDeps) (*channels.Registry, error) {
 	}
 	if d.cfg.SMTPURL == "" {
 		senders.Register(channels.Email, logOnly, channels.Capabilities{Address: channels.ByEmail})
+	}
+	if err := addEmailSender(senders, d); err != nil {
+		return nil, err
 	}
 	return senders, nil
 }
@@ -364,6 +369,9 @@ func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Serv
 		hc.EventsLimiter = handler.NewRedisRateLimiter(a.rdb, perSecond)
 	}
 	if err := a.miniProgramConfig(ctx, &hc); err != nil {
+		return nil, err
+	}
+	if err := a.emailConfig(ctx, &hc); err != nil {
 		return nil, err
 	}
 	h := handler.New(hc)
