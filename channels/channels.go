@@ -289,7 +289,7 @@ func Setup(channel string) string {
 	case SMS:
 		return "set WEJOURNEY_SMS_PROVIDER=log (development: SMS are logged, not sent), or aliyun, tencent or webhook with its keys"
 	case Email:
-		return "leave WEJOURNEY_SMTP_URL unset and emails are logged (email over SMTP is not implemented yet)"
+		return "set WEJOURNEY_SMTP_URL and WEJOURNEY_EMAIL_FROM (or leave WEJOURNEY_SMTP_URL unset and emails are logged)"
 	case Webhook:
 		return "the webhook sender is not implemented yet"
 	}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/mail"
 	"net/url"
 	"os"
 	"reflect"
@@ -71,8 +72,10 @@ type Config struct {
 	WeComAESKey  string `env:"WEJOURNEY_WECOM_AES_KEY" yaml:"wecom_aes_key"`
 	WeComAPIBase string `env:"WEJOURNEY_WECOM_API_BASE" yaml:"wecom_api_base"`
 
-	// SMTPURL is for sending email over SMTP, which is not implemented yet:
-	// Validate refuses it set, and email is logged ("would send").
+	// SMTPURL sends email over SMTP: smtp://user:pass@host:587 (STARTTLS
+	// when the server offers it) or smtps://user:pass@host:465 (implicit
+	// TLS). Empty: email is logged ("would send"). EmailFrom, the sender
+	// address, is required with it.
 	SMTPURL   string `env:"WEJOURNEY_SMTP_URL" yaml:"smtp_url"`
 	EmailFrom string `env:"WEJOURNEY_EMAIL_FROM" yaml:"email_from"`
 	// SMSProvider sends SMS: "aliyun", "tencent", "webhook" (the brand's
@@ -342,7 +345,14 @@ func (c Config) Validate() error {
 	}
 	if c.SMTPURL != "" {
 		// Not echoed: the URL holds the SMTP password.
-		bad("WEJOURNEY_SMTP_URL", "email over SMTP is not implemented yet: leave WEJOURNEY_SMTP_URL unset and emails are logged")
+		if err := checkSMTPURL(c.SMTPURL); err != nil {
+			bad("WEJOURNEY_SMTP_URL", "%v", err)
+		}
+		if c.EmailFrom == "" {
+			bad("WEJOURNEY_EMAIL_FROM", "required when WEJOURNEY_SMTP_URL is set: the sender address, e.g. \"Brand <news@brand.example>\"")
+		} else if _, err := mail.ParseAddress(c.EmailFrom); err != nil {
+			bad("WEJOURNEY_EMAIL_FROM", "%q is not an email address: %v", c.EmailFrom, err)
+		}
 	}
 	c.validateSMS(bad)
 	if c.PublicURL != "" {
@@ -513,4 +523,26 @@ func oneOf(s string, set ...string) bool {
 		}
 	}
 	return false
+}
+
+// checkSMTPURL checks WEJOURNEY_SMTP_URL: scheme smtp or smtps, a host, a
+// port if any from 1 to 65535. Its errors never repeat the URL (it holds
+// the password).
+func checkSMTPURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("not a URL: want smtp://user:pass@host:587 or smtps://user:pass@host:465")
+	}
+	if !oneOf(u.Scheme, "smtp", "smtps") {
+		return fmt.Errorf("scheme %q: want smtp:// (STARTTLS when offered) or smtps:// (implicit TLS)", u.Scheme)
+	}
+	if u.Hostname() == "" {
+		return errors.New("no host: want smtp://user:pass@host:587")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return errors.New("the port is not a number from 1 to 65535")
+		}
+	}
+	return nil
 }

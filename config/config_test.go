@@ -104,8 +104,23 @@ func TestValidate(t *testing.T) {
 			[]string{`WEJOURNEY_SMS_PHONE_RATE: "5/week": the period "week" is not s, m, h, d or a duration like 30m`}},
 		{"sms rate two rates", func(c *Config) { c.SMSRate = "1/s,2/m" },
 			[]string{`WEJOURNEY_SMS_RATE: "1/s,2/m": want one rate, e.g. 100/s`}},
-		{"smtp url not implemented, password not echoed", func(c *Config) { c.SMTPURL = "smtp://mailer:hunter2@mail.example.com:587" },
-			[]string{"WEJOURNEY_SMTP_URL: email over SMTP is not implemented yet: leave WEJOURNEY_SMTP_URL unset and emails are logged"}},
+		{"smtp url and from", func(c *Config) {
+			c.SMTPURL, c.EmailFrom = "smtp://mailer:hunter2@mail.example.com:587", "Brand <news@brand.example>"
+		}, nil},
+		{"smtps url without a port", func(c *Config) { c.SMTPURL, c.EmailFrom = "smtps://mailer:pw@mail.example.com", "news@brand.example" }, nil},
+		{"smtp url without from", func(c *Config) { c.SMTPURL = "smtp://mailer:hunter2@mail.example.com:587" },
+			[]string{`WEJOURNEY_EMAIL_FROM: required when WEJOURNEY_SMTP_URL is set: the sender address, e.g. "Brand <news@brand.example>"`}},
+		{"smtp url of another scheme, password not echoed", func(c *Config) {
+			c.SMTPURL, c.EmailFrom = "https://mailer:hunter2@mail.example.com", "news@brand.example"
+		}, []string{`WEJOURNEY_SMTP_URL: scheme "https": want smtp:// (STARTTLS when offered) or smtps:// (implicit TLS)`}},
+		{"smtp url without a host", func(c *Config) { c.SMTPURL, c.EmailFrom = "smtp://mailer:hunter2@:25", "news@brand.example" },
+			[]string{"WEJOURNEY_SMTP_URL: no host: want smtp://user:pass@host:587"}},
+		{"smtp url with a bad port", func(c *Config) {
+			c.SMTPURL, c.EmailFrom = "smtp://mailer:hunter2@mail.example.com:0", "news@brand.example"
+		},
+			[]string{"WEJOURNEY_SMTP_URL: the port is not a number from 1 to 65535"}},
+		{"email from that is no address", func(c *Config) { c.SMTPURL, c.EmailFrom = "smtp://mail.example.com", "brand" },
+			[]string{`WEJOURNEY_EMAIL_FROM: "brand" is not an email address: mail: missing '@' or angle-addr`}},
 		{"email from alone is fine", func(c *Config) { c.EmailFrom = "journeys@example.com" }, nil},
 		{"max conns not a number", func(c *Config) { c.DatabaseMaxConns = "lots" },
 			[]string{`WEJOURNEY_DATABASE_MAX_CONNS: "lots": want a number of connections, 1 or more`}},

@@ -105,6 +105,7 @@ func Builtin() []Source {
 		WeCom{},
 		API{},
 		MiniProgram{},
+		Email{},
 		Import{},
 		Engine{},
 		SMS{},

@@ -86,6 +86,10 @@ type Config struct {
 	// Senders serves test sends of the admin API (POST
 	// /api/v1/channels/{channel}/test); nil leaves the route out.
 	Senders ChannelSender
+	// EmailTokens verifies the tokens of the email channel's open pixel,
+	// click redirect and unsubscribe links (/t/o/, /t/c/, /u/); nil: those
+	// routes answer 404.
+	EmailTokens EmailTokens
 	// Followers runs follower imports for the admin API
 	// (/api/v1/followers/sync); nil leaves those routes out.
 	Followers FollowerSyncer
@@ -198,6 +202,10 @@ func (h *Handler) routes() http.Handler {
 	r.POST("/api/v1/miniprogram/events", h.miniProgramEvents)
 	r.POST("/sms/aliyun/uplink", h.aliyunUplink)
 	r.POST("/sms/tencent/uplink", h.tencentUplink)
+	r.GET("/t/o/:token", h.emailOpen)
+	r.GET("/t/c/:token", h.emailClick)
+	r.GET("/u/:token", h.unsubscribePage)
+	r.POST("/u/:token", h.unsubscribe)
 	h.probeRoutes(r)
 	if a := cfg.Admin; a != nil {
 		r.GET("/", func(c *gin.Context) { c.Redirect(http.StatusFound, "/admin/") })

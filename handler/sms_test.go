@@ -1,36 +1,17 @@
 package handler
 
 import (
-	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/wejourney/wejourney/events"
-	"github.com/wejourney/wejourney/model"
 )
-
-// recordingStore keeps what it is asked to store.
-type recordingStore struct {
-	mu  sync.Mutex
-	evs []*model.Event
-}
-
-func (s *recordingStore) Ingest(_ context.Context, evs ...*model.Event) (int, int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, ev := range evs {
-		ev.ID = int64(len(s.evs) + 1)
-		s.evs = append(s.evs, ev)
-	}
-	return len(evs), 0, nil
-}
 
 func uplinkRouter(token string, store EventStore) http.Handler {
 	return New(Config{Ingestor: store, SMSUplinkToken: token, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),

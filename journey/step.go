@@ -222,6 +222,9 @@ func (e *Engine) renderSend(snd *Send, v *model.StepVisit, enr *model.Enrollment
 			msg.Extra[name] = rd.render(t)
 		}
 	}
+	if t := snd.texts["html"]; t != nil {
+		msg.Extra["html"] = rd.render(t)
+	}
 	if rd.err != nil {
 		e.log.Error("message template failed; nothing sent", "visit", v.ID, "step", v.StepID, "err", rd.err)
 		r := rd.failed()

@@ -19,6 +19,7 @@ type Send struct {
 	Channel    string            `yaml:"channel"`
 	Text       string            `yaml:"text"`
 	Subject    string            `yaml:"subject"`
+	HTML       string            `yaml:"html"` // the email's HTML part, rendered into Message.Extra["html"]
 	TemplateID string            `yaml:"template_id"`
 	Template   string            `yaml:"template"` // SMS template code
 	URL        string            `yaml:"url"`
@@ -31,7 +32,7 @@ type Send struct {
 	// opted out of the channel's marketing messages.
 	Category string `yaml:"category"`
 
-	texts    map[string]*template.Template // text, subject, url, extra.<name>
+	texts    map[string]*template.Template // text, subject, url, html, extra.<name>
 	data     map[string]*template.Template // template data / sms params
 	fallback string                        // step id
 	fbChans  []string                      // channels, in turn
@@ -59,7 +60,7 @@ func (sendKind) Compile(n *yaml.Node, ck *Check) StepBody {
 	default:
 		ck.Problemf(valueOf(n, "category"), "category %q: want %s or %s", s.Category, model.CategoryMarketing, model.CategoryTransactional)
 	}
-	for _, f := range []struct{ name, text string }{{"text", s.Text}, {"subject", s.Subject}, {"url", s.URL}} {
+	for _, f := range []struct{ name, text string }{{"text", s.Text}, {"subject", s.Subject}, {"url", s.URL}, {"html", s.HTML}} {
 		if f.text != "" {
 			if t := ck.Template(f.name, valueOf(n, f.name), f.text); t != nil {
 				s.texts[f.name] = t

@@ -262,9 +262,11 @@ type senderDeps struct {
 
 // buildSenders registers a sender for every channel this configuration
 // serves: the WeChat Official Account channels, SMS (WEJOURNEY_SMS_PROVIDER,
-// senders_sms.go), and the log sender for email (no WEJOURNEY_SMTP_URL). It opens
-// nothing, so `journeys validate` calls it to learn the configured channels
-// (with a WeChat client of no accounts: sends then fail).
+// senders_sms.go), and email over SMTP (WEJOURNEY_SMTP_URL; without it, the
+// log sender). It opens nothing (the SMTP sender connects only to send;
+// with a database it seeds its token key), so `journeys validate` calls it
+// to learn the configured channels (with a WeChat client of no accounts:
+// sends then fail).
 func buildSenders(d senderDeps) (*channels.Registry, error) {
 	senders := channels.NewRegistry()
 	senders.Add(d.wechat)
@@ -276,6 +278,9 @@ func buildSenders(d senderDeps) (*channels.Registry, error) {
 	}
 	if d.cfg.SMTPURL == "" {
 		senders.Register(channels.Email, logOnly, channels.Capabilities{Address: channels.ByEmail})
+	}
+	if err := addEmailSender(senders, d); err != nil {
+		return nil, err
 	}
 	return senders, nil
 }
@@ -381,6 +386,9 @@ func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Serv
 		hc.EventsLimiter = handler.NewRedisRateLimiter(a.rdb, perSecond)
 	}
 	if err := a.miniProgramConfig(ctx, &hc); err != nil {
+		return nil, err
+	}
+	if err := a.emailConfig(ctx, &hc); err != nil {
 		return nil, err
 	}
 	if err := subscribeLinkConfig(ctx, a.DB, a.Cfg.PublicURL, a.Cfg.DefaultAppID(), &hc); err != nil { // senders_wxsub.go

@@ -96,9 +96,6 @@ func newSubscribeHarness(t *testing.T) *harness {
 	return h
 }
 
-// noRedirects is an HTTP client that shows redirects instead of following them.
-var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-
 // authoriseOnce makes a subscribe link through the admin API and comes
 // back from WeChat's page as openid would, confirming: it returns where
 // wejourney sent the member.
