@@ -100,3 +100,37 @@ steps:
 		t.Fatalf("visits (-want +got):\n%s", diff)
 	}
 }
+
+// TestEmailHTMLEscapesValues: the html part is rendered by html/template,
+// so a member's nickname cannot put markup or links into a brand's email.
+func TestEmailHTMLEscapesValues(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.publish(`
+key: mail
+trigger: { event: order.paid }
+steps:
+  - id: mail
+    send:
+      channel: email
+      subject: "hi {{ .member.nickname }}"
+      html: '<p>你好 {{ .member.nickname }}</p><a href="https://brand.example/?o={{ .event.order }}">订单</a>'
+`)
+	m := model.Member{Email: "a@example.com", Nickname: `<a href="https://evil.example">x</a>`, CreatedAt: h.clk.Now(), UpdatedAt: h.clk.Now()}
+	if err := h.db.Create(&m).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := h.db.Create(&model.MemberIdentity{MemberID: m.ID, Kind: model.IdentityEmail, Value: m.Email}).Error; err != nil {
+		t.Fatal(err)
+	}
+	h.route(&model.Event{Type: "order.paid", Source: "api", Member: model.MemberRef{Email: m.Email}, Props: map[string]any{"order": "A&B"}})
+	h.drain()
+	msgs := h.rec.messages()
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages, want 1", len(msgs))
+	}
+	want := `<p>你好 &lt;a href=&#34;https://evil.example&#34;&gt;x&lt;/a&gt;</p><a href="https://brand.example/?o=A%26B">订单</a>`
+	if got := msgs[0].Extra["html"]; got != want {
+		t.Errorf("html part\n got %s\nwant %s", got, want)
+	}
+}

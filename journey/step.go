@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	htmltemplate "html/template"
 	"os"
 	"slices"
 	"strings"
@@ -222,8 +223,8 @@ func (e *Engine) renderSend(snd *Send, v *model.StepVisit, enr *model.Enrollment
 			msg.Extra[name] = rd.render(t)
 		}
 	}
-	if t := snd.texts["html"]; t != nil {
-		msg.Extra["html"] = rd.render(t)
+	if snd.html != nil {
+		msg.Extra["html"] = rd.renderHTML(snd.html)
 	}
 	if rd.err != nil {
 		e.log.Error("message template failed; nothing sent", "visit", v.ID, "step", v.StepID, "err", rd.err)
@@ -510,6 +511,19 @@ func (r *renderer) render(t *template.Template) string {
 		return ""
 	}
 	return strings.ReplaceAll(b.String(), "<no value>", "")
+}
+
+// renderHTML renders an HTML template (values escaped) with the
+// renderer's variables.
+func (r *renderer) renderHTML(t *htmltemplate.Template) string {
+	var b strings.Builder
+	if err := t.Execute(&b, map[string]any(r.vars)); err != nil {
+		if r.err == nil {
+			r.err = err
+		}
+		return ""
+	}
+	return strings.ReplaceAll(b.String(), "&lt;no value&gt;", "")
 }
 
 // failed is the step's result when a template failed.

@@ -2,6 +2,7 @@ package journey
 
 import (
 	"fmt"
+	htmltemplate "html/template"
 	"strings"
 	"text/template"
 	"time"
@@ -32,7 +33,8 @@ type Send struct {
 	// opted out of the channel's marketing messages.
 	Category string `yaml:"category"`
 
-	texts    map[string]*template.Template // text, subject, url, html, extra.<name>
+	texts    map[string]*template.Template // text, subject, url, extra.<name>
+	html     *htmltemplate.Template        // the email's HTML part
 	data     map[string]*template.Template // template data / sms params
 	fallback string                        // step id
 	fbChans  []string                      // channels, in turn
@@ -65,6 +67,17 @@ func (sendKind) Compile(n *yaml.Node, ck *Check) StepBody {
 			if t := ck.Template(f.name, valueOf(n, f.name), f.text); t != nil {
 				s.texts[f.name] = t
 			}
+		}
+	}
+	if t := s.texts["html"]; t != nil {
+		// Checked as the other templates are; rendered by html/template,
+		// so a value (a nickname) cannot put markup or links in the email.
+		delete(s.texts, "html")
+		h, err := htmltemplate.New("html").Option("missingkey=zero").Parse(s.HTML)
+		if err != nil {
+			ck.Problemf(valueOf(n, "html"), "html: %v", err)
+		} else {
+			s.html = h
 		}
 	}
 	for _, m := range []struct {
