@@ -84,11 +84,11 @@ func (l *RedisLimiter) Take(ctx context.Context, key string, r Rate) error {
 func ParseRate(s string) (Rate, error) {
 	n, per, ok := strings.Cut(strings.TrimSpace(s), "/")
 	if !ok {
-		return Rate{}, fmt.Errorf("rate %q: want N/PERIOD, e.g. 3/1m or 100/s", s)
+		return Rate{}, fmt.Errorf("%q: want N/PERIOD, e.g. 3/1m or 100/s", s)
 	}
 	count, err := strconv.Atoi(strings.TrimSpace(n))
 	if err != nil || count < 0 {
-		return Rate{}, fmt.Errorf("rate %q: %q is not a count", s, n)
+		return Rate{}, fmt.Errorf("%q: %q is not a count", s, n)
 	}
 	per = strings.TrimSpace(per)
 	units := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour, "d": 24 * time.Hour}
@@ -105,7 +105,7 @@ func ParseRate(s string) (Rate, error) {
 		}
 	}
 	if d <= 0 {
-		return Rate{}, fmt.Errorf("rate %q: the period must be positive", s)
+		return Rate{}, fmt.Errorf("%q: the period must be positive", s)
 	}
 	return Rate{N: count, Per: d}, nil
 }

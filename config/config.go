@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -166,11 +167,24 @@ func (c Config) Allowance() (event, message channels.Rate, err error) {
 	return event, message, nil
 }
 
-// Rates returns RateLimits parsed: API name -> rate.
+// RateLimitAPIs are the API names WEJOURNEY_RATE_LIMITS may bound: the
+// Official Account's sending APIs (channels/wechat) and WeCom's
+// (channels/wecom APIs).
+var RateLimitAPIs = []string{"wechat.custom", "wechat.template", "wechat.subscribe",
+	"wecom.send_welcome_msg", "wecom.message_send", "wecom.mark_tag", "wecom.add_msg_template"}
+
+// Rates returns RateLimits parsed: API name -> rate. A name not in
+// RateLimitAPIs is an error: a misspelt one would limit nothing.
 func (c Config) Rates() (map[string]channels.Rate, error) {
 	r, err := channels.ParseRates(c.RateLimits)
 	if err != nil {
 		return nil, fmt.Errorf("WEJOURNEY_RATE_LIMITS: %w", err)
+	}
+	for k := range r {
+		if !slices.Contains(RateLimitAPIs, k) {
+			return nil, fmt.Errorf("WEJOURNEY_RATE_LIMITS: %q is not an API wejourney limits: want one of %s (SMS has WEJOURNEY_SMS_PHONE_RATE and WEJOURNEY_SMS_RATE)",
+				k, strings.Join(RateLimitAPIs, ", "))
+		}
 	}
 	return r, nil
 }

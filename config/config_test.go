@@ -100,6 +100,12 @@ func TestValidate(t *testing.T) {
 		}},
 		{"sms phone rate", func(c *Config) { c.SMSPhoneRate = "3/30m, 10/d" }, nil},
 		{"sms phone rate off", func(c *Config) { c.SMSPhoneRate = "0" }, nil},
+		{"rate limits", func(c *Config) { c.RateLimits = "wechat.custom=500/s, wecom.send_welcome_msg=100/1s" }, nil},
+		{"rate limits misspelt api", func(c *Config) { c.RateLimits = "wechat.costum=500/s" }, []string{
+			`WEJOURNEY_RATE_LIMITS: "wechat.costum" is not an API wejourney limits: want one of wechat.custom, wechat.template, wechat.subscribe, ` +
+				`wecom.send_welcome_msg, wecom.message_send, wecom.mark_tag, wecom.add_msg_template (SMS has WEJOURNEY_SMS_PHONE_RATE and WEJOURNEY_SMS_RATE)`}},
+		{"allowance", func(c *Config) { c.WeChatAllowanceEvent, c.WeChatAllowanceMessage = "4/2m", "x" }, []string{
+			`WEJOURNEY_WECHAT_ALLOWANCE_MESSAGE: "x": want N/PERIOD, e.g. 3/1m or 100/s`}},
 		{"sms phone rate bad", func(c *Config) { c.SMSPhoneRate = "5/week" },
 			[]string{`WEJOURNEY_SMS_PHONE_RATE: "5/week": the period "week" is not s, m, h, d or a duration like 30m`}},
 		{"sms rate two rates", func(c *Config) { c.SMSRate = "1/s,2/m" },

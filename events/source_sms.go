@@ -35,7 +35,7 @@ func (SMS) Namespace() string { return "" }
 // Events implements Source.
 func (SMS) Events() []Spec {
 	return []Spec{
-		{Type: SMSReceived, Props: []string{"text", "phone", "sign", "provider", "dest_code", "extend"}, Open: true,
+		{Type: SMSReceived, Props: []string{"text", "phone", "sign", "provider", "dest_code"}, Open: true,
 			Doc: "the member sent an SMS (a reply); TD, T, N or 退订 opts them out of marketing SMS"},
 		{Type: SMSUnsubscribed, Open: true, Doc: "the member opted out of marketing SMS"},
 	}

@@ -3,6 +3,7 @@ package handler
 import (
 	"context"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -24,7 +25,7 @@ func (h *Handler) holdRoutes(api gin.IRoutes) {
 		return
 	}
 	api.GET("/channels/holds", h.listHolds)
-	api.DELETE("/channels/holds/:key", h.releaseHold)
+	api.DELETE("/channels/holds/*key", h.releaseHold) // WeCom keys hold a "/"
 }
 
 // listHolds answers {"holds": [...]}: the APIs held until their quota resets.
@@ -42,7 +43,7 @@ func (h *Handler) listHolds(c *gin.Context) {
 
 // releaseHold ends a hold early: 204.
 func (h *Handler) releaseHold(c *gin.Context) {
-	if err := h.cfg.Holds.Release(c.Request.Context(), c.Param("key")); err != nil {
+	if err := h.cfg.Holds.Release(c.Request.Context(), strings.TrimPrefix(c.Param("key"), "/")); err != nil {
 		c.JSON(http.StatusServiceUnavailable, gin.H{"error": redact.String(err.Error())})
 		return
 	}

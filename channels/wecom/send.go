@@ -133,6 +133,10 @@ type SenderConfig struct {
 	Clock clock.Clock
 	// Logger receives sandbox sends. Nil: slog.Default().
 	Logger *slog.Logger
+	// Holds keeps the APIs whose daily quota (45009, 45035) is spent, for
+	// every process: their sends wait for midnight without calling WeCom.
+	// Nil: each send calls, and WeCom answers again.
+	Holds *channels.Holds
 }
 
 // Sender sends on the WeCom channels: wecom.welcome, wecom.text,
@@ -177,6 +181,14 @@ func (s *Sender) Send(ctx context.Context, msg channels.Message) (channels.Resul
 	if app == "" {
 		return channels.Result{}, fmt.Errorf("%s: %w: %w", msg.Channel, ErrNoApp, channels.ErrPermanent)
 	}
+	hold := "wecom:" + app + ":" + apiOf(msg.Channel)
+	if s.cfg.Holds != nil {
+		now := s.cfg.Clock.Now()
+		if h, held := s.cfg.Holds.Held(ctx, hold, now); held {
+			return channels.Result{}, &channels.Error{Class: channels.ErrQuota, Code: 45009, RetryAfter: h.Until.Sub(now),
+				Msg: fmt.Sprintf("daily quota of %s spent: held until %s Beijing time (WeCom not called)", apiOf(msg.Channel), h.Until.In(shanghai).Format("2006-01-02 15:04"))}
+		}
+	}
 	var (
 		res channels.Result
 		err error
@@ -198,13 +210,26 @@ func (s *Sender) Send(ctx context.Context, msg channels.Message) (channels.Resul
 			"delivery", msg.DeliveryID)
 		return channels.Result{Sandbox: true}, nil
 	}
-	return res, s.refine(err)
+	return res, s.refine(ctx, hold, err)
+}
+
+// apiOf names the API a channel's messages go through.
+func apiOf(channel string) string {
+	switch channel {
+	case channels.WeComWelcome:
+		return APIWelcome
+	case channels.WeComMarkTag:
+		return APIMarkTag
+	case channels.WeComGroupMessage:
+		return APIGroupMessage
+	}
+	return APIAppMessage
 }
 
 // refine adjusts the classes Classify cannot know: an unknown app is a
-// configuration error, and a daily quota (45009) lasts until midnight in
-// China.
-func (s *Sender) refine(err error) error {
+// configuration error, and a daily quota (45009, 45035) lasts until
+// midnight in China, holding the API (hold) for every process.
+func (s *Sender) refine(ctx context.Context, hold string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -212,8 +237,14 @@ func (s *Sender) refine(err error) error {
 		return fmt.Errorf("%w (add the WeCom app in the admin, or set WEJOURNEY_WECOM_CORPID): %w", err, channels.ErrPermanent)
 	}
 	var ce *channels.Error
-	if errors.As(err, &ce) && ce.Code == 45009 {
-		ce.RetryAfter = untilMidnight(s.cfg.Clock.Now())
+	if errors.As(err, &ce) && (ce.Code == 45009 || ce.Code == 45035) {
+		now := s.cfg.Clock.Now()
+		ce.RetryAfter = untilMidnight(now)
+		if s.cfg.Holds != nil {
+			if herr := s.cfg.Holds.Hold(ctx, hold, now.Add(ce.RetryAfter), now, ce.Msg); herr != nil {
+				s.cfg.Logger.Warn("recording a spent WeCom quota failed", "api", hold, "err", herr)
+			}
+		}
 	}
 	return err
 }

@@ -54,7 +54,8 @@ func newSendFixture(t *testing.T) *sendFixture {
 		corpID + "/1000009":   {CorpID: corpID},
 		corpID + "/notnumber": {CorpID: corpID, Secret: secret},
 	}, APIBase: fk.URL, Logger: slog.New(slog.DiscardHandler)})
-	s := NewSender(SenderConfig{Client: c, DefaultApp: app, Limiter: lim, Redis: rdb, Clock: clk, Logger: slog.New(slog.DiscardHandler)})
+	s := NewSender(SenderConfig{Client: c, DefaultApp: app, Limiter: lim, Redis: rdb, Clock: clk, Logger: slog.New(slog.DiscardHandler),
+		Holds: channels.NewHolds(rdb)})
 	return &sendFixture{fk: fk, s: s, lim: lim, clock: clk, mr: mr}
 }
 
@@ -345,5 +346,41 @@ func TestSendTokenRefreshedOnceAndConfiguration(t *testing.T) {
 	none := NewSender(SenderConfig{Client: f.s.cfg.Client})
 	if _, err := none.Send(ctx, msg); !errors.Is(err, channels.ErrPermanent) || !errors.Is(err, ErrNoApp) {
 		t.Errorf("no app: %v, want permanent ErrNoApp", err)
+	}
+}
+
+// TestDailyQuotaHoldsTheAPI: after WeCom's 45009 the API is held until
+// midnight in China for every sender sharing the Redis, without calling
+// WeCom; other APIs still go.
+func TestDailyQuotaHoldsTheAPI(t *testing.T) {
+	t.Parallel()
+	f := newSendFixture(t)
+	ctx := context.Background()
+	text := func(to string) error {
+		_, err := f.s.Send(ctx, channels.Message{Channel: channels.WeComText, Text: "hi", Extra: map[string]string{"user_id": to}})
+		return err
+	}
+	f.fk.SetError(fakewecom.MessageSendPath, 45009)
+	err := text("rep_a")
+	var ce *channels.Error
+	// 10:00 in Shanghai: 14 hours to midnight.
+	if !errors.As(err, &ce) || !errors.Is(err, channels.ErrQuota) || ce.RetryAfter != 14*time.Hour {
+		t.Fatalf("45009: %v, want a quota error until midnight", err)
+	}
+	f.fk.SetError(fakewecom.MessageSendPath, 0)
+	calls := f.fk.Calls(fakewecom.MessageSendPath)
+	if err := text("rep_b"); !errors.As(err, &ce) || ce.Code != 45009 || ce.RetryAfter != 14*time.Hour {
+		t.Fatalf("while held: %v, want held", err)
+	}
+	if f.fk.Calls(fakewecom.MessageSendPath) != calls {
+		t.Fatal("WeCom was called while the quota was held")
+	}
+	if _, err := f.s.Send(ctx, channels.Message{Channel: channels.WeComMarkTag, To: channels.Recipient{ExternalUserID: "wm1"},
+		Extra: map[string]string{"user_id": "rep_a", "add_tags": "et1"}}); err != nil {
+		t.Fatalf("mark_tag while message/send is held: %v", err)
+	}
+	f.clock.Advance(14 * time.Hour)
+	if err := text("rep_b"); err != nil {
+		t.Fatalf("after midnight: %v", err)
 	}
 }

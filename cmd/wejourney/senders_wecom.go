@@ -18,6 +18,9 @@ func addWeComSenders(senders *channels.Registry, d senderDeps) {
 	}
 	sc := wecom.SenderConfig{Client: d.wecom, DefaultApp: defaultWeComApp(d.cfg),
 		Limiter: d.limiter, Redis: d.rdb, Logger: d.log, Rates: map[string]channels.Rate{}}
+	if d.rdb != nil {
+		sc.Holds = channels.NewHolds(d.rdb)
+	}
 	rates, _ := d.cfg.Rates() // validated with the configuration
 	for _, api := range wecom.APIs {
 		if r, ok := rates["wecom."+api]; ok {
