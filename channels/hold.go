@@ -2,9 +2,11 @@ package channels
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -33,13 +35,39 @@ type Hold struct {
 }
 
 // Holds keeps the holds of every process in Redis, so that one worker's
-// 45009 holds every worker's sends through that API.
+// 45009 holds every worker's sends through that API. Each process
+// remembers what Redis said of a key for holdsCacheTTL, so a send costs a
+// round trip to Redis at most once a second per API; another process's
+// hold is seen within that second.
 type Holds struct {
 	rdb redis.UniversalClient
+
+	mu    sync.Mutex
+	cache map[string]cachedHold
+}
+
+// holdsCacheTTL is how long a process trusts what Redis said of a key.
+const holdsCacheTTL = time.Second
+
+type cachedHold struct {
+	read time.Time // wall clock
+	hold Hold
+	ok   bool
 }
 
 // NewHolds returns holds kept in rdb.
-func NewHolds(rdb redis.UniversalClient) *Holds { return &Holds{rdb: rdb} }
+func NewHolds(rdb redis.UniversalClient) *Holds {
+	return &Holds{rdb: rdb, cache: map[string]cachedHold{}}
+}
+
+func (h *Holds) remember(key string, c cachedHold) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.cache) > 10000 {
+		clear(h.cache) // keys are account × API: this is never reached in practice
+	}
+	h.cache[key] = c
+}
 
 const holdPrefix = "wejourney:hold:"
 
@@ -50,6 +78,7 @@ func (h *Holds) Hold(ctx context.Context, key string, until, now time.Time, why 
 		return nil
 	}
 	val := strconv.FormatInt(until.UnixMilli(), 10) + "|" + why
+	h.remember(key, cachedHold{read: time.Now(), hold: Hold{Key: key, Until: until.UTC(), Why: why}, ok: true})
 	if err := h.rdb.Set(ctx, holdPrefix+key, val, ttl+time.Minute).Err(); err != nil {
 		return fmt.Errorf("channels: record hold of %s: %w", key, err)
 	}
@@ -58,16 +87,27 @@ func (h *Holds) Hold(ctx context.Context, key string, until, now time.Time, why 
 
 // Held returns key's hold when it is held at now.
 func (h *Holds) Held(ctx context.Context, key string, now time.Time) (Hold, bool) {
-	val, err := h.rdb.Get(ctx, holdPrefix+key).Result()
-	if err != nil {
-		return Hold{}, false // none, or Redis is away: the provider answers
+	h.mu.Lock()
+	c, cached := h.cache[key]
+	h.mu.Unlock()
+	if !cached || time.Since(c.read) >= holdsCacheTTL {
+		c = cachedHold{read: time.Now()}
+		val, err := h.rdb.Get(ctx, holdPrefix+key).Result()
+		if err == nil {
+			c.hold, c.ok = parseHold(key, val)
+		} else if !errors.Is(err, redis.Nil) {
+			return Hold{}, false // Redis is away: the provider answers
+		}
+		h.remember(key, c)
 	}
-	hold, ok := parseHold(key, val)
-	return hold, ok && hold.Until.After(now)
+	return c.hold, c.ok && c.hold.Until.After(now)
 }
 
 // Release ends key's hold (an operator knows the quota was raised).
 func (h *Holds) Release(ctx context.Context, key string) error {
+	h.mu.Lock()
+	delete(h.cache, key)
+	h.mu.Unlock()
 	return h.rdb.Del(ctx, holdPrefix+key).Err()
 }
 

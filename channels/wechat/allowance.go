@@ -118,6 +118,41 @@ func (a *Allowance) Open(ctx context.Context, appid, openid, kind string, at tim
 	return nil
 }
 
+// Window is one interaction that opens an allowance window (OpenAll).
+type Window struct {
+	AppID, OpenID, Kind string
+	At                  time.Time
+}
+
+// OpenAll opens the windows of several interactions in one round trip to
+// Redis (see Open).
+func (a *Allowance) OpenAll(ctx context.Context, ws []Window) error {
+	if len(ws) == 0 {
+		return nil
+	}
+	pipe := a.rdb.Pipeline()
+	for _, w := range ws {
+		r := a.cfg.Event
+		if w.Kind == WindowMessage {
+			r = a.cfg.Message
+		}
+		until := w.At.Add(r.Per)
+		ttl := int64(max(time.Until(until), time.Minute)/time.Second) + 60
+		openScript.EvalSha(ctx, pipe, []string{allowanceKey(w.AppID, w.OpenID)}, w.Kind, w.At.UnixMilli(), until.UnixMilli(), r.N, ttl)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		if !redis.HasErrorPrefix(err, "NOSCRIPT") {
+			return fmt.Errorf("wechat: open customer-service allowances: %w", err)
+		}
+		for _, w := range ws { // the script was not loaded yet: one by one, which loads it
+			if err := a.Open(ctx, w.AppID, w.OpenID, w.Kind, w.At); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // Spend takes one message of the member's allowance at now. It returns the
 // window spent from (for Refund), and ok false when the member has a record
 // and no message left: WeChat would refuse, do not call. A member with no

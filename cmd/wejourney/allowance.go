@@ -34,16 +34,17 @@ func windowOf(ev *model.Event) string {
 
 // Observe implements journey.Observer.
 func (a allowanceWindows) Observe(ctx context.Context, evs []*model.Event) {
+	var ws []wechat.Window
 	for _, ev := range evs {
 		kind := windowOf(ev)
 		if kind == "" || ev.Member.OpenID == "" || ev.Member.AppID == "" {
 			continue
 		}
-		if err := a.allowance.Open(ctx, ev.Member.AppID, ev.Member.OpenID, kind, ev.At); err != nil {
-			// Unknown allowance: sends are attempted and WeChat answers.
-			a.log.Warn("opening a member's customer-service allowance failed", "event", ev.ID, "err", err)
-			return
-		}
+		ws = append(ws, wechat.Window{AppID: ev.Member.AppID, OpenID: ev.Member.OpenID, Kind: kind, At: ev.At})
+	}
+	if err := a.allowance.OpenAll(ctx, ws); err != nil {
+		// Unknown allowance: sends are attempted and WeChat answers.
+		a.log.Warn("opening members' customer-service allowance failed", "events", len(ws), "err", err)
 	}
 }
 
