@@ -124,7 +124,7 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 	a.wechat = newWeChat(cfg, accounts, a.rdb, a.Log)
 	a.wecom = newWeCom(cfg, accounts, a.rdb, a.Log)
 	senders, err := buildSenders(senderDeps{cfg: cfg, wechat: a.wechat, wecom: a.wecom, db: a.DB, rdb: a.rdb,
-		limiter: channels.NewRedisLimiter(a.rdb), log: a.Log})
+		limiter: newLimiter(cfg, a.rdb), log: a.Log})
 	if err != nil {
 		return nil, err
 	}
@@ -285,6 +285,17 @@ func buildSenders(d senderDeps) (*channels.Registry, error) {
 	return senders, nil
 }
 
+// newLimiter returns the send rate limiter: in Redis, shared by every
+// process on it; in this process's memory for the embedded default, whose
+// in-process Redis no other process reaches (a Lua script per send costs it
+// a third of its throughput).
+func newLimiter(cfg config.Config, rdb redis.UniversalClient) channels.Limiter {
+	if cfg.RedisURL == "" {
+		return channels.NewLocalLimiter()
+	}
+	return channels.NewRedisLimiter(rdb)
+}
+
 // newWeChat returns the Official Account API client: the sender of WeChat
 // messages, and the caller of the other Official Account APIs (Call).
 func newWeChat(cfg config.Config, accounts *model.Accounts, rdb redis.UniversalClient, log *slog.Logger) *wechat.Sender {
@@ -297,7 +308,7 @@ func newWeChat(cfg config.Config, accounts *model.Accounts, rdb redis.UniversalC
 		rates, _ := cfg.Rates()
 		wxCfg.Allowance = wechat.NewAllowance(rdb, wechat.AllowanceConfig{Event: event, Message: message})
 		wxCfg.Holds = channels.NewHolds(rdb)
-		wxCfg.Limiter = channels.NewRedisLimiter(rdb)
+		wxCfg.Limiter = newLimiter(cfg, rdb)
 		wxCfg.Rates = map[string]channels.Rate{}
 		for _, api := range []string{wechat.APICustom, wechat.APITemplate, wechat.APISubscribe} {
 			if r, ok := rates["wechat."+api]; ok {
