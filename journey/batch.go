@@ -84,7 +84,7 @@ func (e *Engine) runSteps(ctx context.Context, ids []int64) []error {
 	var visits []*model.StepVisit
 	e.slot.lock(ctx)
 	err := db.Where("id IN ?", ids).Find(&visits).Error
-	e.slot.unlock()
+	e.slot.unlock(ctx)
 	if err != nil {
 		err = fmt.Errorf("journey: load visits: %w", err)
 		for i := range errs {
@@ -181,7 +181,7 @@ func (e *Engine) claim(ctx context.Context, items []*stepItem, now time.Time) ([
 			}
 		}
 	}
-	e.slot.unlock()
+	e.slot.unlock(ctx)
 	for _, it := range claimed {
 		it.v.Attempts++
 		it.v.Status = model.VisitRunning
@@ -236,7 +236,7 @@ func (e *Engine) runBatch(ctx context.Context, items []*stepItem, errs []error) 
 func (e *Engine) failLoop(ctx context.Context, v *model.StepVisit) error {
 	e.log.Error("journey loops without waiting; failing the enrollment", "enrollment", v.EnrollmentID, "step", v.StepID)
 	e.slot.lock(ctx)
-	defer e.slot.unlock()
+	defer e.slot.unlock(ctx)
 	return e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Model(&model.StepVisit{}).Where("id = ?", v.ID).Updates(map[string]any{"status": model.VisitFailed, "outcome": "loop", "finished_at": e.now()}).Error; err != nil {
 			return err
@@ -303,7 +303,7 @@ func (e *Engine) runRound(ctx context.Context, items []*stepItem, errs []error) 
 		}
 		it.res = res.internal()
 	}
-	e.slot.unlock()
+	e.slot.unlock(ctx)
 
 	e.handOverAll(ctx, sends, now)
 	return e.finishRound(ctx, items, errs)
@@ -322,7 +322,7 @@ func (e *Engine) loadItems(ctx context.Context, items []*stepItem) error {
 		}
 	}
 	e.slot.lock(ctx)
-	defer e.slot.unlock()
+	defer e.slot.unlock(ctx)
 	db := e.cfg.DB.WithContext(ctx)
 	enrs, err := byID[model.Enrollment](db, enrIDs, func(x *model.Enrollment) int64 { return x.ID })
 	if err != nil {
@@ -423,7 +423,7 @@ func (e *Engine) handOverAll(ctx context.Context, sends []*stepItem, now time.Ti
 			}
 			e.slot.lock(ctx)
 			err := e.cfg.DB.WithContext(ctx).Create(&rows).Error
-			e.slot.unlock()
+			e.slot.unlock(ctx)
 			e.sendEach(ctx, group, err == nil, now)
 			return nil
 		})
@@ -458,11 +458,11 @@ func (e *Engine) sendEach(ctx context.Context, items []*stepItem, recorded bool,
 			} else {
 				e.slot.lock(ctx)
 				r = e.deliver(ctx, it.cs, it.enr, it.v, it.m, it.snd.Channel, it.msg, now)
-				e.slot.unlock()
+				e.slot.unlock(ctx)
 			}
 			e.slot.lock(ctx)
 			it.res = e.afterSend(ctx, it.snd, it.cs, it.enr, it.v, it.m, it.msg, r, now)
-			e.slot.unlock()
+			e.slot.unlock(ctx)
 		}()
 	}
 	wg.Wait()
@@ -533,7 +533,7 @@ func (e *Engine) finishRound(ctx context.Context, items []*stepItem, errs []erro
 		}
 		return nil
 	})
-	e.slot.unlock()
+	e.slot.unlock(ctx)
 	if err != nil {
 		e.log.Debug("finishing a round in one transaction failed; finishing its visits one by one", "visits", len(items), "err", err)
 		return e.finishEach(ctx, items, errs)
@@ -693,7 +693,7 @@ func (e *Engine) finishEach(ctx context.Context, items []*stepItem, errs []error
 		default:
 			nv, err = e.finish(ctx, it.c, it.enr, it.v, it.res, e.now())
 		}
-		e.slot.unlock()
+		e.slot.unlock(ctx)
 		if err != nil {
 			errs[it.origin] = errors.Join(errs[it.origin], err)
 			e.releaseClaim(it.v)

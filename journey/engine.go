@@ -77,7 +77,8 @@ type Config struct {
 	// callbacks comes first in a burst.
 	Gate func(ctx context.Context)
 	// DBSlots, when positive, bounds how many of this engine's goroutines
-	// use the database at once (sends to channels happen outside). With
+	// use the database at once (sends to channels happen outside). Urgent
+	// work takes the database first either way (see dbSlot). With
 	// SQLite's single connection, 1 keeps callback commits from queueing
 	// behind every worker. Zero: unbounded, except on SQLite, where it is
 	// 1 (with one connection, gorm's prepared statements can deadlock when
@@ -156,7 +157,10 @@ func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
 
 // dbSlot bounds how many goroutines use the database at once; a nil one
 // never blocks. Urgent work (urgentContext: a welcome code WeCom takes
-// only within 20 s) goes ahead of every other waiter.
+// only within 20 s) goes ahead of every other waiter, and while it holds
+// the database no other work starts a statement: in a burst of marketing
+// on PostgreSQL, the CPU a welcome's statements need is not spread over
+// dozens of marketing batches.
 type dbSlot = *prioritySlot
 
 // prioritySlot is a counting semaphore whose urgent waiters go first.
@@ -165,7 +169,12 @@ type prioritySlot struct {
 	cond   *sync.Cond
 	free   int
 	urgent int // urgent waiters
+	active int // urgent holders
 }
+
+// unboundedSlots is the size of the slot of an engine with no DBSlots: it
+// bounds nothing and only puts urgent work first.
+const unboundedSlots = 1 << 20
 
 func newDBSlot(n int) dbSlot {
 	if n <= 0 {
@@ -201,8 +210,9 @@ func (s *prioritySlot) lock(ctx context.Context) {
 			s.cond.Wait()
 		}
 		s.urgent--
+		s.active++
 	} else {
-		for s.free == 0 || s.urgent > 0 {
+		for s.free == 0 || s.urgent > 0 || s.active > 0 {
 			s.cond.Wait()
 		}
 	}
@@ -210,12 +220,16 @@ func (s *prioritySlot) lock(ctx context.Context) {
 	s.mu.Unlock()
 }
 
-func (s *prioritySlot) unlock() {
+// unlock gives back the slot lock(ctx) took, with the same ctx.
+func (s *prioritySlot) unlock(ctx context.Context) {
 	if s == nil {
 		return
 	}
 	s.mu.Lock()
 	s.free++
+	if isUrgent(ctx) {
+		s.active--
+	}
 	s.mu.Unlock()
 	s.cond.Broadcast()
 }
@@ -290,6 +304,8 @@ func New(cfg Config) *Engine {
 	e := &Engine{cfg: cfg, log: cfg.Logger, versions: map[int64]*Compiled{}, metrics: newEngineMetrics(cfg.Metrics)}
 	if cfg.DBSlots > 0 {
 		e.slot = newDBSlot(cfg.DBSlots)
+	} else {
+		e.slot = newDBSlot(unboundedSlots)
 	}
 	flushers := gatherFlushers
 	if cfg.DBSlots == 1 {

@@ -78,7 +78,7 @@ func (e *Engine) enrich(ctx context.Context, evs []*model.Event) {
 	}
 	sb.WriteString(" END")
 	e.slot.lock(ctx)
-	defer e.slot.unlock()
+	defer e.slot.unlock(ctx)
 	err = e.cfg.DB.WithContext(ctx).Model(&model.Event{}).Where("id IN ? AND routed_at IS NULL", ids).
 		Update("member", gorm.Expr(sb.String(), args...)).Error
 	if err != nil {

@@ -51,7 +51,7 @@ func (e *Engine) routeOne(ctx context.Context, id int64) error {
 	for attempt := 0; attempt == 0 || (attempt < routeRetries && (model.Retryable(err) || errors.Is(err, errIdentityRace))); attempt++ {
 		err = e.routeOneTx(ctx, id, now, &r)
 	}
-	e.slot.unlock()
+	e.slot.unlock(ctx)
 	return e.routeOneDone(ctx, id, r, err)
 }
 
@@ -258,8 +258,9 @@ func (e *Engine) routeEffects(tx *gorm.DB, ev *model.Event, m *model.Member, act
 }
 
 func (e *Engine) recordRouteFailure(id int64, cause error) {
-	e.slot.lock(context.Background())
-	defer e.slot.unlock()
+	ctx := context.Background()
+	e.slot.lock(ctx)
+	defer e.slot.unlock(ctx)
 	e.log.Error("routing event failed", "event", id, "err", cause)
 	upd := map[string]any{"attempts": gorm.Expr("attempts + 1"), "error": redact.String(cause.Error())}
 	var ev model.Event

@@ -84,7 +84,7 @@ func (e *Engine) route(ctx context.Context, ids []int64) error {
 	// By id alone: with "routed_at IS NULL" PostgreSQL may read the partial
 	// index of unrouted events (all of a burst's) instead of the primary key.
 	err := e.cfg.DB.WithContext(ctx).Where("id IN ?", ids).Order("id").Find(&evs).Error
-	e.slot.unlock()
+	e.slot.unlock(ctx)
 	if err != nil {
 		return e.routeEach(ctx, ids...)
 	}
@@ -199,7 +199,7 @@ func (e *Engine) routeBatch(ctx context.Context, chunk []*model.Event) (routed, 
 	var r routed
 	now := e.now()
 	e.slot.lock(ctx)
-	defer e.slot.unlock()
+	defer e.slot.unlock(ctx)
 	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		r = routed{}
 		members, err := e.batchEvents(tx, chunk)

@@ -41,7 +41,7 @@ func (e *Engine) setLease(id int64, attempts int, until time.Time, timeout time.
 	ctx, cancel := context.WithTimeout(e.cfg.BaseContext, timeout)
 	defer cancel()
 	e.slot.lock(ctx)
-	defer e.slot.unlock()
+	defer e.slot.unlock(ctx)
 	return e.cfg.DB.WithContext(ctx).Model(&model.StepVisit{}).
 		Where("id = ? AND status = ? AND attempts = ?", id, model.VisitRunning, attempts).
 		Update("lease_until", until).Error
@@ -325,7 +325,7 @@ func (e *Engine) deliver(ctx context.Context, cs *Step, enr *model.Enrollment, v
 		}
 		db.Model(d).Updates(map[string]any{"status": model.DeliverySending, "error": ""})
 	}
-	e.slot.unlock()
+	e.slot.unlock(ctx)
 	r := e.handOver(ctx, h, cs, v, m, now)
 	e.slot.lock(ctx)
 	return r
@@ -422,7 +422,7 @@ func unfollowed(err error) bool {
 // the visit.
 func (e *Engine) markUnsubscribed(ctx context.Context, m *model.Member, appid string) {
 	e.slot.lock(ctx)
-	defer e.slot.unlock()
+	defer e.slot.unlock(ctx)
 	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var cur model.Member
 		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Select("id", "app_id", "subscribed", "subscriptions").

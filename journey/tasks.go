@@ -21,8 +21,10 @@ const (
 	TypeRunStep = "step:run"
 )
 
-// Queues of the engine's tasks. A worker takes them in strict priority
-// (Queues): a burst of marketing never delays a welcome or a reply.
+// Queues of the engine's tasks. wejourney's worker runs one asynq server
+// per queue, each with slots of its own, so a burst of marketing holding
+// every slot never delays a welcome or a reply; one server taking all three
+// uses Queues.
 const (
 	// QueueUrgent carries what the platform takes only within seconds: the
 	// routing of a WeCom add with its welcome_code (WeCom accepts it for

@@ -82,7 +82,7 @@ type App struct {
 	redisOpt  asynq.RedisConnOpt
 	rdb       redis.UniversalClient
 	queue     *asynq.Client
-	worker    *asynq.Server
+	workers   []*asynq.Server
 	ingestor  *journey.Ingestor
 	followers *followers.Syncer // follower imports started from the admin API
 	http      *http.Server
@@ -142,7 +142,7 @@ func NewApp(ctx context.Context, cfg config.Config, opts Options) (*App, error) 
 	if a.http, err = a.newHTTP(ctx, accounts); err != nil {
 		return nil, err
 	}
-	a.worker = newWorker(a.redisOpt, opts, a.Log)
+	a.workers = newWorkers(a.redisOpt, opts, a.Log)
 	ok = true
 	return a, nil
 }
@@ -435,28 +435,46 @@ func (a *App) analyzeFresh(ctx context.Context) {
 	}
 }
 
-// newWorker returns the asynq server that runs journey steps, or nil for
-// the web role.
-func newWorker(redisOpt asynq.RedisConnOpt, opts Options, log *slog.Logger) *asynq.Server {
+// newWorkers returns the asynq servers that run journey steps, one per
+// queue, or nil for the web role. Each has its own slots: tasks in hand
+// wait there for their batch, so a burst of marketing holding every slot of
+// a shared server would keep a welcome code or a reply out until its batch
+// is done (about a second on PostgreSQL). Welcome codes, then members' own
+// actions, then marketing: a burst of marketing never delays a welcome.
+// The database slots are shared, and urgent work takes them first.
+func newWorkers(redisOpt asynq.RedisConnOpt, opts Options, log *slog.Logger) []*asynq.Server {
 	if opts.Role == RoleWeb {
 		return nil
 	}
-	return asynq.NewServer(redisOpt, asynq.Config{
-		Concurrency: opts.Concurrency,
-		// Welcome codes, then members' own actions, then marketing: a
-		// burst of marketing never delays a welcome.
-		Queues:                   journey.Queues(),
-		StrictPriority:           true,
-		TaskCheckInterval:        20 * time.Millisecond,
-		DelayedTaskCheckInterval: time.Second,
-		Logger:                   asynqLogger{log},
-		LogLevel:                 asynq.WarnLevel,
-		ShutdownTimeout:          10 * time.Second,
-		// Step and routing tasks retry after 1, 2, 4, then every 8
-		// seconds: after an outage, waits end on time.
-		RetryDelayFunc: journey.RetryDelay,
-	})
+	queues := []struct {
+		name        string
+		concurrency int
+	}{
+		{journey.QueueUrgent, urgentConcurrency},
+		{journey.QueueReply, opts.Concurrency},
+		{journey.QueueMarketing, opts.Concurrency},
+	}
+	servers := make([]*asynq.Server, 0, len(queues))
+	for _, q := range queues {
+		servers = append(servers, asynq.NewServer(redisOpt, asynq.Config{
+			Concurrency:              q.concurrency,
+			Queues:                   map[string]int{q.name: 1},
+			TaskCheckInterval:        20 * time.Millisecond,
+			DelayedTaskCheckInterval: time.Second,
+			Logger:                   asynqLogger{log},
+			LogLevel:                 asynq.WarnLevel,
+			ShutdownTimeout:          10 * time.Second,
+			// Step and routing tasks retry after 1, 2, 4, then every 8
+			// seconds: after an outage, waits end on time.
+			RetryDelayFunc: journey.RetryDelay,
+		}))
+	}
+	return servers
 }
+
+// urgentConcurrency is how many urgent tasks (welcome codes) a worker holds
+// at once: WeCom adds come one by one, far below the other queues' bursts.
+const urgentConcurrency = 32
 
 // Bounds of each dependency check of /readyz: together under the 1 s a
 // Kubernetes probe waits by default (the checks run side by side).
@@ -614,11 +632,13 @@ func (a *App) Start(context.Context) error {
 			}
 		}()
 	}
-	if a.worker != nil {
+	if a.workers != nil {
 		mux := asynq.NewServeMux()
 		a.Engine.Register(mux)
-		if err := a.worker.Start(mux); err != nil {
-			return fmt.Errorf("start worker: %w", err)
+		for _, w := range a.workers {
+			if err := w.Start(mux); err != nil {
+				return fmt.Errorf("start worker: %w", err)
+			}
 		}
 		if a.mini != nil {
 			// The in-process Redis starts empty: put every open step back.
@@ -666,9 +686,11 @@ func (a *App) Close() {
 		if a.ingestor != nil {
 			a.ingestor.Close()
 		}
-		if a.worker != nil {
-			a.worker.Shutdown()
+		var wg sync.WaitGroup
+		for _, w := range a.workers {
+			wg.Go(w.Shutdown) // each waits up to its ShutdownTimeout
 		}
+		wg.Wait()
 		if a.cancel != nil {
 			a.cancel()
 		}

@@ -106,7 +106,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.failEvery, "fail-every", 0, "the fake WeChat API answers errcode -1 (system busy) to every Nth send, which must be retried: every follow still gets its welcome once (0: never)")
 	fs.IntVar(&o.welcomes, "welcomes", 0, "instead of the follow runs, post --marketing campaign events (a template message each, on the marketing queue), then send this many WeCom adds with a welcome_code at --welcome-rate while those sends are queued, and report how soon each code is used (0: off)")
 	fs.IntVar(&o.marketing, "marketing", 50000, "with --welcomes: marketing sends queued first")
-	fs.Float64Var(&o.welcomeRate, "welcome-rate", 50, "with --welcomes: WeCom adds per second")
+	fs.Float64Var(&o.welcomeRate, "welcome-rate", 100, "with --welcomes: WeCom adds per second")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole bench to this file")
 	cfg, err := loadConfig(fs, args, stdout)
 	if err != nil {
@@ -268,7 +268,7 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 			return err
 		}
 		if o.welcomes > 0 {
-			err := runWelcomesBench(ctx, target, fake, wc, o, stdout)
+			err := runWelcomesBench(ctx, target, app.rdb, fake, wc, o, stdout)
 			fmt.Fprintf(stdout, "redis after: %s\n", run.rdbState())
 			return err
 		}

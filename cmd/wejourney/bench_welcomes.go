@@ -12,11 +12,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"github.com/silenceper/wechat/v2/util"
 
 	"github.com/wejourney/wejourney/config"
 	"github.com/wejourney/wejourney/internal/fakewecom"
 	"github.com/wejourney/wejourney/internal/fakewx"
+	"github.com/wejourney/wejourney/journey"
 )
 
 // The WeCom app of `bench --welcomes`.
@@ -60,6 +63,7 @@ type welcomesResult struct {
 	posted, postErrors  int           // marketing events accepted, requests refused
 	postTook            time.Duration // posting them
 	queuedAtStart       int           // marketing sends not yet made when the first welcome callback went
+	tasksAtStart        int           // tasks in the marketing queue then (routing the campaign events)
 	queuedAtEnd         int           // … when the last welcome was used
 	welcomes, errors    int           // welcome callbacks sent, not answered "success"
 	latency             []time.Duration
@@ -72,8 +76,28 @@ type welcomesResult struct {
 // each, on the marketing queue), then, while those sends are queued, sends
 // o.welcomes WeCom contact-added callbacks with fresh welcome codes at
 // o.welcomeRate, and reports how soon each code reached send_welcome_msg.
-func runWelcomesBench(ctx context.Context, base string, fake *fakewx.Server, wc *fakewecom.Server, o benchOpts, stdout io.Writer) error {
+//
+// The marketing queue is paused while the campaign is posted and resumed as
+// the first welcome goes, as when a scheduled campaign falls due at once: all
+// of its routing and sends are queued when the welcomes begin.
+func runWelcomesBench(ctx context.Context, base string, rdb redis.UniversalClient, fake *fakewx.Server, wc *fakewecom.Server, o benchOpts, stdout io.Writer) error {
 	var res welcomesResult
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	if err := insp.PauseQueue(journey.QueueMarketing); err != nil {
+		return fmt.Errorf("--welcomes: pause the marketing queue: %w", err)
+	}
+	paused := true
+	resume := func() error {
+		if !paused {
+			return nil
+		}
+		paused = false
+		if err := insp.UnpauseQueue(journey.QueueMarketing); err != nil {
+			return fmt.Errorf("--welcomes: resume the marketing queue: %w", err)
+		}
+		return nil
+	}
+	defer resume()
 	client := benchClient(o)
 	marketingSent := func() int {
 		n := 0
@@ -136,6 +160,12 @@ func runWelcomesBench(ctx context.Context, base string, fake *fakewx.Server, wc 
 	}
 
 	// 2. The welcomes, while the marketing sends are queued.
+	if info, err := insp.GetQueueInfo(journey.QueueMarketing); err == nil {
+		res.tasksAtStart = info.Size
+	}
+	if err := resume(); err != nil {
+		return err
+	}
 	res.queuedAtStart = res.posted - marketingSent()
 	codes := make([]string, o.welcomes)
 	sentAt := make([]time.Time, o.welcomes)
@@ -150,6 +180,8 @@ func runWelcomesBench(ctx context.Context, base string, fake *fakewx.Server, wc 
 			case <-tick.C:
 			}
 		}
+		// WeCom knows the contact it reports, so its lookup answers.
+		wc.AddContact(fakewecom.Contact{ExternalUserID: fmt.Sprintf("wm_bench_%d", i), Name: fmt.Sprintf("bench %d", i)})
 		codes[i] = wc.IssueWelcomeCode()
 		sentAt[i] = time.Now()
 		cwg.Add(1)
@@ -213,8 +245,8 @@ func runWelcomesBench(ctx context.Context, base string, fake *fakewx.Server, wc 
 		o.welcomes, o.welcomeRate, o.marketing)
 	fmt.Fprintf(stdout, "  marketing posted   %d events in %s (%d requests refused), through POST /api/v1/events\n",
 		res.posted, res.postTook.Round(10*time.Millisecond), res.postErrors)
-	fmt.Fprintf(stdout, "  marketing queued   %d sends not yet made when the first welcome callback went, %d when the last welcome was used\n",
-		res.queuedAtStart, res.queuedAtEnd)
+	fmt.Fprintf(stdout, "  marketing queued   %d sends not yet made when the first welcome callback went (%d routing tasks in the marketing queue, paused while the campaign was posted), %d when the last welcome was used\n",
+		res.queuedAtStart, res.tasksAtStart, res.queuedAtEnd)
 	fmt.Fprintf(stdout, "  callback → welcome p50 %s  p99 %s  max %s   (the code reaching send_welcome_msg; WeCom takes it within 20 s)\n",
 		pct(res.latency, 50), pct(res.latency, 99), pct(res.latency, 100))
 	fmt.Fprintf(stdout, "  welcome codes      lost %d, used twice %d, used too late %d; callbacks not answered success %d\n",

@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/wejourney/wejourney/channels/wechat"
 	"github.com/wejourney/wejourney/channels/wecom"
@@ -18,6 +22,10 @@ import (
 // enrichTimeout bounds the lookups made for one batch of events: a slow
 // WeChat API delays routing by at most this much.
 const enrichTimeout = 3 * time.Second
+
+// contactLookups is how many WeCom external-contact lookups one batch makes
+// at once.
+const contactLookups = 8
 
 // userInfos is the Official Account API's user info (*wechat.Sender).
 type userInfos interface {
@@ -47,7 +55,7 @@ func (u unionids) Enrich(ctx context.Context, evs []*model.Event) (map[int64]mod
 	out := map[int64]model.MemberRef{}
 	var errs []error
 	followers := map[string][]*model.Event{} // by appid
-	contacts := map[[2]string]string{}       // (app, external_userid) -> unionid, each looked up once
+	adds := map[[2]string][]*model.Event{}   // by (app, external_userid): each looked up once
 	for _, ev := range evs {
 		if ev.Member.UnionID != "" {
 			continue
@@ -63,19 +71,35 @@ func (u unionids) Enrich(ctx context.Context, evs []*model.Event) (map[int64]mod
 				continue
 			}
 			key := [2]string{app, ev.Member.ExternalUserID}
-			id, seen := contacts[key]
-			if !seen {
-				c, err := u.contacts.ExternalContact(ctx, app, ev.Member.ExternalUserID)
-				if err != nil && !errors.Is(err, wecom.ErrSandbox) {
-					errs = append(errs, fmt.Errorf("external contact of event %d: %w", ev.ID, err))
-				}
-				id, contacts[key] = c.UnionID, c.UnionID
-			}
-			if id != "" {
-				out[ev.ID] = model.MemberRef{UnionID: id}
-			}
+			adds[key] = append(adds[key], ev)
 		}
 	}
+	// WeCom has no batch detail: the contacts are asked side by side, so a
+	// batch of adds waits for the slowest answer, not for their sum (their
+	// welcome codes expire 20 s after the add).
+	var (
+		mu sync.Mutex
+		g  errgroup.Group
+	)
+	g.SetLimit(contactLookups)
+	for key, evs := range adds {
+		g.Go(func() error {
+			c, err := u.contacts.ExternalContact(ctx, key[0], key[1])
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && !errors.Is(err, wecom.ErrSandbox) {
+				errs = append(errs, fmt.Errorf("external contact of event %d: %w", evs[0].ID, err))
+			}
+			for _, ev := range evs {
+				if c.UnionID != "" {
+					out[ev.ID] = model.MemberRef{UnionID: c.UnionID}
+				}
+			}
+			return nil
+		})
+	}
+	g.Wait()
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	for _, app := range slices.Sorted(maps.Keys(followers)) {
 		evs := followers[app]
 		seen := map[string]bool{}
