@@ -30,6 +30,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/internal/redact"
+	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 	"github.com/wejourney/wejourney/web"
 )
@@ -91,6 +92,13 @@ type AdminConfig struct {
 	Context context.Context
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Now is the clock the journey statistics' default date range is
+	// counted from; default time.Now.
+	Now func() time.Time
+	// JourneyOptions are the parse options of extra step kinds
+	// (journey.WithStepKinds), with which the statistics read a journey's
+	// current version.
+	JourneyOptions []journey.ParseOption
 }
 
 // Admin serves the admin page and the JSON API behind it.
@@ -127,6 +135,9 @@ func NewAdmin(cfg AdminConfig) *Admin {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	a := &Admin{cfg: cfg, log: cfg.Logger, tmpl: web.Templates(), limits: newSigninLimits(),
 		slots: make(chan struct{}, cfg.BcryptSlots), slotWait: bcryptWait}
@@ -602,8 +613,11 @@ type JourneyRow struct {
 	Entered   int64  `json:"entered"`
 	Active    int64  `json:"active"`
 	Completed int64  `json:"completed"`
-	Exited    int64  `json:"exited"`
-	Dropped   int64  `json:"dropped"`
+	// Goal counts the enrollments that reached the journey's goal; Exited
+	// those an exit rule ended (an unfollow, an opt-out): never goals.
+	Goal    int64 `json:"goal"`
+	Exited  int64 `json:"exited"`
+	Dropped int64 `json:"dropped"`
 }
 
 // DeliveryRow is one delivery as the admin page lists it.
@@ -663,6 +677,8 @@ func (a *Admin) journeys(c *gin.Context) ([]JourneyRow, error) {
 			r.Active = ct.N
 		case model.EnrollmentCompleted:
 			r.Completed = ct.N
+		case model.EnrollmentGoal:
+			r.Goal = ct.N
 		case model.EnrollmentExited:
 			r.Exited = ct.N
 		case model.EnrollmentFailed:
@@ -733,6 +749,28 @@ func (a *Admin) listJourneys(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"journeys": js})
+}
+
+// journeyStats answers GET /api/v1/journeys/{key}/stats?from=&to=: the
+// journey's counts for the members who entered it between from and to
+// (dates, China time, to inclusive; default the last 30 days).
+func (a *Admin) journeyStats(c *gin.Context) {
+	from, to, err := journey.StatsRange(c.Query("from"), c.Query("to"), a.cfg.Now())
+	if err != nil {
+		c.JSON(http.StatusBadRequest, gin.H{"error": err.Error()})
+		return
+	}
+	key := c.Param("key")
+	st, err := journey.JourneyStats(c.Request.Context(), a.cfg.DB, key, from, to, a.cfg.JourneyOptions...)
+	switch {
+	case errors.Is(err, journey.ErrNoJourney):
+		c.JSON(http.StatusNotFound, gin.H{"error": fmt.Sprintf("no journey %q", key)})
+	case err != nil:
+		a.log.Error("journey statistics", "journey", key, "err", err)
+		c.JSON(http.StatusInternalServerError, gin.H{"error": "database error"})
+	default:
+		c.JSON(http.StatusOK, st)
+	}
 }
 
 func (a *Admin) listDeliveries(c *gin.Context) {

@@ -217,6 +217,7 @@ func (h *Handler) routes() http.Handler {
 		pages.POST("/logout", a.logout)
 		api := r.Group("/api/v1", a.headers, a.apiAuth, a.csrfGuard)
 		api.GET("/journeys", a.listJourneys)
+		api.GET("/journeys/:key/stats", a.journeyStats)
 		api.GET("/deliveries", a.listDeliveries)
 		api.POST("/subscribe-links", h.createSubscribeLink)
 		h.codeRoutes(api)

@@ -28,6 +28,9 @@ type Definition struct {
 	// loaded only while the default account is the sandbox, unless the
 	// operator chose demos (WEJOURNEY_DEMO_JOURNEYS; see SyncDir).
 	Demo bool `yaml:"demo"`
+	// Goal is the journey's conversion: reaching it ends the enrollment
+	// as model.EnrollmentGoal. Nil: the journey has no goal.
+	Goal *Rule `yaml:"goal"`
 }
 
 // Trigger says which members enter: today an event of one type (Event),
@@ -56,15 +59,21 @@ func (t *Trigger) UnmarshalYAML(n *yaml.Node) error {
 }
 
 // Entry limits re-entry. The default lets a member re-enter after leaving.
+// MaxActive, when positive, caps how many members are in the journey at
+// once: an event that would enter one more enters nobody.
 type Entry struct {
-	Once     bool     `yaml:"once"`
-	Cooldown Duration `yaml:"cooldown"`
+	Once      bool     `yaml:"once"`
+	Cooldown  Duration `yaml:"cooldown"`
+	MaxActive int      `yaml:"max_active"`
 }
 
-// Rule matches an event by type and an optional expression.
+// Rule is an exit rule or a goal. It matches an event by type (Event) and
+// an optional expression (Where), or, with When instead, any event after
+// which the member satisfies When (an expression over member).
 type Rule struct {
 	Event string `yaml:"event"`
 	Where string `yaml:"where"`
+	When  string `yaml:"when"`
 }
 
 // Step is one node of the journey graph: an id, exactly one kind (the key
@@ -157,13 +166,25 @@ type Compiled struct {
 	triggerKeys []string // index keys under the trigger kind
 	where       *vm.Program
 	exits       []compiledRule
+	goal        *compiledRule
 	quiet       *quietHours
 	origin      string
 }
 
+// compiledRule is an exit rule or a goal, compiled: an event rule (event
+// and where) or an expression rule (event "" and where the rule's when).
 type compiledRule struct {
 	event string
 	where *vm.Program
+}
+
+// reason is what an enrollment the rule ends records after prefix ("exit",
+// "goal"): the event type, or "when" for an expression rule.
+func (r *compiledRule) reason(prefix string) string {
+	if r.event == "" {
+		return prefix + ":when"
+	}
+	return prefix + ":" + r.event
 }
 
 // FirstStep is the id of the step members enter at.
@@ -269,7 +290,7 @@ func Parse(name string, src []byte, opts ...ParseOption) (*Compiled, error) {
 		c.where = ck.in("trigger.where", wn.Line).Expr("", wn, def.Trigger.Where, ck.trigger)
 	}
 
-	// Exit rules.
+	// Exit rules and the goal.
 	exitNode := valueOf(doc, "exit")
 	for i, r := range def.Exit {
 		var rn *yaml.Node
@@ -280,17 +301,12 @@ func Parse(name string, src []byte, opts ...ParseOption) (*Compiled, error) {
 		if rn != nil {
 			line = rn.Line
 		}
-		eck := ck.in(fmt.Sprintf("exit[%d]", i), line)
-		if r.Event == "" {
-			eck.Problemf(nil, "event is required")
-		} else {
-			eck.Event("", valueOf(rn, "event"), r.Event)
-		}
-		cr := compiledRule{event: r.Event}
-		if r.Where != "" {
-			cr.where = ck.in(fmt.Sprintf("exit[%d].where", i), line).Expr("", valueOf(rn, "where"), r.Where, r.Event)
-		}
-		c.exits = append(c.exits, cr)
+		c.exits = append(c.exits, compileRule(ck, fmt.Sprintf("exit[%d]", i), rn, line, r))
+	}
+	if def.Goal != nil {
+		gn := valueOf(doc, "goal")
+		cr := compileRule(ck, "goal", gn, keyLine("goal"), *def.Goal)
+		c.goal = &cr
 	}
 	if def.QuietHours != "" {
 		q, err := parseQuietHours(def.QuietHours)
@@ -301,6 +317,9 @@ func Parse(name string, src []byte, opts ...ParseOption) (*Compiled, error) {
 	}
 	if def.Entry.Once && def.Entry.Cooldown != 0 {
 		ck.in("entry", keyLine("entry")).Problemf(nil, "once and cooldown exclude each other")
+	}
+	if def.Entry.MaxActive < 0 {
+		ck.in("entry", keyLine("entry")).Problemf(valueOf(valueOf(doc, "entry"), "max_active"), "max_active must be positive")
 	}
 	if len(def.Steps) == 0 {
 		ck.in("steps", keyLine("steps")).Problemf(nil, "a journey needs at least one step")
@@ -412,6 +431,32 @@ func Parse(name string, src []byte, opts ...ParseOption) (*Compiled, error) {
 		return nil, fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(errs...))
 	}
 	return c, nil
+}
+
+// compileRule checks and compiles an exit rule or the goal (where names
+// it: "exit[0]", "goal"; n is its node, line its line): either event with
+// an optional where, or when alone, an expression over member.
+func compileRule(ck *Check, where string, n *yaml.Node, line int, r Rule) compiledRule {
+	rck := ck.in(where, line)
+	cr := compiledRule{event: r.Event}
+	switch {
+	case r.When != "" && (r.Event != "" || r.Where != ""):
+		rck.Problemf(valueOf(n, "when"), "when excludes event and where (an event rule filters with where)")
+	case r.When != "":
+		cr.where = ck.in(where+".when", line).Expr("", valueOf(n, "when"), r.When, "")
+		if slices.ContainsFunc(exprNames(r.When), func(p []string) bool { return p[0] == "event" }) {
+			rck.Problemf(valueOf(n, "when"), "when is over member only (use event and where to match an event)")
+		}
+		return cr
+	case r.Event == "":
+		rck.Problemf(nil, "event or when is required")
+	default:
+		rck.Event("", valueOf(n, "event"), r.Event)
+	}
+	if r.Where != "" {
+		cr.where = ck.in(where+".where", line).Expr("", valueOf(n, "where"), r.Where, r.Event)
+	}
+	return cr
 }
 
 func stepNames(kinds []StepKind) string {

@@ -845,6 +845,28 @@ func TestParseChecksWhatExists(t *testing.T) {
 			},
 		},
 		{
+			name: "exit when and goal: event or when, when over member only",
+			src: "key: k\ntrigger: { event: wechat.subscribe }\nentry: { max_active: -1 }\nexit:\n" +
+				"  - { when: 'member.attrs.vip == true' }\n" +
+				"  - { event: wechat.unsubscribe, when: 'member.subscribed == false' }\n" +
+				"  - { when: 'event.scene == \"x\"' }\n" +
+				"  - { where: 'member.attrs.vip == true' }\n" +
+				"goal: { event: order.paid, where: 'event.amount > 0 && member.nicknam != \"\"' }\nsteps:\n  - { id: w, wait: 1m }\n",
+			want: []string{
+				file + `:3: entry: max_active must be positive`,
+				file + `:6: exit[1]: when excludes event and where (an event rule filters with where)`,
+				file + `:7: exit[2]: when is over member only (use event and where to match an event)`,
+				file + `:8: exit[3]: event or when is required`,
+				file + `:9: goal.where: member has no field "nicknam" (member has: `,
+			},
+		},
+		{
+			name: "goal when, exit when and max_active pass",
+			src: "key: k\ntrigger: { event: wechat.subscribe }\nentry: { once: true, max_active: 100 }\nexit:\n" +
+				"  - { when: 'member.attrs.vip == true' }\n  - { event: wechat.unsubscribe }\n" +
+				"goal: { when: 'member.attrs.bound == true' }\nsteps:\n  - { id: w, wait: 1m }\n",
+		},
+		{
 			name: "member fields",
 			src:  head + "  - id: b\n    branch:\n      - { when: 'member.nicknam == \"x\" || member.attrs.anything', next: e }\n  - { id: e, wait: 1m }\n",
 			want: []string{file + `:6: step "b": branch[0].when: member has no field "nicknam" (member has: `},

@@ -496,12 +496,23 @@ func buildVisit(c *Compiled, enr *model.Enrollment, seq int, stepID string, now 
 	v := &model.StepVisit{
 		EnrollmentID: enr.ID, Seq: seq, JourneyID: enr.JourneyID, VersionID: enr.VersionID,
 		StepID: stepID, MemberID: enr.MemberID, Status: model.VisitRunning, DueAt: now, CreatedAt: now,
-		LeaseUntil: &until, Attempts: 1,
+		LeaseUntil: &until, Attempts: 1, EnteredAt: enteredAt(enr),
 	}
 	if d, waits := cs.Body.Waits(); waits {
 		v.Status, v.DueAt, v.LeaseUntil, v.Attempts = model.VisitWaiting, now.Add(d), nil, 0
 	}
 	return v
+}
+
+// enteredAt is the enrollment's entry time as visits and deliveries copy
+// it (StepVisit.EnteredAt, Delivery.EnteredAt: the statistics select them
+// by it), in UTC; nil for an enrollment read without it.
+func enteredAt(enr *model.Enrollment) *time.Time {
+	if enr.EnteredAt.IsZero() {
+		return nil
+	}
+	t := enr.EnteredAt.UTC()
+	return &t
 }
 
 // finishVisit moves a visit out of fromStatus into done (or failed) and the

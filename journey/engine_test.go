@@ -776,12 +776,12 @@ steps:
 				}
 				if v.Step == "vip" {
 					switch v.Outcome {
-					case "split:0":
+					case "arm:coupon_a":
 						coupon = "coupon_a"
-					case "split:1":
+					case "arm:coupon_b":
 						coupon = "coupon_b"
 					default:
-						t.Errorf("split outcome %q; want split:0 or split:1", v.Outcome)
+						t.Errorf("split outcome %q; want arm:coupon_a or arm:coupon_b", v.Outcome)
 					}
 				}
 				steps = append(steps, v.Step)

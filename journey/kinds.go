@@ -439,6 +439,18 @@ func (ck *Check) checkName(path []string, eventType string) string {
 	return fmt.Sprintf("unknown name .%s (use .event or .member)", path[0])
 }
 
+// exprNames returns the event.X and member.X paths expression src reads
+// (none when it does not parse).
+func exprNames(src string) [][]string {
+	tree, err := parser.Parse(src)
+	if err != nil {
+		return nil
+	}
+	v := &nameVisitor{}
+	ast.Walk(&tree.Node, v)
+	return v.paths
+}
+
 // nameVisitor collects event.X and member.X accesses of an expression.
 type nameVisitor struct{ paths [][]string }
 

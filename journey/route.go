@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/wejourney/wejourney/events"
 	"github.com/wejourney/wejourney/internal/redact"
@@ -295,18 +296,22 @@ func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Membe
 		if err != nil {
 			return nil, err
 		}
-		exited := false
-		for _, r := range c.exits {
-			if r.event == ev.Type && e.eval(r.where, vars) {
-				if err := endEnrollment(tx, enr.ID, model.EnrollmentExited, "exit:"+ev.Type, now, true); err != nil {
-					return nil, err
-				}
-				enr.Status = model.EnrollmentExited
-				exited = true
-				break
+		// The goal first: an event that is both the goal and an exit
+		// (order.paid) is a conversion.
+		status, reason := "", ""
+		if g := c.goal; g != nil && e.matches(g, ev.Type, vars) {
+			status, reason = model.EnrollmentGoal, g.reason("goal")
+		}
+		for i := 0; status == "" && i < len(c.exits); i++ {
+			if r := &c.exits[i]; e.matches(r, ev.Type, vars) {
+				status, reason = model.EnrollmentExited, r.reason("exit")
 			}
 		}
-		if exited {
+		if status != "" {
+			if err := endEnrollment(tx, enr.ID, status, reason, now, true); err != nil {
+				return nil, err
+			}
+			enr.Status = status
 			continue
 		}
 		cs := c.steps[enr.StepID]
@@ -337,6 +342,14 @@ func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Membe
 	return next, nil
 }
 
+// matches reports whether an exit rule or goal holds for an event of type
+// eventType routed with vars: an event rule when the type is its event
+// and its where holds, an expression rule (when) whenever its expression
+// holds for the member as the event left them.
+func (e *Engine) matches(r *compiledRule, eventType string, vars env) bool {
+	return (r.event == "" || r.event == eventType) && e.eval(r.where, vars)
+}
+
 // eventWaiter is a step body a matching event resumes (wait_for).
 type eventWaiter interface {
 	resumes(e *Engine, eventType string, vars env) bool
@@ -347,6 +360,7 @@ const (
 	whyOnce     = "entry.once and already entered"
 	whyCooldown = "entry.cooldown since the last entry"
 	whyActive   = "already active in this journey"
+	whyFull     = "entry.max_active: the journey holds as many members as it may"
 )
 
 // activeOf selects a member's active enrollments. The status is a literal,
@@ -361,7 +375,7 @@ const activeOfMembers = "member_id IN ? AND status = '" + model.EnrollmentActive
 // returns the first visit, or nil and why the member was not entered. A new
 // enrollment is added to active, when not nil.
 func (e *Engine) enroll(tx *gorm.DB, lj liveJourney, m *model.Member, ev *model.Event, now time.Time, active *[]model.Enrollment) (*model.StepVisit, string, error) {
-	if why, err := entryRules(tx, lj, m, now); why != "" || err != nil {
+	if why, err := entryRules(tx, lj, m, now, 0); why != "" || err != nil {
 		return nil, why, err
 	}
 	enr := newEnrollment(lj, m, ev, now)
@@ -379,29 +393,64 @@ func (e *Engine) enroll(tx *gorm.DB, lj liveJourney, m *model.Member, ev *model.
 	return v, "", err
 }
 
-// entryRules checks the journey's entry rules (once, cooldown) for the
-// member and says why it may not enter ("" when it may).
-func entryRules(tx *gorm.DB, lj liveJourney, m *model.Member, now time.Time) (string, error) {
+// entryRules checks the journey's entry rules (once, cooldown, max_active)
+// for the member and says why it may not enter ("" when it may). pending
+// counts the entries into the journey a batch made and has not inserted
+// yet. max_active is checked last: it may lock the journey's row.
+func entryRules(tx *gorm.DB, lj liveJourney, m *model.Member, now time.Time, pending int) (string, error) {
 	entry := lj.c.Def.Entry
-	if !entry.Once && entry.Cooldown <= 0 {
-		return "", nil
+	if entry.Once || entry.Cooldown > 0 {
+		q := tx.Model(&model.Enrollment{}).Where("journey_id = ? AND member_id = ?", lj.journeyID, m.ID)
+		if entry.Cooldown > 0 {
+			q = q.Where("entered_at > ?", now.Add(-time.Duration(entry.Cooldown)))
+		}
+		var n int64
+		if err := q.Count(&n).Error; err != nil {
+			return "", fmt.Errorf("journey: entry check: %w", err)
+		}
+		switch {
+		case n == 0:
+		case entry.Once:
+			return whyOnce, nil
+		default:
+			return whyCooldown, nil
+		}
 	}
-	q := tx.Model(&model.Enrollment{}).Where("journey_id = ? AND member_id = ?", lj.journeyID, m.ID)
-	if entry.Cooldown > 0 {
-		q = q.Where("entered_at > ?", now.Add(-time.Duration(entry.Cooldown)))
+	if entry.MaxActive > 0 {
+		full, err := journeyFull(tx, lj.journeyID, entry.MaxActive-pending)
+		if err != nil {
+			return "", err
+		}
+		if full {
+			return whyFull, nil
+		}
 	}
+	return "", nil
+}
+
+// journeyFull reports whether the journey already has room active
+// enrollments or more (room <= 0: full). Where the database locks rows
+// (not SQLite, whose writers take turns anyway), the journey's row is
+// locked first: entries into a journey with entry.max_active take turns
+// until their transactions commit, so two workers never both enter the
+// last member the journey has room for.
+func journeyFull(tx *gorm.DB, journeyID int64, room int) (bool, error) {
+	if room <= 0 {
+		return true, nil
+	}
+	if tx.Dialector.Name() != "sqlite" {
+		var j model.Journey
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Select("id").First(&j, journeyID).Error; err != nil {
+			return false, fmt.Errorf("journey: lock journey %d: %w", journeyID, err)
+		}
+	}
+	// At most room rows are read, from the index on (journey_id, status).
 	var n int64
-	if err := q.Count(&n).Error; err != nil {
-		return "", fmt.Errorf("journey: entry check: %w", err)
+	if err := tx.Raw("SELECT COUNT(*) FROM (SELECT 1 FROM enrollments WHERE journey_id = ? AND status = '"+
+		model.EnrollmentActive+"' LIMIT ?) capped", journeyID, room).Scan(&n).Error; err != nil {
+		return false, fmt.Errorf("journey: count active enrollments: %w", err)
 	}
-	switch {
-	case n == 0:
-		return "", nil
-	case entry.Once:
-		return whyOnce, nil
-	default:
-		return whyCooldown, nil
-	}
+	return n >= int64(room), nil
 }
 
 // newEnrollment is the member's active enrollment in the journey, to insert.

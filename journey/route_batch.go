@@ -291,7 +291,15 @@ func (e *Engine) enrollLater(tx *gorm.DB, lj liveJourney, m *model.Member, ev *m
 	}) {
 		return whyActive, nil
 	}
-	if why, err := entryRules(tx, lj, m, now); why != "" || err != nil {
+	pending := 0
+	if lj.c.Def.Entry.MaxActive > 0 {
+		for _, pe := range pend.entries {
+			if pe.lj.journeyID == lj.journeyID {
+				pending++
+			}
+		}
+	}
+	if why, err := entryRules(tx, lj, m, now, pending); why != "" || err != nil {
 		return why, err
 	}
 	enr := newEnrollment(lj, m, ev, now)

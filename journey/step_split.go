@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/wejourney/wejourney/model"
 )
 
 // SplitArm is one arm of an A/B split.
@@ -59,11 +61,22 @@ func (s *Split) Refs() []Ref {
 	return out
 }
 
-// Run implements StepBody.
+// Run implements StepBody. The visit records the arm taken by the step it
+// leads to (ArmOutcome), which the statistics count per arm.
 func (s *Split) Run(r *Run) (Result, error) {
 	i := pickSplit(s.Arms, r.Enrollment.ID, r.Step.ID)
-	return Result{Outcome: fmt.Sprintf("split:%d", i), Next: s.Arms[i].Next}, nil
+	return Result{Outcome: ArmOutcome(s.Arms[i].Next), Next: s.Arms[i].Next}, nil
 }
+
+// ArmOutcome is the outcome a split's visit records when it sends the
+// member down the arm leading to step next: "arm:" and the step id, fitted
+// to the outcome column (a step id is at most as long as the column, so
+// only a very long one is fitted). Visits recorded before arms were
+// recorded by step read "split:" and the arm's index.
+func ArmOutcome(next string) string { return model.FitKey("arm:"+next, maxOutcome) }
+
+// maxOutcome is the size of StepVisit.Outcome.
+const maxOutcome = 64
 
 // pickSplit chooses an arm by weight, deterministically per enrollment, so a
 // retried split sends the member down the same arm.

@@ -47,6 +47,12 @@ func Migrations() []*gormigrate.Migration {
 			Migrate:  migrateV5,
 			Rollback: rollbackV5,
 		},
+		{
+			// Journey statistics from indexes alone (see migration_stats.go).
+			ID:       statsID,
+			Migrate:  migrateStats,
+			Rollback: rollbackStats,
+		},
 	}
 }
 

@@ -234,26 +234,29 @@ const (
 	EnrollmentCompleted = "completed"
 	EnrollmentExited    = "exited"
 	EnrollmentFailed    = "failed"
+	// EnrollmentGoal: the member reached the journey's goal (a conversion),
+	// counted apart from exits.
+	EnrollmentGoal = "goal"
 )
 
 // Enrollment is one member's pass through one journey version.
 type Enrollment struct {
 	ID        int64 `gorm:"primaryKey;autoIncrement"`
-	JourneyID int64 `gorm:"not null;index:idx_enrollments_entry,priority:1"`
+	JourneyID int64 `gorm:"not null;index:idx_enrollments_entry,priority:1;index:idx_enrollments_stats,priority:1"`
 	VersionID int64 `gorm:"not null"`
 	MemberID  int64 `gorm:"not null;index:idx_enrollments_entry,priority:2;index:idx_enrollments_member_active,priority:1"`
 	// Status is indexed only with MemberID, and where the database has
 	// partial indexes (not MySQL) only while active: queries that use it
 	// spell the status out as a literal (status = 'active'), so a prepared
 	// statement's generic plan can use the partial index.
-	Status string `gorm:"size:16;not null;index:idx_enrollments_member_active,priority:2,where:status = 'active'"`
+	Status string `gorm:"size:16;not null;index:idx_enrollments_member_active,priority:2,where:status = 'active';index:idx_enrollments_stats,priority:2"`
 	// ActiveKey is "journeyID:memberID" while active and NULL after, so a
 	// member is in a journey at most once at a time, whatever races.
 	ActiveKey      *string        `gorm:"size:64;uniqueIndex"`
 	StepID         string         `gorm:"size:64"`
 	TriggerEventID int64          `gorm:"not null"`
 	Event          map[string]any `gorm:"serializer:json;type:text"` // the trigger event, for templates
-	EnteredAt      time.Time      `gorm:"not null;index:idx_enrollments_entry,priority:3"`
+	EnteredAt      time.Time      `gorm:"not null;index:idx_enrollments_entry,priority:3;index:idx_enrollments_stats,priority:3"`
 	EndedAt        *time.Time
 	EndReason      string `gorm:"size:128"`
 }
@@ -273,20 +276,24 @@ const (
 // transition happens once.
 type StepVisit struct {
 	ID           int64     `gorm:"primaryKey;autoIncrement"`
-	EnrollmentID int64     `gorm:"not null;uniqueIndex:idx_visit_seq"`
+	EnrollmentID int64     `gorm:"not null;uniqueIndex:idx_visit_seq;index:idx_visit_stats,priority:6"`
 	Seq          int       `gorm:"not null;uniqueIndex:idx_visit_seq"`
-	JourneyID    int64     `gorm:"not null;index:idx_visit_step"`
+	JourneyID    int64     `gorm:"not null;index:idx_visit_step;index:idx_visit_stats,priority:1"`
 	VersionID    int64     `gorm:"not null"`
-	StepID       string    `gorm:"size:64;not null;index:idx_visit_step"`
+	StepID       string    `gorm:"size:64;not null;index:idx_visit_step;index:idx_visit_stats,priority:2"`
 	MemberID     int64     `gorm:"not null;index"`
-	Status       string    `gorm:"size:16;not null;index:idx_visit_due"`
+	Status       string    `gorm:"size:16;not null;index:idx_visit_due;index:idx_visit_stats,priority:3"`
 	DueAt        time.Time `gorm:"not null;index:idx_visit_due"`
-	Outcome      string    `gorm:"size:64"`
+	Outcome      string    `gorm:"size:64;index:idx_visit_stats,priority:4"`
 	LeaseUntil   *time.Time
 	Attempts     int    `gorm:"not null;default:0"`
 	Error        string `gorm:"type:text"`
 	CreatedAt    time.Time
 	FinishedAt   *time.Time
+	// EnteredAt is the enrollment's EnteredAt, copied so that the journey
+	// statistics select visits by entry date from one index
+	// (idx_visit_stats) without joining enrollments.
+	EnteredAt *time.Time `gorm:"index:idx_visit_stats,priority:5"`
 }
 
 // Delivery statuses.
@@ -306,12 +313,12 @@ const (
 type Delivery struct {
 	ID           int64  `gorm:"primaryKey;autoIncrement"`
 	StepVisitID  int64  `gorm:"not null;uniqueIndex:idx_delivery_visit"`
-	Channel      string `gorm:"size:64;not null;uniqueIndex:idx_delivery_visit"`
+	Channel      string `gorm:"size:64;not null;uniqueIndex:idx_delivery_visit;index:idx_delivery_stats,priority:2"`
 	EnrollmentID int64  `gorm:"not null"`
-	JourneyID    int64  `gorm:"not null;index"`
+	JourneyID    int64  `gorm:"not null;index;index:idx_delivery_stats,priority:1"`
 	MemberID     int64  `gorm:"not null;index"`
 	To           string `gorm:"size:191"`
-	Status       string `gorm:"size:16;not null"`
+	Status       string `gorm:"size:16;not null;index:idx_delivery_stats,priority:3"`
 	ProviderID   string `gorm:"size:128"`
 	ErrorCode    int
 	Error        string `gorm:"type:text"`
@@ -320,6 +327,10 @@ type Delivery struct {
 	SentAt       *time.Time
 	// Category is CategoryMarketing or CategoryTransactional.
 	Category string `gorm:"size:16"`
+	// EnteredAt is the enrollment's EnteredAt, copied so that the journey
+	// statistics count deliveries by entry date from one index
+	// (idx_delivery_stats).
+	EnteredAt *time.Time `gorm:"index:idx_delivery_stats,priority:4"`
 }
 
 // Delivery categories: an opted-out member gets no marketing message on that

@@ -79,6 +79,10 @@ type benchOpts struct {
 	// failEvery makes the fake WeChat API answer -1 (system busy) to every
 	// failEvery-th send; 0: never.
 	failEvery int
+	// stats, when positive, runs the statistics run instead: that many
+	// step visits loaded into the database, then the stats API timed (see
+	// bench_stats.go).
+	stats int
 }
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -107,6 +111,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.welcomes, "welcomes", 0, "instead of the follow runs, post --marketing campaign events (a template message each, on the marketing queue), then send this many WeCom adds with a welcome_code at --welcome-rate while those sends are queued, and report how soon each code is used (0: off)")
 	fs.IntVar(&o.marketing, "marketing", 50000, "with --welcomes: marketing sends queued first")
 	fs.Float64Var(&o.welcomeRate, "welcome-rate", 100, "with --welcomes: WeCom adds per second")
+	fs.IntVar(&o.stats, "stats", 0, "instead of the follow runs, load this many step visits of one journey directly into the database (--database-url, or a temporary SQLite file), then time GET /api/v1/journeys/{key}/stats 20 times and report p50/p99 (0: off)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole bench to this file")
 	cfg, err := loadConfig(fs, args, stdout)
 	if err != nil {
@@ -127,6 +132,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if err := o.check(); err != nil {
 		return err
+	}
+	if o.stats > 0 {
+		return runStatsBench(ctx, o, stdout)
 	}
 	if err := o.checkSteps(); err != nil {
 		return err

@@ -273,8 +273,8 @@ func preload(ctx context.Context, db *gorm.DB, appID string, n, batch int, progr
 				j.ID, j.CurrentVersionID, model.EnrollmentActive, event, now, memberFloor, prefix+"%").Error; err != nil {
 				return fmt.Errorf("enrollments: %w", err)
 			}
-			if err := tx.Exec("INSERT INTO step_visits (enrollment_id, seq, journey_id, version_id, step_id, member_id, status, due_at, attempts, created_at) "+
-				"SELECT id, 1, journey_id, version_id, step_id, member_id, ?, "+ts+", 0, "+ts+" FROM enrollments WHERE id > ? AND journey_id = ?",
+			if err := tx.Exec("INSERT INTO step_visits (enrollment_id, seq, journey_id, version_id, step_id, member_id, status, due_at, attempts, created_at, entered_at) "+
+				"SELECT id, 1, journey_id, version_id, step_id, member_id, ?, "+ts+", 0, "+ts+", entered_at FROM enrollments WHERE id > ? AND journey_id = ?",
 				model.VisitWaiting, due, now, enrollmentFloor, j.ID).Error; err != nil {
 				return fmt.Errorf("step visits: %w", err)
 			}
