@@ -51,20 +51,20 @@ func addStatsJourney(t *testing.T, app *adminApp) {
 		sent   string      // hello's delivery status
 	}
 	for i, p := range []pass{
-		{model.EnrollmentGoal, [][3]string{{"hello", model.VisitDone, "sent"}, {"vip", model.VisitDone, "arm:coupon_a"}, {"coupon_a", model.VisitCancelled, "goal:order.paid"}}, model.DeliverySent},
+		{model.EnrollmentGoal, [][3]string{{"hello", model.VisitDone, "sent"}, {"vip", model.VisitDone, "goal/arm:coupon_a"}, {"coupon_a", model.VisitCancelled, "goal:order.paid"}}, model.DeliverySent},
 		{model.EnrollmentExited, [][3]string{{"hello", model.VisitDone, "sent"}, {"vip", model.VisitDone, "arm:coupon_a"}, {"coupon_a", model.VisitCancelled, "exit:wechat.unsubscribe"}}, model.DeliverySent},
 		{model.EnrollmentActive, [][3]string{{"hello", model.VisitDone, "sent"}, {"vip", model.VisitDone, "arm:coupon_b"}, {"coupon_b", model.VisitWaiting, ""}}, model.DeliverySent},
 		{model.EnrollmentFailed, [][3]string{{"hello", model.VisitFailed, "failed"}}, model.DeliveryFailed},
 	} {
-		e := model.Enrollment{JourneyID: j.ID, VersionID: v.ID, MemberID: int64(i + 1), Status: p.status, EnteredAt: entered}
+		e := model.Enrollment{JourneyID: j.ID, VersionID: v.ID, MemberID: int64(i + 1), Status: p.status, EnteredAt: entered, EnteredDay: model.EntryDay(entered)}
 		must(app.db.Create(&e).Error)
 		for seq, vs := range p.visits {
 			sv := model.StepVisit{EnrollmentID: e.ID, Seq: seq + 1, JourneyID: j.ID, VersionID: v.ID, StepID: vs[0], MemberID: e.MemberID,
-				Status: vs[1], Outcome: vs[2], DueAt: entered, EnteredAt: &entered}
+				Status: vs[1], Outcome: vs[2], DueAt: entered, EnteredDay: e.EnteredDay}
 			must(app.db.Create(&sv).Error)
 			if vs[0] == "hello" {
 				must(app.db.Create(&model.Delivery{StepVisitID: sv.ID, Channel: "wechat.text", EnrollmentID: e.ID, JourneyID: j.ID,
-					MemberID: e.MemberID, Status: p.sent, EnteredAt: &entered}).Error)
+					MemberID: e.MemberID, Status: p.sent, EnteredDay: e.EnteredDay}).Error)
 			}
 		}
 	}

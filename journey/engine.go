@@ -496,23 +496,12 @@ func buildVisit(c *Compiled, enr *model.Enrollment, seq int, stepID string, now 
 	v := &model.StepVisit{
 		EnrollmentID: enr.ID, Seq: seq, JourneyID: enr.JourneyID, VersionID: enr.VersionID,
 		StepID: stepID, MemberID: enr.MemberID, Status: model.VisitRunning, DueAt: now, CreatedAt: now,
-		LeaseUntil: &until, Attempts: 1, EnteredAt: enteredAt(enr),
+		LeaseUntil: &until, Attempts: 1, EnteredDay: enr.EnteredDay,
 	}
 	if d, waits := cs.Body.Waits(); waits {
 		v.Status, v.DueAt, v.LeaseUntil, v.Attempts = model.VisitWaiting, now.Add(d), nil, 0
 	}
 	return v
-}
-
-// enteredAt is the enrollment's entry time as visits and deliveries copy
-// it (StepVisit.EnteredAt, Delivery.EnteredAt: the statistics select them
-// by it), in UTC; nil for an enrollment read without it.
-func enteredAt(enr *model.Enrollment) *time.Time {
-	if enr.EnteredAt.IsZero() {
-		return nil
-	}
-	t := enr.EnteredAt.UTC()
-	return &t
 }
 
 // finishVisit moves a visit out of fromStatus into done (or failed) and the
@@ -559,18 +548,45 @@ func finishTransition(tx *gorm.DB, enr *model.Enrollment, v *model.StepVisit, fr
 // endEnrollment ends an active enrollment and, with cancel, its open visits
 // (a completed enrollment has none left).
 func endEnrollment(tx *gorm.DB, id int64, status, reason string, now time.Time, cancel bool) error {
+	_, err := endEnrollmentIf(tx, id, status, reason, now, cancel)
+	return err
+}
+
+// endEnrollmentIf is endEnrollment, reporting whether the enrollment was
+// still active (false: it had ended, nothing changed).
+func endEnrollmentIf(tx *gorm.DB, id int64, status, reason string, now time.Time, cancel bool) (bool, error) {
 	res := tx.Model(&model.Enrollment{}).Where("id = ? AND status = ?", id, model.EnrollmentActive).
 		Updates(map[string]any{"status": status, "end_reason": reason, "ended_at": now, "active_key": nil})
 	if res.Error != nil {
-		return fmt.Errorf("journey: end enrollment: %w", res.Error)
+		return false, fmt.Errorf("journey: end enrollment: %w", res.Error)
 	}
 	if res.RowsAffected == 0 || !cancel {
-		return nil
+		return res.RowsAffected > 0, nil
 	}
 	if err := tx.Model(&model.StepVisit{}).
 		Where("enrollment_id = ? AND status IN ?", id, []string{model.VisitScheduled, model.VisitWaiting}).
 		Updates(map[string]any{"status": model.VisitCancelled, "outcome": reason, "finished_at": now}).Error; err != nil {
-		return fmt.Errorf("journey: cancel visits: %w", err)
+		return false, fmt.Errorf("journey: cancel visits: %w", err)
+	}
+	return true, nil
+}
+
+// goalArm is the prefix the outcome of a split visit gets once its
+// enrollment reached the goal: "goal/arm:coupon_a".
+const goalArm = "goal/"
+
+// markGoalArms records on the split visits of an enrollment that just
+// reached the goal that their arm led to it (goalArm), so that the
+// statistics count each arm's goals from the visits alone.
+func markGoalArms(tx *gorm.DB, enrollmentID int64) error {
+	concat := "'" + goalArm + "' || outcome"
+	if tx.Dialector.Name() == "mysql" {
+		concat = "CONCAT('" + goalArm + "', outcome)"
+	}
+	if err := tx.Model(&model.StepVisit{}).
+		Where("enrollment_id = ? AND status = ? AND (outcome LIKE 'arm:%' OR outcome LIKE 'split:%')", enrollmentID, model.VisitDone).
+		Update("outcome", gorm.Expr(concat)).Error; err != nil {
+		return fmt.Errorf("journey: record the goal on split visits: %w", err)
 	}
 	return nil
 }

@@ -308,8 +308,14 @@ func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Membe
 			}
 		}
 		if status != "" {
-			if err := endEnrollment(tx, enr.ID, status, reason, now, true); err != nil {
+			ended, err := endEnrollmentIf(tx, enr.ID, status, reason, now, true)
+			if err != nil {
 				return nil, err
+			}
+			if ended && status == model.EnrollmentGoal {
+				if err := markGoalArms(tx, enr.ID); err != nil {
+					return nil, err
+				}
 			}
 			enr.Status = status
 			continue
@@ -459,6 +465,7 @@ func newEnrollment(lj liveJourney, m *model.Member, ev *model.Event, now time.Ti
 	return &model.Enrollment{
 		JourneyID: lj.journeyID, VersionID: lj.versionID, MemberID: m.ID, Status: model.EnrollmentActive,
 		ActiveKey: &key, StepID: lj.c.first, TriggerEventID: ev.ID, Event: eventEnv(ev), EnteredAt: now,
+		EnteredDay: model.EntryDay(now),
 	}
 }
 

@@ -116,9 +116,12 @@ func StatsRange(from, to string, now time.Time) (time.Time, time.Time, error) {
 }
 
 // JourneyStats counts, for the journey key, the enrollments that entered
-// it in [from, to) and their visits and messages. It reads with a few
-// GROUP BY queries from indexes (idx_enrollments_stats, idx_visit_stats,
-// idx_delivery_stats): no row is read one by one. opts are the parse
+// it in [from, to), in whole China days (from's day through the day before
+// to; StatsRange gives such instants), and their visits and messages. It
+// reads with three GROUP BY queries from narrow indexes
+// (idx_enrollments_stats, idx_visit_stats, idx_delivery_stats, on the
+// entry day model.EntryDay): no row is read one by one and nothing is
+// joined. opts are the parse
 // options of extra step kinds (WithStepKinds), to read the current version
 // with; a version that does not parse lists its steps as the visits name
 // them, by id. ErrNoJourney: no such journey.
@@ -143,15 +146,23 @@ func JourneyStats(ctx context.Context, db *gorm.DB, key string, from, to time.Ti
 		c, _ = Parse(v.Origin, []byte(v.Source), append(slices.Clone(opts), storedVersion)...)
 	}
 	st := &Stats{Journey: j.Key, Steps: []StepStats{}, Splits: []SplitStats{}, Channels: []ChannelStats{}}
-	from, to = from.UTC(), to.UTC()
+	first, last := model.EntryDay(from), model.EntryDay(to.Add(-time.Nanosecond))
+	// The day is compared row by row in the index's entries of the
+	// journey: SQLite, whose statistics see few journeys, would otherwise
+	// skip-scan the index by the day alone.
+	day := "entered_day"
+	if db.Dialector.Name() == "sqlite" {
+		day = "+entered_day"
+	}
+	inRange := " AND " + day + " >= ? AND " + day + " <= ?"
 
 	// Enrollments by status.
 	var enrs []struct {
 		Status string
 		N      int64
 	}
-	if err := db.Raw("SELECT status, COUNT(*) AS n FROM enrollments WHERE journey_id = ? AND entered_at >= ? AND entered_at < ? GROUP BY status",
-		j.ID, from, to).Scan(&enrs).Error; err != nil {
+	if err := db.Raw("SELECT status, COUNT(*) AS n FROM enrollments WHERE journey_id = ?"+inRange+" GROUP BY status",
+		j.ID, first, last).Scan(&enrs).Error; err != nil {
 		return nil, fmt.Errorf("journey: count enrollments: %w", err)
 	}
 	for _, r := range enrs {
@@ -170,8 +181,8 @@ func JourneyStats(ctx context.Context, db *gorm.DB, key string, from, to time.Ti
 		}
 	}
 
-	// Visits by step, status and outcome (the arm a split took), in the
-	// index's order.
+	// Visits by step, status and outcome (the arm a split took, and
+	// whether its enrollment reached the goal), in the index's order.
 	var visits []struct {
 		StepID  string
 		Status  string
@@ -179,8 +190,8 @@ func JourneyStats(ctx context.Context, db *gorm.DB, key string, from, to time.Ti
 		N       int64
 	}
 	if err := db.Raw("SELECT step_id, status, outcome, COUNT(*) AS n FROM step_visits "+
-		"WHERE journey_id = ? AND entered_at >= ? AND entered_at < ? GROUP BY step_id, status, outcome",
-		j.ID, from, to).Scan(&visits).Error; err != nil {
+		"WHERE journey_id = ?"+inRange+" GROUP BY step_id, status, outcome",
+		j.ID, first, last).Scan(&visits).Error; err != nil {
 		return nil, fmt.Errorf("journey: count visits: %w", err)
 	}
 	steps := map[string]*StepStats{}
@@ -214,7 +225,7 @@ func JourneyStats(ctx context.Context, db *gorm.DB, key string, from, to time.Ti
 			} else {
 				s.Passed += r.N
 			}
-			if strings.HasPrefix(outcome, "arm:") || strings.HasPrefix(outcome, "split:") {
+			if strings.HasPrefix(outcome, "arm:") || strings.HasPrefix(outcome, "split:") || strings.HasPrefix(outcome, goalArm) {
 				if arms[r.StepID] == nil {
 					arms[r.StepID] = map[string]int64{}
 				}
@@ -233,39 +244,11 @@ func JourneyStats(ctx context.Context, db *gorm.DB, key string, from, to time.Ti
 
 	// Split arms, and the goals of the enrollments down each.
 	if c != nil {
-		var splitIDs []string
-		for i := range c.Def.Steps {
-			if _, ok := c.Def.Steps[i].Body.(*Split); ok {
-				splitIDs = append(splitIDs, c.Def.Steps[i].ID)
-			}
-		}
-		goals := map[string]map[string]int64{}
-		if len(splitIDs) > 0 && st.Goal > 0 {
-			var rows []struct {
-				StepID  string
-				Outcome string
-				N       int64
-			}
-			if err := db.Raw("SELECT v.step_id, v.outcome, COUNT(*) AS n FROM step_visits v JOIN enrollments e ON e.id = v.enrollment_id "+
-				"WHERE v.journey_id = ? AND v.step_id IN ? AND v.status = '"+model.VisitDone+"' AND v.entered_at >= ? AND v.entered_at < ? "+
-				"AND e.status = '"+model.EnrollmentGoal+"' GROUP BY v.step_id, v.outcome",
-				j.ID, splitIDs, from, to).Scan(&rows).Error; err != nil {
-				return nil, fmt.Errorf("journey: count goals per split arm: %w", err)
-			}
-			for _, r := range rows {
-				if goals[r.StepID] == nil {
-					goals[r.StepID] = map[string]int64{}
-				}
-				goals[r.StepID][r.Outcome] += r.N
-			}
-		}
 		for i := range c.Def.Steps {
 			step := &c.Def.Steps[i]
-			sp, ok := step.Body.(*Split)
-			if !ok {
-				continue
+			if sp, ok := step.Body.(*Split); ok {
+				st.Splits = append(st.Splits, splitStats(step.ID, sp, arms[step.ID]))
 			}
-			st.Splits = append(st.Splits, splitStats(step.ID, sp, arms[step.ID], goals[step.ID]))
 		}
 	}
 
@@ -275,8 +258,8 @@ func JourneyStats(ctx context.Context, db *gorm.DB, key string, from, to time.Ti
 		Status  string
 		N       int64
 	}
-	if err := db.Raw("SELECT channel, status, COUNT(*) AS n FROM deliveries WHERE journey_id = ? AND entered_at >= ? AND entered_at < ? GROUP BY channel, status",
-		j.ID, from, to).Scan(&dels).Error; err != nil {
+	if err := db.Raw("SELECT channel, status, COUNT(*) AS n FROM deliveries WHERE journey_id = ?"+inRange+" GROUP BY channel, status",
+		j.ID, first, last).Scan(&dels).Error; err != nil {
 		return nil, fmt.Errorf("journey: count deliveries: %w", err)
 	}
 	chans := map[string]*ChannelStats{}
@@ -302,12 +285,12 @@ func JourneyStats(ctx context.Context, db *gorm.DB, key string, from, to time.Ti
 	return st, nil
 }
 
-// splitStats is one split's arms as the current version has them, with
-// the visits that took each (visits outcome -> count) and the goals of
-// their enrollments (outcome -> count). Visits recorded "split:N" (before
-// arms were recorded by step) count for the current version's arm N; an
-// arm only an older version had comes last.
-func splitStats(id string, sp *Split, visits, goals map[string]int64) SplitStats {
+// splitStats is one split's arms as the current version has them, from
+// the outcomes of the split's visits (outcome -> visits): "arm:NEXT", or
+// "goal/arm:NEXT" once the enrollment reached the goal. Visits recorded
+// "split:N" (before arms were recorded by step) count for the current
+// version's arm N. An arm only an older version had comes last.
+func splitStats(id string, sp *Split, visits map[string]int64) SplitStats {
 	out := SplitStats{Step: id, Arms: []ArmStats{}}
 	seen := map[string]bool{}
 	for i, a := range sp.Arms {
@@ -316,19 +299,34 @@ func splitStats(id string, sp *Split, visits, goals map[string]int64) SplitStats
 		}
 		seen[a.Next] = true
 		key, legacy := ArmOutcome(a.Next), "split:"+strconv.Itoa(i)
-		out.Arms = append(out.Arms, ArmStats{Next: a.Next,
-			Entered: visits[key] + visits[legacy], Goal: goals[key] + goals[legacy]})
-		seen[key], seen[legacy] = true, true
-	}
-	var rest []string
-	for outcome := range visits {
-		if !seen[outcome] && strings.HasPrefix(outcome, "arm:") {
-			rest = append(rest, outcome)
+		goal := visits[goalArm+key] + visits[goalArm+legacy]
+		out.Arms = append(out.Arms, ArmStats{Next: a.Next, Entered: visits[key] + visits[legacy] + goal, Goal: goal})
+		for _, k := range []string{key, legacy} {
+			seen[k], seen[goalArm+k] = true, true
 		}
 	}
-	slices.Sort(rest)
-	for _, outcome := range rest {
-		out.Arms = append(out.Arms, ArmStats{Next: strings.TrimPrefix(outcome, "arm:"), Entered: visits[outcome], Goal: goals[outcome]})
+	rest := map[string]*ArmStats{}
+	var names []string
+	for outcome, n := range visits {
+		goal := strings.HasPrefix(outcome, goalArm)
+		name, ok := strings.CutPrefix(strings.TrimPrefix(outcome, goalArm), "arm:")
+		if seen[outcome] || !ok {
+			continue
+		}
+		a := rest[name]
+		if a == nil {
+			a = &ArmStats{Next: name}
+			rest[name] = a
+			names = append(names, name)
+		}
+		a.Entered += n
+		if goal {
+			a.Goal += n
+		}
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		out.Arms = append(out.Arms, *rest[name])
 	}
 	return out
 }

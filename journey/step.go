@@ -287,7 +287,7 @@ func (e *Engine) newHandover(cs *Step, enr *model.Enrollment, v *model.StepVisit
 	payload, _ := json.Marshal(h.msg)
 	h.d = model.Delivery{StepVisitID: v.ID, Channel: channel, EnrollmentID: enr.ID, JourneyID: enr.JourneyID,
 		MemberID: m.ID, To: to, Status: model.DeliverySending, Payload: string(payload), CreatedAt: now, Category: h.msg.Category,
-		EnteredAt: enteredAt(enr)}
+		EnteredDay: enr.EnteredDay}
 	return h
 }
 

@@ -70,10 +70,17 @@ func (s *Split) Run(r *Run) (Result, error) {
 
 // ArmOutcome is the outcome a split's visit records when it sends the
 // member down the arm leading to step next: "arm:" and the step id, fitted
-// to the outcome column (a step id is at most as long as the column, so
-// only a very long one is fitted). Visits recorded before arms were
-// recorded by step read "split:" and the arm's index.
-func ArmOutcome(next string) string { return model.FitKey("arm:"+next, maxOutcome) }
+// to leave room in the outcome column for the prefix "goal/" it gets once
+// the enrollment reaches the goal (GoalArmOutcome); only a step id longer
+// than 55 characters is fitted. Visits recorded before arms were recorded
+// by step read "split:" and the arm's index.
+func ArmOutcome(next string) string {
+	return model.FitKey("arm:"+next, maxOutcome-len(goalArm))
+}
+
+// GoalArmOutcome is the outcome of a split's visit down the arm leading
+// to next once its enrollment reached the journey's goal.
+func GoalArmOutcome(next string) string { return goalArm + ArmOutcome(next) }
 
 // maxOutcome is the size of StepVisit.Outcome.
 const maxOutcome = 64

@@ -256,9 +256,24 @@ type Enrollment struct {
 	StepID         string         `gorm:"size:64"`
 	TriggerEventID int64          `gorm:"not null"`
 	Event          map[string]any `gorm:"serializer:json;type:text"` // the trigger event, for templates
-	EnteredAt      time.Time      `gorm:"not null;index:idx_enrollments_entry,priority:3;index:idx_enrollments_stats,priority:3"`
+	EnteredAt      time.Time      `gorm:"not null;index:idx_enrollments_entry,priority:3"`
 	EndedAt        *time.Time
 	EndReason      string `gorm:"size:128"`
+	// EnteredDay is the China date of EnteredAt as the number yyyymmdd
+	// (EntryDay): the journey statistics select enrollments, and their
+	// visits and deliveries, by entry date from narrow indexes.
+	EnteredDay int `gorm:"index:idx_enrollments_stats,priority:3"`
+}
+
+// chinaTime is UTC+8: entry days are China dates.
+var chinaTime = time.FixedZone("CST", 8*3600)
+
+// EntryDay is the China date of t as the number yyyymmdd (2026-11-30 is
+// 20261130): Enrollment.EnteredDay and the copies on its visits and
+// deliveries.
+func EntryDay(t time.Time) int {
+	l := t.In(chinaTime)
+	return l.Year()*10000 + int(l.Month())*100 + l.Day()
 }
 
 // Step visit statuses.
@@ -276,7 +291,7 @@ const (
 // transition happens once.
 type StepVisit struct {
 	ID           int64     `gorm:"primaryKey;autoIncrement"`
-	EnrollmentID int64     `gorm:"not null;uniqueIndex:idx_visit_seq;index:idx_visit_stats,priority:6"`
+	EnrollmentID int64     `gorm:"not null;uniqueIndex:idx_visit_seq"`
 	Seq          int       `gorm:"not null;uniqueIndex:idx_visit_seq"`
 	JourneyID    int64     `gorm:"not null;index:idx_visit_step;index:idx_visit_stats,priority:1"`
 	VersionID    int64     `gorm:"not null"`
@@ -290,10 +305,10 @@ type StepVisit struct {
 	Error        string `gorm:"type:text"`
 	CreatedAt    time.Time
 	FinishedAt   *time.Time
-	// EnteredAt is the enrollment's EnteredAt, copied so that the journey
-	// statistics select visits by entry date from one index
+	// EnteredDay is the enrollment's EnteredDay, copied so that the
+	// journey statistics count visits by entry date from one index
 	// (idx_visit_stats) without joining enrollments.
-	EnteredAt *time.Time `gorm:"index:idx_visit_stats,priority:5"`
+	EnteredDay int `gorm:"index:idx_visit_stats,priority:5"`
 }
 
 // Delivery statuses.
@@ -327,10 +342,10 @@ type Delivery struct {
 	SentAt       *time.Time
 	// Category is CategoryMarketing or CategoryTransactional.
 	Category string `gorm:"size:16"`
-	// EnteredAt is the enrollment's EnteredAt, copied so that the journey
-	// statistics count deliveries by entry date from one index
+	// EnteredDay is the enrollment's EnteredDay, copied so that the
+	// journey statistics count deliveries by entry date from one index
 	// (idx_delivery_stats).
-	EnteredAt *time.Time `gorm:"index:idx_delivery_stats,priority:4"`
+	EnteredDay int `gorm:"index:idx_delivery_stats,priority:4"`
 }
 
 // Delivery categories: an opted-out member gets no marketing message on that

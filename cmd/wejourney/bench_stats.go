@@ -180,7 +180,7 @@ func loadStatsVisits(db *gorm.DB, n int) (visits, enrollments int, err error) {
 					}
 				}
 				enrs = append(enrs, &model.Enrollment{JourneyID: j.ID, VersionID: v.ID, MemberID: int64(k + i + 1), Status: status,
-					StepID: "hello", EnteredAt: at, Event: map[string]any{"type": "wechat.subscribe"}})
+					StepID: "hello", EnteredAt: at, EnteredDay: model.EntryDay(at), Event: map[string]any{"type": "wechat.subscribe"}})
 			}
 			if err := tx.Create(&enrs).Error; err != nil {
 				return err
@@ -191,7 +191,7 @@ func loadStatsVisits(db *gorm.DB, n int) (visits, enrollments int, err error) {
 				at := e.EnteredAt
 				visit := func(step, status, outcome string) *model.StepVisit {
 					sv := &model.StepVisit{EnrollmentID: e.ID, Seq: 0, JourneyID: j.ID, VersionID: v.ID, StepID: step, MemberID: e.MemberID,
-						Status: status, Outcome: outcome, DueAt: at, CreatedAt: at, EnteredAt: &at}
+						Status: status, Outcome: outcome, DueAt: at, CreatedAt: at, EnteredDay: e.EnteredDay}
 					vs = append(vs, sv)
 					sv.Seq = len(vs)
 					return sv
@@ -216,7 +216,11 @@ func loadStatsVisits(db *gorm.DB, n int) (visits, enrollments int, err error) {
 					}
 					visit("hello", model.VisitDone, "sent")
 					visit("pause", model.VisitDone, "waited")
-					visit("vip", model.VisitDone, journey.ArmOutcome(coupon))
+					arm := journey.ArmOutcome(coupon)
+					if e.Status == model.EnrollmentGoal {
+						arm = journey.GoalArmOutcome(coupon)
+					}
+					visit("vip", model.VisitDone, arm)
 					visit(coupon, model.VisitDone, "sent")
 				}
 				for s, sv := range vs[first:] {
@@ -238,7 +242,7 @@ func loadStatsVisits(db *gorm.DB, n int) (visits, enrollments int, err error) {
 					status = model.DeliveryFailed
 				}
 				ds = append(ds, &model.Delivery{StepVisitID: sv.ID, Channel: ch, EnrollmentID: sv.EnrollmentID, JourneyID: j.ID,
-					MemberID: sv.MemberID, Status: status, CreatedAt: *sv.EnteredAt, EnteredAt: sv.EnteredAt, Category: model.CategoryMarketing})
+					MemberID: sv.MemberID, Status: status, CreatedAt: sv.CreatedAt, EnteredDay: sv.EnteredDay, Category: model.CategoryMarketing})
 			}
 			if err := tx.CreateInBatches(&ds, 1000).Error; err != nil {
 				return err

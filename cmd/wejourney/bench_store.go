@@ -268,13 +268,13 @@ func preload(ctx context.Context, db *gorm.DB, appID string, n, batch int, progr
 				model.IdentityOpenID, memberFloor, prefix+"%").Error; err != nil {
 				return fmt.Errorf("member identities: %w", err)
 			}
-			if err := tx.Exec("INSERT INTO enrollments (journey_id, version_id, member_id, status, active_key, step_id, trigger_event_id, event, entered_at) "+
-				"SELECT "+i8+", "+i8+", id, ?, "+concat("'"+strconv.FormatInt(j.ID, 10)+":'", text("id"))+", 'wait', 0, ?, "+ts+" "+batch,
-				j.ID, j.CurrentVersionID, model.EnrollmentActive, event, now, memberFloor, prefix+"%").Error; err != nil {
+			if err := tx.Exec("INSERT INTO enrollments (journey_id, version_id, member_id, status, active_key, step_id, trigger_event_id, event, entered_at, entered_day) "+
+				"SELECT "+i8+", "+i8+", id, ?, "+concat("'"+strconv.FormatInt(j.ID, 10)+":'", text("id"))+", 'wait', 0, ?, "+ts+", "+i8+" "+batch,
+				j.ID, j.CurrentVersionID, model.EnrollmentActive, event, now, model.EntryDay(now), memberFloor, prefix+"%").Error; err != nil {
 				return fmt.Errorf("enrollments: %w", err)
 			}
-			if err := tx.Exec("INSERT INTO step_visits (enrollment_id, seq, journey_id, version_id, step_id, member_id, status, due_at, attempts, created_at, entered_at) "+
-				"SELECT id, 1, journey_id, version_id, step_id, member_id, ?, "+ts+", 0, "+ts+", entered_at FROM enrollments WHERE id > ? AND journey_id = ?",
+			if err := tx.Exec("INSERT INTO step_visits (enrollment_id, seq, journey_id, version_id, step_id, member_id, status, due_at, attempts, created_at, entered_day) "+
+				"SELECT id, 1, journey_id, version_id, step_id, member_id, ?, "+ts+", 0, "+ts+", entered_day FROM enrollments WHERE id > ? AND journey_id = ?",
 				model.VisitWaiting, due, now, enrollmentFloor, j.ID).Error; err != nil {
 				return fmt.Errorf("step visits: %w", err)
 			}
