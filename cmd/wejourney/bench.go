@@ -133,6 +133,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := o.check(); err != nil {
 		return err
 	}
+	if err := o.checkStats(); err != nil {
+		return err
+	}
 	if o.stats > 0 {
 		return runStatsBench(ctx, o, stdout)
 	}

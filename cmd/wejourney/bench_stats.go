@@ -40,6 +40,17 @@ steps:
 // statsRequests is how many times bench --stats asks for the statistics.
 const statsRequests = 20
 
+// checkStats refuses --stats values the statistics run cannot take.
+func (o benchOpts) checkStats() error {
+	switch {
+	case o.stats < 0:
+		return fmt.Errorf("--stats: want 0 (off) or more step visits, got %d", o.stats)
+	case o.stats > 0 && o.target != "":
+		return errors.New("--stats loads visits into the bench's own database: drop --target (and pass --database-url)")
+	}
+	return nil
+}
+
 // runStatsBench loads about n step visits of one journey directly into the
 // database (--database-url, or a temporary SQLite file), spread over the
 // last 30 days, then times GET /api/v1/journeys/bench-stats/stats over

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -217,12 +218,15 @@ func TestBenchFlags(t *testing.T) {
 		{"negative steps", func(o *benchOpts) { o.steps = -1 }, "--steps"},
 		{"steps with target", func(o *benchOpts) { o.target, o.steps = "http://127.0.0.1:1", 10 }, "--target"},
 		{"steps on a web server", func(o *benchOpts) { o.role, o.steps = RoleWeb, 10 }, "--role"},
+		{"stats", func(o *benchOpts) { o.stats = 1000 }, ""},
+		{"negative stats", func(o *benchOpts) { o.stats = -1 }, "--stats"},
+		{"stats with target", func(o *benchOpts) { o.target, o.stats = "http://127.0.0.1:1", 10 }, "--target"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			o := ok
 			c.edit(&o)
-			err := errors.Join(o.check(), o.checkSteps())
+			err := errors.Join(o.check(), o.checkSteps(), o.checkStats())
 			switch {
 			case c.want == "" && err != nil:
 				t.Fatalf("refused: %v", err)
@@ -320,5 +324,43 @@ func TestBenchFailEvery(t *testing.T) {
 		if !strings.Contains(report, w) {
 			t.Errorf("the report lacks %q:\n%s", w, report)
 		}
+	}
+}
+
+// TestBenchStats runs `bench --stats 3000` on a temporary SQLite file: the
+// visits it loads are what the statistics it times count.
+func TestBenchStats(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	if err := runStatsBench(context.Background(), benchOpts{stats: 3000}, &out); err != nil {
+		t.Fatalf("bench --stats: %v\n%s", err, out.String())
+	}
+	report := out.String()
+	var visits, enrollments int
+	for _, line := range strings.Split(report, "\n") {
+		fmt.Sscanf(line, "loaded %d step visits of %d enrollments", &visits, &enrollments)
+	}
+	if visits < 3000 || enrollments == 0 {
+		t.Fatalf("report %q: want at least 3000 visits loaded", report)
+	}
+	if !strings.Contains(report, "×20 (last 30 days): p50 ") || !strings.Contains(report, " p99 ") {
+		t.Errorf("report %q: no p50 and p99 of 20 requests", report)
+	}
+	_, answer, _ := strings.Cut(report, "answer: ")
+	var st journey.Stats
+	if err := json.Unmarshal([]byte(answer), &st); err != nil {
+		t.Fatalf("answer %q: %v", answer, err)
+	}
+	// The loaded enrollments entered within the last hours: all of them
+	// count, and every visit is counted at its step.
+	reached := int64(0)
+	for _, s := range st.Steps {
+		reached += s.Reached
+	}
+	if st.Entered != int64(enrollments) || reached != int64(visits) {
+		t.Errorf("stats count %d enrollments and %d visits; %d and %d were loaded:\n%s", st.Entered, reached, enrollments, visits, answer)
+	}
+	if len(st.Splits) != 1 || len(st.Splits[0].Arms) != 2 || st.Splits[0].Arms[0].Goal == 0 {
+		t.Errorf("splits %+v: want vip's two arms, with goals", st.Splits)
 	}
 }
