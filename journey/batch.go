@@ -266,6 +266,25 @@ func (e *Engine) runRound(ctx context.Context, items []*stepItem, errs []error) 
 	e.slot.lock(ctx)
 	now := e.now()
 	db := e.cfg.DB.WithContext(ctx)
+	// The members' recent messages, read once for the round's frequency
+	// caps when a send needs them.
+	var watch *capWatch
+	roundCaps := func() (*capWatch, error) {
+		if watch != nil {
+			return watch, nil
+		}
+		longest := longestCap(e.cfg.FrequencyCaps)
+		members := make([]int64, 0, len(items))
+		for _, it := range items {
+			if c, err := e.version(db, it.enr.VersionID); err == nil {
+				longest = max(longest, longestCap(c.caps))
+			}
+			members = append(members, it.v.MemberID)
+		}
+		w, err := e.watchCaps(db, members, longest, now)
+		watch = w
+		return w, err
+	}
 	for _, it := range items {
 		if it.enr.Status != model.EnrollmentActive {
 			it.cancel = it.enr.EndReason
@@ -285,7 +304,18 @@ func (e *Engine) runRound(ctx context.Context, items []*stepItem, errs []error) 
 		if vars["event"] == nil {
 			vars["event"] = map[string]any{}
 		}
-		if snd, ok := it.cs.Body.(*Send); ok && !snd.held(c, it.enr, now) {
+		if snd, ok := it.cs.Body.(*Send); ok && !snd.held(e.quietOf(c), c, it.enr, now) {
+			if caps := e.capsOf(c); len(caps) > 0 && !capExempt(snd, c, it.enr, now) {
+				if w, err := roundCaps(); err != nil {
+					fail(it, err)
+					continue
+				} else if until, hit, over := w.over(it.m.ID, snd.Channel, caps, now); over {
+					it.res = capResult(it.cs, c.onCap, hit, until)
+					continue
+				} else {
+					w.add(it.m.ID, snd.Channel, now)
+				}
+			}
 			msg, bad := e.renderSend(snd, it.v, it.enr, vars)
 			if bad != nil {
 				it.res = *bad

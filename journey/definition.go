@@ -16,14 +16,19 @@ import (
 
 // Definition is a journey as written in YAML (DESIGN.md, "Journeys").
 type Definition struct {
-	Key        string   `yaml:"key"`
-	Name       string   `yaml:"name"`
-	Trigger    Trigger  `yaml:"trigger"`
-	Entry      Entry    `yaml:"entry"`
-	Exit       []Rule   `yaml:"exit"`
-	QuietHours string   `yaml:"quiet_hours"`
-	Steps      []Step   `yaml:"steps"`
-	Tags       []string `yaml:"tags"`
+	Key        string  `yaml:"key"`
+	Name       string  `yaml:"name"`
+	Trigger    Trigger `yaml:"trigger"`
+	Entry      Entry   `yaml:"entry"`
+	Exit       []Rule  `yaml:"exit"`
+	QuietHours string  `yaml:"quiet_hours"`
+	// FrequencyCaps bound this journey's marketing sends by the member's
+	// messages from every journey (with the engine's own caps); OnCap says
+	// what a send over one does: OnCapDelay (default) or OnCapSkip.
+	FrequencyCaps []CapSpec `yaml:"frequency_caps"`
+	OnCap         string    `yaml:"on_cap"`
+	Steps         []Step    `yaml:"steps"`
+	Tags          []string  `yaml:"tags"`
 	// Demo marks an example journey (the ones shipped in journeys/): it is
 	// loaded only while the default account is the sandbox, unless the
 	// operator chose demos (WEJOURNEY_DEMO_JOURNEYS; see SyncDir).
@@ -158,6 +163,9 @@ type Compiled struct {
 	where       *vm.Program
 	exits       []compiledRule
 	quiet       *quietHours
+	quietOff    bool // quiet_hours: off — not even the engine's
+	caps        []FrequencyCap
+	onCap       string
 	origin      string
 }
 
@@ -292,7 +300,10 @@ func Parse(name string, src []byte, opts ...ParseOption) (*Compiled, error) {
 		}
 		c.exits = append(c.exits, cr)
 	}
-	if def.QuietHours != "" {
+	c.caps, c.onCap = compileCaps(ck, def, keyLine)
+	if def.QuietHours == quietOff {
+		c.quietOff = true
+	} else if def.QuietHours != "" {
 		q, err := parseQuietHours(def.QuietHours)
 		if err != nil {
 			ck.in("quiet_hours", keyLine("quiet_hours")).Problemf(nil, "%v", err)
@@ -471,6 +482,20 @@ type quietHours struct{ from, to int } // minutes after midnight
 
 // chinaTime is UTC+8; WeChat's members and brands live in it.
 var chinaTime = time.FixedZone("CST", 8*3600)
+
+// quietOff is the quiet_hours of a journey that sends at any hour, whatever
+// the engine's QuietHours.
+const quietOff = "off"
+
+// CheckQuietHours checks a quiet-hours window as journeys and the engine's
+// Config.QuietHours take it: "HH:MM-HH:MM", "off" or empty.
+func CheckQuietHours(s string) error {
+	if s == "" || s == quietOff {
+		return nil
+	}
+	_, err := parseQuietHours(s)
+	return err
+}
 
 func parseQuietHours(s string) (*quietHours, error) {
 	parts := strings.Split(s, "-")

@@ -85,6 +85,15 @@ type Config struct {
 	// one goroutine prepares a statement outside a transaction while
 	// another holds the connection in a transaction that uses it).
 	DBSlots int
+	// FrequencyCaps bound the marketing messages a member gets from every
+	// journey together (a journey's frequency_caps add to them).
+	// Transactional sends are exempt; see capExempt.
+	FrequencyCaps []FrequencyCap
+	// QuietHours is the daily window ("22:00-08:00", China time) in which
+	// every journey's marketing sends wait, unless the journey sets its own
+	// quiet_hours ("off": none). Empty: none. A bad one is logged and
+	// ignored (the configuration checks it first).
+	QuietHours string
 	// BaseContext is the context of work the engine starts by itself (steps
 	// held until their due time). Default context.Background().
 	BaseContext context.Context
@@ -240,6 +249,7 @@ type Engine struct {
 	log     *slog.Logger
 	slot    dbSlot
 	metrics *engineMetrics
+	quiet   *quietHours // Config.QuietHours
 
 	mu       sync.Mutex
 	versions map[int64]*Compiled // immutable versions, cached forever
@@ -302,6 +312,13 @@ func New(cfg Config) *Engine {
 		cfg.DBSlots = 1
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, versions: map[int64]*Compiled{}, metrics: newEngineMetrics(cfg.Metrics)}
+	if cfg.QuietHours != "" && cfg.QuietHours != quietOff {
+		q, err := parseQuietHours(cfg.QuietHours)
+		if err != nil {
+			e.log.Error("quiet hours ignored", "quiet_hours", cfg.QuietHours, "err", err)
+		}
+		e.quiet = q
+	}
 	if cfg.DBSlots > 0 {
 		e.slot = newDBSlot(cfg.DBSlots)
 	} else {

@@ -26,8 +26,9 @@ import (
 // whole seconds and may deliver a task up to a second early.
 const holdLimit = 2 * time.Second
 
-// ReplyWindow is how long after entering a journey a send still counts as
-// a reply to the member's action: quiet hours do not hold it.
+// ReplyWindow is how long after entering a journey a member's own action
+// triggers a send still counts as the reply to it: quiet hours do not hold
+// it, frequency caps do not cap it.
 const ReplyWindow = time.Minute
 
 // maxChain bounds how many due-now steps one task runs back to back; a

@@ -346,10 +346,12 @@ func (a *App) newEngine(senders *channels.Registry) *journey.Engine {
 		gate = func(ctx context.Context) { a.ingestor.WaitCalm(ctx, 250*time.Millisecond) }
 	}
 	mergeBy, _ := a.Cfg.MergeKinds() // validated
+	caps, _ := a.Cfg.Caps()          // validated
 	return journey.New(journey.Config{DB: a.DB, Queue: a.queue, Senders: senders, Logger: a.Log,
 		Gate: gate, BaseContext: a.runCtx, Metrics: a.registry, Sources: a.sources,
 		Inspector: asynq.NewInspectorFromRedisClient(a.rdb), MergeBy: mergeBy,
-		Enrich: unionids{users: a.wechat, contacts: a.wecom}, Observe: a.observer()})
+		Enrich: unionids{users: a.wechat, contacts: a.wecom}, Observe: a.observer(),
+		FrequencyCaps: caps, QuietHours: a.Cfg.QuietHours})
 }
 
 // syncJourneys loads the journeys of WEJOURNEY_JOURNEYS_DIR. Demo journeys
