@@ -100,6 +100,9 @@ type Config struct {
 	// links (POST /api/v1/subscribe-links, GET
 	// /wechat/oa/{appid}/subscribemsg); nil: those routes answer 404.
 	SubscribeLinks *SubscribeLinkConfig
+	// TestRuns walks journeys for one member without sending (POST
+	// /api/v1/journeys/{key}/test); nil leaves the route out.
+	TestRuns JourneyTester
 	// MaxConcurrentBodies caps how many callback bodies are read at once,
 	// bounding the memory that request bodies can take; a callback that
 	// finds no free slot within a second is answered 503. Default
@@ -221,6 +224,7 @@ func (h *Handler) routes() http.Handler {
 		api.POST("/subscribe-links", h.createSubscribeLink)
 		h.codeRoutes(api)
 		h.holdRoutes(api)
+		h.journeyTestRoutes(api)
 		h.channelRoutes(api)
 		if cfg.Followers != nil {
 			api.POST("/followers/sync", h.startFollowerSync)

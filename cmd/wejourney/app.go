@@ -390,6 +390,9 @@ func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Serv
 		Codes: newCodes(a.Cfg, a.DB, a.wechat, a.wecom, a.Log), Holds: channels.NewHolds(a.rdb), Senders: a.senders,
 		SMSUplinkToken: a.Cfg.SMSUplinkToken,
 	}
+	if a.Engine != nil {
+		hc.TestRuns = a.Engine
+	}
 	// The events API's limit per key: shared by the web processes through
 	// Redis (each process on its own while Redis is down), none with
 	// WEJOURNEY_EVENTS_RATE=0.

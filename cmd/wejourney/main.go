@@ -126,6 +126,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "migrate":
 		return migrate(args, stdout, stderr)
 	case "journeys":
+		if len(args) > 0 && args[0] == "test" {
+			return journeysTestCmd(ctx, args[1:], stdout, stderr)
+		}
 		return journeysCmd(args, stdout, stderr)
 	case "simulate":
 		return simulateCmd(ctx, args, stdout, stderr)
