@@ -31,7 +31,7 @@ steps:
 		wantIn          []string
 	}{
 		{name: "the published version, by openid", key: "welcome", auth: true, wantStatus: http.StatusOK,
-			body: `{"member": {"openid": "o1"}, "event": {"type": "wechat.subscribe", "props": {"scene": "store_001"}}}`,
+			body:   `{"member": {"openid": "o1"}, "event": {"type": "wechat.subscribe", "props": {"scene": "store_001"}}}`,
 			wantIn: []string{`"journey":"welcome"`, `"version":1`, `"text":"欢迎 小王 来自 store_001"`, `"outcome":"timeout"`, `"end":"timeout"`}},
 		{name: "events while waiting: the wait_for matches", key: "welcome", auth: true, wantStatus: http.StatusOK,
 			body:   `{"member_id": 1, "events": [{"type": "form.submitted"}]}`,
