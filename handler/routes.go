@@ -225,6 +225,7 @@ func (h *Handler) routes() http.Handler {
 		h.codeRoutes(api)
 		h.holdRoutes(api)
 		h.journeyTestRoutes(api)
+		h.enrollRoutes(api)
 		h.channelRoutes(api)
 		if cfg.Followers != nil {
 			api.POST("/followers/sync", h.startFollowerSync)

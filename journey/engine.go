@@ -390,6 +390,10 @@ func (e *Engine) kindOptions(more ...ParseOption) []ParseOption {
 	return append([]ParseOption{WithStepKinds(e.cfg.StepKinds...), WithTriggerKinds(e.cfg.TriggerKinds...)}, more...)
 }
 
+// triggerManual is the index kind of manual enrollments: every live
+// journey, under its own key (see events.JourneyEnroll).
+const triggerManual = "manual"
+
 // triggers returns the live journeys whose trigger of this kind has key.
 func (e *Engine) triggers(db *gorm.DB, kind, key string) ([]liveJourney, error) {
 	e.mu.Lock()
@@ -411,6 +415,9 @@ func (e *Engine) triggers(db *gorm.DB, kind, key string) ([]liveJourney, error) 
 				tk := triggerKey{c.trigger, k}
 				idx.byKey[tk] = append(idx.byKey[tk], liveJourney{j.ID, j.CurrentVersionID, c})
 			}
+			// Every live journey takes manual enrollments, by its key.
+			mk := triggerKey{triggerManual, j.Key}
+			idx.byKey[mk] = append(idx.byKey[mk], liveJourney{j.ID, j.CurrentVersionID, c})
 		}
 		e.mu.Lock()
 		e.index = idx

@@ -208,13 +208,18 @@ func (e *Engine) routeEffects(tx *gorm.DB, ev *model.Event, m *model.Member, act
 		return err
 	}
 	live, err := e.triggers(tx, triggerEvent, ev.Type)
+	manual := isManualEnroll(ev)
+	if manual {
+		key, _ := ev.Props["journey"].(string)
+		live, err = e.triggers(tx, triggerManual, key)
+	}
 	if err != nil {
 		return err
 	}
 	var why []string // per journey, why the member did not enter it
 	entered := false
 	for _, lj := range live {
-		if !e.eval(lj.c.where, vars) {
+		if !manual && !e.eval(lj.c.where, vars) {
 			why = append(why, lj.c.Def.Key+": where was false")
 			continue
 		}
@@ -495,6 +500,13 @@ func identities(ref model.MemberRef) []model.MemberIdentity {
 	add(model.IdentityEmail, strings.ToLower(ref.Email))
 	add(model.IdentityUserID, ref.UserID)
 	return out
+}
+
+// isManualEnroll reports whether ev is an operator's manual enrollment:
+// of type events.JourneyEnroll and stored by the engine itself (the same
+// type from the events API enrolls nobody).
+func isManualEnroll(ev *model.Event) bool {
+	return ev.Type == events.JourneyEnroll && ev.Source == events.Engine{}.Name()
 }
 
 // emitsEvents reports whether routing ev stores engine events
