@@ -217,6 +217,28 @@ func (w *Wait) attributeMoment(m *model.Member) (time.Time, string) {
 	return t.UTC(), ""
 }
 
+// testRun is what a test run (walked at now, waits compressed) says of
+// the wait for member m: the outcome the visit would record, and a note.
+func (w *Wait) testRun(now time.Time, m *model.Member) (outcome, note string) {
+	const layout = "2006-01-02 15:04 China time"
+	switch {
+	case w.Until != "":
+		return OutcomeWaited, fmt.Sprintf("waited until %s: compressed", nextTimeOfDay(now, w.until).In(chinaTime).Format(layout))
+	case w.UntilAttribute != "":
+		t, why := w.attributeMoment(m)
+		switch {
+		case why == OutcomeAttributeMissing || m == nil:
+			return why, fmt.Sprintf("did not wait: the member has no attribute %s", w.UntilAttribute)
+		case why != "":
+			return why, fmt.Sprintf("did not wait: attribute %s is %v, not a date", w.UntilAttribute, m.Attrs[w.UntilAttribute])
+		case !t.After(now):
+			return OutcomeAlreadyPast, fmt.Sprintf("did not wait: %s had passed", t.In(chinaTime).Format(layout))
+		}
+		return OutcomeWaited, fmt.Sprintf("waited until %s: compressed", t.In(chinaTime).Format(layout))
+	}
+	return OutcomeWaited, fmt.Sprintf("waited %s: compressed", time.Duration(w.Duration))
+}
+
 // Refs implements StepBody.
 func (*Wait) Refs() []Ref { return nil }
 
