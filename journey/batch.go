@@ -541,7 +541,7 @@ func (e *Engine) finishRound(ctx context.Context, items []*stepItem, errs []erro
 				switch {
 				case r.next != "":
 					g.advance[r.next] = append(g.advance[r.next], it.enr.ID)
-					f.next = buildVisit(it.c, it.enr, it.v.Seq+1, r.next, now, e.cfg.Lease)
+					f.next = buildVisit(it.c, it.enr, it.m, it.v.Seq+1, r.next, now, e.cfg.Lease)
 					create = append(create, f.next)
 				case r.endReason == ReasonCompleted:
 					g.end[[2]string{model.EnrollmentCompleted, r.endReason}] = append(g.end[[2]string{model.EnrollmentCompleted, r.endReason}], it.enr.ID)
@@ -721,7 +721,7 @@ func (e *Engine) finishEach(ctx context.Context, items []*stepItem, errs []error
 		case !it.res.retryAt.IsZero():
 			err = e.reschedule(ctx, it.v, it.res)
 		default:
-			nv, err = e.finish(ctx, it.c, it.enr, it.v, it.res, e.now())
+			nv, err = e.finish(ctx, it.c, it.enr, it.m, it.v, it.res, e.now())
 		}
 		e.slot.unlock(ctx)
 		if err != nil {

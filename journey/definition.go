@@ -364,7 +364,7 @@ func Parse(name string, src []byte, opts ...ParseOption) (*Compiled, error) {
 				i := slices.IndexFunc(o.steps, func(sk StepKind) bool { return sk.Name() == k.Value })
 				switch {
 				case i < 0:
-					stck.Problemf(k, "unknown field %q", k.Value)
+					stck.Problemf(k, "unknown field %q%s", k.Value, fieldHint(k.Value))
 				case kind != nil:
 					several = true
 				default:
@@ -423,6 +423,18 @@ func Parse(name string, src []byte, opts ...ParseOption) (*Compiled, error) {
 		return nil, fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(errs...))
 	}
 	return c, nil
+}
+
+// fieldHint says where a field written at the step's level belongs, when
+// it is a field of a kind ("" otherwise).
+func fieldHint(field string) string {
+	switch field {
+	case "event", "where", "timeout", "match", "within":
+		return fmt.Sprintf(" (%s goes inside wait_for: { event: …, %s: … })", field, field)
+	case "until", "until_attribute", "offset", "at":
+		return fmt.Sprintf(" (%s goes inside wait: { %s: … })", field, field)
+	}
+	return ""
 }
 
 func stepNames(kinds []StepKind) string {

@@ -496,9 +496,9 @@ const (
 // errConflict means another worker already made this transition.
 var errConflict = errors.New("journey: transition already made")
 
-// newVisit inserts the visit for entering step id (see buildVisit).
-func newVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, seq int, stepID string, now time.Time, lease time.Duration) (*model.StepVisit, error) {
-	v := buildVisit(c, enr, seq, stepID, now, lease)
+// newVisit inserts the visit for member m entering step id (see buildVisit).
+func newVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, m *model.Member, seq int, stepID string, now time.Time, lease time.Duration) (*model.StepVisit, error) {
+	v := buildVisit(c, enr, m, seq, stepID, now, lease)
 	if err := tx.Create(v).Error; err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
 			return nil, errConflict
@@ -508,13 +508,14 @@ func newVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, seq int, stepID s
 	return v, nil
 }
 
-// buildVisit returns the visit for entering step id, to insert. Steps whose
-// body waits (wait, wait_for) start waiting until their due time. Others
-// are due now and are created already claimed (running, leased), so the
-// transaction's caller runs them at once without a queue round trip; if it
-// dies first, the lease expires and the sweeper hands the visit to another
-// worker.
-func buildVisit(c *Compiled, enr *model.Enrollment, seq int, stepID string, now time.Time, lease time.Duration) *model.StepVisit {
+// buildVisit returns the visit for member m entering step id, to insert.
+// Steps whose body waits (wait, wait_for) start waiting until their due
+// time (an UntilWaiter's moment, computed here from now and m). Others,
+// and an UntilWaiter whose moment is not after now, are due now and are
+// created already claimed (running, leased), so the transaction's caller
+// runs them at once without a queue round trip; if it dies first, the lease
+// expires and the sweeper hands the visit to another worker.
+func buildVisit(c *Compiled, enr *model.Enrollment, m *model.Member, seq int, stepID string, now time.Time, lease time.Duration) *model.StepVisit {
 	cs := c.steps[stepID]
 	until := now.Add(lease)
 	v := &model.StepVisit{
@@ -522,7 +523,11 @@ func buildVisit(c *Compiled, enr *model.Enrollment, seq int, stepID string, now 
 		StepID: stepID, MemberID: enr.MemberID, Status: model.VisitRunning, DueAt: now, CreatedAt: now,
 		LeaseUntil: &until, Attempts: 1,
 	}
-	if d, waits := cs.Body.Waits(); waits {
+	if uw, ok := cs.Body.(UntilWaiter); ok {
+		if due := uw.WaitUntil(now, m); due.After(now) {
+			v.Status, v.DueAt, v.LeaseUntil, v.Attempts = model.VisitWaiting, due, nil, 0
+		}
+	} else if d, waits := cs.Body.Waits(); waits {
 		v.Status, v.DueAt, v.LeaseUntil, v.Attempts = model.VisitWaiting, now.Add(d), nil, 0
 	}
 	return v
@@ -531,12 +536,12 @@ func buildVisit(c *Compiled, enr *model.Enrollment, seq int, stepID string, now 
 // finishVisit moves a visit out of fromStatus into done (or failed) and the
 // enrollment on to next, or ends it when next is empty. It returns the next
 // visit, or nil when the enrollment ended or had already left.
-func finishVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, v *model.StepVisit, fromStatus, status, outcome, next, endReason string, now time.Time, lease time.Duration) (*model.StepVisit, error) {
+func finishVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, m *model.Member, v *model.StepVisit, fromStatus, status, outcome, next, endReason string, now time.Time, lease time.Duration) (*model.StepVisit, error) {
 	step, err := finishTransition(tx, enr, v, fromStatus, status, outcome, next, endReason, now)
 	if err != nil || step == "" {
 		return nil, err
 	}
-	return newVisit(tx, c, enr, v.Seq+1, step, now, lease)
+	return newVisit(tx, c, enr, m, v.Seq+1, step, now, lease)
 }
 
 // finishTransition is finishVisit without the next visit's insert: it

@@ -318,7 +318,8 @@ func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Membe
 		if cs == nil {
 			continue
 		}
-		if w, ok := cs.Body.(eventWaiter); !ok || !w.resumes(e, ev.Type, vars) {
+		w, ok := cs.Body.(eventWaiter)
+		if !ok || !w.resumes(e, ev, vars, enr) {
 			continue
 		}
 		var v model.StepVisit
@@ -330,7 +331,10 @@ func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Membe
 		if err != nil {
 			return nil, fmt.Errorf("journey: load waiting visit: %w", err)
 		}
-		nv, err := finishVisit(tx, c, enr, &v, model.VisitWaiting, model.VisitDone, "matched", cs.Next, ReasonCompleted, now, e.cfg.Lease)
+		if !w.inTime(ev, &v, now) {
+			continue
+		}
+		nv, err := finishVisit(tx, c, enr, m, &v, model.VisitWaiting, model.VisitDone, "matched", cs.Next, ReasonCompleted, now, e.cfg.Lease)
 		if errors.Is(err, errConflict) {
 			continue
 		}
@@ -344,7 +348,12 @@ func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Membe
 
 // eventWaiter is a step body a matching event resumes (wait_for).
 type eventWaiter interface {
-	resumes(e *Engine, eventType string, vars env) bool
+	// resumes reports whether ev (with vars: it and the member) ends the
+	// wait of enrollment enr.
+	resumes(e *Engine, ev *model.Event, vars env, enr *model.Enrollment) bool
+	// inTime reports whether ev, routed at now, came in time for the
+	// waiting visit v.
+	inTime(ev *model.Event, v *model.StepVisit, now time.Time) bool
 }
 
 // Reasons enroll gives for not entering a member into a journey.
@@ -380,7 +389,7 @@ func (e *Engine) enroll(tx *gorm.DB, lj liveJourney, m *model.Member, ev *model.
 	if active != nil {
 		*active = append(*active, *enr)
 	}
-	v, err := newVisit(tx, lj.c, enr, 1, lj.c.first, now, e.cfg.Lease)
+	v, err := newVisit(tx, lj.c, enr, m, 1, lj.c.first, now, e.cfg.Lease)
 	return v, "", err
 }
 

@@ -115,7 +115,7 @@ func applyDeliveries(tx *gorm.DB, us []deliveryUpdate) error {
 // finish records the visit's outcome on its own and returns the next visit
 // (nil when the enrollment ended or another worker already finished this
 // visit).
-func (e *Engine) finish(ctx context.Context, c *Compiled, enr *model.Enrollment, v *model.StepVisit, r stepResult, now time.Time) (*model.StepVisit, error) {
+func (e *Engine) finish(ctx context.Context, c *Compiled, enr *model.Enrollment, m *model.Member, v *model.StepVisit, r stepResult, now time.Time) (*model.StepVisit, error) {
 	var next *model.StepVisit
 	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := applyDeliveries(tx, r.deliveries); err != nil {
@@ -125,7 +125,7 @@ func (e *Engine) finish(ctx context.Context, c *Compiled, enr *model.Enrollment,
 		if err != nil || step == "" {
 			return err
 		}
-		next, err = newVisit(tx, c, enr, v.Seq+1, step, now, e.cfg.Lease)
+		next, err = newVisit(tx, c, enr, m, v.Seq+1, step, now, e.cfg.Lease)
 		return err
 	})
 	if errors.Is(err, errConflict) {

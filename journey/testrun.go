@@ -123,12 +123,11 @@ func (e *Engine) TestRun(ctx context.Context, c *Compiled, version int, m *model
 			ts.Note = "not sent (test run)"
 			ts.Message = testMessage(b.Channel, msg, b)
 		case *Wait:
-			d, _ := b.Waits()
-			ts.Outcome, ts.Note = "waited", fmt.Sprintf("waited %s: compressed", d)
+			ts.Outcome, ts.Note = b.testRun(e.now(), &mem)
 		case *WaitFor:
 			matched := -1
 			for j, l := range later {
-				if l.Type == b.Event && e.eval(b.where, env{"event": eventEnv(l), "member": memberEnv(&mem)}) {
+				if b.resumes(e, l, env{"event": eventEnv(l), "member": memberEnv(&mem)}, enr) {
 					matched = j
 					break
 				}
@@ -140,6 +139,9 @@ func (e *Engine) TestRun(ctx context.Context, c *Compiled, version int, m *model
 			} else {
 				ts.Outcome = "timeout"
 				ts.Note = fmt.Sprintf("no %s given: timed out after %s (compressed)", b.Event, time.Duration(b.Timeout))
+				if b.Within > 0 {
+					ts.Note = fmt.Sprintf("no %s given: timed out after %s and the %s grace for late events (compressed)", b.Event, time.Duration(b.Timeout), time.Duration(b.Within))
+				}
 				next = cs.OnTimeout
 				if next == "" {
 					out.Steps = append(out.Steps, ts)

@@ -123,3 +123,86 @@ func TestTestRunReportsATriggerThatWouldNotEnter(t *testing.T) {
 		t.Errorf("no path walked: the operator still wants to see it")
 	}
 }
+
+// A test run walks the new waits as the engine would: until a time of day
+// or a member's date (missing, past), and a wait_for that matches the
+// entering event's cart.
+func TestTestRunWaitsUntilAndMatch(t *testing.T) {
+	t.Parallel()
+	const src = `
+key: renewal
+trigger: { event: cart.abandoned }
+steps:
+  - { id: morning, wait: { until: "09:00" }, next: renewal }
+  - { id: renewal, wait: { until_attribute: renewal_date, offset: -3d, at: "10:00" }, next: order }
+  - id: order
+    wait_for: { event: order.paid, match: cart_id, timeout: 1h, within: 10m }
+    next: thanks
+  - { id: thanks, update: { add_tags: [bought] } }
+`
+	tests := []struct {
+		name  string
+		attrs map[string]any
+		later []*model.Event
+		want  []journey.TestStep
+		end   string
+	}{
+		{
+			name:  "the date ahead, the order of this cart after another's",
+			attrs: map[string]any{"renewal_date": "2026-12-10"},
+			later: []*model.Event{
+				{Type: "order.paid", Props: map[string]any{"cart_id": "c2"}},
+				{Type: "order.paid", Props: map[string]any{"cart_id": "c1"}},
+			},
+			want: []journey.TestStep{
+				{Step: "morning", Kind: "wait", Outcome: "waited", Note: "waited until 2026-12-02 09:00 China time: compressed"},
+				{Step: "renewal", Kind: "wait", Outcome: "waited", Note: "waited until 2026-12-07 10:00 China time: compressed"},
+				{Step: "order", Kind: "wait_for", Outcome: "matched", Note: "the given order.paid arrived"},
+				{Step: "thanks", Kind: "update", Outcome: "updated", Note: "applied to a copy of the member"},
+			},
+			end: journey.ReasonCompleted,
+		},
+		{
+			name:  "no date, and only another cart's order",
+			later: []*model.Event{{Type: "order.paid", Props: map[string]any{"cart_id": "c2"}}},
+			want: []journey.TestStep{
+				{Step: "morning", Kind: "wait", Outcome: "waited", Note: "waited until 2026-12-02 09:00 China time: compressed"},
+				{Step: "renewal", Kind: "wait", Outcome: journey.OutcomeAttributeMissing, Note: "did not wait: the member has no attribute renewal_date"},
+				{Step: "order", Kind: "wait_for", Outcome: "timeout", Note: "no order.paid given: timed out after 1h0m0s and the 10m0s grace for late events (compressed)"},
+			},
+			end: journey.ReasonTimeout,
+		},
+		{
+			name:  "the date past",
+			attrs: map[string]any{"renewal_date": "2026-12-02"},
+			want: []journey.TestStep{
+				{Step: "morning", Kind: "wait", Outcome: "waited", Note: "waited until 2026-12-02 09:00 China time: compressed"},
+				{Step: "renewal", Kind: "wait", Outcome: journey.OutcomeAlreadyPast, Note: "did not wait: 2026-11-29 10:00 China time had passed"},
+				{Step: "order", Kind: "wait_for", Outcome: "timeout", Note: "no order.paid given: timed out after 1h0m0s and the 10m0s grace for late events (compressed)"},
+			},
+			end: journey.ReasonTimeout,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			h.clk.Set(cst(12, 1, 12, 0))
+			c := h.publish(src)
+			m := model.Member{ID: 1, Attrs: tc.attrs}
+			run, err := h.e.TestRun(h.ctx, c, 1, &m, journey.TestRunOptions{
+				Event: &model.Event{Type: "cart.abandoned", Props: map[string]any{"cart_id": "c1"}},
+				Later: tc.later,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, run.Steps); diff != "" {
+				t.Errorf("path (-want +got):\n%s", diff)
+			}
+			if run.End != tc.end {
+				t.Errorf("end %q; want %q", run.End, tc.end)
+			}
+		})
+	}
+}
