@@ -592,3 +592,78 @@ func TestLoopsMustWait(t *testing.T) {
 		})
 	}
 }
+
+// TestPauseAndResumeOnAWorker: the same on a running asynq worker and the
+// sweeper, on the wall clock. Waits of one second end while the journey
+// is paused: their step tasks run and hold them, nothing is sent, and the
+// worker then runs nothing more while paused (no task goes round and
+// round). Resumed, every held step runs at once (within seconds), once.
+func TestPauseAndResumeOnAWorker(t *testing.T) {
+	t.Parallel()
+	const n = 50
+	h := newHarness(t)
+	h.publish(`
+key: quick
+trigger: { event: wechat.subscribe }
+steps:
+  - { id: pause, wait: 1s, next: hello }
+  - { id: hello, send: { channel: wechat.text, text: hi } }
+`)
+	q := newQueued(t, h, journey.RetryDelay, 50*time.Millisecond)
+	var ids []int64
+	for _, o := range openids("w", n) {
+		ids = append(ids, h.ingest(wechatEvent("wechat.subscribe", o, nil)))
+	}
+	if err := q.e.Route(h.ctx, ids...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.e.Pause(h.ctx, "quick"); err != nil {
+		t.Fatal(err)
+	}
+	go q.e.RunSweeper(h.ctx, 100*time.Millisecond)
+	due := h.visitOf("pause").DueAt
+	processed := func() int {
+		info, err := q.insp.GetQueueInfo(journey.QueueReply)
+		if err != nil {
+			t.Fatalf("queue info: %v", err)
+		}
+		return info.Processed
+	}
+	// Polling the wall clock: the worker runs the waits' tasks once due.
+	for time.Now().Before(due.Add(time.Second)) || processed() < n {
+		if time.Now().After(due.Add(10 * time.Second)) {
+			t.Fatalf("the worker ran %d of the %d step tasks due", processed(), n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	before := processed()
+	time.Sleep(time.Second) // a second of sweeps while paused
+	if after := processed(); after != before {
+		t.Errorf("while paused the worker ran %d more step tasks in a second; want none", after-before)
+	}
+	if got := len(h.rec.messages()); got != 0 {
+		t.Fatalf("%d messages sent while paused; want none", got)
+	}
+	if got := h.countVisits("pause", model.VisitWaiting); got != n {
+		t.Errorf("%d waits held; want %d", got, n)
+	}
+	resumed := time.Now()
+	if _, err := q.e.Resume(h.ctx, "quick"); err != nil {
+		t.Fatal(err)
+	}
+	for len(h.rec.messages()) < n {
+		if time.Since(resumed) > 10*time.Second {
+			t.Fatalf("%d of %d messages 10 s after the resume", len(h.rec.messages()), n)
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the sends
+	}
+	// Typically well under a second; the bound leaves room for a loaded
+	// machine (the race detector), as TestWaitRunsOnTimeAfterOutage does.
+	if took := time.Since(resumed); took > 5*time.Second {
+		t.Errorf("the held steps ran %v after the resume; want within seconds", took.Round(time.Millisecond))
+	}
+	time.Sleep(300 * time.Millisecond) // a few more sweeps: nothing is sent twice
+	if got := len(h.rec.messages()); got != n {
+		t.Errorf("%d messages; want %d, one each", got, n)
+	}
+}
