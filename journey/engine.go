@@ -254,6 +254,9 @@ type Engine struct {
 	mu       sync.Mutex
 	versions map[int64]*Compiled // immutable versions, cached forever
 	index    *triggerIndex
+	// indexGen counts InvalidateIndex calls: an index read before one is
+	// not kept (it may say a journey just paused is live).
+	indexGen uint64
 	// queuedUntil is how far ahead the sweeper has queued upcoming visits.
 	queuedUntil   time.Time
 	steps, routes *gatherer // step and route tasks, run in batches
@@ -349,6 +352,7 @@ func (e *Engine) gate(ctx context.Context) {
 func (e *Engine) InvalidateIndex() {
 	e.mu.Lock()
 	e.index = nil
+	e.indexGen++
 	e.mu.Unlock()
 }
 
@@ -410,7 +414,7 @@ func (e *Engine) triggers(db *gorm.DB, kind, key string) ([]liveJourney, error) 
 // is older than Config.IndexTTL or was invalidated.
 func (e *Engine) liveIndex(db *gorm.DB) (*triggerIndex, error) {
 	e.mu.Lock()
-	idx := e.index
+	idx, gen := e.index, e.indexGen
 	e.mu.Unlock()
 	if idx != nil && time.Since(idx.loaded) <= e.cfg.IndexTTL {
 		return idx, nil
@@ -439,7 +443,9 @@ func (e *Engine) liveIndex(db *gorm.DB) (*triggerIndex, error) {
 		idx.byKey[mk] = append(idx.byKey[mk], liveJourney{j.ID, j.CurrentVersionID, c})
 	}
 	e.mu.Lock()
-	e.index = idx
+	if e.indexGen == gen {
+		e.index = idx
+	}
 	e.mu.Unlock()
 	return idx, nil
 }
