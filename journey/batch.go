@@ -81,9 +81,15 @@ const stepTaskTimeout = time.Minute
 func (e *Engine) runSteps(ctx context.Context, ids []int64) []error {
 	errs := make([]error, len(ids))
 	db := e.cfg.DB.WithContext(ctx)
-	var visits []*model.StepVisit
+	var (
+		visits []*model.StepVisit
+		paused map[int64]bool
+	)
 	e.slot.lock(ctx)
 	err := db.Where("id IN ?", ids).Find(&visits).Error
+	if err == nil {
+		paused, err = e.pausedJourneys(db)
+	}
 	e.slot.unlock(ctx)
 	if err != nil {
 		err = fmt.Errorf("journey: load visits: %w", err)
@@ -105,6 +111,12 @@ func (e *Engine) runSteps(ctx context.Context, ids []int64) []error {
 			continue // gone, or twice in this batch
 		}
 		seen[id] = true
+		if paused[v.JourneyID] && slices.Contains([]string{model.VisitScheduled, model.VisitWaiting, model.VisitRunning}, v.Status) {
+			// Held: the journey is paused. The visit stays as it is, the
+			// sweeper leaves it out, and Resume queues it again.
+			e.log.Debug("step held: its journey is paused", "visit", v.ID, "step", v.StepID)
+			continue
+		}
 		switch v.Status {
 		case model.VisitScheduled, model.VisitWaiting:
 			if early := v.DueAt.Sub(now); early > 0 {
@@ -285,9 +297,20 @@ func (e *Engine) runRound(ctx context.Context, items []*stepItem, errs []error) 
 		watch = w
 		return w, err
 	}
+	paused, perr := e.pausedJourneys(db)
 	for _, it := range items {
+		if perr != nil {
+			fail(it, perr)
+			continue
+		}
 		if it.enr.Status != model.EnrollmentActive {
 			it.cancel = it.enr.EndReason
+			continue
+		}
+		if paused[it.enr.JourneyID] {
+			// The journey was paused while the member went from step to
+			// step: this step is held (scheduled, due now) until it resumes.
+			it.res = stepResult{retryAt: now, why: "journey paused: held until it is resumed", keepAttempts: true}
 			continue
 		}
 		c, err := e.version(db, it.enr.VersionID)

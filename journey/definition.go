@@ -414,6 +414,11 @@ func Parse(name string, src []byte, opts ...ParseOption) (*Compiled, error) {
 			stck.add(lines[i]["next"], stck.where, "next points at itself")
 		}
 	}
+	if !o.stored {
+		// A version stored before this check keeps running (the engine
+		// cuts such a loop short at run time).
+		checkLoops(def.Steps, c.steps, sck)
+	}
 	if len(probs) > 0 {
 		sort.SliceStable(probs, func(i, j int) bool { return probs[i].line < probs[j].line })
 		errs := make([]error, len(probs))

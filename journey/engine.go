@@ -254,6 +254,9 @@ type Engine struct {
 	mu       sync.Mutex
 	versions map[int64]*Compiled // immutable versions, cached forever
 	index    *triggerIndex
+	// indexGen counts InvalidateIndex calls: an index read before one is
+	// not kept (it may say a journey just paused is live).
+	indexGen uint64
 	// queuedUntil is how far ahead the sweeper has queued upcoming visits.
 	queuedUntil   time.Time
 	steps, routes *gatherer // step and route tasks, run in batches
@@ -265,10 +268,12 @@ type liveJourney struct {
 }
 
 // triggerIndex finds the live journeys by trigger kind and key (for event
-// triggers, the event type).
+// triggers, the event type), and knows the paused ones (their steps are
+// held).
 type triggerIndex struct {
 	loaded time.Time
 	byKey  map[triggerKey][]liveJourney
+	paused map[int64]bool // journey ids
 }
 
 type triggerKey struct{ kind, key string }
@@ -342,10 +347,12 @@ func (e *Engine) gate(ctx context.Context) {
 	}
 }
 
-// InvalidateIndex makes the next routed event re-read the live journeys.
+// InvalidateIndex makes the next routed event or step re-read the live
+// and paused journeys.
 func (e *Engine) InvalidateIndex() {
 	e.mu.Lock()
 	e.index = nil
+	e.indexGen++
 	e.mu.Unlock()
 }
 
@@ -396,34 +403,51 @@ const triggerManual = "manual"
 
 // triggers returns the live journeys whose trigger of this kind has key.
 func (e *Engine) triggers(db *gorm.DB, kind, key string) ([]liveJourney, error) {
-	e.mu.Lock()
-	idx := e.index
-	e.mu.Unlock()
-	if idx == nil || time.Since(idx.loaded) > e.cfg.IndexTTL {
-		var js []model.Journey
-		if err := db.Where("status = ? AND current_version_id <> 0", model.JourneyActive).Find(&js).Error; err != nil {
-			return nil, fmt.Errorf("journey: load live journeys: %w", err)
-		}
-		idx = &triggerIndex{loaded: time.Now(), byKey: map[triggerKey][]liveJourney{}}
-		for _, j := range js {
-			c, err := e.version(db, j.CurrentVersionID)
-			if err != nil {
-				e.log.Error("skipping journey", "journey", j.Key, "err", err)
-				continue
-			}
-			for _, k := range c.triggerKeys {
-				tk := triggerKey{c.trigger, k}
-				idx.byKey[tk] = append(idx.byKey[tk], liveJourney{j.ID, j.CurrentVersionID, c})
-			}
-			// Every live journey takes manual enrollments, by its key.
-			mk := triggerKey{triggerManual, j.Key}
-			idx.byKey[mk] = append(idx.byKey[mk], liveJourney{j.ID, j.CurrentVersionID, c})
-		}
-		e.mu.Lock()
-		e.index = idx
-		e.mu.Unlock()
+	idx, err := e.liveIndex(db)
+	if err != nil {
+		return nil, err
 	}
 	return idx.byKey[triggerKey{kind, key}], nil
+}
+
+// liveIndex returns the trigger index, re-read from the database when it
+// is older than Config.IndexTTL or was invalidated.
+func (e *Engine) liveIndex(db *gorm.DB) (*triggerIndex, error) {
+	e.mu.Lock()
+	idx, gen := e.index, e.indexGen
+	e.mu.Unlock()
+	if idx != nil && time.Since(idx.loaded) <= e.cfg.IndexTTL {
+		return idx, nil
+	}
+	var js []model.Journey
+	if err := db.Where("status IN ? AND current_version_id <> 0", []string{model.JourneyActive, model.JourneyPaused}).Find(&js).Error; err != nil {
+		return nil, fmt.Errorf("journey: load live journeys: %w", err)
+	}
+	idx = &triggerIndex{loaded: time.Now(), byKey: map[triggerKey][]liveJourney{}, paused: map[int64]bool{}}
+	for _, j := range js {
+		if j.Status == model.JourneyPaused {
+			idx.paused[j.ID] = true
+			continue
+		}
+		c, err := e.version(db, j.CurrentVersionID)
+		if err != nil {
+			e.log.Error("skipping journey", "journey", j.Key, "err", err)
+			continue
+		}
+		for _, k := range c.triggerKeys {
+			tk := triggerKey{c.trigger, k}
+			idx.byKey[tk] = append(idx.byKey[tk], liveJourney{j.ID, j.CurrentVersionID, c})
+		}
+		// Every live journey takes manual enrollments, by its key.
+		mk := triggerKey{triggerManual, j.Key}
+		idx.byKey[mk] = append(idx.byKey[mk], liveJourney{j.ID, j.CurrentVersionID, c})
+	}
+	e.mu.Lock()
+	if e.indexGen == gen {
+		e.index = idx
+	}
+	e.mu.Unlock()
+	return idx, nil
 }
 
 // env is what expressions and templates see.

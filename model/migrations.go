@@ -47,6 +47,12 @@ func Migrations() []*gormigrate.Migration {
 			Migrate:  migrateV5,
 			Rollback: rollbackV5,
 		},
+		{
+			// Journey lifecycle: who paused a journey (see migration_lifecycle.go).
+			ID:       lifecycleID,
+			Migrate:  migrateLifecycle,
+			Rollback: rollbackLifecycle,
+		},
 	}
 }
 

@@ -388,7 +388,7 @@ func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Serv
 		Ready: a.ready, Sources: a.sources, Followers: a.followers,
 		Admin: handler.NewAdmin(adminConfig(a.runCtx, a.DB, secret.Value, a.Cfg, a.Log)),
 		Codes: newCodes(a.Cfg, a.DB, a.wechat, a.wecom, a.Log), Holds: channels.NewHolds(a.rdb), Senders: a.senders,
-		SMSUplinkToken: a.Cfg.SMSUplinkToken,
+		SMSUplinkToken: a.Cfg.SMSUplinkToken, Journeys: a.Engine,
 	}
 	if a.Engine != nil {
 		hc.TestRuns = a.Engine
