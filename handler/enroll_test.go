@@ -1,15 +1,14 @@
 package handler
 
 import (
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
+	"gorm.io/gorm"
+
 	"github.com/wejourney/wejourney/events"
-	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -40,23 +39,11 @@ func TestEnrollAPI(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			db, err := model.Open("sqlite", filepath.Join(t.TempDir(), "h.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { s, _ := db.DB(); s.Close() })
-			if err := model.Migrate(db); err != nil {
-				t.Fatal(err)
-			}
-			db.Create(&model.APIKey{Name: "admin", Hash: HashAPIKey("adm-key"), Scope: model.ScopeAdmin})
-			db.Create(&model.Member{OpenID: "o1", AppID: "wx1"})
-			db.Create(&model.Journey{Key: "vip", Name: "vip", Status: tc.status, CurrentVersionID: 1})
-			quiet := slog.New(slog.DiscardHandler)
-			ing := journey.NewIngestor(journey.IngestorConfig{DB: db})
-			t.Cleanup(ing.Close)
-			a := NewAdmin(AdminConfig{DB: db, Secret: []byte("secret"), Logger: quiet})
-			t.Cleanup(a.Close)
-			h := New(Config{DB: db, Ingestor: ing, Accounts: model.NewAccounts(db, nil), Admin: a, Logger: quiet})
+			api := newAdminAPI(t, func(db *gorm.DB) {
+				db.Create(&model.Member{OpenID: "o1", AppID: "wx1"})
+				db.Create(&model.Journey{Key: "vip", Name: "vip", Status: tc.status, CurrentVersionID: 1})
+			}, nil)
+			h, db := api.h, api.db
 			req := httptest.NewRequest(http.MethodPost, "/api/v1/journeys/"+tc.key+"/enroll", strings.NewReader(tc.body))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Authorization", "Bearer adm-key")

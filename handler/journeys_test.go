@@ -5,9 +5,10 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/channels"
 	"github.com/wejourney/wejourney/journey"
@@ -20,28 +21,16 @@ import (
 // run in order on one database: each acts on what the earlier ones left.
 func TestJourneyLifecycleAPI(t *testing.T) {
 	t.Parallel()
-	db, err := model.Open("sqlite", filepath.Join(t.TempDir(), "h.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s, _ := db.DB(); s.Close() })
-	if err := model.Migrate(db); err != nil {
-		t.Fatal(err)
-	}
-	db.Create(&model.APIKey{Name: "admin", Hash: HashAPIKey("adm-key"), Scope: model.ScopeAdmin})
-	db.Create(&model.APIKey{Name: "events", Hash: HashAPIKey("ev-key"), Scope: model.ScopeEvents})
-	quiet := slog.New(slog.DiscardHandler)
 	// The engine's checks: wechat.text has a sender, sms none.
 	reg := channels.NewRegistry()
 	reg.Register(channels.WeChatText, channels.SenderFunc(func(context.Context, channels.Message) (channels.Result, error) {
 		return channels.Result{}, nil
 	}), channels.Capabilities{Address: channels.ByOpenID})
-	eng := journey.New(journey.Config{DB: db, Senders: reg, Logger: quiet})
-	ing := journey.NewIngestor(journey.IngestorConfig{DB: db})
-	t.Cleanup(ing.Close)
-	a := NewAdmin(AdminConfig{DB: db, Secret: []byte("secret"), Logger: quiet})
-	t.Cleanup(a.Close)
-	h := New(Config{DB: db, Ingestor: ing, Accounts: model.NewAccounts(db, nil), Admin: a, Journeys: eng, Logger: quiet})
+	var eng *journey.Engine
+	api := newAdminAPI(t, func(db *gorm.DB) {
+		eng = journey.New(journey.Config{DB: db, Senders: reg, Logger: slog.New(slog.DiscardHandler)})
+	}, func(cfg *Config) { cfg.Journeys = eng })
+	h, db := api.h, api.db
 
 	const welcome = "key: welcome\nname: Welcome\ntrigger: { event: wechat.subscribe }\nsteps:\n  - { id: pause, wait: 1h, next: hello }\n  - { id: hello, send: { channel: wechat.text, text: %s } }\n"
 	v1 := strings.Replace(welcome, "%s", "hi", 1)

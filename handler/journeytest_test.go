@@ -4,9 +4,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
@@ -50,30 +51,19 @@ steps:
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			db, err := model.Open("sqlite", filepath.Join(t.TempDir(), "h.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { s, _ := db.DB(); s.Close() })
-			if err := model.Migrate(db); err != nil {
-				t.Fatal(err)
-			}
-			db.Create(&model.APIKey{Name: "admin", Hash: HashAPIKey("adm-key"), Scope: model.ScopeAdmin})
-			db.Create(&model.Member{OpenID: "o1", AppID: "wx1", Nickname: "小王"})
-			quiet := slog.New(slog.DiscardHandler)
-			e := journey.New(journey.Config{DB: db, Logger: quiet})
-			c, err := e.Parse("welcome.yaml", []byte(welcome))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := e.Publish(t.Context(), c, "test"); err != nil {
-				t.Fatal(err)
-			}
-			ing := journey.NewIngestor(journey.IngestorConfig{DB: db})
-			t.Cleanup(ing.Close)
-			a := NewAdmin(AdminConfig{DB: db, Secret: []byte("secret"), Logger: quiet})
-			t.Cleanup(a.Close)
-			h := New(Config{DB: db, Ingestor: ing, Accounts: model.NewAccounts(db, nil), Admin: a, TestRuns: e, Logger: quiet})
+			var e *journey.Engine
+			api := newAdminAPI(t, func(db *gorm.DB) {
+				db.Create(&model.Member{OpenID: "o1", AppID: "wx1", Nickname: "小王"})
+				e = journey.New(journey.Config{DB: db, Logger: slog.New(slog.DiscardHandler)})
+				c, err := e.Parse("welcome.yaml", []byte(welcome))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := e.Publish(t.Context(), c, "test"); err != nil {
+					t.Fatal(err)
+				}
+			}, func(cfg *Config) { cfg.TestRuns = e })
+			h, db := api.h, api.db
 			req := httptest.NewRequest(http.MethodPost, "/api/v1/journeys/"+tc.key+"/test", strings.NewReader(tc.body))
 			req.Header.Set("Content-Type", "application/json")
 			if tc.auth {
