@@ -26,6 +26,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/wejourney/wejourney/channels"
+	"github.com/wejourney/wejourney/journey"
 )
 
 // Sandbox credentials of the default Official Account when none is configured:
@@ -148,6 +149,24 @@ type Config struct {
 	// "wechat.custom=500/s,wechat.template=200/s". APIs not listed take
 	// their defaults (see docs/configuration.md).
 	RateLimits string `env:"WEJOURNEY_RATE_LIMITS" yaml:"rate_limits"`
+	// FrequencyCaps bounds the marketing messages a member gets from every
+	// journey together: a comma-separated list of CHANNEL=MAX/PERIOD, "*"
+	// for every channel, e.g. "*=2/1d,*=5/7d". Empty: no cap.
+	// Transactional sends are exempt.
+	FrequencyCaps string `env:"WEJOURNEY_FREQUENCY_CAPS" yaml:"frequency_caps"`
+	// QuietHours is the daily window (China time, "22:00-08:00") in which
+	// marketing sends of every journey wait; a journey's own quiet_hours
+	// replaces it ("off": none). Empty: none.
+	QuietHours string `env:"WEJOURNEY_QUIET_HOURS" yaml:"quiet_hours"`
+}
+
+// Caps returns FrequencyCaps parsed.
+func (c Config) Caps() ([]journey.FrequencyCap, error) {
+	caps, err := journey.ParseFrequencyCaps(c.FrequencyCaps)
+	if err != nil {
+		return nil, fmt.Errorf("WEJOURNEY_FREQUENCY_CAPS: %w", err)
+	}
+	return caps, nil
 }
 
 // Allowance returns the WeChat customer-service allowance after an event
@@ -393,6 +412,12 @@ func (c Config) Validate() error {
 	}
 	if _, _, err := c.Allowance(); err != nil {
 		errs = append(errs, err)
+	}
+	if _, err := c.Caps(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := journey.CheckQuietHours(c.QuietHours); err != nil {
+		bad("WEJOURNEY_QUIET_HOURS", "%v", err)
 	}
 	if _, err := c.Rates(); err != nil {
 		errs = append(errs, err)

@@ -100,6 +100,10 @@ func TestValidate(t *testing.T) {
 		}},
 		{"sms phone rate", func(c *Config) { c.SMSPhoneRate = "3/30m, 10/d" }, nil},
 		{"sms phone rate off", func(c *Config) { c.SMSPhoneRate = "0" }, nil},
+		{"frequency caps and quiet hours", func(c *Config) { c.FrequencyCaps, c.QuietHours = "*=2/1d, *=5/7d, sms=1/1d", "22:00-08:00" }, nil},
+		{"frequency caps and quiet hours bad", func(c *Config) { c.FrequencyCaps, c.QuietHours = "*=2/week", "22:00" }, []string{
+			`WEJOURNEY_FREQUENCY_CAPS: "*=2/week": the period "week" is not a duration like 1d or 12h`,
+			`WEJOURNEY_QUIET_HOURS: "22:00": want HH:MM-HH:MM`}},
 		{"rate limits", func(c *Config) { c.RateLimits = "wechat.custom=500/s, wecom.send_welcome_msg=100/1s" }, nil},
 		{"rate limits misspelt api", func(c *Config) { c.RateLimits = "wechat.costum=500/s" }, []string{
 			`WEJOURNEY_RATE_LIMITS: "wechat.costum" is not an API wejourney limits: want one of wechat.custom, wechat.template, wechat.subscribe, ` +

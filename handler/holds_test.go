@@ -1,10 +1,8 @@
 package handler
 
 import (
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,23 +11,12 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wejourney/wejourney/channels"
-	"github.com/wejourney/wejourney/journey"
-	"github.com/wejourney/wejourney/model"
 )
 
 // The admin API lists the quota holds in force and ends one early; WeCom
 // keys, which hold a "/", are released as they are.
 func TestQuotaHoldsAPI(t *testing.T) {
 	t.Parallel()
-	db, err := model.Open("sqlite", filepath.Join(t.TempDir(), "h.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s, _ := db.DB(); s.Close() })
-	if err := model.Migrate(db); err != nil {
-		t.Fatal(err)
-	}
-	db.Create(&model.APIKey{Name: "admin", Hash: HashAPIKey("adm-key"), Scope: model.ScopeAdmin})
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { rdb.Close() })
@@ -38,12 +25,7 @@ func TestQuotaHoldsAPI(t *testing.T) {
 	ctx := t.Context()
 	holds.Hold(ctx, "wechat:wx1:custom", now.Add(time.Hour), now, "api freq out of limit")
 	holds.Hold(ctx, "wecom:ww1/1000002:message_send", now.Add(time.Hour), now, "api freq out of limit")
-	quiet := slog.New(slog.DiscardHandler)
-	ing := journey.NewIngestor(journey.IngestorConfig{DB: db})
-	t.Cleanup(ing.Close)
-	a := NewAdmin(AdminConfig{DB: db, Secret: []byte("secret"), Logger: quiet})
-	t.Cleanup(a.Close)
-	h := New(Config{DB: db, Ingestor: ing, Accounts: model.NewAccounts(db, nil), Admin: a, Holds: holds, Logger: quiet})
+	h := newAdminAPI(t, nil, func(cfg *Config) { cfg.Holds = holds }).h
 	do := func(method, path, key string) (int, string) {
 		req := httptest.NewRequest(method, path, nil)
 		if key != "" {

@@ -100,6 +100,13 @@ type Config struct {
 	// links (POST /api/v1/subscribe-links, GET
 	// /wechat/oa/{appid}/subscribemsg); nil: those routes answer 404.
 	SubscribeLinks *SubscribeLinkConfig
+	// TestRuns walks journeys for one member without sending (POST
+	// /api/v1/journeys/{key}/test); nil leaves the route out.
+	TestRuns JourneyTester
+	// Journeys publishes, pauses, resumes and archives journeys for the
+	// admin API (POST /api/v1/journeys/{key}/publish, pause, resume,
+	// archive); nil leaves those routes out.
+	Journeys JourneyLifecycle
 	// MaxConcurrentBodies caps how many callback bodies are read at once,
 	// bounding the memory that request bodies can take; a callback that
 	// finds no free slot within a second is answered 503. Default
@@ -222,7 +229,10 @@ func (h *Handler) routes() http.Handler {
 		api.POST("/subscribe-links", h.createSubscribeLink)
 		h.codeRoutes(api)
 		h.holdRoutes(api)
+		h.journeyTestRoutes(api)
+		h.enrollRoutes(api)
 		h.channelRoutes(api)
+		h.journeyRoutes(api)
 		if cfg.Followers != nil {
 			api.POST("/followers/sync", h.startFollowerSync)
 			api.GET("/followers/sync", h.followerSyncStatus)

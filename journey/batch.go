@@ -81,9 +81,15 @@ const stepTaskTimeout = time.Minute
 func (e *Engine) runSteps(ctx context.Context, ids []int64) []error {
 	errs := make([]error, len(ids))
 	db := e.cfg.DB.WithContext(ctx)
-	var visits []*model.StepVisit
+	var (
+		visits []*model.StepVisit
+		paused map[int64]bool
+	)
 	e.slot.lock(ctx)
 	err := db.Where("id IN ?", ids).Find(&visits).Error
+	if err == nil {
+		paused, err = e.pausedJourneys(db)
+	}
 	e.slot.unlock(ctx)
 	if err != nil {
 		err = fmt.Errorf("journey: load visits: %w", err)
@@ -105,6 +111,12 @@ func (e *Engine) runSteps(ctx context.Context, ids []int64) []error {
 			continue // gone, or twice in this batch
 		}
 		seen[id] = true
+		if paused[v.JourneyID] && slices.Contains([]string{model.VisitScheduled, model.VisitWaiting, model.VisitRunning}, v.Status) {
+			// Held: the journey is paused. The visit stays as it is, the
+			// sweeper leaves it out, and Resume queues it again.
+			e.log.Debug("step held: its journey is paused", "visit", v.ID, "step", v.StepID)
+			continue
+		}
 		switch v.Status {
 		case model.VisitScheduled, model.VisitWaiting:
 			if early := v.DueAt.Sub(now); early > 0 {
@@ -266,9 +278,39 @@ func (e *Engine) runRound(ctx context.Context, items []*stepItem, errs []error) 
 	e.slot.lock(ctx)
 	now := e.now()
 	db := e.cfg.DB.WithContext(ctx)
+	// The members' recent messages, read once for the round's frequency
+	// caps when a send needs them.
+	var watch *capWatch
+	roundCaps := func() (*capWatch, error) {
+		if watch != nil {
+			return watch, nil
+		}
+		longest := longestCap(e.cfg.FrequencyCaps)
+		members := make([]int64, 0, len(items))
+		for _, it := range items {
+			if c, err := e.version(db, it.enr.VersionID); err == nil {
+				longest = max(longest, longestCap(c.caps))
+			}
+			members = append(members, it.v.MemberID)
+		}
+		w, err := e.watchCaps(db, members, longest, now)
+		watch = w
+		return w, err
+	}
+	paused, perr := e.pausedJourneys(db)
 	for _, it := range items {
+		if perr != nil {
+			fail(it, perr)
+			continue
+		}
 		if it.enr.Status != model.EnrollmentActive {
 			it.cancel = it.enr.EndReason
+			continue
+		}
+		if paused[it.enr.JourneyID] {
+			// The journey was paused while the member went from step to
+			// step: this step is held (scheduled, due now) until it resumes.
+			it.res = stepResult{retryAt: now, why: "journey paused: held until it is resumed", keepAttempts: true}
 			continue
 		}
 		c, err := e.version(db, it.enr.VersionID)
@@ -285,7 +327,18 @@ func (e *Engine) runRound(ctx context.Context, items []*stepItem, errs []error) 
 		if vars["event"] == nil {
 			vars["event"] = map[string]any{}
 		}
-		if snd, ok := it.cs.Body.(*Send); ok && !snd.held(c, it.enr, now) {
+		if snd, ok := it.cs.Body.(*Send); ok && !snd.held(e.quietOf(c), c, it.enr, now) {
+			if caps := e.capsOf(c); len(caps) > 0 && !capExempt(snd, c, it.enr, now) {
+				if w, err := roundCaps(); err != nil {
+					fail(it, err)
+					continue
+				} else if until, hit, over := w.over(it.m.ID, snd.Channel, caps, now); over {
+					it.res = capResult(it.cs, c.onCap, hit, until)
+					continue
+				} else {
+					w.add(it.m.ID, snd.Channel, now)
+				}
+			}
 			msg, bad := e.renderSend(snd, it.v, it.enr, vars)
 			if bad != nil {
 				it.res = *bad
@@ -511,7 +564,7 @@ func (e *Engine) finishRound(ctx context.Context, items []*stepItem, errs []erro
 				switch {
 				case r.next != "":
 					g.advance[r.next] = append(g.advance[r.next], it.enr.ID)
-					f.next = buildVisit(it.c, it.enr, it.v.Seq+1, r.next, now, e.cfg.Lease)
+					f.next = buildVisit(it.c, it.enr, it.m, it.v.Seq+1, r.next, now, e.cfg.Lease)
 					create = append(create, f.next)
 				case r.endReason == ReasonCompleted:
 					g.end[[2]string{model.EnrollmentCompleted, r.endReason}] = append(g.end[[2]string{model.EnrollmentCompleted, r.endReason}], it.enr.ID)
@@ -691,7 +744,7 @@ func (e *Engine) finishEach(ctx context.Context, items []*stepItem, errs []error
 		case !it.res.retryAt.IsZero():
 			err = e.reschedule(ctx, it.v, it.res)
 		default:
-			nv, err = e.finish(ctx, it.c, it.enr, it.v, it.res, e.now())
+			nv, err = e.finish(ctx, it.c, it.enr, it.m, it.v, it.res, e.now())
 		}
 		e.slot.unlock(ctx)
 		if err != nil {

@@ -16,14 +16,19 @@ import (
 
 // Definition is a journey as written in YAML (DESIGN.md, "Journeys").
 type Definition struct {
-	Key        string   `yaml:"key"`
-	Name       string   `yaml:"name"`
-	Trigger    Trigger  `yaml:"trigger"`
-	Entry      Entry    `yaml:"entry"`
-	Exit       []Rule   `yaml:"exit"`
-	QuietHours string   `yaml:"quiet_hours"`
-	Steps      []Step   `yaml:"steps"`
-	Tags       []string `yaml:"tags"`
+	Key        string  `yaml:"key"`
+	Name       string  `yaml:"name"`
+	Trigger    Trigger `yaml:"trigger"`
+	Entry      Entry   `yaml:"entry"`
+	Exit       []Rule  `yaml:"exit"`
+	QuietHours string  `yaml:"quiet_hours"`
+	// FrequencyCaps bound this journey's marketing sends by the member's
+	// messages from every journey (with the engine's own caps); OnCap says
+	// what a send over one does: OnCapDelay (default) or OnCapSkip.
+	FrequencyCaps []CapSpec `yaml:"frequency_caps"`
+	OnCap         string    `yaml:"on_cap"`
+	Steps         []Step    `yaml:"steps"`
+	Tags          []string  `yaml:"tags"`
 	// Demo marks an example journey (the ones shipped in journeys/): it is
 	// loaded only while the default account is the sandbox, unless the
 	// operator chose demos (WEJOURNEY_DEMO_JOURNEYS; see SyncDir).
@@ -168,6 +173,9 @@ type Compiled struct {
 	exits       []compiledRule
 	goal        *compiledRule
 	quiet       *quietHours
+	quietOff    bool // quiet_hours: off — not even the engine's
+	caps        []FrequencyCap
+	onCap       string
 	origin      string
 }
 
@@ -308,7 +316,10 @@ func Parse(name string, src []byte, opts ...ParseOption) (*Compiled, error) {
 		cr := compileRule(ck, "goal", gn, keyLine("goal"), *def.Goal)
 		c.goal = &cr
 	}
-	if def.QuietHours != "" {
+	c.caps, c.onCap = compileCaps(ck, def, keyLine)
+	if def.QuietHours == quietOff {
+		c.quietOff = true
+	} else if def.QuietHours != "" {
 		q, err := parseQuietHours(def.QuietHours)
 		if err != nil {
 			ck.in("quiet_hours", keyLine("quiet_hours")).Problemf(nil, "%v", err)
@@ -372,7 +383,7 @@ func Parse(name string, src []byte, opts ...ParseOption) (*Compiled, error) {
 				i := slices.IndexFunc(o.steps, func(sk StepKind) bool { return sk.Name() == k.Value })
 				switch {
 				case i < 0:
-					stck.Problemf(k, "unknown field %q", k.Value)
+					stck.Problemf(k, "unknown field %q%s", k.Value, fieldHint(k.Value))
 				case kind != nil:
 					several = true
 				default:
@@ -422,6 +433,11 @@ func Parse(name string, src []byte, opts ...ParseOption) (*Compiled, error) {
 			stck.add(lines[i]["next"], stck.where, "next points at itself")
 		}
 	}
+	if !o.stored {
+		// A version stored before this check keeps running (the engine
+		// cuts such a loop short at run time).
+		checkLoops(def.Steps, c.steps, sck)
+	}
 	if len(probs) > 0 {
 		sort.SliceStable(probs, func(i, j int) bool { return probs[i].line < probs[j].line })
 		errs := make([]error, len(probs))
@@ -457,6 +473,18 @@ func compileRule(ck *Check, where string, n *yaml.Node, line int, r Rule) compil
 		cr.where = ck.in(where+".where", line).Expr("", valueOf(n, "where"), r.Where, r.Event)
 	}
 	return cr
+}
+
+// fieldHint says where a field written at the step's level belongs, when
+// it is a field of a kind ("" otherwise).
+func fieldHint(field string) string {
+	switch field {
+	case "event", "where", "timeout", "match", "within":
+		return fmt.Sprintf(" (%s goes inside wait_for: { event: …, %s: … })", field, field)
+	case "until", "until_attribute", "offset", "at":
+		return fmt.Sprintf(" (%s goes inside wait: { %s: … })", field, field)
+	}
+	return ""
 }
 
 func stepNames(kinds []StepKind) string {
@@ -516,6 +544,20 @@ type quietHours struct{ from, to int } // minutes after midnight
 
 // chinaTime is UTC+8; WeChat's members and brands live in it.
 var chinaTime = time.FixedZone("CST", 8*3600)
+
+// quietOff is the quiet_hours of a journey that sends at any hour, whatever
+// the engine's QuietHours.
+const quietOff = "off"
+
+// CheckQuietHours checks a quiet-hours window as journeys and the engine's
+// Config.QuietHours take it: "HH:MM-HH:MM", "off" or empty.
+func CheckQuietHours(s string) error {
+	if s == "" || s == quietOff {
+		return nil
+	}
+	_, err := parseQuietHours(s)
+	return err
+}
 
 func parseQuietHours(s string) (*quietHours, error) {
 	parts := strings.Split(s, "-")

@@ -448,6 +448,174 @@ steps:
 			want: []string{file + `:5: step "hello": fallback "carrier_pigeon" is neither a step nor a channel`},
 		},
 		{
+			name: "wait until not a time of day",
+			src: `
+key: k
+trigger: { event: wechat.subscribe }
+steps:
+  - { id: p, wait: { until: "9am" } }
+  - { id: q, wait: { until: "25:00" } }
+`,
+			want: []string{
+				file + `:5: step "p": wait.until: "9am": want a time of day HH:MM, China time (e.g. "09:00")`,
+				file + `:6: step "q": wait.until: "25:00": want a time of day HH:MM`,
+			},
+		},
+		{
+			name: "wait with both until and until_attribute",
+			src: `
+key: k
+trigger: { event: wechat.subscribe }
+steps:
+  - { id: p, wait: { until: "09:00", until_attribute: renewal_date } }
+`,
+			want: []string{file + `:5: step "p": wait: until and until_attribute exclude each other`},
+		},
+		{
+			name: "wait mapping with neither until nor until_attribute",
+			src: `
+key: k
+trigger: { event: wechat.subscribe }
+steps:
+  - { id: p, wait: { offset: -3d } }
+`,
+			want: []string{file + `:5: step "p": wait needs a duration (wait: 2h), until (wait: { until: "09:00" }) or until_attribute`},
+		},
+		{
+			name: "offset and at go with until_attribute only",
+			src: `
+key: k
+trigger: { event: wechat.subscribe }
+steps:
+  - { id: p, wait: { until: "09:00", offset: -1d, at: "10:00" } }
+`,
+			want: []string{
+				file + `:5: step "p": wait.offset goes with until_attribute, not until`,
+				file + `:5: step "p": wait.at goes with until_attribute (until is itself the time of day)`,
+			},
+		},
+		{
+			name: "until_attribute with a bad offset and a bad at",
+			src: `
+key: k
+trigger: { event: wechat.subscribe }
+steps:
+  - id: p
+    wait:
+      until_attribute: renewal_date
+      offset: -3days
+      at: "10h"
+`,
+			want: []string{
+				file + `:8: step "p": wait.offset: bad offset "-3days": want -3d, 12h or -1d12h`,
+				file + `:9: step "p": wait.at: "10h": want a time of day HH:MM`,
+			},
+		},
+		{
+			name: "until_attribute written as a path",
+			src: `
+key: k
+trigger: { event: wechat.subscribe }
+steps:
+  - { id: p, wait: { until_attribute: member.attrs.renewal_date } }
+`,
+			want: []string{file + `:5: step "p": wait.until_attribute: "member.attrs.renewal_date": name the attribute alone (renewal_date)`},
+		},
+		{
+			name: "wait_for fields on a wait, and a typo",
+			src: `
+key: k
+trigger: { event: wechat.subscribe }
+steps:
+  - { id: p, wait: { until: "09:00", match: cart_id, within: 10m } }
+  - { id: q, wait: { untill: "09:00" } }
+`,
+			want: []string{
+				file + `:5: step "p": wait has no match: it belongs to wait_for (wait_for: { event: …, match: … })`,
+				file + `:5: step "p": wait has no within: it belongs to wait_for`,
+				file + `:6: step "q": unknown field "untill" (wait is a duration, or a mapping of until, or of until_attribute, offset and at)`,
+				file + `:6: step "q": wait needs a duration`,
+			},
+		},
+		{
+			name: "match and within beside a step's kind",
+			src: `
+key: k
+trigger: { event: wechat.subscribe }
+steps:
+  - { id: p, send: { channel: wechat.text, text: hi }, match: cart_id, next: q }
+  - { id: q, wait: 1h, within: 10m, until: "09:00" }
+`,
+			want: []string{
+				file + `:5: step "p": unknown field "match" (match goes inside wait_for: { event: …, match: … })`,
+				file + `:6: step "q": unknown field "within" (within goes inside wait_for: { event: …, within: … })`,
+				file + `:6: step "q": unknown field "until" (until goes inside wait: { until: … })`,
+			},
+		},
+		{
+			name: "match on a send",
+			src: `
+key: k
+trigger: { event: cart.abandoned }
+steps:
+  - { id: p, send: { channel: wechat.text, text: hi, match: cart_id } }
+`,
+			want: []string{file + `:5: step "p": unknown field "match"`},
+		},
+		{
+			name: "wait_for match a prop the trigger event does not carry",
+			src: `
+key: k
+trigger: { event: wechat.subscribe }
+steps:
+  - { id: w, wait_for: { event: order.paid, match: cart_id, timeout: 1d } }
+`,
+			want: []string{file + `:5: step "w": wait_for.match: trigger event has no prop "cart_id" (wechat.subscribe has: scene, ticket)`},
+		},
+		{
+			name: "wait_for match a prop the awaited event does not carry",
+			src: `
+key: k
+trigger: { event: cart.abandoned }
+steps:
+  - { id: w, wait_for: { event: wechat.scan, match: [cart_id], timeout: 1d } }
+`,
+			want: []string{file + `:5: step "w": wait_for.match: awaited event has no prop "cart_id" (wechat.scan has: scene, ticket)`},
+		},
+		{
+			name: "wait_for match names that are not props",
+			src: `
+key: k
+trigger: { event: cart.abandoned }
+steps:
+  - { id: w, wait_for: { event: order.paid, match: [cart_id, at, cart_id, event.store, ""], timeout: 1d } }
+  - { id: x, wait_for: { event: order.paid, match: [], timeout: 1d } }
+  - { id: y, wait_for: { event: order.paid, match: { cart_id: c1 }, timeout: 1d } }
+`,
+			want: []string{
+				file + `:5: step "w": wait_for.match: "at" is not a prop (match compares props such as cart_id)`,
+				file + `:5: step "w": wait_for.match: "cart_id" twice`,
+				file + `:5: step "w": wait_for.match: "event.store": name the prop alone (store)`,
+				file + `:5: step "w": wait_for.match: empty prop name`,
+				file + `:6: step "x": wait_for.match: empty list`,
+				file + `:7: step "y": match: want a prop name or a list of prop names`,
+			},
+		},
+		{
+			name: "wait_for within negative or not a duration",
+			src: `
+key: k
+trigger: { event: cart.abandoned }
+steps:
+  - { id: w, wait_for: { event: order.paid, timeout: 1h, within: -10m } }
+  - { id: x, wait_for: { event: order.paid, timeout: 1h, within: soon } }
+`,
+			want: []string{
+				file + `:5: step "w": bad duration "-10m": must not be negative`,
+				file + `:6: step "x": bad duration "soon"`,
+			},
+		},
+		{
 			name: "every problem of a file is reported",
 			src: `
 name: many mistakes
@@ -961,5 +1129,86 @@ steps:
 			t.Errorf("problem %q comes after one at line %d: not in file order", l, prev)
 		}
 		prev = line
+	}
+}
+
+func TestParseWaitForms(t *testing.T) {
+	c, err := Parse("j.yaml", []byte(`
+key: k
+trigger: { event: cart.abandoned }
+steps:
+  - { id: plain, wait: 2h, next: morning }
+  - { id: morning, wait: { until: "09:00" }, next: renewal }
+  - { id: renewal, wait: { until_attribute: renewal_date, offset: -3d, at: "10:00" }, next: bare }
+  - { id: bare, wait: { until_attribute: renewal_date }, next: order }
+  - { id: order, wait_for: { event: order.paid, match: cart_id, timeout: 1d, within: 10m }, next: both }
+  - { id: both, wait_for: { event: order.paid, match: [cart_id, store], timeout: 1h } }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type waitForm struct {
+		Duration       time.Duration
+		Until          string
+		UntilAttribute string
+		Offset         time.Duration
+		At             string
+		Waits          time.Duration
+	}
+	var got []waitForm
+	for _, id := range []string{"plain", "morning", "renewal", "bare"} {
+		s, _ := c.Step(id)
+		w := s.Body.(*Wait)
+		d, _ := w.Waits()
+		got = append(got, waitForm{time.Duration(w.Duration), w.Until, w.UntilAttribute, w.Offset, w.At, d})
+	}
+	want := []waitForm{
+		{Duration: 2 * time.Hour, Waits: 2 * time.Hour},
+		{Until: "09:00"},
+		{UntilAttribute: "renewal_date", Offset: -72 * time.Hour, At: "10:00"},
+		{UntilAttribute: "renewal_date"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("waits mismatch (-want +got):\n%s", diff)
+	}
+	order, _ := c.Step("order")
+	both, _ := c.Step("both")
+	o, b := order.Body.(*WaitFor), both.Body.(*WaitFor)
+	waits, _ := o.Waits()
+	if diff := cmp.Diff([]any{PropNames{"cart_id"}, 10 * time.Minute, 24*time.Hour + 10*time.Minute, PropNames{"cart_id", "store"}},
+		[]any{o.Match, time.Duration(o.Within), waits, b.Match}); diff != "" {
+		t.Errorf("wait_for mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestParseOffset(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"-3d": -72 * time.Hour, "3d": 72 * time.Hour, "+2h": 2 * time.Hour, "-1d12h": -36 * time.Hour, "-90m": -90 * time.Minute,
+	} {
+		if got, err := ParseOffset(in); err != nil || got != want {
+			t.Errorf("ParseOffset(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "-", "--3d", "3 days", "-3x", "+-1h"} {
+		if got, err := ParseOffset(bad); err == nil {
+			t.Errorf("ParseOffset(%q) = %v, nil; want an error", bad, got)
+		}
+	}
+}
+
+// Until, at the boundaries of China time's day, whatever the zone of now.
+func TestNextTimeOfDay(t *testing.T) {
+	cst := func(day, h, m, s int) time.Time { return time.Date(2026, time.March, day, h, m, s, 0, chinaTime) }
+	tests := []struct{ now, want time.Time }{
+		{cst(1, 8, 59, 59), cst(1, 9, 0, 0)},
+		{cst(1, 9, 0, 0), cst(2, 9, 0, 0)},
+		{cst(1, 9, 0, 1), cst(2, 9, 0, 0)},
+		{cst(1, 23, 59, 0).UTC(), cst(2, 9, 0, 0)},
+		{cst(31, 10, 0, 0).In(time.FixedZone("PST", -8*3600)), time.Date(2026, time.April, 1, 9, 0, 0, 0, chinaTime)},
+	}
+	for _, tc := range tests {
+		if got := nextTimeOfDay(tc.now, 9*60); !got.Equal(tc.want) {
+			t.Errorf("nextTimeOfDay(%v, 09:00) = %v; want %v", tc.now, got.In(chinaTime), tc.want)
+		}
 	}
 }

@@ -85,6 +85,15 @@ type Config struct {
 	// one goroutine prepares a statement outside a transaction while
 	// another holds the connection in a transaction that uses it).
 	DBSlots int
+	// FrequencyCaps bound the marketing messages a member gets from every
+	// journey together (a journey's frequency_caps add to them).
+	// Transactional sends are exempt; see capExempt.
+	FrequencyCaps []FrequencyCap
+	// QuietHours is the daily window ("22:00-08:00", China time) in which
+	// every journey's marketing sends wait, unless the journey sets its own
+	// quiet_hours ("off": none). Empty: none. A bad one is logged and
+	// ignored (the configuration checks it first).
+	QuietHours string
 	// BaseContext is the context of work the engine starts by itself (steps
 	// held until their due time). Default context.Background().
 	BaseContext context.Context
@@ -240,10 +249,14 @@ type Engine struct {
 	log     *slog.Logger
 	slot    dbSlot
 	metrics *engineMetrics
+	quiet   *quietHours // Config.QuietHours
 
 	mu       sync.Mutex
 	versions map[int64]*Compiled // immutable versions, cached forever
 	index    *triggerIndex
+	// indexGen counts InvalidateIndex calls: an index read before one is
+	// not kept (it may say a journey just paused is live).
+	indexGen uint64
 	// queuedUntil is how far ahead the sweeper has queued upcoming visits.
 	queuedUntil   time.Time
 	steps, routes *gatherer // step and route tasks, run in batches
@@ -255,10 +268,12 @@ type liveJourney struct {
 }
 
 // triggerIndex finds the live journeys by trigger kind and key (for event
-// triggers, the event type).
+// triggers, the event type), and knows the paused ones (their steps are
+// held).
 type triggerIndex struct {
 	loaded time.Time
 	byKey  map[triggerKey][]liveJourney
+	paused map[int64]bool // journey ids
 }
 
 type triggerKey struct{ kind, key string }
@@ -302,6 +317,13 @@ func New(cfg Config) *Engine {
 		cfg.DBSlots = 1
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, versions: map[int64]*Compiled{}, metrics: newEngineMetrics(cfg.Metrics)}
+	if cfg.QuietHours != "" && cfg.QuietHours != quietOff {
+		q, err := parseQuietHours(cfg.QuietHours)
+		if err != nil {
+			e.log.Error("quiet hours ignored", "quiet_hours", cfg.QuietHours, "err", err)
+		}
+		e.quiet = q
+	}
 	if cfg.DBSlots > 0 {
 		e.slot = newDBSlot(cfg.DBSlots)
 	} else {
@@ -325,10 +347,12 @@ func (e *Engine) gate(ctx context.Context) {
 	}
 }
 
-// InvalidateIndex makes the next routed event re-read the live journeys.
+// InvalidateIndex makes the next routed event or step re-read the live
+// and paused journeys.
 func (e *Engine) InvalidateIndex() {
 	e.mu.Lock()
 	e.index = nil
+	e.indexGen++
 	e.mu.Unlock()
 }
 
@@ -373,33 +397,57 @@ func (e *Engine) kindOptions(more ...ParseOption) []ParseOption {
 	return append([]ParseOption{WithStepKinds(e.cfg.StepKinds...), WithTriggerKinds(e.cfg.TriggerKinds...)}, more...)
 }
 
+// triggerManual is the index kind of manual enrollments: every live
+// journey, under its own key (see events.JourneyEnroll).
+const triggerManual = "manual"
+
 // triggers returns the live journeys whose trigger of this kind has key.
 func (e *Engine) triggers(db *gorm.DB, kind, key string) ([]liveJourney, error) {
-	e.mu.Lock()
-	idx := e.index
-	e.mu.Unlock()
-	if idx == nil || time.Since(idx.loaded) > e.cfg.IndexTTL {
-		var js []model.Journey
-		if err := db.Where("status = ? AND current_version_id <> 0", model.JourneyActive).Find(&js).Error; err != nil {
-			return nil, fmt.Errorf("journey: load live journeys: %w", err)
-		}
-		idx = &triggerIndex{loaded: time.Now(), byKey: map[triggerKey][]liveJourney{}}
-		for _, j := range js {
-			c, err := e.version(db, j.CurrentVersionID)
-			if err != nil {
-				e.log.Error("skipping journey", "journey", j.Key, "err", err)
-				continue
-			}
-			for _, k := range c.triggerKeys {
-				tk := triggerKey{c.trigger, k}
-				idx.byKey[tk] = append(idx.byKey[tk], liveJourney{j.ID, j.CurrentVersionID, c})
-			}
-		}
-		e.mu.Lock()
-		e.index = idx
-		e.mu.Unlock()
+	idx, err := e.liveIndex(db)
+	if err != nil {
+		return nil, err
 	}
 	return idx.byKey[triggerKey{kind, key}], nil
+}
+
+// liveIndex returns the trigger index, re-read from the database when it
+// is older than Config.IndexTTL or was invalidated.
+func (e *Engine) liveIndex(db *gorm.DB) (*triggerIndex, error) {
+	e.mu.Lock()
+	idx, gen := e.index, e.indexGen
+	e.mu.Unlock()
+	if idx != nil && time.Since(idx.loaded) <= e.cfg.IndexTTL {
+		return idx, nil
+	}
+	var js []model.Journey
+	if err := db.Where("status IN ? AND current_version_id <> 0", []string{model.JourneyActive, model.JourneyPaused}).Find(&js).Error; err != nil {
+		return nil, fmt.Errorf("journey: load live journeys: %w", err)
+	}
+	idx = &triggerIndex{loaded: time.Now(), byKey: map[triggerKey][]liveJourney{}, paused: map[int64]bool{}}
+	for _, j := range js {
+		if j.Status == model.JourneyPaused {
+			idx.paused[j.ID] = true
+			continue
+		}
+		c, err := e.version(db, j.CurrentVersionID)
+		if err != nil {
+			e.log.Error("skipping journey", "journey", j.Key, "err", err)
+			continue
+		}
+		for _, k := range c.triggerKeys {
+			tk := triggerKey{c.trigger, k}
+			idx.byKey[tk] = append(idx.byKey[tk], liveJourney{j.ID, j.CurrentVersionID, c})
+		}
+		// Every live journey takes manual enrollments, by its key.
+		mk := triggerKey{triggerManual, j.Key}
+		idx.byKey[mk] = append(idx.byKey[mk], liveJourney{j.ID, j.CurrentVersionID, c})
+	}
+	e.mu.Lock()
+	if e.indexGen == gen {
+		e.index = idx
+	}
+	e.mu.Unlock()
+	return idx, nil
 }
 
 // env is what expressions and templates see.
@@ -472,9 +520,9 @@ const (
 // errConflict means another worker already made this transition.
 var errConflict = errors.New("journey: transition already made")
 
-// newVisit inserts the visit for entering step id (see buildVisit).
-func newVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, seq int, stepID string, now time.Time, lease time.Duration) (*model.StepVisit, error) {
-	v := buildVisit(c, enr, seq, stepID, now, lease)
+// newVisit inserts the visit for member m entering step id (see buildVisit).
+func newVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, m *model.Member, seq int, stepID string, now time.Time, lease time.Duration) (*model.StepVisit, error) {
+	v := buildVisit(c, enr, m, seq, stepID, now, lease)
 	if err := tx.Create(v).Error; err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
 			return nil, errConflict
@@ -484,13 +532,14 @@ func newVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, seq int, stepID s
 	return v, nil
 }
 
-// buildVisit returns the visit for entering step id, to insert. Steps whose
-// body waits (wait, wait_for) start waiting until their due time. Others
-// are due now and are created already claimed (running, leased), so the
-// transaction's caller runs them at once without a queue round trip; if it
-// dies first, the lease expires and the sweeper hands the visit to another
-// worker.
-func buildVisit(c *Compiled, enr *model.Enrollment, seq int, stepID string, now time.Time, lease time.Duration) *model.StepVisit {
+// buildVisit returns the visit for member m entering step id, to insert.
+// Steps whose body waits (wait, wait_for) start waiting until their due
+// time (an UntilWaiter's moment, computed here from now and m). Others,
+// and an UntilWaiter whose moment is not after now, are due now and are
+// created already claimed (running, leased), so the transaction's caller
+// runs them at once without a queue round trip; if it dies first, the lease
+// expires and the sweeper hands the visit to another worker.
+func buildVisit(c *Compiled, enr *model.Enrollment, m *model.Member, seq int, stepID string, now time.Time, lease time.Duration) *model.StepVisit {
 	cs := c.steps[stepID]
 	until := now.Add(lease)
 	v := &model.StepVisit{
@@ -498,7 +547,11 @@ func buildVisit(c *Compiled, enr *model.Enrollment, seq int, stepID string, now 
 		StepID: stepID, MemberID: enr.MemberID, Status: model.VisitRunning, DueAt: now, CreatedAt: now,
 		LeaseUntil: &until, Attempts: 1, EnteredDay: enr.EnteredDay,
 	}
-	if d, waits := cs.Body.Waits(); waits {
+	if uw, ok := cs.Body.(UntilWaiter); ok {
+		if due := uw.WaitUntil(now, m); due.After(now) {
+			v.Status, v.DueAt, v.LeaseUntil, v.Attempts = model.VisitWaiting, due, nil, 0
+		}
+	} else if d, waits := cs.Body.Waits(); waits {
 		v.Status, v.DueAt, v.LeaseUntil, v.Attempts = model.VisitWaiting, now.Add(d), nil, 0
 	}
 	return v
@@ -507,12 +560,12 @@ func buildVisit(c *Compiled, enr *model.Enrollment, seq int, stepID string, now 
 // finishVisit moves a visit out of fromStatus into done (or failed) and the
 // enrollment on to next, or ends it when next is empty. It returns the next
 // visit, or nil when the enrollment ended or had already left.
-func finishVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, v *model.StepVisit, fromStatus, status, outcome, next, endReason string, now time.Time, lease time.Duration) (*model.StepVisit, error) {
+func finishVisit(tx *gorm.DB, c *Compiled, enr *model.Enrollment, m *model.Member, v *model.StepVisit, fromStatus, status, outcome, next, endReason string, now time.Time, lease time.Duration) (*model.StepVisit, error) {
 	step, err := finishTransition(tx, enr, v, fromStatus, status, outcome, next, endReason, now)
 	if err != nil || step == "" {
 		return nil, err
 	}
-	return newVisit(tx, c, enr, v.Seq+1, step, now, lease)
+	return newVisit(tx, c, enr, m, v.Seq+1, step, now, lease)
 }
 
 // finishTransition is finishVisit without the next visit's insert: it

@@ -1373,10 +1373,13 @@ func TestUnroutableEventIsParked(t *testing.T) {
 	}
 }
 
+// TestLoopWithoutWaitFails: publishing refuses a loop without a wait
+// (TestLoopsMustWait), but a version stored before that check still runs:
+// the engine cuts such a loop short and fails the enrollment.
 func TestLoopWithoutWaitFails(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.publish(`
+	const src = `
 key: loop
 trigger: { event: wechat.subscribe }
 steps:
@@ -1384,7 +1387,22 @@ steps:
   - id: b
     branch:
       - next: a
-`)
+`
+	if _, err := journey.Parse("loop.yaml", []byte(src)); !errors.Is(err, journey.ErrInvalid) {
+		t.Fatalf("Parse of a loop without a wait: %v; want ErrInvalid", err)
+	}
+	j := model.Journey{Key: "loop", Status: model.JourneyActive}
+	if err := h.db.Create(&j).Error; err != nil {
+		t.Fatal(err)
+	}
+	v := model.JourneyVersion{JourneyID: j.ID, Version: 1, Source: src, Hash: "stored-before-the-check", Origin: "admin"}
+	if err := h.db.Create(&v).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := h.db.Model(&j).Update("current_version_id", v.ID).Error; err != nil {
+		t.Fatal(err)
+	}
+	h.e.InvalidateIndex()
 	h.subscribe("o1", "store_1")
 	h.drain()
 	if diff := cmp.Diff([]enrollment{{"o1", model.EnrollmentFailed, "", "loop"}}, h.enrollments(),

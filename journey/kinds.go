@@ -51,6 +51,17 @@ type StepBody interface {
 	Run(r *Run) (Result, error)
 }
 
+// UntilWaiter is a StepBody whose wait ends at a moment computed when the
+// member enters the step (a time of day, a date in the member's
+// attributes) rather than after a fixed duration. The engine asks it
+// instead of Waits. The moment is computed once: what changes later (the
+// attribute) does not move a wait already entered.
+type UntilWaiter interface {
+	// WaitUntil returns when a visit entered at now by member m runs. A
+	// moment not after now runs it at once, as a step that does not wait.
+	WaitUntil(now time.Time, m *model.Member) time.Time
+}
+
 // Ref is a step id a body names, with the field that names it and its line.
 type Ref struct {
 	Field string

@@ -209,13 +209,18 @@ func (e *Engine) routeEffects(tx *gorm.DB, ev *model.Event, m *model.Member, act
 		return err
 	}
 	live, err := e.triggers(tx, triggerEvent, ev.Type)
+	manual := isManualEnroll(ev)
+	if manual {
+		key, _ := ev.Props["journey"].(string)
+		live, err = e.triggers(tx, triggerManual, key)
+	}
 	if err != nil {
 		return err
 	}
 	var why []string // per journey, why the member did not enter it
 	entered := false
 	for _, lj := range live {
-		if !e.eval(lj.c.where, vars) {
+		if !manual && !e.eval(lj.c.where, vars) {
 			why = append(why, lj.c.Def.Key+": where was false")
 			continue
 		}
@@ -324,7 +329,8 @@ func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Membe
 		if cs == nil {
 			continue
 		}
-		if w, ok := cs.Body.(eventWaiter); !ok || !w.resumes(e, ev.Type, vars) {
+		w, ok := cs.Body.(eventWaiter)
+		if !ok || !w.resumes(e, ev, vars, enr) {
 			continue
 		}
 		var v model.StepVisit
@@ -336,7 +342,10 @@ func (e *Engine) routeToEnrollments(tx *gorm.DB, ev *model.Event, m *model.Membe
 		if err != nil {
 			return nil, fmt.Errorf("journey: load waiting visit: %w", err)
 		}
-		nv, err := finishVisit(tx, c, enr, &v, model.VisitWaiting, model.VisitDone, "matched", cs.Next, ReasonCompleted, now, e.cfg.Lease)
+		if !w.inTime(ev, &v, now) {
+			continue
+		}
+		nv, err := finishVisit(tx, c, enr, m, &v, model.VisitWaiting, model.VisitDone, "matched", cs.Next, ReasonCompleted, now, e.cfg.Lease)
 		if errors.Is(err, errConflict) {
 			continue
 		}
@@ -358,7 +367,12 @@ func (e *Engine) matches(r *compiledRule, eventType string, vars env) bool {
 
 // eventWaiter is a step body a matching event resumes (wait_for).
 type eventWaiter interface {
-	resumes(e *Engine, eventType string, vars env) bool
+	// resumes reports whether ev (with vars: it and the member) ends the
+	// wait of enrollment enr.
+	resumes(e *Engine, ev *model.Event, vars env, enr *model.Enrollment) bool
+	// inTime reports whether ev, routed at now, came in time for the
+	// waiting visit v.
+	inTime(ev *model.Event, v *model.StepVisit, now time.Time) bool
 }
 
 // Reasons enroll gives for not entering a member into a journey.
@@ -395,7 +409,7 @@ func (e *Engine) enroll(tx *gorm.DB, lj liveJourney, m *model.Member, ev *model.
 	if active != nil {
 		*active = append(*active, *enr)
 	}
-	v, err := newVisit(tx, lj.c, enr, 1, lj.c.first, now, e.cfg.Lease)
+	v, err := newVisit(tx, lj.c, enr, m, 1, lj.c.first, now, e.cfg.Lease)
 	return v, "", err
 }
 
@@ -551,6 +565,13 @@ func identities(ref model.MemberRef) []model.MemberIdentity {
 	add(model.IdentityEmail, strings.ToLower(ref.Email))
 	add(model.IdentityUserID, ref.UserID)
 	return out
+}
+
+// isManualEnroll reports whether ev is an operator's manual enrollment:
+// of type events.JourneyEnroll and stored by the engine itself (the same
+// type from the events API enrolls nobody).
+func isManualEnroll(ev *model.Event) bool {
+	return ev.Type == events.JourneyEnroll && ev.Source == events.Engine{}.Name()
 }
 
 // emitsEvents reports whether routing ev stores engine events

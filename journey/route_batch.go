@@ -266,7 +266,7 @@ func (p *pendingEntries) flush(tx *gorm.DB, e *Engine, now time.Time, r *routed)
 	visits := make([]*model.StepVisit, len(p.entries))
 	for i, pe := range p.entries {
 		(*pe.active)[pe.at].ID = pe.enr.ID
-		visits[i] = buildVisit(pe.lj.c, pe.enr, 1, pe.lj.c.first, now, e.cfg.Lease)
+		visits[i] = buildVisit(pe.lj.c, pe.enr, pe.m, 1, pe.lj.c.first, now, e.cfg.Lease)
 	}
 	if err := tx.Create(&visits).Error; err != nil {
 		return fmt.Errorf("journey: create visits: %w", err)

@@ -26,8 +26,9 @@ import (
 // whole seconds and may deliver a task up to a second early.
 const holdLimit = 2 * time.Second
 
-// ReplyWindow is how long after entering a journey a send still counts as
-// a reply to the member's action: quiet hours do not hold it.
+// ReplyWindow is how long after entering a journey a member's own action
+// triggers a send still counts as the reply to it: quiet hours do not hold
+// it, frequency caps do not cap it.
 const ReplyWindow = time.Minute
 
 // maxChain bounds how many due-now steps one task runs back to back; a
@@ -114,7 +115,7 @@ func applyDeliveries(tx *gorm.DB, us []deliveryUpdate) error {
 // finish records the visit's outcome on its own and returns the next visit
 // (nil when the enrollment ended or another worker already finished this
 // visit).
-func (e *Engine) finish(ctx context.Context, c *Compiled, enr *model.Enrollment, v *model.StepVisit, r stepResult, now time.Time) (*model.StepVisit, error) {
+func (e *Engine) finish(ctx context.Context, c *Compiled, enr *model.Enrollment, m *model.Member, v *model.StepVisit, r stepResult, now time.Time) (*model.StepVisit, error) {
 	var next *model.StepVisit
 	err := e.cfg.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := applyDeliveries(tx, r.deliveries); err != nil {
@@ -124,7 +125,7 @@ func (e *Engine) finish(ctx context.Context, c *Compiled, enr *model.Enrollment,
 		if err != nil || step == "" {
 			return err
 		}
-		next, err = newVisit(tx, c, enr, v.Seq+1, step, now, e.cfg.Lease)
+		next, err = newVisit(tx, c, enr, m, v.Seq+1, step, now, e.cfg.Lease)
 		return err
 	})
 	if errors.Is(err, errConflict) {

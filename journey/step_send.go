@@ -149,22 +149,43 @@ func (*Send) Waits() (time.Duration, bool) { return 0, false }
 // Refs implements StepBody: the fallback step is checked by link.
 func (*Send) Refs() []Ref { return nil }
 
-// Run implements StepBody. A send within ReplyWindow of entering answers
-// the member's own action (a follow, a keyword) and is not held by quiet
-// hours.
+// Run implements StepBody. Quiet hours and frequency caps hold or skip a
+// marketing send, except the answer to the member's own action (see held
+// and capExempt).
 func (s *Send) Run(r *Run) (Result, error) {
 	now, enr := r.Now, r.Enrollment
-	if s.held(r.c, enr, now) {
-		return raw(stepResult{retryAt: r.c.quiet.until(now), why: "quiet hours"}), nil
+	if q := r.e.quietOf(r.c); s.held(q, r.c, enr, now) {
+		return raw(stepResult{retryAt: q.until(now), why: "quiet hours"}), nil
+	}
+	if caps := r.e.capsOf(r.c); len(caps) > 0 && !capExempt(s, r.c, enr, now) {
+		w, err := r.e.watchCaps(r.e.cfg.DB.WithContext(r.Ctx), []int64{r.Member.ID}, longestCap(caps), now)
+		if err != nil {
+			return Result{}, err
+		}
+		if until, hit, over := w.over(r.Member.ID, s.Channel, caps, now); over {
+			return raw(capResult(r.Step, r.c.onCap, hit, until)), nil
+		}
 	}
 	return raw(r.e.send(r.Ctx, s, r.Step, enr, r.Visit, r.Member, r.vars, now)), nil
 }
 
-// held reports whether quiet hours hold the send at now: they do unless it
-// answers the member's own action (within ReplyWindow of entering).
-func (s *Send) held(c *Compiled, enr *model.Enrollment, now time.Time) bool {
-	until := c.quiet.until(now)
-	return until.After(now) && now.Sub(enr.EnteredAt) > ReplyWindow
+// quietOf returns the quiet hours of c's sends: its own, else the engine's.
+func (e *Engine) quietOf(c *Compiled) *quietHours {
+	switch {
+	case c.quietOff:
+		return nil
+	case c.quiet != nil:
+		return c.quiet
+	}
+	return e.quiet
+}
+
+// held reports whether quiet hours q hold a send of c at now: they do
+// unless it answers the member's own action (a journey a member's event
+// triggers, within ReplyWindow of entering: a follow's welcome).
+func (s *Send) held(q *quietHours, c *Compiled, enr *model.Enrollment, now time.Time) bool {
+	until := q.until(now)
+	return until.After(now) && !(c.answersMember() && now.Sub(enr.EnteredAt) <= ReplyWindow)
 }
 
 // valueOf returns the value node of key in mapping n, or nil.

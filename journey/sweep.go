@@ -27,7 +27,8 @@ type SweepResult struct {
 	Upcoming int
 }
 
-// Sweep enqueues (never runs) work the database says is overdue: events not routed
+// Sweep enqueues (never runs) work the database says is overdue, except the
+// held visits of paused journeys (Resume queues them): events not routed
 // SweepGrace after they were stored (LagGrace while the queue has a backlog), visits due more than SweepGrace ago, and
 // running visits whose lease expired (their worker died). With an embedded
 // Redis that lost its queue at a restart, the first sweep re-creates it.
@@ -64,6 +65,12 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 	// each an ordered range of idx_visit_due (status, due_at) that stops at
 	// the limit, whatever the number of visits; an OR of them would read
 	// every overdue visit to sort them.
+	// Visits of paused journeys are held: left out here, queued by Resume.
+	idx, err := e.liveIndex(db)
+	if err != nil {
+		return r, fmt.Errorf("journey: sweep: %w", err)
+	}
+	held := pausedIDs(idx.paused)
 	var visits []*model.StepVisit
 	now := e.now()
 	for _, q := range []struct {
@@ -75,8 +82,11 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 		{model.VisitRunning, "lease_until < ?", now},
 	} {
 		var some []*model.StepVisit
-		if err := db.Select("id", "due_at", "status", "version_id", "step_id").Where("status = ? AND "+q.where, q.status, q.before).
-			Order("due_at").Limit(sweepBatch).Find(&some).Error; err != nil {
+		sel := db.Select("id", "due_at", "status", "version_id", "step_id").Where("status = ? AND "+q.where, q.status, q.before)
+		if len(held) > 0 {
+			sel = sel.Where("journey_id NOT IN ?", held)
+		}
+		if err := sel.Order("due_at").Limit(sweepBatch).Find(&some).Error; err != nil {
 			return r, fmt.Errorf("journey: sweep %s visits: %w", q.status, err)
 		}
 		visits = append(visits, some...)
@@ -85,7 +95,7 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 	visits = visits[:min(len(visits), sweepBatch)]
 	r.Visits = len(visits)
 	e.schedule(visits...)
-	up, err := e.queueUpcoming(ctx, cutoff)
+	up, err := e.queueUpcoming(ctx, cutoff, held)
 	r.Upcoming = up
 	return r, err
 }
@@ -94,8 +104,9 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 // SweepGrace ago (older ones are overdue: Sweep has them) to Horizon ahead,
 // starting where the last sweep of this engine stopped. Each status is an
 // ordered range of idx_visit_due. Several engines sweeping queue the same
-// visits: their task ids are the same, so each is queued once.
-func (e *Engine) queueUpcoming(ctx context.Context, cutoff time.Time) (int, error) {
+// visits: their task ids are the same, so each is queued once. Visits of
+// the held (paused) journeys are left out: Resume queues them.
+func (e *Engine) queueUpcoming(ctx context.Context, cutoff time.Time, held []int64) (int, error) {
 	e.mu.Lock()
 	from := e.queuedUntil
 	e.mu.Unlock()
@@ -106,9 +117,12 @@ func (e *Engine) queueUpcoming(ctx context.Context, cutoff time.Time) (int, erro
 	var visits []*model.StepVisit
 	for _, status := range []string{model.VisitScheduled, model.VisitWaiting} {
 		var some []*model.StepVisit
-		if err := e.cfg.DB.WithContext(ctx).Select("id", "due_at", "status", "version_id", "step_id").
-			Where("status = ? AND due_at >= ? AND due_at < ?", status, from, until).
-			Order("due_at").Limit(sweepBatch).Find(&some).Error; err != nil {
+		sel := e.cfg.DB.WithContext(ctx).Select("id", "due_at", "status", "version_id", "step_id").
+			Where("status = ? AND due_at >= ? AND due_at < ?", status, from, until)
+		if len(held) > 0 {
+			sel = sel.Where("journey_id NOT IN ?", held)
+		}
+		if err := sel.Order("due_at").Limit(sweepBatch).Find(&some).Error; err != nil {
 			return 0, fmt.Errorf("journey: sweep upcoming %s visits: %w", status, err)
 		}
 		if len(some) == sweepBatch && some[len(some)-1].DueAt.Before(until) {

@@ -59,12 +59,14 @@ func loadDir(dir string, parse func(string, []byte) (*Compiled, error)) ([]*Comp
 	return out, errors.Join(errs...)
 }
 
-// Publish stores c as a new version of its journey (creating the journey)
-// and makes it the live version, unless the live version has the same
-// source. It reports whether a new version was created. Members already in
-// the journey stay on the version they entered. c is checked again with
-// the engine's checks (Engine.Parse): a journey that sends on a channel
-// without a sender, or names events or props that do not exist, is refused.
+// Publish stores c as a new version of its journey (creating the journey,
+// active) and makes it the live version, unless the live version has the
+// same source. It reports whether a new version was created. Members
+// already in the journey stay on the version they entered, to its end. A
+// new version of an archived journey starts it again (active); a paused
+// journey stays paused until resumed. c is checked again with the engine's
+// checks (Engine.Parse): a journey that sends on a channel without a
+// sender, or names events or props that do not exist, is refused.
 func (e *Engine) Publish(ctx context.Context, c *Compiled, origin string) (bool, error) {
 	if _, err := e.Parse(origin, []byte(c.Source)); err != nil {
 		return false, err
@@ -97,7 +99,12 @@ func (e *Engine) Publish(ctx context.Context, c *Compiled, origin string) (bool,
 			return fmt.Errorf("journey: create version of %q: %w", c.Def.Key, err)
 		}
 		created = true
-		return tx.Model(&j).Updates(map[string]any{"current_version_id": v.ID, "name": c.Def.Name, "updated_at": now}).Error
+		upd := map[string]any{"current_version_id": v.ID, "name": c.Def.Name, "updated_at": now}
+		if j.Status == model.JourneyArchived {
+			upd["status"], upd["paused_reason"] = model.JourneyActive, ""
+			e.log.Info(fmt.Sprintf("archived journey %s started again by version %d", c.Def.Key, v.Version), "journey", c.Def.Key)
+		}
+		return tx.Model(&j).Updates(upd).Error
 	})
 	if err != nil {
 		return false, err
@@ -133,6 +140,11 @@ const EndReasonDemoPaused = "paused:demo"
 // is reported and skipped; the others are still published. Journeys marked
 // demo: true are published unless RefuseDemo is given; when demos are
 // allowed, a demo journey that an earlier start paused is made active again.
+// A journey published from a file of dir that no file defines any more
+// (the file was removed) is paused, never left live, with a warning; a
+// file defining it again resumes it (only a journey paused that way: one
+// an operator paused stays paused). A file still there that no longer
+// parses keeps its journey's live version running.
 func (e *Engine) SyncDir(ctx context.Context, dir string, opts ...SyncOption) (published []string, err error) {
 	var o syncOptions
 	for _, opt := range opts {
@@ -140,12 +152,16 @@ func (e *Engine) SyncDir(ctx context.Context, dir string, opts ...SyncOption) (p
 	}
 	cs, loadErr := loadDir(dir, e.Parse)
 	demoKeys := map[string]bool{}
+	present := map[string]bool{}
+	refused := map[string]bool{}
 	var skipped []string
 	for _, c := range cs {
+		present[c.Def.Key] = true
 		if c.Def.Demo {
 			demoKeys[c.Def.Key] = true
 			if o.refuseDemo != "" {
 				skipped = append(skipped, c.Def.Key)
+				refused[c.Def.Key] = true
 				continue
 			}
 		}
@@ -163,6 +179,9 @@ func (e *Engine) SyncDir(ctx context.Context, dir string, opts ...SyncOption) (p
 	if err := e.settleDemos(ctx, demoKeys, o.refuseDemo); err != nil {
 		return published, err
 	}
+	if err := e.settleFiles(ctx, dir, present, refused); err != nil {
+		return published, err
+	}
 	if loadErr != nil && strings.TrimSpace(loadErr.Error()) != "" {
 		return published, loadErr
 	}
@@ -170,7 +189,8 @@ func (e *Engine) SyncDir(ctx context.Context, dir string, opts ...SyncOption) (p
 }
 
 // settleDemos pauses the live demo journeys when refuse is set, and
-// otherwise resumes the paused ones. A journey is a demo when its key is
+// otherwise resumes the paused ones that were paused for being demos (not
+// those an operator paused, or whose file was removed). A journey is a demo when its key is
 // that of a demo file in the directory (its live version may predate the
 // flag) or its live version says demo: true.
 func (e *Engine) settleDemos(ctx context.Context, demoKeys map[string]bool, refuse string) error {
@@ -185,6 +205,9 @@ func (e *Engine) settleDemos(ctx context.Context, demoKeys map[string]bool, refu
 	}
 	changed := false
 	for _, j := range js {
+		if from == model.JourneyPaused && j.PausedReason != PausedDemo && j.PausedReason != "" {
+			continue // paused by an operator, or for its missing file
+		}
 		demo := demoKeys[j.Key]
 		if !demo && j.CurrentVersionID != 0 {
 			c, err := e.version(db, j.CurrentVersionID)
@@ -200,8 +223,12 @@ func (e *Engine) settleDemos(ctx context.Context, demoKeys map[string]bool, refu
 		moved, ended := false, 0
 		err := db.Transaction(func(tx *gorm.DB) error {
 			now := e.now()
+			reason := ""
+			if to == model.JourneyPaused {
+				reason = PausedDemo
+			}
 			res := tx.Model(&model.Journey{}).Where("id = ? AND status = ?", j.ID, from).
-				Updates(map[string]any{"status": to, "updated_at": now})
+				Updates(map[string]any{"status": to, "paused_reason": reason, "updated_at": now})
 			if res.Error != nil || res.RowsAffected == 0 {
 				return res.Error
 			}

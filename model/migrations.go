@@ -48,6 +48,12 @@ func Migrations() []*gormigrate.Migration {
 			Rollback: rollbackV5,
 		},
 		{
+			// Journey lifecycle: who paused a journey (see migration_lifecycle.go).
+			ID:       lifecycleID,
+			Migrate:  migrateLifecycle,
+			Rollback: rollbackLifecycle,
+		},
+		{
 			// Journey statistics from indexes alone (see migration_stats.go).
 			ID:       statsID,
 			Migrate:  migrateStats,

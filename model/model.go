@@ -199,10 +199,14 @@ type MemberIdentity struct {
 	MemberID int64  `gorm:"not null;index"`
 }
 
-// Journey statuses.
+// Journey statuses. An active journey takes new members and runs its
+// steps; a paused one takes none and holds its members' due steps until it
+// is resumed; an archived one has ended: no entries, its enrollments ended,
+// and only publishing a new version starts it again.
 const (
-	JourneyActive = "active"
-	JourneyPaused = "paused"
+	JourneyActive   = "active"
+	JourneyPaused   = "paused"
+	JourneyArchived = "archived"
 )
 
 // Journey is the stable identity of a journey; its definition lives in versions.
@@ -214,6 +218,11 @@ type Journey struct {
 	CurrentVersionID int64
 	CreatedAt        time.Time
 	UpdatedAt        time.Time
+	// PausedReason says who paused a paused journey, which decides what
+	// resumes it: "operator" (the API or CLI: only resume does), "removed"
+	// (its file left the journeys directory: putting it back does), "demo"
+	// (demo journeys refused: allowing them does). Empty otherwise.
+	PausedReason string `gorm:"size:32"`
 }
 
 // JourneyVersion is one published definition. Members stay on the version

@@ -346,10 +346,12 @@ func (a *App) newEngine(senders *channels.Registry) *journey.Engine {
 		gate = func(ctx context.Context) { a.ingestor.WaitCalm(ctx, 250*time.Millisecond) }
 	}
 	mergeBy, _ := a.Cfg.MergeKinds() // validated
+	caps, _ := a.Cfg.Caps()          // validated
 	return journey.New(journey.Config{DB: a.DB, Queue: a.queue, Senders: senders, Logger: a.Log,
 		Gate: gate, BaseContext: a.runCtx, Metrics: a.registry, Sources: a.sources,
 		Inspector: asynq.NewInspectorFromRedisClient(a.rdb), MergeBy: mergeBy,
-		Enrich: unionids{users: a.wechat, contacts: a.wecom}, Observe: a.observer()})
+		Enrich: unionids{users: a.wechat, contacts: a.wecom}, Observe: a.observer(),
+		FrequencyCaps: caps, QuietHours: a.Cfg.QuietHours})
 }
 
 // syncJourneys loads the journeys of WEJOURNEY_JOURNEYS_DIR. Demo journeys
@@ -386,7 +388,10 @@ func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Serv
 		Ready: a.ready, Sources: a.sources, Followers: a.followers,
 		Admin: handler.NewAdmin(adminConfig(a.runCtx, a.DB, secret.Value, a.Cfg, a.Log)),
 		Codes: newCodes(a.Cfg, a.DB, a.wechat, a.wecom, a.Log), Holds: channels.NewHolds(a.rdb), Senders: a.senders,
-		SMSUplinkToken: a.Cfg.SMSUplinkToken,
+		SMSUplinkToken: a.Cfg.SMSUplinkToken, Journeys: a.Engine,
+	}
+	if a.Engine != nil {
+		hc.TestRuns = a.Engine
 	}
 	// The events API's limit per key: shared by the web processes through
 	// Redis (each process on its own while Redis is down), none with

@@ -35,6 +35,8 @@ func TestCLIHelp(t *testing.T) {
 		{[]string{"journeys", "--help"}, []string{"usage: wejourney journeys validate", "-config"}},
 		{[]string{"journeys", "validate", "--help"}, []string{"usage: wejourney journeys validate", "FILE|DIR", "*.yaml and *.yml", "-config"}},
 		{[]string{"journeys", "validate", "-h", "some.yaml"}, []string{"-config"}},
+		{[]string{"journeys", "pause", "--help"}, []string{"usage: wejourney journeys pause KEY", "held until resume", "-config"}},
+		{[]string{"journeys", "publish", "-h"}, []string{"usage: wejourney journeys publish FILE", "stay on the version they entered"}},
 		{[]string{"simulate", "--help"}, []string{"usage: wejourney simulate KIND", "subscribe", "-scene", "-openid", "-target", "-appid", "WEJOURNEY_WECHAT_TOKEN"}},
 		{[]string{"simulate", "subscribe", "-h"}, []string{"-scene"}},
 		{[]string{"bench", "--help"}, []string{"usage: wejourney bench", "-rate", "-burst", "-target", "-fake-addr"}},

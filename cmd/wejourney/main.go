@@ -6,6 +6,7 @@
 //	wejourney [serve] [--role=all|web|worker] [--config wejourney.yaml]
 //	wejourney migrate
 //	wejourney journeys validate FILE|DIR...
+//	wejourney journeys publish FILE | pause KEY | resume KEY | archive KEY
 //	wejourney admin passwd [USER] [--password-stdin]
 //	wejourney apikeys create --name NAME [--scope events|admin] | list | revoke ID
 //	wejourney qrcodes create --scene S --label L [flags] | list | png ID FILE
@@ -63,6 +64,9 @@ usage:
   wejourney [serve] [--role=all|web|worker]   run the server (default: everything in one process)
   wejourney migrate                          bring the database schema up to date
   wejourney journeys validate FILE|DIR...    check journey YAML files (a directory: its *.yaml and *.yml)
+  wejourney journeys publish FILE            make a journey file the live version of its journey
+  wejourney journeys pause|resume|archive KEY
+                                             pause a journey (holds its members' due steps), resume it, or end it
   wejourney simulate KIND [flags]            send a signed WeChat callback to a running server
                                              KIND: subscribe, scan, click, view, text, unsubscribe, location, template_sent
   wejourney bench [flags]                    measure callbacks and follow → message latency
@@ -126,7 +130,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "migrate":
 		return migrate(args, stdout, stderr)
 	case "journeys":
-		return journeysCmd(args, stdout, stderr)
+		if len(args) > 0 && args[0] == "test" {
+			return journeysTestCmd(ctx, args[1:], stdout, stderr)
+		}
+		return journeysCmd(ctx, args, stdout, stderr)
 	case "simulate":
 		return simulateCmd(ctx, args, stdout, stderr)
 	case "bench":
@@ -345,15 +352,23 @@ const validateSynopsis = "journeys validate [--config FILE] FILE|DIR..."
 // every journey as the server would load it, with the channels this
 // configuration has senders for, and prints one line per valid journey.
 // A directory stands for its *.yaml and *.yml files, as the server reads
-// WEJOURNEY_JOURNEYS_DIR.
-func journeysCmd(args []string, stdout, stderr io.Writer) error {
+// WEJOURNEY_JOURNEYS_DIR. publish, pause, resume and archive act on the
+// database (journeyLifecycleCmd).
+func journeysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "publish", "pause", "resume", "archive":
+			return journeyLifecycleCmd(ctx, args, stdout, stderr)
+		}
+	}
 	fs := newFlags(validateSynopsis,
-		"Checks journey files: their YAML, steps, expressions and channels (against the senders this configuration has).\nA directory stands for its *.yaml and *.yml files, as the server reads WEJOURNEY_JOURNEYS_DIR.", stderr)
+		"Checks journey files: their YAML, steps, expressions and channels (against the senders this configuration has).\nA directory stands for its *.yaml and *.yml files, as the server reads WEJOURNEY_JOURNEYS_DIR.\n"+
+			"See also: journeys publish FILE, pause KEY, resume KEY, archive KEY (each with --help).", stderr)
 	if len(args) == 0 || args[0] != "validate" {
 		if len(args) > 0 && isHelp(args[0]) {
 			return printHelp(fs, stdout)
 		}
-		return errors.New("usage: wejourney " + validateSynopsis)
+		return errors.New("usage: wejourney " + validateSynopsis + "\n   or: " + strings.TrimPrefix(lifecycleUsage, "usage: "))
 	}
 	cfg, paths, err := parseInterspersed(fs, args[1:], stdout)
 	if err != nil {

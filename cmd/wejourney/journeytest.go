@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+
+	"gorm.io/gorm"
+
+	"github.com/wejourney/wejourney/journey"
+	"github.com/wejourney/wejourney/model"
+)
+
+const journeyTestSynopsis = "journeys test [--config FILE] --member M [--event E.json] [--later L.json] FILE"
+
+// journeysTestCmd walks a journey file for one member with waits
+// compressed and prints the path and each rendered message, sending
+// nothing (journey.Engine.TestRun).
+func journeysTestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags(journeyTestSynopsis,
+		"Runs a journey for one member with waits compressed and prints the path taken and each message as it would go out; nothing is sent or recorded.\n"+
+			"M is a member id or an openid in the configured database (an openid it does not know stands for a new follower).\n"+
+			"E.json is the event that enters the member ({\"type\": \"wechat.subscribe\", \"props\": {\"scene\": \"store_001\"}}; default: an empty event of the trigger's type).\n"+
+			"L.json is a list of events that happen while the member waits, in order: each wait_for takes the first it matches.", stderr)
+	member := fs.String("member", "", "the member: an id or an openid (required)")
+	eventFile := fs.String("event", "", "`file` of the event that enters the member (JSON)")
+	laterFile := fs.String("later", "", "`file` of the events that happen while the member waits (a JSON list)")
+	cfg, paths, err := parseInterspersed(fs, args, stdout)
+	if err != nil {
+		return err
+	}
+	if len(paths) != 1 || *member == "" {
+		return errors.New("usage: wejourney " + journeyTestSynopsis)
+	}
+	src, err := os.ReadFile(paths[0])
+	if err != nil {
+		return err
+	}
+	var opts journey.TestRunOptions
+	if *eventFile != "" {
+		var ev testEvent
+		if err := readJSON(*eventFile, &ev); err != nil {
+			return err
+		}
+		opts.Event = ev.model()
+	}
+	if *laterFile != "" {
+		var later []testEvent
+		if err := readJSON(*laterFile, &later); err != nil {
+			return err
+		}
+		for _, ev := range later {
+			opts.Later = append(opts.Later, ev.model())
+		}
+	}
+	quiet := slog.New(slog.DiscardHandler)
+	reg, err := buildSenders(senderDeps{cfg: cfg, wechat: newWeChat(cfg, nil, nil, quiet), wecom: newWeCom(cfg, nil, nil, quiet), log: quiet})
+	if err != nil {
+		return err
+	}
+	c, err := parseJourney(reg, paths[0], src)
+	if err != nil {
+		return err
+	}
+	db, closeDB, err := openDatabase(cfg, strings.HasPrefix(cfg.DatabaseURL, "sqlite:"))
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	m, err := testMember(db, *member, cfg.DefaultAppID())
+	if err != nil {
+		return err
+	}
+	e := journey.New(journey.Config{DB: db, Senders: reg, Logger: quiet})
+	run, err := e.TestRun(ctx, c, 0, m, opts)
+	if err != nil {
+		return err
+	}
+	printTestRun(stdout, run, m)
+	return nil
+}
+
+// testEvent is an event as the test command reads it.
+type testEvent struct {
+	Type  string         `json:"type"`
+	Props map[string]any `json:"props"`
+}
+
+func (e testEvent) model() *model.Event {
+	props := e.Props
+	if props == nil {
+		props = map[string]any{}
+	}
+	return &model.Event{Type: e.Type, Props: props}
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// testMember finds the member by id or openid; an openid the database
+// does not know stands for a new follower of the default account.
+func testMember(db *gorm.DB, who, appid string) (*model.Member, error) {
+	var m model.Member
+	if id, err := strconv.ParseInt(who, 10, 64); err == nil {
+		if err := db.First(&m, id).Error; err != nil {
+			return nil, fmt.Errorf("member %d: %w", id, err)
+		}
+		return &m, nil
+	}
+	err := db.Where("open_id = ?", who).First(&m).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return &model.Member{OpenID: who, AppID: appid}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("member %s: %w", who, err)
+	}
+	return &m, nil
+}
+
+// printTestRun writes the path, a line a step, with each message.
+func printTestRun(w io.Writer, run *journey.TestRun, m *model.Member) {
+	who := m.OpenID
+	if m.ID != 0 {
+		who = fmt.Sprintf("%d (%s)", m.ID, m.OpenID)
+	}
+	fmt.Fprintf(w, "journey %s, member %s: test run, nothing sent\n", run.Journey, who)
+	if !run.Entered {
+		fmt.Fprintln(w, "  note: the trigger's where refuses this event: a real one would not enter the member")
+	}
+	for _, s := range run.Steps {
+		line := fmt.Sprintf("  %-14s %-9s %s", s.Step, s.Kind, s.Outcome)
+		if s.Note != "" {
+			line += "   (" + s.Note + ")"
+		}
+		fmt.Fprintln(w, line)
+		if msg := s.Message; msg != nil {
+			b, _ := json.Marshal(msg)
+			fmt.Fprintf(w, "    → %s\n", b)
+		}
+	}
+	fmt.Fprintf(w, "  end: %s\n", run.End)
+}

@@ -1,0 +1,207 @@
+package journey
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/wejourney/wejourney/channels"
+	"github.com/wejourney/wejourney/model"
+)
+
+// TestRun is the path a journey takes for one member, walked without
+// writing or sending anything: waits are compressed to nothing, a wait_for
+// matches the first of the given events that it would (or times out), and
+// each send is rendered as it would go out.
+type TestRun struct {
+	Journey string     `json:"journey"`
+	Version int        `json:"version"` // 0: a draft, not published
+	Member  int64      `json:"member_id"`
+	Steps   []TestStep `json:"steps"`
+	// End is how the enrollment would end: ReasonCompleted, ReasonTimeout,
+	// ReasonFailed (a template failed), "loop" after testRunMaxSteps steps,
+	// or "not simulated" at a step kind the test run cannot walk.
+	End string `json:"end"`
+	// Entered reports whether the event would enter the member: false when
+	// the trigger's where refuses it (the path is walked anyway).
+	Entered bool `json:"entered"`
+}
+
+// TestStep is one step of a test run.
+type TestStep struct {
+	Step    string `json:"step"`
+	Kind    string `json:"kind"`
+	Outcome string `json:"outcome"`
+	// Message is what a send step would hand to its channel.
+	Message *TestMessage `json:"message,omitempty"`
+	// Note says what the test run did instead of the real thing ("waited
+	// 10m: compressed", "not called").
+	Note string `json:"note,omitempty"`
+}
+
+// TestMessage is a rendered message of a test run.
+type TestMessage struct {
+	Channel    string            `json:"channel"`
+	Category   string            `json:"category"`
+	Text       string            `json:"text,omitempty"`
+	Subject    string            `json:"subject,omitempty"`
+	URL        string            `json:"url,omitempty"`
+	TemplateID string            `json:"template_id,omitempty"`
+	Template   string            `json:"template,omitempty"`
+	Data       map[string]string `json:"data,omitempty"`
+	Extra      map[string]string `json:"extra,omitempty"`
+	Fallback   []string          `json:"fallback,omitempty"`
+}
+
+// testRunMaxSteps is how many steps a test run walks before it calls the
+// path a loop.
+const testRunMaxSteps = 200
+
+// TestRunOptions are the inputs of a test run.
+type TestRunOptions struct {
+	// Event enters the member (its type need not be the trigger's: an
+	// operator may try a journey with any event). Nil: an empty event of
+	// the trigger's type.
+	Event *model.Event
+	// Later are events that happen while the member waits, in order: each
+	// wait_for takes the first one it matches, once.
+	Later []*model.Event
+}
+
+// TestRun walks c for member m (see TestRun). Nothing is written and no
+// channel is called; the member is left as it is (update steps change a
+// copy that later steps see).
+func (e *Engine) TestRun(ctx context.Context, c *Compiled, version int, m *model.Member, opts TestRunOptions) (*TestRun, error) {
+	ev := opts.Event
+	if ev == nil {
+		typ := ""
+		if len(c.triggerKeys) > 0 {
+			typ = c.triggerKeys[0]
+		}
+		ev = &model.Event{Type: typ, Props: map[string]any{}}
+	}
+	if ev.At.IsZero() {
+		ev.At = e.now()
+	}
+	mem := *m
+	mem.Tags = slices.Clone(m.Tags)
+	mem.Attrs = maps.Clone(m.Attrs)
+	enr := &model.Enrollment{JourneyID: 0, MemberID: m.ID, Status: model.EnrollmentActive, Event: eventEnv(ev), EnteredAt: e.now()}
+	vars := env{"event": enr.Event, "member": memberEnv(&mem)}
+	out := &TestRun{Journey: c.Def.Key, Version: version, Member: m.ID, Entered: e.eval(c.where, vars)}
+	later := slices.Clone(opts.Later)
+	cur := c.first
+	for i := 0; ; i++ {
+		if i == testRunMaxSteps {
+			out.End = "loop" // waits are compressed: a loop through one goes round for ever
+			return out, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		cs := c.steps[cur]
+		if cs == nil {
+			out.End = ReasonFailed
+			out.Steps = append(out.Steps, TestStep{Step: cur, Outcome: "missing step"})
+			return out, nil
+		}
+		ts := TestStep{Step: cs.ID, Kind: cs.kind}
+		next := cs.Next
+		switch b := cs.Body.(type) {
+		case *Send:
+			v := &model.StepVisit{StepID: cs.ID}
+			msg, bad := e.renderSend(b, v, enr, vars)
+			if bad != nil {
+				ts.Outcome = bad.outcome
+				out.Steps = append(out.Steps, ts)
+				out.End = ReasonFailed
+				return out, nil
+			}
+			ts.Outcome = "rendered"
+			ts.Note = "not sent (test run)"
+			ts.Message = testMessage(b.Channel, msg, b)
+		case *Wait:
+			ts.Outcome, ts.Note = b.testRun(e.now(), &mem)
+		case *WaitFor:
+			matched := -1
+			for j, l := range later {
+				if b.resumes(e, l, env{"event": eventEnv(l), "member": memberEnv(&mem)}, enr) {
+					matched = j
+					break
+				}
+			}
+			if matched >= 0 {
+				later = slices.Delete(later, matched, matched+1)
+				ts.Outcome = "matched"
+				ts.Note = "the given " + b.Event + " arrived"
+			} else {
+				ts.Outcome = "timeout"
+				ts.Note = fmt.Sprintf("no %s given: timed out after %s (compressed)", b.Event, time.Duration(b.Timeout))
+				if b.Within > 0 {
+					ts.Note = fmt.Sprintf("no %s given: timed out after %s and the %s grace for late events (compressed)", b.Event, time.Duration(b.Timeout), time.Duration(b.Within))
+				}
+				next = cs.OnTimeout
+				if next == "" {
+					out.Steps = append(out.Steps, ts)
+					out.End = ReasonTimeout
+					return out, nil
+				}
+			}
+		case *Branch, *Split:
+			res, err := b.(StepBody).Run(&Run{Ctx: ctx, Step: cs, Visit: &model.StepVisit{StepID: cs.ID}, Enrollment: enr, Member: &mem, Now: e.now(), e: e, c: c, vars: vars})
+			if err != nil {
+				return nil, err
+			}
+			ts.Outcome, next = res.Outcome, res.Next
+		case *Update:
+			applyUpdateTo(&mem, b)
+			vars["member"] = memberEnv(&mem)
+			ts.Outcome, ts.Note = "updated", "applied to a copy of the member"
+		case *WebhookSpec:
+			ts.Outcome, ts.Note = "skipped", "not called (test run)"
+		default:
+			ts.Outcome = "not simulated"
+			out.Steps = append(out.Steps, ts)
+			out.End = "not simulated"
+			return out, nil
+		}
+		out.Steps = append(out.Steps, ts)
+		if next == "" {
+			out.End = ReasonCompleted
+			return out, nil
+		}
+		cur = next
+	}
+}
+
+// applyUpdateTo changes m's tags and attributes as u would.
+func applyUpdateTo(m *model.Member, u *Update) {
+	for _, t := range u.AddTags {
+		if !slices.Contains(m.Tags, t) {
+			m.Tags = append(m.Tags, t)
+		}
+	}
+	m.Tags = slices.DeleteFunc(m.Tags, func(t string) bool { return slices.Contains(u.RemoveTags, t) })
+	if len(u.Set) > 0 && m.Attrs == nil {
+		m.Attrs = map[string]any{}
+	}
+	maps.Copy(m.Attrs, u.Set)
+}
+
+func testMessage(channel string, msg channels.Message, snd *Send) *TestMessage {
+	t := &TestMessage{Channel: channel, Category: msg.Category, Text: msg.Text, Subject: msg.Subject, URL: msg.URL,
+		TemplateID: msg.TemplateID, Template: msg.Template}
+	if len(msg.Data) > 0 {
+		t.Data = msg.Data
+	}
+	if len(msg.Extra) > 0 {
+		t.Extra = msg.Extra
+	}
+	t.Fallback = append(t.Fallback, snd.fbChans...)
+	if snd.fallback != "" {
+		t.Fallback = append(t.Fallback, snd.fallback)
+	}
+	return t
+}
