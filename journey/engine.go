@@ -260,6 +260,7 @@ type Engine struct {
 	// queuedUntil is how far ahead the sweeper has queued upcoming visits.
 	queuedUntil   time.Time
 	steps, routes *gatherer // step and route tasks, run in batches
+	schedules     sync.Map  // journey id -> scheduleCache (trigger_schedule.go)
 }
 
 type liveJourney struct {

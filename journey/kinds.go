@@ -152,7 +152,7 @@ type TriggerKind interface {
 
 // BuiltinTriggerKinds returns the trigger kinds wejourney ships.
 func BuiltinTriggerKinds() []TriggerKind {
-	return []TriggerKind{eventTrigger{}}
+	return []TriggerKind{eventTrigger{}, scheduleTrigger{}}
 }
 
 // ChannelSet says which channels have a sender and what each needs;

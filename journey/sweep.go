@@ -157,7 +157,8 @@ func (e *Engine) backlog() bool {
 	return false
 }
 
-// RunSweeper sweeps every interval until ctx ends, starting at once.
+// RunSweeper sweeps every interval until ctx ends, starting at once, and
+// runs the schedule journeys due (see RunSchedules).
 func (e *Engine) RunSweeper(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -168,6 +169,7 @@ func (e *Engine) RunSweeper(ctx context.Context, interval time.Duration) {
 		} else if r.Events+r.Visits > 0 {
 			e.log.Info("sweeper re-enqueued overdue work", "events", r.Events, "visits", r.Visits)
 		}
+		e.sweepSchedules(ctx) // schedule journeys due today (trigger_schedule.go)
 		select {
 		case <-ctx.Done():
 			return
