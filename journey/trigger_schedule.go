@@ -137,6 +137,25 @@ func (c *Compiled) Schedule() (*Schedule, bool) {
 	return s, s != nil
 }
 
+// TriggerSummary describes the journey's trigger in a few words: its event
+// type, "schedule birthday every year at 09:00", or an added kind's name
+// and keys.
+func (c *Compiled) TriggerSummary() string {
+	switch c.trigger {
+	case triggerEvent:
+		return c.Def.Trigger.Event
+	case triggerSchedule:
+		if s, ok := c.Schedule(); ok {
+			every := "on the date"
+			if s.Every != "" {
+				every = "every " + s.Every
+			}
+			return fmt.Sprintf("schedule %s %s at %s China time", s.Attribute, every, s.At)
+		}
+	}
+	return strings.TrimSpace(c.trigger + " " + strings.Join(c.triggerKeys, ","))
+}
+
 // scheduleLease is how long a claimed day's run may take before another
 // process may run it again (events already stored are not stored twice).
 const scheduleLease = 10 * time.Minute

@@ -248,6 +248,9 @@ func TestScheduleTriggerValidation(t *testing.T) {
 	if s, ok := c.Schedule(); !ok || s.Attribute != "birthday" || s.At != "09:00" || s.Every != journey.EveryYear {
 		t.Errorf("Schedule() = %+v, %v", s, ok)
 	}
+	if got, want := c.TriggerSummary(), "schedule birthday every year at 09:00 China time"; got != want {
+		t.Errorf("TriggerSummary() = %q; want %q", got, want)
+	}
 }
 
 // The SQL finding the day's members is right on every database: SQLite

@@ -83,6 +83,10 @@ type benchOpts struct {
 	// step visits loaded into the database, then the stats API timed (see
 	// bench_stats.go).
 	stats int
+	// birthdays, when positive, runs the schedule-trigger run instead of
+	// the follow runs: this many members with random birthdays, and a
+	// birthday journey due now (see bench_birthdays.go).
+	birthdays int
 }
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -112,6 +116,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.marketing, "marketing", 50000, "with --welcomes: marketing sends queued first")
 	fs.Float64Var(&o.welcomeRate, "welcome-rate", 100, "with --welcomes: WeCom adds per second")
 	fs.IntVar(&o.stats, "stats", 0, "instead of the follow runs, load this many step visits of one journey directly into the database (--database-url, or a temporary SQLite file), then time GET /api/v1/journeys/{key}/stats 20 times and report p50/p99 (0: off)")
+	fs.IntVar(&o.birthdays, "birthdays", 0, "instead of the follow runs, load this many members with random birthdays directly into the database and time Engine.RunSchedules entering today's into a birthday journey (0: off)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole bench to this file")
 	cfg, err := loadConfig(fs, args, stdout)
 	if err != nil {
@@ -138,6 +143,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if o.stats > 0 {
 		return runStatsBench(ctx, o, stdout)
+	}
+	if o.birthdays > 0 {
+		return runBirthdaysBench(ctx, o, stdout, stderr)
 	}
 	if err := o.checkSteps(); err != nil {
 		return err

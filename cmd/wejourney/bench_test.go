@@ -364,3 +364,20 @@ func TestBenchStats(t *testing.T) {
 		t.Errorf("splits %+v: want vip's two arms, with goals", st.Splits)
 	}
 }
+
+// TestBenchBirthdays runs `bench --birthdays` with few members and checks
+// the report: today's birthday members all entered, and a second run the
+// same day entered nobody.
+func TestBenchBirthdays(t *testing.T) {
+	parallel(t)
+	var out bytes.Buffer
+	if err := runBirthdaysBench(t.Context(), benchOpts{birthdays: 5000}, &out, io.Discard); err != nil {
+		t.Fatalf("bench --birthdays: %v\n%s", err, out.String())
+	}
+	report := out.String()
+	for _, w := range []string{"loaded: 5000 members with random birthdays", "members scanned    5000", "run again          0 entered"} {
+		if !strings.Contains(report, w) {
+			t.Errorf("report lacks %q:\n%s", w, report)
+		}
+	}
+}

@@ -404,7 +404,7 @@ func journeysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			continue
 		}
 		keys[c.Def.Key] = f
-		fmt.Fprintf(stdout, "%s: ok (journey %q, %d steps, trigger %s)\n", f, c.Def.Key, len(c.Def.Steps), c.Def.Trigger.Event)
+		fmt.Fprintf(stdout, "%s: ok (journey %q, %d steps, trigger %s)\n", f, c.Def.Key, len(c.Def.Steps), c.TriggerSummary())
 	}
 	return errors.Join(errs...)
 }
