@@ -261,10 +261,11 @@ func Parse(name string, src []byte, opts ...ParseOption) (*Compiled, error) {
 	tn := &def.Trigger.node
 	var tkind TriggerKind
 	var tval *yaml.Node
+	fieldOf := triggerFields(o.triggers) // sibling keys of a kind (segment's every)
 	if tn.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(tn.Content); i += 2 {
 			k := tn.Content[i]
-			if k.Value == "where" {
+			if k.Value == "where" || fieldOf[k.Value] != "" {
 				continue
 			}
 			found := false
@@ -288,6 +289,14 @@ func Parse(name string, src []byte, opts ...ParseOption) (*Compiled, error) {
 		tck.Problemf(nil, "event is required (e.g. wechat.subscribe)")
 	} else {
 		c.trigger = tkind.Name()
+		for i := 0; i+1 < len(tn.Content); i += 2 {
+			if k := tn.Content[i]; fieldOf[k.Value] != "" && fieldOf[k.Value] != tkind.Name() {
+				tck.Problemf(k, "%s goes with %s, not %s", k.Value, fieldOf[k.Value], tkind.Name())
+			}
+		}
+		if _, ok := tkind.(TriggerFields); ok {
+			tval = tn // the kind reads its value and its sibling keys
+		}
 		c.triggerKeys = tkind.Compile(tval, tck)
 		if c.trigger == triggerEvent {
 			ck.trigger = def.Trigger.Event

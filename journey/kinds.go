@@ -150,9 +150,31 @@ type TriggerKind interface {
 	Compile(n *yaml.Node, ck *Check) []string
 }
 
+// TriggerFields is a TriggerKind that takes keys of its own beside its
+// name under trigger: (segment's every). Its Compile gets the whole
+// trigger mapping (where included) instead of its key's value.
+type TriggerFields interface {
+	TriggerKind
+	// Fields lists the kind's other keys.
+	Fields() []string
+}
+
+// triggerFields maps each trigger kind's other keys to the kind.
+func triggerFields(kinds []TriggerKind) map[string]string {
+	m := map[string]string{}
+	for _, k := range kinds {
+		if f, ok := k.(TriggerFields); ok {
+			for _, name := range f.Fields() {
+				m[name] = k.Name()
+			}
+		}
+	}
+	return m
+}
+
 // BuiltinTriggerKinds returns the trigger kinds wejourney ships.
 func BuiltinTriggerKinds() []TriggerKind {
-	return []TriggerKind{eventTrigger{}, scheduleTrigger{}}
+	return []TriggerKind{eventTrigger{}, scheduleTrigger{}, segmentTrigger{}}
 }
 
 // ChannelSet says which channels have a sender and what each needs;

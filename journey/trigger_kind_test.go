@@ -56,7 +56,7 @@ func TestAddedTriggerKindIsIndexed(t *testing.T) {
 		t.Errorf("engine Parse of an empty tick = %v; want the kind's own message", err)
 	}
 	_, err = e.Parse("both.yaml", []byte(strings.Replace(src, "tick: nightly", "tick: nightly, event: wechat.subscribe", 1)))
-	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `both.yaml:2: trigger: needs exactly one of event, schedule, tick`) {
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `both.yaml:2: trigger: needs exactly one of event, schedule, segment, tick`) {
 		t.Errorf("engine Parse of two trigger kinds = %v; want them refused", err)
 	}
 

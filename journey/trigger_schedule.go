@@ -144,6 +144,10 @@ func (c *Compiled) TriggerSummary() string {
 	switch c.trigger {
 	case triggerEvent:
 		return c.Def.Trigger.Event
+	case triggerSegment:
+		if s, ok := c.Segment(); ok {
+			return fmt.Sprintf("segment %s every %s", s.Expr, s.Every)
+		}
 	case triggerSchedule:
 		if s, ok := c.Schedule(); ok {
 			every := "on the date"
@@ -181,14 +185,21 @@ func (e *Engine) RunSchedules(ctx context.Context) (entered int, err error) {
 	return e.runSchedules(ctx, true)
 }
 
-// sweepSchedules is RunSweeper's daily check of schedule journeys: the
-// events are routed by route tasks, on any worker.
+// sweepSchedules is RunSweeper's check of schedule and segment journeys
+// (trigger_segment.go): the events are routed by route tasks, on any
+// worker.
 func (e *Engine) sweepSchedules(ctx context.Context) {
 	n, err := e.runSchedules(ctx, e.cfg.Queue == nil)
 	if err != nil && ctx.Err() == nil {
 		e.log.Error("schedule journeys failed", "err", err)
 	} else if n > 0 {
 		e.log.Info("schedule journeys entered members", "members", n)
+	}
+	n, err = e.runSegments(ctx, e.cfg.Queue == nil)
+	if err != nil && ctx.Err() == nil {
+		e.log.Error("segment journeys failed", "err", err)
+	} else if n > 0 {
+		e.log.Info("segment journeys entered members", "members", n)
 	}
 }
 
@@ -371,14 +382,12 @@ func (e *Engine) runSchedule(ctx context.Context, lj liveJourney, s *Schedule, l
 		}
 		last = ms[len(ms)-1].ID
 		evs := make([]*model.Event, 0, len(ms))
-		keys := make([]string, 0, len(ms))
 		for i := range ms {
 			m := &ms[i]
 			if !dateMatches(m.Attrs[s.Attribute]) {
 				continue
 			}
-			ref := model.MemberRef{AppID: m.AppID, OpenID: m.OpenID, UnionID: m.UnionID, ExternalUserID: m.ExternalUserID,
-				Phone: m.Phone, Email: m.Email, UserID: m.UserID, MPAppID: m.MPAppID, MPOpenID: m.MPOpenID}
+			ref := memberRef(m)
 			if ref.Key() == "" {
 				continue
 			}
@@ -390,27 +399,44 @@ func (e *Engine) runSchedule(ctx context.Context, lj liveJourney, s *Schedule, l
 			}
 			fitEvent(ev)
 			evs = append(evs, ev)
-			keys = append(keys, ev.DedupeKey)
 		}
-		if len(evs) == 0 {
-			continue
-		}
-		res := model.InsertIgnore(db).Create(&evs)
-		if res.Error != nil {
-			return total, fmt.Errorf("journey: schedule %s: store events: %w", key, res.Error)
-		}
-		total += int(res.RowsAffected)
-		// The ids of the page's events not routed yet: the new ones, and
-		// those a run that stopped half-way stored.
-		var ids []int64
-		if err := db.Model(&model.Event{}).Where("dedupe_key IN ? AND routed_at IS NULL", keys).
-			Order("id").Pluck("id", &ids).Error; err != nil {
-			return total, fmt.Errorf("journey: schedule %s: %w", key, err)
-		}
-		if err := e.routeScheduled(ctx, ids, inline); err != nil {
+		n, err := e.storeEnrollEvents(ctx, evs, inline)
+		total += n
+		if err != nil {
 			return total, fmt.Errorf("journey: schedule %s: %w", key, err)
 		}
 	}
+}
+
+// storeEnrollEvents stores journey.enroll events (fitted; one whose dedupe
+// key is stored already is skipped) and routes the ones not routed yet: the
+// new ones, and those a run that stopped half-way stored. It returns how
+// many were new.
+func (e *Engine) storeEnrollEvents(ctx context.Context, evs []*model.Event, inline bool) (int, error) {
+	if len(evs) == 0 {
+		return 0, nil
+	}
+	db := e.cfg.DB.WithContext(ctx)
+	keys := make([]string, len(evs))
+	for i, ev := range evs {
+		keys[i] = ev.DedupeKey
+	}
+	res := model.InsertIgnore(db).Create(&evs)
+	if res.Error != nil {
+		return 0, fmt.Errorf("store events: %w", res.Error)
+	}
+	var ids []int64
+	if err := db.Model(&model.Event{}).Where("dedupe_key IN ? AND routed_at IS NULL", keys).
+		Order("id").Pluck("id", &ids).Error; err != nil {
+		return int(res.RowsAffected), fmt.Errorf("find events: %w", err)
+	}
+	return int(res.RowsAffected), e.routeScheduled(ctx, ids, inline)
+}
+
+// memberRef is the reference naming member m by all its identities.
+func memberRef(m *model.Member) model.MemberRef {
+	return model.MemberRef{AppID: m.AppID, OpenID: m.OpenID, UnionID: m.UnionID, ExternalUserID: m.ExternalUserID,
+		Phone: m.Phone, Email: m.Email, UserID: m.UserID, MPAppID: m.MPAppID, MPOpenID: m.MPOpenID}
 }
 
 // routeScheduled routes a schedule's events, here or through route tasks

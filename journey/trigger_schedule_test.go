@@ -233,7 +233,7 @@ func TestScheduleTriggerValidation(t *testing.T) {
 		{`{ schedule: { attribute: birthday, at: "09:00", every: week } }`, `schedule.every: "week": want year`},
 		{`{ schedule: { attribute: birthday, at: "09:00", offset: 1d } }`, `unknown field "offset"`},
 		{`{ schedule: birthday }`, "schedule is a mapping"},
-		{`{ schedule: { attribute: birthday, at: "09:00" }, event: order.paid }`, "needs exactly one of event, schedule"},
+		{`{ schedule: { attribute: birthday, at: "09:00" }, event: order.paid }`, "needs exactly one of event, schedule, segment"},
 	} {
 		src := "key: k\ntrigger: " + tc.trigger + "\nsteps:\n  - { id: w, wait: 1h }\n"
 		_, err := journey.Parse("k.yaml", []byte(src))
@@ -253,7 +253,7 @@ func TestScheduleTriggerValidation(t *testing.T) {
 	}
 }
 
-// The SQL finding the day's members is right on every database: SQLite
+// The SQL finding the day's members (and a segment's) is right on every database: SQLite
 // always, PostgreSQL and MySQL when WEJOURNEY_TEST_DATABASE_URL (or
 // WEJOURNEY_TEST_MYSQL_URL) names a server.
 func TestScheduleTriggerDialects(t *testing.T) {
@@ -267,7 +267,8 @@ func TestScheduleTriggerDialects(t *testing.T) {
 			e := journey.New(journey.Config{DB: db, Clock: clk, BaseContext: t.Context(),
 				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Senders: rec.sender()})
 			for _, src := range []string{birthdayJourney, strings.NewReplacer("key: birthday", "key: renewal",
-				"attribute: birthday", "attribute: renewal_date", ", every: year", "").Replace(birthdayJourney)} {
+				"attribute: birthday", "attribute: renewal_date", ", every: year", "").Replace(birthdayJourney),
+				strings.Replace(cartJourney, "member.attrs.cart_value > 500", "member.attrs.vip == true", 1)} {
 				c, err := journey.Parse("t.yaml", []byte(src))
 				if err != nil {
 					t.Fatal(err)
@@ -285,6 +286,7 @@ func TestScheduleTriggerDialects(t *testing.T) {
 				"none":      nil,
 				"number":    {"birthday": 228},
 				"malformed": {"birthday": "02-28"},
+				"vip":       {"vip": true},
 			} {
 				if err := db.Create(&model.Member{AppID: testAppID, OpenID: openid, Attrs: attrs}).Error; err != nil {
 					t.Fatal(err)
@@ -297,13 +299,16 @@ func TestScheduleTriggerDialects(t *testing.T) {
 			if n, err := e.RunSchedules(t.Context()); err != nil || n != 0 {
 				t.Errorf("again: RunSchedules = %d, %v; want 0, nil", n, err)
 			}
+			if n, err := e.RunSegments(t.Context()); err != nil || n != 1 {
+				t.Errorf("RunSegments = %d, %v; want 1 (vip), nil", n, err)
+			}
 			var got []string
 			if err := db.Table("enrollments").Joins("JOIN members ON members.id = enrollments.member_id").
 				Pluck("members.open_id", &got).Error; err != nil {
 				t.Fatal(err)
 			}
 			slices.Sort(got)
-			if diff := cmp.Diff([]string{"feb28", "feb29", "renews"}, got); diff != "" {
+			if diff := cmp.Diff([]string{"feb28", "feb29", "renews", "vip"}, got); diff != "" {
 				t.Errorf("enrolled (-want +got):\n%s", diff)
 			}
 		})

@@ -59,6 +59,12 @@ func Migrations() []*gormigrate.Migration {
 			Migrate:  migrateStats,
 			Rollback: rollbackStats,
 		},
+		{
+			// segment triggers: who matched, and members by updated_at (see migration_segments.go).
+			ID:       segmentsID,
+			Migrate:  migrateSegments,
+			Rollback: rollbackSegments,
+		},
 	}
 }
 

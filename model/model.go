@@ -102,7 +102,9 @@ type Member struct {
 	LastScene         string         `gorm:"size:128"`
 	LastInteractionAt *time.Time
 	CreatedAt         time.Time
-	UpdatedAt         time.Time
+	// UpdatedAt is when the member last changed; segment triggers read
+	// only the members changed since their last run.
+	UpdatedAt time.Time `gorm:"index:idx_members_updated_at"`
 	// MPAppID and MPOpenID are the member's mini-program openid.
 	MPAppID  string `gorm:"size:64"`
 	MPOpenID string `gorm:"size:128"`
@@ -495,6 +497,15 @@ type FollowerSync struct {
 	StartedAt  time.Time
 	UpdatedAt  time.Time
 	FinishedAt *time.Time
+}
+
+// SegmentMember records that a member matched the segment of a
+// segment-triggered journey at its last evaluation: the member entered
+// then, and enters again only after leaving the segment and coming back.
+type SegmentMember struct {
+	JourneyID int64 `gorm:"primaryKey;autoIncrement:false"`
+	MemberID  int64 `gorm:"primaryKey;autoIncrement:false"`
+	MatchedAt time.Time
 }
 
 // Setting is a small key/value row (the session-signing secret, ...).
