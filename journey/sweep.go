@@ -169,7 +169,7 @@ func (e *Engine) RunSweeper(ctx context.Context, interval time.Duration) {
 		} else if r.Events+r.Visits > 0 {
 			e.log.Info("sweeper re-enqueued overdue work", "events", r.Events, "visits", r.Visits)
 		}
-		e.sweepSchedules(ctx) // schedule journeys due today (trigger_schedule.go)
+		e.sweepSchedules(ctx) // schedule and segment journeys due (trigger_schedule.go)
 		select {
 		case <-ctx.Done():
 			return
