@@ -25,7 +25,8 @@ type TestRun struct {
 	// or "not simulated" at a step kind the test run cannot walk.
 	End string `json:"end"`
 	// Entered reports whether the event would enter the member: false when
-	// the trigger's where refuses it (the path is walked anyway).
+	// the trigger's where refuses it, or the member is outside a segment
+	// trigger's segment (the path is walked anyway).
 	Entered bool `json:"entered"`
 }
 
@@ -76,11 +77,7 @@ type TestRunOptions struct {
 func (e *Engine) TestRun(ctx context.Context, c *Compiled, version int, m *model.Member, opts TestRunOptions) (*TestRun, error) {
 	ev := opts.Event
 	if ev == nil {
-		typ := ""
-		if len(c.triggerKeys) > 0 {
-			typ = c.triggerKeys[0]
-		}
-		ev = &model.Event{Type: typ, Props: map[string]any{}}
+		ev = c.testEvent()
 	}
 	if ev.At.IsZero() {
 		ev.At = e.now()
@@ -90,7 +87,7 @@ func (e *Engine) TestRun(ctx context.Context, c *Compiled, version int, m *model
 	mem.Attrs = maps.Clone(m.Attrs)
 	enr := &model.Enrollment{JourneyID: 0, MemberID: m.ID, Status: model.EnrollmentActive, Event: eventEnv(ev), EnteredAt: e.now()}
 	vars := env{"event": enr.Event, "member": memberEnv(&mem)}
-	out := &TestRun{Journey: c.Def.Key, Version: version, Member: m.ID, Entered: e.eval(c.where, vars)}
+	out := &TestRun{Journey: c.Def.Key, Version: version, Member: m.ID, Entered: e.eval(c.where, vars) && c.inSegment(e, vars)}
 	later := slices.Clone(opts.Later)
 	cur := c.first
 	for i := 0; ; i++ {

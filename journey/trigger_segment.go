@@ -331,3 +331,29 @@ func (e *Engine) runSegment(ctx context.Context, lj liveJourney, s *Segment, sin
 		}
 	}
 }
+
+// testEvent is the event a test run enters the member with when it is
+// given none: an empty event of the trigger's type, or for schedule and
+// segment triggers the journey.enroll event they store.
+func (c *Compiled) testEvent() *model.Event {
+	switch c.trigger {
+	case triggerSchedule, triggerSegment:
+		return &model.Event{Type: events.JourneyEnroll, Source: events.Engine{}.Name(),
+			Props: map[string]any{"journey": c.Def.Key, "by": c.trigger}}
+	}
+	typ := ""
+	if len(c.triggerKeys) > 0 {
+		typ = c.triggerKeys[0]
+	}
+	return &model.Event{Type: typ, Props: map[string]any{}}
+}
+
+// inSegment reports whether the member (in vars) matches the journey's
+// segment; true for other triggers.
+func (c *Compiled) inSegment(e *Engine, vars env) bool {
+	s, ok := c.Segment()
+	if !ok {
+		return true
+	}
+	return e.eval(s.prog, vars)
+}

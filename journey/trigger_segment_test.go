@@ -131,3 +131,26 @@ func TestSegmentTriggerValidation(t *testing.T) {
 		t.Errorf("Segment() = %+v, %v; want every 1h by default", s, ok)
 	}
 }
+
+// A test run of a segment journey enters the member with the event the
+// segment would store, and says whether the member is in the segment.
+func TestSegmentTriggerTestRun(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	c := h.publish(strings.Replace(cartJourney, "data: { first: 购物车提醒 }", "data: { first: '{{ .event.by }}' }", 1))
+	h.setCart("in", 900)
+	h.setCart("out", 10)
+	for openid, want := range map[string]bool{"in": true, "out": false} {
+		m := h.member(openid)
+		run, err := h.e.TestRun(h.ctx, c, 1, &m, journey.TestRunOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if run.Entered != want {
+			t.Errorf("%s: Entered = %v; want %v", openid, run.Entered, want)
+		}
+		if len(run.Steps) != 1 || run.Steps[0].Message == nil || run.Steps[0].Message.Data["first"] != "segment" {
+			t.Errorf("%s: steps %+v; want the nudge with event.by = segment", openid, run.Steps)
+		}
+	}
+}

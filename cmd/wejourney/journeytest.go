@@ -139,7 +139,7 @@ func printTestRun(w io.Writer, run *journey.TestRun, m *model.Member) {
 	}
 	fmt.Fprintf(w, "journey %s, member %s: test run, nothing sent\n", run.Journey, who)
 	if !run.Entered {
-		fmt.Fprintln(w, "  note: the trigger's where refuses this event: a real one would not enter the member")
+		fmt.Fprintln(w, "  note: the trigger refuses this event or member (its where, or its segment): a real one would not enter the member")
 	}
 	for _, s := range run.Steps {
 		line := fmt.Sprintf("  %-14s %-9s %s", s.Step, s.Kind, s.Outcome)
