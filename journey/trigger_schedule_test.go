@@ -209,14 +209,29 @@ steps:
 	}
 }
 
-// A paused or retired schedule journey enters nobody; the entry rules hold.
-func TestScheduleTriggerEntryRules(t *testing.T) {
+// A paused schedule journey enters nobody (the day is not caught up
+// after it resumes); the entry rules hold.
+func TestScheduleTriggerPausedAndEntryRules(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	h.publish(strings.Replace(birthdayJourney, "steps:", "entry: { once: true }\nsteps:", 1))
 	h.addMember("a", map[string]any{"birthday": "1990-03-10"})
-	h.runSchedules(time.Date(2026, 3, 10, 9, 0, 0, 0, beijing))
+	if _, err := h.e.Pause(h.ctx, "birthday"); err != nil {
+		t.Fatal(err)
+	}
+	h.e.InvalidateIndex()
+	if n := h.runSchedules(time.Date(2026, 3, 10, 9, 0, 0, 0, beijing)); n != 0 {
+		t.Errorf("paused: %d entered; want 0", n)
+	}
+	if _, err := h.e.Resume(h.ctx, "birthday"); err != nil {
+		t.Fatal(err)
+	}
+	h.e.InvalidateIndex()
+	if n := h.runSchedules(time.Date(2026, 3, 11, 9, 0, 0, 0, beijing)); n != 0 {
+		t.Errorf("resumed the next day: %d entered; want 0 (yesterday is not caught up)", n)
+	}
 	h.runSchedules(time.Date(2027, 3, 10, 9, 0, 0, 0, beijing))
+	h.runSchedules(time.Date(2028, 3, 10, 9, 0, 0, 0, beijing))
 	if diff := cmp.Diff([]string{"a"}, h.entered()); diff != "" {
 		t.Errorf("entered with entry once (-want +got):\n%s", diff)
 	}
