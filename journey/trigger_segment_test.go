@@ -154,3 +154,27 @@ func TestSegmentTriggerTestRun(t *testing.T) {
 		}
 	}
 }
+
+// A paused segment journey is not evaluated; once resumed, the members who
+// came to match meanwhile enter.
+func TestSegmentTriggerPaused(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.publish(cartJourney)
+	h.runSegments(time.Minute)
+	if _, err := h.e.Pause(h.ctx, "big-cart"); err != nil {
+		t.Fatal(err)
+	}
+	h.e.InvalidateIndex()
+	h.setCart("a", 900)
+	if n := h.runSegments(2 * time.Hour); n != 0 {
+		t.Errorf("paused: %d entered; want 0", n)
+	}
+	if _, err := h.e.Resume(h.ctx, "big-cart"); err != nil {
+		t.Fatal(err)
+	}
+	h.e.InvalidateIndex()
+	if n := h.runSegments(time.Minute); n != 1 {
+		t.Errorf("resumed: %d entered; want 1", n)
+	}
+}
