@@ -238,3 +238,24 @@ func TestClassicEmailNurture(t *testing.T) {
 		}
 	})
 }
+
+func TestClassicBirthday(t *testing.T) {
+	t.Parallel()
+	h := classicHarness(t)
+	cst := time.FixedZone("CST", 8*3600)
+	// The brand's data sets the birthdays.
+	h.event("member.updated", "o_today", model.MemberRef{}, map[string]any{"birthday": "1990-11-25"})
+	h.event("member.updated", "o_redeems", model.MemberRef{}, map[string]any{"birthday": "1988-11-25"})
+	h.event("member.updated", "o_later", model.MemberRef{}, map[string]any{"birthday": "1990-12-01"})
+	if n := h.runSchedules(time.Date(2026, 11, 25, 9, 0, 0, 0, cst)); n != 2 {
+		t.Fatalf("at 09:00 on 25 November: %d entered; want the two birthdays", n)
+	}
+	h.event("coupon.redeemed", "o_redeems", model.MemberRef{}, map[string]any{"coupon": "BIRTHDAY50"})
+	h.later(3*24*time.Hour + time.Second)
+	wantSaid(t, h, "o_today", "wechat.template: BIRTHDAY_TEMPLATE_ID", "wechat.template: BIRTHDAY_REMIND_TEMPLATE_ID")
+	wantSaid(t, h, "o_redeems", "wechat.template: BIRTHDAY_TEMPLATE_ID")
+	wantSaid(t, h, "o_later")
+	if !hasTag(h, "o_redeems", "birthday_redeemed") {
+		t.Errorf("tags %v: want birthday_redeemed", h.member("o_redeems").Tags)
+	}
+}
