@@ -2,17 +2,13 @@ package handler
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/wejourney/wejourney/channels"
-	"github.com/wejourney/wejourney/journey"
-	"github.com/wejourney/wejourney/model"
 )
 
 // testSendRouter is a router whose admin API test-sends through a
@@ -26,16 +22,6 @@ type testSendRouter struct {
 
 func newTestSendRouter(t *testing.T, wechatErr error) *testSendRouter {
 	t.Helper()
-	db, err := model.Open("sqlite", filepath.Join(t.TempDir(), "h.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s, _ := db.DB(); s.Close() })
-	if err := model.Migrate(db); err != nil {
-		t.Fatal(err)
-	}
-	db.Create(&model.APIKey{Name: "admin", Hash: HashAPIKey("adm-key"), Scope: model.ScopeAdmin})
-	db.Create(&model.APIKey{Name: "events", Hash: HashAPIKey("ev-key"), Scope: model.ScopeEvents})
 	r := &testSendRouter{}
 	keep := channels.SenderFunc(func(_ context.Context, msg channels.Message) (channels.Result, error) {
 		r.mu.Lock()
@@ -49,12 +35,7 @@ func newTestSendRouter(t *testing.T, wechatErr error) *testSendRouter {
 	reg.Register(channels.WeChatText, channels.SenderFunc(func(context.Context, channels.Message) (channels.Result, error) {
 		return channels.Result{}, wechatErr
 	}), channels.Capabilities{})
-	quiet := slog.New(slog.DiscardHandler)
-	ing := journey.NewIngestor(journey.IngestorConfig{DB: db})
-	t.Cleanup(ing.Close)
-	a := NewAdmin(AdminConfig{DB: db, Secret: []byte("secret"), Logger: quiet})
-	t.Cleanup(a.Close)
-	r.h = New(Config{DB: db, Ingestor: ing, Accounts: model.NewAccounts(db, nil), Admin: a, Senders: reg, Logger: quiet})
+	r.h = newAdminAPI(t, nil, func(cfg *Config) { cfg.Senders = reg }).h
 	return r
 }
 
