@@ -259,3 +259,13 @@ func TestClassicBirthday(t *testing.T) {
 		t.Errorf("tags %v: want birthday_redeemed", h.member("o_redeems").Tags)
 	}
 }
+
+func TestClassicKeywordReply(t *testing.T) {
+	t.Parallel()
+	h := classicHarness(t)
+	h.route(wechatEvent("wechat.message", "o1", map[string]any{"msg_type": "text", "text": "我想了解会员"}))
+	h.route(wechatEvent("wechat.message", "o2", map[string]any{"msg_type": "text", "text": "你好"}))
+	h.drain()
+	wantSaid(t, h, "o1", "wechat.text: 会员权益：积分翻倍、生日礼、专属客服。点击 https://example.com/bind 绑定会员。")
+	wantSaid(t, h, "o2")
+}
