@@ -47,6 +47,10 @@ type benchOpts struct {
 	n, burst, concurrency int
 	rate                  float64
 	target, fakeAddr      string
+	// fakeWeComAddr is where the fake WeCom API listens for --welcomes
+	// with --target; writeJourneys, when set, is where the journeys a
+	// --target server needs are written (the bench then exits).
+	fakeWeComAddr, writeJourneys string
 	settle                time.Duration
 	bare, unionIDs        bool
 	role                  string
@@ -98,12 +102,14 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.concurrency, "concurrency", 64, "concurrent connections")
 	fs.StringVar(&o.target, "target", "", "a running server's base URL (default: start one with embedded defaults); it must send to --fake-addr")
 	fs.StringVar(&o.fakeAddr, "fake-addr", "127.0.0.1:18081", "where the fake WeChat API listens when --target is set (the server's WEJOURNEY_WECHAT_API_BASE)")
+	fs.StringVar(&o.fakeWeComAddr, "fake-wecom-addr", "127.0.0.1:18083", "with --welcomes and --target: where the fake WeCom API listens (the server's WEJOURNEY_WECOM_API_BASE)")
+	fs.StringVar(&o.writeJourneys, "write-journeys", "", "write the journeys the chosen scenario needs into this `directory` (a --target server's WEJOURNEY_JOURNEYS_DIR), print the configuration that server needs, and exit")
 	fs.DurationVar(&o.settle, "settle", 30*time.Second, "how long to wait for the last messages after the last callback")
 	fs.BoolVar(&o.bare, "bare", true, "also measure a bare silenceper callback server for comparison")
 	fs.BoolVar(&o.unionIDs, "unionids", true, "the fake WeChat API answers every follower's user info with a unionid (an account bound to the Open Platform: each follow's unionid is looked up and recorded before routing); false: no unionids")
 	fs.StringVar(&o.role, "role", RoleAll, "role of the embedded server: all, or web to measure callbacks alone (no message is sent)")
 	fs.StringVar(&o.databaseURL, "database-url", "", "database of the embedded server (default: WEJOURNEY_DATABASE_URL when set, else a temporary SQLite file); it must hold no events, or pass --reset")
-	fs.StringVar(&o.redisURL, "redis-url", "", "Redis of the embedded server (default: WEJOURNEY_REDIS_URL when set, else an in-process Redis)")
+	fs.StringVar(&o.redisURL, "redis-url", "", "Redis of the embedded server (default: WEJOURNEY_REDIS_URL when set, else an in-process Redis); with --welcomes and --target, the target's Redis, where the bench pauses the marketing queue while it posts the campaign")
 	fs.BoolVar(&o.reset, "reset", false, "empty wejourney's tables (events, members, journeys, …) in --database-url and flush the --redis-url database first")
 	fs.IntVar(&o.preload, "preload", 0, "members to create first, each mid-journey on a 30-day wait (directly in the database)")
 	fs.IntVar(&o.steps, "steps", 0, "instead of the follow runs, send this many follows into a 10-step journey and report step executions/s (0: off)")
@@ -167,6 +173,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if o.writeJourneys != "" {
+		return writeTargetSetup(o, stdout)
+	}
 	if o.cluster() {
 		return runCluster(ctx, o, stdout, stderr)
 	}
@@ -192,7 +201,7 @@ func (o benchOpts) check() error {
 		return fmt.Errorf("--preload: want 0 or more members, got %d", o.preload)
 	case o.failEvery < 0 || o.failEvery == 1:
 		return fmt.Errorf("--fail-every: want 0 (never) or 2 or more, got %d", o.failEvery)
-	case o.target != "" && (o.databaseURL != "" || o.redisURL != "" || o.reset || o.preload > 0):
+	case o.target != "" && (o.databaseURL != "" || (o.redisURL != "" && o.welcomes == 0) || o.reset || o.preload > 0):
 		return errors.New("--database-url, --redis-url, --reset and --preload are for the embedded server: drop --target, or prepare the target's stores yourself")
 	case o.reset && o.databaseURL == "" && o.redisURL == "":
 		return errors.New("--reset: the default temporary SQLite file and in-process Redis are always empty; --reset needs --database-url or --redis-url (or WEJOURNEY_DATABASE_URL, WEJOURNEY_REDIS_URL)")
@@ -230,7 +239,14 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 	defer fake.Close()
 	var wc *fakewecom.Server
 	if o.welcomes > 0 {
-		wc = fakewecom.New()
+		var ln net.Listener
+		if target != "" {
+			var err error
+			if ln, err = net.Listen("tcp", o.fakeWeComAddr); err != nil {
+				return fmt.Errorf("--fake-wecom-addr: the fake WeCom API cannot listen: %w", err)
+			}
+		}
+		wc = fakewecom.NewOn(ln)
 		defer wc.Close()
 		wc.AddCorp(benchCorpID, "bench-wecom-secret")
 	}
@@ -275,6 +291,17 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 	if err != nil {
 		return err
 	}
+	if app == nil && o.welcomes > 0 {
+		// The server runs elsewhere: its Redis, to pause its marketing queue.
+		opt, err := redis.ParseURL(o.redisURL)
+		if err != nil {
+			return fmt.Errorf("--redis-url: %w", err)
+		}
+		rdb := redis.NewClient(opt)
+		defer rdb.Close()
+		fmt.Fprintf(stdout, "wejourney bench — %s, %d CPUs (GOMAXPROCS %d), %s\n", desc, runtime.NumCPU(), runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339))
+		return runWelcomesBench(ctx, target, rdb, fake, wc, o, stdout)
+	}
 	run := &followRuns{o: o, cfg: cfg, arr: arr, sims: []*wxsim.Client{sim}, client: benchClient(o), busy: fake.Busy}
 	run.header(stdout, desc)
 	if app != nil {
@@ -295,6 +322,48 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 	return run.run(ctx, stdout)
 }
 
+// writeTargetSetup writes the journeys of o's scenario for a server of
+// its own (--target) and prints the configuration that server needs.
+func writeTargetSetup(o benchOpts, stdout io.Writer) error {
+	if err := os.MkdirAll(o.writeJourneys, 0o755); err != nil {
+		return err
+	}
+	if err := writeBenchJourneys(o.writeJourneys, o); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "journeys written to %s; start the server with (the bench takes the same WEJOURNEY_WECHAT_* and WEJOURNEY_JOURNEYS_DIR):\n\n", o.writeJourneys)
+	fmt.Fprintf(stdout, "WEJOURNEY_JOURNEYS_DIR=%s WEJOURNEY_DEMO_JOURNEYS=off\n", o.writeJourneys)
+	fmt.Fprintf(stdout, "WEJOURNEY_WECHAT_APPID=wxbench000000001 WEJOURNEY_WECHAT_APPSECRET=bench-secret WEJOURNEY_WECHAT_TOKEN=bench-token WEJOURNEY_WECHAT_AES_KEY=<43 characters>\n")
+	fmt.Fprintf(stdout, "WEJOURNEY_WECHAT_API_BASE=http://%s\n", o.fakeAddr)
+	if o.welcomes > 0 {
+		fmt.Fprintf(stdout, "WEJOURNEY_WECOM_CORPID=%s WEJOURNEY_WECOM_AGENTID=%s WEJOURNEY_WECOM_SECRET=bench-wecom-secret\n", benchCorpID, benchAgentID)
+		fmt.Fprintf(stdout, "WEJOURNEY_WECOM_TOKEN=%s WEJOURNEY_WECOM_AES_KEY=%s WEJOURNEY_WECOM_API_BASE=http://%s\n", benchWeComToken, benchWeComAES, o.fakeWeComAddr)
+		fmt.Fprintf(stdout, "WEJOURNEY_API_KEY=%s WEJOURNEY_EVENTS_RATE=0\n", benchAPIKey)
+		fmt.Fprintf(stdout, "\nthen: wejourney bench --target URL --welcomes %d --marketing %d --redis-url <the server's WEJOURNEY_REDIS_URL>\n", o.welcomes, o.marketing)
+	}
+	return nil
+}
+
+// writeBenchJourneys writes the journeys of o's scenario into dir.
+func writeBenchJourneys(dir string, o benchOpts) error {
+	files := map[string]string{"bench.yaml": benchJourney}
+	switch {
+	case o.steps > 0:
+		files = map[string]string{"bench-steps.yaml": stepsJourney}
+	case o.welcomes > 0:
+		files = map[string]string{"bench-wecom-welcome.yaml": welcomeJourney, "bench-marketing.yaml": marketingJourney}
+	}
+	if o.preload > 0 {
+		files["bench-longwait.yaml"] = preloadJourney
+	}
+	for name, src := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // benchConfig writes the bench's journeys into dir/journeys and returns
 // the configuration of a server that runs them: the bench account
 // wxbench000000001 in safe mode with a fresh AES key, its WeChat API calls
@@ -305,22 +374,8 @@ func benchConfig(dir string, o benchOpts, fakeURL string) (config.Config, error)
 	if err := os.MkdirAll(journeys, 0o755); err != nil {
 		return config.Config{}, err
 	}
-	files := map[string]string{"bench.yaml": benchJourney}
-	switch {
-	case o.steps > 0:
-		files = map[string]string{"bench-steps.yaml": stepsJourney}
-	case o.welcomes > 0:
-		files = map[string]string{"bench-wecom-welcome.yaml": welcomeJourney, "bench-marketing.yaml": marketingJourney}
-	}
-	for name, src := range files {
-		if err := os.WriteFile(filepath.Join(journeys, name), []byte(src), 0o600); err != nil {
-			return config.Config{}, err
-		}
-	}
-	if o.preload > 0 {
-		if err := os.WriteFile(filepath.Join(journeys, "bench-longwait.yaml"), []byte(preloadJourney), 0o600); err != nil {
-			return config.Config{}, err
-		}
+	if err := writeBenchJourneys(journeys, o); err != nil {
+		return config.Config{}, err
 	}
 	cfg := config.Defaults()
 	cfg.JourneysDir = journeys

@@ -221,12 +221,18 @@ func TestBenchFlags(t *testing.T) {
 		{"stats", func(o *benchOpts) { o.stats = 1000 }, ""},
 		{"negative stats", func(o *benchOpts) { o.stats = -1 }, "--stats"},
 		{"stats with target", func(o *benchOpts) { o.target, o.stats = "http://127.0.0.1:1", 10 }, "--target"},
+		{"welcomes", func(o *benchOpts) { o.welcomes, o.welcomeRate = 10, 100 }, ""},
+		{"welcomes with target and its redis", func(o *benchOpts) {
+			o.welcomes, o.welcomeRate, o.target, o.redisURL = 10, 100, "http://127.0.0.1:1", "redis://127.0.0.1:6379/6"
+		}, ""},
+		{"welcomes with target, no redis", func(o *benchOpts) { o.welcomes, o.welcomeRate, o.target = 10, 100, "http://127.0.0.1:1" }, "--redis-url"},
+		{"redis with target, follows", func(o *benchOpts) { o.target, o.redisURL = "http://127.0.0.1:1", "redis://127.0.0.1:6379/6" }, "--target"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			o := ok
 			c.edit(&o)
-			err := errors.Join(o.check(), o.checkSteps(), o.checkStats())
+			err := errors.Join(o.check(), o.checkSteps(), o.checkStats(), o.checkWelcomes())
 			switch {
 			case c.want == "" && err != nil:
 				t.Fatalf("refused: %v", err)
@@ -379,5 +385,25 @@ func TestBenchBirthdays(t *testing.T) {
 		if !strings.Contains(report, w) {
 			t.Errorf("report lacks %q:\n%s", w, report)
 		}
+	}
+}
+
+// `bench --write-journeys DIR` writes the journeys a --target server needs
+// and the configuration to start it with.
+func TestBenchWriteJourneys(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "j")
+	out, _, err := runCLI(t, "bench", "--welcomes", "10", "--write-journeys", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"WEJOURNEY_JOURNEYS_DIR=" + dir, "WEJOURNEY_WECOM_CORPID=" + benchCorpID, "WEJOURNEY_API_KEY=" + benchAPIKey, "--redis-url"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	cs, err := journey.LoadDir(dir)
+	if err != nil || len(cs) != 2 {
+		t.Fatalf("LoadDir(%s) = %d journeys, %v; want the welcome and the marketing journey", dir, len(cs), err)
 	}
 }

@@ -294,8 +294,10 @@ func (o benchOpts) checkWelcomes() error {
 		return nil
 	case o.welcomeRate <= 0:
 		return fmt.Errorf("--welcome-rate: want welcomes per second above 0, got %v", o.welcomeRate)
-	case o.target != "" || o.web > 0 || o.workers > 0:
-		return errors.New("--welcomes runs on the embedded server (its stores may be PostgreSQL and Redis): drop --target, --web and --workers")
+	case o.web > 0 || o.workers > 0:
+		return errors.New("--welcomes runs on the embedded server or on --target: drop --web and --workers")
+	case o.target != "" && o.redisURL == "":
+		return errors.New("--welcomes with --target: --redis-url must name the server's Redis (the bench pauses its marketing queue while it posts the campaign); --write-journeys DIR prints the server's configuration")
 	case o.steps > 0:
 		return errors.New("--welcomes and --steps are separate runs: pick one")
 	case o.role != RoleAll:

@@ -35,6 +35,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -118,7 +119,11 @@ type tokenInfo struct {
 }
 
 // New starts a fake on 127.0.0.1.
-func New() *Server {
+func New() *Server { return NewOn(nil) }
+
+// NewOn starts a fake on ln (nil: a free port on 127.0.0.1), as a bench
+// with a server in another process needs a known address.
+func NewOn(ln net.Listener) *Server {
 	s := &Server{corps: map[string]string{}, tokens: map[string]tokenInfo{}, contacts: map[string]Contact{},
 		errs: map[string]int{}, calls: map[string]int{}, now: time.Now, reqs: map[string][]Request{},
 		welcome: map[string]*welcomeCode{}, invalid: map[string]bool{}, groupFail: map[string]bool{},
@@ -132,7 +137,12 @@ func New() *Server {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "fakewecom: no such API: "+r.URL.Path, http.StatusNotFound)
 	})
-	s.hs = httptest.NewServer(mux)
+	s.hs = httptest.NewUnstartedServer(mux)
+	if ln != nil {
+		s.hs.Listener.Close()
+		s.hs.Listener = ln
+	}
+	s.hs.Start()
 	s.URL = s.hs.URL
 	return s
 }
