@@ -51,9 +51,9 @@ type benchOpts struct {
 	// with --target; writeJourneys, when set, is where the journeys a
 	// --target server needs are written (the bench then exits).
 	fakeWeComAddr, writeJourneys string
-	settle                time.Duration
-	bare, unionIDs        bool
-	role                  string
+	settle                       time.Duration
+	bare, unionIDs               bool
+	role                         string
 	// databaseURL and redisURL are the embedded server's stores: empty for
 	// a temporary SQLite file and the in-process Redis.
 	databaseURL, redisURL string
