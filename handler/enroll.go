@@ -4,12 +4,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
-	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/events"
 	"github.com/wejourney/wejourney/model"
@@ -61,12 +59,8 @@ func (h *Handler) enroll(c *gin.Context) {
 	ctx := c.Request.Context()
 	db := h.cfg.DB.WithContext(ctx)
 	key := c.Param("key")
-	var j model.Journey
-	if err := db.Where(&model.Journey{Key: key}).First(&j).Error; errors.Is(err, gorm.ErrRecordNotFound) {
-		c.JSON(http.StatusNotFound, gin.H{"error": fmt.Sprintf("no journey %q", key)})
-		return
-	} else if err != nil {
-		c.JSON(http.StatusServiceUnavailable, gin.H{"error": "database: " + err.Error()})
+	j, ok := journeyByKey(c, db, key)
+	if !ok {
 		return
 	}
 	if j.Status != model.JourneyActive {
@@ -88,8 +82,7 @@ func (h *Handler) enroll(c *gin.Context) {
 				bad = append(bad, gin.H{"index": i, "error": fmt.Sprintf("no member %d", m.MemberID)})
 				continue
 			}
-			ref = model.MemberRef{AppID: mem.AppID, OpenID: mem.OpenID, UnionID: mem.UnionID, ExternalUserID: mem.ExternalUserID,
-				Phone: mem.Phone, Email: mem.Email, UserID: mem.UserID, MPAppID: mem.MPAppID, MPOpenID: mem.MPOpenID}
+			ref = mem.Ref()
 		}
 		if (ref.OpenID != "") != (ref.AppID != "") || ref.Key() == "" {
 			bad = append(bad, gin.H{"index": i, "error": memberNeeds})

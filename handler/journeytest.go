@@ -74,12 +74,8 @@ func (h *Handler) testJourney(c *gin.Context) {
 	key := c.Param("key")
 	src, version := req.YAML, 0
 	if src == "" {
-		var j model.Journey
-		if err := db.Where(&model.Journey{Key: key}).First(&j).Error; errors.Is(err, gorm.ErrRecordNotFound) {
-			c.JSON(http.StatusNotFound, gin.H{"error": fmt.Sprintf("no journey %q", key)})
-			return
-		} else if err != nil {
-			c.JSON(http.StatusServiceUnavailable, gin.H{"error": "database: " + err.Error()})
+		j, ok := journeyByKey(c, db, key)
+		if !ok {
 			return
 		}
 		var v model.JourneyVersion
@@ -116,6 +112,22 @@ func (h *Handler) testJourney(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, run)
+}
+
+// journeyByKey loads the journey key names; when there is none (404) or
+// the database fails (503) it answers and reports false.
+func journeyByKey(c *gin.Context, db *gorm.DB, key string) (model.Journey, bool) {
+	var j model.Journey
+	err := db.Where(&model.Journey{Key: key}).First(&j).Error
+	switch {
+	case errors.Is(err, gorm.ErrRecordNotFound):
+		c.JSON(http.StatusNotFound, gin.H{"error": fmt.Sprintf("no journey %q", key)})
+		return j, false
+	case err != nil:
+		c.JSON(http.StatusServiceUnavailable, gin.H{"error": "database: " + err.Error()})
+		return j, false
+	}
+	return j, true
 }
 
 // testMember finds the member a test run names.

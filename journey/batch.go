@@ -281,11 +281,11 @@ func (e *Engine) runRound(ctx context.Context, items []*stepItem, errs []error) 
 	// The members' recent messages, read once for the round's frequency
 	// caps when a send needs them.
 	var watch *capWatch
-	roundCaps := func() (*capWatch, error) {
+	roundCaps := func(time.Duration) (*capWatch, error) {
 		if watch != nil {
 			return watch, nil
 		}
-		longest := longestCap(e.cfg.FrequencyCaps)
+		longest := longestCap(e.cfg.FrequencyCaps) // the round's longest, over every version in it
 		members := make([]int64, 0, len(items))
 		for _, it := range items {
 			if c, err := e.version(db, it.enr.VersionID); err == nil {
@@ -328,16 +328,12 @@ func (e *Engine) runRound(ctx context.Context, items []*stepItem, errs []error) 
 			vars["event"] = map[string]any{}
 		}
 		if snd, ok := it.cs.Body.(*Send); ok && !snd.held(e.quietOf(c), c, it.enr, now) {
-			if caps := e.capsOf(c); len(caps) > 0 && !capExempt(snd, c, it.enr, now) {
-				if w, err := roundCaps(); err != nil {
-					fail(it, err)
-					continue
-				} else if until, hit, over := w.over(it.m.ID, snd.Channel, caps, now); over {
-					it.res = capResult(it.cs, c.onCap, hit, until)
-					continue
-				} else {
-					w.add(it.m.ID, snd.Channel, now)
-				}
+			if res, err := e.capped(roundCaps, c, it.cs, snd, it.enr, it.m, now); err != nil {
+				fail(it, err)
+				continue
+			} else if res != nil {
+				it.res = *res
+				continue
 			}
 			msg, bad := e.renderSend(snd, it.v, it.enr, vars)
 			if bad != nil {

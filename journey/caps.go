@@ -231,7 +231,36 @@ func longestCap(caps []FrequencyCap) time.Duration {
 // triggers, within ReplyWindow of entering: a follow's welcome). Exempt
 // messages still count toward the caps of later ones.
 func capExempt(snd *Send, c *Compiled, enr *model.Enrollment, now time.Time) bool {
-	return snd.Category == model.CategoryTransactional || (c.answersMember() && now.Sub(enr.EnteredAt) <= ReplyWindow)
+	return snd.Category == model.CategoryTransactional || answersAction(c, enr, now)
+}
+
+// answersAction reports whether a send of c at now answers the member's
+// own action: c is entered by a member's event and the member entered
+// within ReplyWindow (a follow's welcome). Quiet hours do not hold such a
+// send, nor caps cap it.
+func answersAction(c *Compiled, enr *model.Enrollment, now time.Time) bool {
+	return c.answersMember() && now.Sub(enr.EnteredAt) <= ReplyWindow
+}
+
+// capped checks a send of c to member m against its frequency caps: the
+// step's result when a cap holds or skips it (nil: it goes, and is counted
+// in the round's watch). watch reads the members' recent messages, once a
+// round; longest is the longest period it must cover.
+func (e *Engine) capped(watch func(longest time.Duration) (*capWatch, error), c *Compiled, cs *Step, snd *Send, enr *model.Enrollment, m *model.Member, now time.Time) (*stepResult, error) {
+	caps := e.capsOf(c)
+	if len(caps) == 0 || capExempt(snd, c, enr, now) {
+		return nil, nil
+	}
+	w, err := watch(longestCap(caps))
+	if err != nil {
+		return nil, err
+	}
+	if until, hit, over := w.over(m.ID, snd.Channel, caps, now); over {
+		r := capResult(cs, c.onCap, hit, until)
+		return &r, nil
+	}
+	w.add(m.ID, snd.Channel, now)
+	return nil, nil
 }
 
 // answersMember reports whether c's members enter by their own action.

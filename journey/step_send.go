@@ -157,14 +157,14 @@ func (s *Send) Run(r *Run) (Result, error) {
 	if q := r.e.quietOf(r.c); s.held(q, r.c, enr, now) {
 		return raw(stepResult{retryAt: q.until(now), why: "quiet hours"}), nil
 	}
-	if caps := r.e.capsOf(r.c); len(caps) > 0 && !capExempt(s, r.c, enr, now) {
-		w, err := r.e.watchCaps(r.e.cfg.DB.WithContext(r.Ctx), []int64{r.Member.ID}, longestCap(caps), now)
+	watch := func(longest time.Duration) (*capWatch, error) {
+		return r.e.watchCaps(r.e.cfg.DB.WithContext(r.Ctx), []int64{r.Member.ID}, longest, now)
+	}
+	if res, err := r.e.capped(watch, r.c, r.Step, s, enr, r.Member, now); err != nil || res != nil {
 		if err != nil {
 			return Result{}, err
 		}
-		if until, hit, over := w.over(r.Member.ID, s.Channel, caps, now); over {
-			return raw(capResult(r.Step, r.c.onCap, hit, until)), nil
-		}
+		return raw(*res), nil
 	}
 	return raw(r.e.send(r.Ctx, s, r.Step, enr, r.Visit, r.Member, r.vars, now)), nil
 }
@@ -185,7 +185,7 @@ func (e *Engine) quietOf(c *Compiled) *quietHours {
 // triggers, within ReplyWindow of entering: a follow's welcome).
 func (s *Send) held(q *quietHours, c *Compiled, enr *model.Enrollment, now time.Time) bool {
 	until := q.until(now)
-	return until.After(now) && !(c.answersMember() && now.Sub(enr.EnteredAt) <= ReplyWindow)
+	return until.After(now) && !answersAction(c, enr, now)
 }
 
 // valueOf returns the value node of key in mapping n, or nil.

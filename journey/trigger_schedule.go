@@ -387,7 +387,7 @@ func (e *Engine) runSchedule(ctx context.Context, lj liveJourney, s *Schedule, l
 			if !dateMatches(m.Attrs[s.Attribute]) {
 				continue
 			}
-			ref := memberRef(m)
+			ref := m.Ref()
 			if ref.Key() == "" {
 				continue
 			}
@@ -431,12 +431,6 @@ func (e *Engine) storeEnrollEvents(ctx context.Context, evs []*model.Event, inli
 		return int(res.RowsAffected), fmt.Errorf("find events: %w", err)
 	}
 	return int(res.RowsAffected), e.routeScheduled(ctx, ids, inline)
-}
-
-// memberRef is the reference naming member m by all its identities.
-func memberRef(m *model.Member) model.MemberRef {
-	return model.MemberRef{AppID: m.AppID, OpenID: m.OpenID, UnionID: m.UnionID, ExternalUserID: m.ExternalUserID,
-		Phone: m.Phone, Email: m.Email, UserID: m.UserID, MPAppID: m.MPAppID, MPOpenID: m.MPOpenID}
 }
 
 // routeScheduled routes a schedule's events, here or through route tasks

@@ -298,7 +298,7 @@ func (e *Engine) runSegment(ctx context.Context, lj liveJourney, s *Segment, sin
 			switch {
 			case match && !was[m.ID]:
 				joined = append(joined, model.SegmentMember{JourneyID: lj.journeyID, MemberID: m.ID, MatchedAt: now})
-				ref := memberRef(m)
+				ref := m.Ref()
 				if ref.Key() == "" {
 					continue
 				}

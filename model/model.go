@@ -29,6 +29,12 @@ type MemberRef struct {
 	MPOpenID string `json:"mp_openid,omitempty"`
 }
 
+// Ref returns the reference naming m by all its identities.
+func (m *Member) Ref() MemberRef {
+	return MemberRef{AppID: m.AppID, OpenID: m.OpenID, UnionID: m.UnionID, ExternalUserID: m.ExternalUserID,
+		Phone: m.Phone, Email: m.Email, UserID: m.UserID, MPAppID: m.MPAppID, MPOpenID: m.MPOpenID}
+}
+
 // Key is the reference's first identity ("openid:wx…/o…", "mp_openid:wx…/o…", "unionid:…",
 // "external_userid:…", "user_id:…", "phone:…", "email:…"), or "" when it
 // names nobody. Events of one member share it, so they route in order.

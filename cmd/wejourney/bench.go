@@ -291,6 +291,8 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 	if err != nil {
 		return err
 	}
+	run := &followRuns{o: o, cfg: cfg, arr: arr, sims: []*wxsim.Client{sim}, client: benchClient(o), busy: fake.Busy}
+	run.header(stdout, desc)
 	if app == nil && o.welcomes > 0 {
 		// The server runs elsewhere: its Redis, to pause its marketing queue.
 		opt, err := redis.ParseURL(o.redisURL)
@@ -299,11 +301,8 @@ func runBench(ctx context.Context, cfg config.Config, o benchOpts, stdout, stder
 		}
 		rdb := redis.NewClient(opt)
 		defer rdb.Close()
-		fmt.Fprintf(stdout, "wejourney bench — %s, %d CPUs (GOMAXPROCS %d), %s\n", desc, runtime.NumCPU(), runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339))
 		return runWelcomesBench(ctx, target, rdb, fake, wc, o, stdout)
 	}
-	run := &followRuns{o: o, cfg: cfg, arr: arr, sims: []*wxsim.Client{sim}, client: benchClient(o), busy: fake.Busy}
-	run.header(stdout, desc)
 	if app != nil {
 		if run.readRows, run.rdbState, err = watchStores(ctx, app.DB, app.rdb, cfg, o, stdout, stderr); err != nil {
 			return err
