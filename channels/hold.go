@@ -10,11 +10,13 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wejourney/wejourney/model"
 )
 
 // ChinaTime is Beijing time (UTC+8, no daylight saving), the clock of
 // WeChat's and WeCom's daily quotas.
-var ChinaTime = time.FixedZone("CST", 8*3600)
+var ChinaTime = model.ChinaTime
 
 // NextQuotaReset returns when a daily quota spent at now resets: the next
 // midnight, Beijing time.

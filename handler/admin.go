@@ -601,7 +601,7 @@ func bucket(t *lru.Cache[string, *rate.Limiter], key string, every rate.Limit, b
 }
 
 // chinaTime is how operators read times: UTC+8.
-var chinaTime = time.FixedZone("CST", 8*3600)
+var chinaTime = model.ChinaTime
 
 // JourneyRow is one journey with its enrollment counts.
 type JourneyRow struct {

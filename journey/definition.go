@@ -12,6 +12,8 @@ import (
 
 	"github.com/expr-lang/expr/vm"
 	"gopkg.in/yaml.v3"
+
+	"github.com/wejourney/wejourney/model"
 )
 
 // Definition is a journey as written in YAML (DESIGN.md, "Journeys").
@@ -552,7 +554,7 @@ func oneLine(err error) string {
 type quietHours struct{ from, to int } // minutes after midnight
 
 // chinaTime is UTC+8; WeChat's members and brands live in it.
-var chinaTime = time.FixedZone("CST", 8*3600)
+var chinaTime = model.ChinaTime
 
 // quietOff is the quiet_hours of a journey that sends at any hour, whatever
 // the engine's QuietHours.

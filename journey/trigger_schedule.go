@@ -189,17 +189,17 @@ func (e *Engine) RunSchedules(ctx context.Context) (entered int, err error) {
 // (trigger_segment.go): the events are routed by route tasks, on any
 // worker.
 func (e *Engine) sweepSchedules(ctx context.Context) {
-	n, err := e.runSchedules(ctx, e.cfg.Queue == nil)
-	if err != nil && ctx.Err() == nil {
-		e.log.Error("schedule journeys failed", "err", err)
-	} else if n > 0 {
-		e.log.Info("schedule journeys entered members", "members", n)
-	}
-	n, err = e.runSegments(ctx, e.cfg.Queue == nil)
-	if err != nil && ctx.Err() == nil {
-		e.log.Error("segment journeys failed", "err", err)
-	} else if n > 0 {
-		e.log.Info("segment journeys entered members", "members", n)
+	inline := e.cfg.Queue == nil
+	for _, kind := range []struct {
+		name string
+		run  func(context.Context, bool) (int, error)
+	}{{"schedule", e.runSchedules}, {"segment", e.runSegments}} {
+		n, err := kind.run(ctx, inline)
+		if err != nil && ctx.Err() == nil {
+			e.log.Error(kind.name+" journeys failed", "err", err)
+		} else if n > 0 {
+			e.log.Info(kind.name+" journeys entered members", "members", n)
+		}
 	}
 }
 

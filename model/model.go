@@ -282,14 +282,15 @@ type Enrollment struct {
 	EnteredDay int `gorm:"index:idx_enrollments_stats,priority:3"`
 }
 
-// chinaTime is UTC+8: entry days are China dates.
-var chinaTime = time.FixedZone("CST", 8*3600)
+// ChinaTime is Beijing time (UTC+8, no daylight saving): the zone of
+// entry days, schedules, quiet hours and WeChat's and WeCom's daily quotas.
+var ChinaTime = time.FixedZone("CST", 8*3600)
 
 // EntryDay is the China date of t as the number yyyymmdd (2026-11-30 is
 // 20261130): Enrollment.EnteredDay and the copies on its visits and
 // deliveries.
 func EntryDay(t time.Time) int {
-	l := t.In(chinaTime)
+	l := t.In(ChinaTime)
 	return l.Year()*10000 + int(l.Month())*100 + l.Day()
 }
 

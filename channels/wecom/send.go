@@ -108,10 +108,6 @@ var (
 var ErrNoApp = errors.New("wecom: no WeCom app: set WEJOURNEY_WECOM_CORPID and WEJOURNEY_WECOM_AGENTID, " +
 	"or add a WeCom app in the admin and name it in the step's extra.wecom_app")
 
-// shanghai is China Standard Time (no daylight saving): WeCom's day and
-// month boundaries.
-var shanghai = time.FixedZone("CST", 8*3600)
-
 // SenderConfig configures a Sender.
 type SenderConfig struct {
 	// Client calls WeCom. Required.
@@ -186,7 +182,7 @@ func (s *Sender) Send(ctx context.Context, msg channels.Message) (channels.Resul
 		now := s.cfg.Clock.Now()
 		if h, held := s.cfg.Holds.Held(ctx, hold, now); held {
 			return channels.Result{}, &channels.Error{Class: channels.ErrQuota, Code: 45009, RetryAfter: h.Until.Sub(now),
-				Msg: fmt.Sprintf("daily quota of %s spent: held until %s Beijing time (WeCom not called)", apiOf(msg.Channel), h.Until.In(shanghai).Format("2006-01-02 15:04"))}
+				Msg: fmt.Sprintf("daily quota of %s spent: held until %s Beijing time (WeCom not called)", apiOf(msg.Channel), h.Until.In(channels.ChinaTime).Format("2006-01-02 15:04"))}
 		}
 	}
 	var (
@@ -239,7 +235,7 @@ func (s *Sender) refine(ctx context.Context, hold string, err error) error {
 	var ce *channels.Error
 	if errors.As(err, &ce) && (ce.Code == 45009 || ce.Code == 45035) {
 		now := s.cfg.Clock.Now()
-		ce.RetryAfter = untilMidnight(now)
+		ce.RetryAfter = channels.NextQuotaReset(now).Sub(now)
 		if s.cfg.Holds != nil {
 			if herr := s.cfg.Holds.Hold(ctx, hold, now.Add(ce.RetryAfter), now, ce.Msg); herr != nil {
 				s.cfg.Logger.Warn("recording a spent WeCom quota failed", "api", hold, "err", herr)
@@ -247,13 +243,6 @@ func (s *Sender) refine(ctx context.Context, hold string, err error) error {
 		}
 	}
 	return err
-}
-
-// untilMidnight is the time from now to the next 00:00 in China.
-func untilMidnight(now time.Time) time.Duration {
-	t := now.In(shanghai)
-	next := time.Date(t.Year(), t.Month(), t.Day()+1, 0, 0, 0, 0, shanghai)
-	return next.Sub(now)
 }
 
 // take spends one call of api for app: its rate from Config.Rates, else r.
@@ -497,7 +486,7 @@ func (s *Sender) countGroupMessage(ctx context.Context, app, ext string) (releas
 	if rdb == nil {
 		return func() {}, nil
 	}
-	now := s.cfg.Clock.Now().In(shanghai)
+	now := s.cfg.Clock.Now().In(channels.ChinaTime)
 	corp, _, _ := strings.Cut(app, "/")
 	key := GroupCountKey(corp, ext, now.Format("200601"))
 	n, err := rdb.Incr(ctx, key).Result()
@@ -506,7 +495,7 @@ func (s *Sender) countGroupMessage(ctx context.Context, app, ext string) (releas
 	}
 	if n == 1 {
 		// Kept past the month's end (plus a day for clock skew).
-		end := time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, shanghai)
+		end := time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, channels.ChinaTime)
 		rdb.Expire(ctx, key, end.Sub(now)+24*time.Hour)
 	}
 	release = func() { rdb.Decr(context.WithoutCancel(ctx), key) }

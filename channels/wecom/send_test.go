@@ -47,7 +47,7 @@ func newSendFixture(t *testing.T) *sendFixture {
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { rdb.Close() })
-	clk := clock.NewSimulated(time.Date(2026, 11, 24, 10, 0, 0, 0, shanghai))
+	clk := clock.NewSimulated(time.Date(2026, 11, 24, 10, 0, 0, 0, channels.ChinaTime))
 	lim := &recLimiter{}
 	c := New(Config{Accounts: accounts{
 		app:                   {CorpID: corpID, AgentID: "1000002", Secret: secret},

@@ -35,9 +35,6 @@ steps:
     update: { add_tags: [birthday_gift] }
 `
 
-// chinaTime is the zone schedules run in (as the journey package's).
-var chinaTime = time.FixedZone("CST", 8*3600)
-
 // birthdaysBatch is how many members one INSERT of the birthdays bench
 // creates (6 parameters a row, within SQLite's 32,766).
 const birthdaysBatch = 4000
@@ -107,7 +104,7 @@ func runBirthdaysBench(ctx context.Context, o benchOpts, stdout, stderr io.Write
 	e := journey.New(journey.Config{DB: db, Queue: q, Logger: logger, DBSlots: slots, BaseContext: ctx})
 
 	now := time.Now()
-	local := now.In(chinaTime)
+	local := now.In(model.ChinaTime)
 	fmt.Fprintf(stdout, "wejourney bench --birthdays — %s %s, %d CPUs (GOMAXPROCS %d), %s (China time %s)\n",
 		dialect, desc, runtime.NumCPU(), runtime.GOMAXPROCS(0), now.UTC().Format(time.RFC3339), local.Format("2006-01-02 15:04"))
 	today, took, err := loadBirthdays(ctx, db, o.birthdays, local, stderr)
@@ -124,7 +121,7 @@ func runBirthdaysBench(ctx context.Context, o benchOpts, stdout, stderr io.Write
 
 	at := local.Add(-time.Minute)
 	if at.Day() != local.Day() {
-		at = time.Date(local.Year(), local.Month(), local.Day(), 0, 0, 0, 0, chinaTime)
+		at = time.Date(local.Year(), local.Month(), local.Day(), 0, 0, 0, 0, model.ChinaTime)
 	}
 	// A run earlier today on this database claimed the day: forget it
 	// (--reset keeps the settings table).
