@@ -72,13 +72,31 @@ func (h *Handler) enroll(c *gin.Context) {
 		id = rand.Text()
 	}
 	now := h.now()
+	// The members named by id, in one query.
+	var ids []int64
+	for _, m := range req.Members {
+		if m.MemberID != 0 {
+			ids = append(ids, m.MemberID)
+		}
+	}
+	byID := map[int64]model.Member{}
+	if len(ids) > 0 {
+		var ms []model.Member
+		if err := db.Where("id IN ?", ids).Find(&ms).Error; err != nil {
+			c.JSON(http.StatusServiceUnavailable, gin.H{"error": "database: " + err.Error()})
+			return
+		}
+		for _, m := range ms {
+			byID[m.ID] = m
+		}
+	}
 	evs := make([]*model.Event, 0, len(req.Members))
 	var bad []gin.H
 	for i, m := range req.Members {
 		ref := m.MemberRef
 		if m.MemberID != 0 {
-			var mem model.Member
-			if err := db.First(&mem, m.MemberID).Error; err != nil {
+			mem, ok := byID[m.MemberID]
+			if !ok {
 				bad = append(bad, gin.H{"index": i, "error": fmt.Sprintf("no member %d", m.MemberID)})
 				continue
 			}
