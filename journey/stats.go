@@ -118,11 +118,9 @@ func StatsRange(from, to string, now time.Time) (time.Time, time.Time, error) {
 // JourneyStats counts, for the journey key, the enrollments that entered
 // it in [from, to), in whole China days (from's day through the day before
 // to; StatsRange gives such instants), and their visits and messages. It
-// reads with three GROUP BY queries from narrow indexes
-// (idx_enrollments_stats, idx_visit_stats, idx_delivery_stats, on the
-// entry day model.EntryDay): no row is read one by one and nothing is
-// joined. opts are the parse
-// options of extra step kinds (WithStepKinds), to read the current version
+// reads three kinds of counts by entry day (model.EntryDay; see
+// statsCounts): no row is read one by one and nothing is joined. opts are
+// the parse options of extra step kinds (WithStepKinds), to read the current version
 // with; a version that does not parse lists its steps as the visits name
 // them, by id. ErrNoJourney: no such journey.
 func JourneyStats(ctx context.Context, db *gorm.DB, key string, from, to time.Time, opts ...ParseOption) (*Stats, error) {
@@ -147,27 +145,15 @@ func JourneyStats(ctx context.Context, db *gorm.DB, key string, from, to time.Ti
 	}
 	st := &Stats{Journey: j.Key, Steps: []StepStats{}, Splits: []SplitStats{}, Channels: []ChannelStats{}}
 	first, last := model.EntryDay(from), model.EntryDay(to.Add(-time.Nanosecond))
-	// The day is compared row by row in the index's entries of the
-	// journey: SQLite, whose statistics see few journeys, would otherwise
-	// skip-scan the index by the day alone.
-	day := "entered_day"
-	if db.Dialector.Name() == "sqlite" {
-		day = "+entered_day"
-	}
-	inRange := " AND " + day + " >= ? AND " + day + " <= ?"
 
 	// Enrollments by status.
-	var enrs []struct {
-		Status string
-		N      int64
-	}
-	if err := db.Raw("SELECT status, COUNT(*) AS n FROM enrollments WHERE journey_id = ?"+inRange+" GROUP BY status",
-		j.ID, first, last).Scan(&enrs).Error; err != nil {
+	enrs, err := statsCounts(db, statsEnrollments, j.ID, first, last)
+	if err != nil {
 		return nil, fmt.Errorf("journey: count enrollments: %w", err)
 	}
 	for _, r := range enrs {
 		st.Entered += r.N
-		switch r.Status {
+		switch r.K1 {
 		case model.EnrollmentActive:
 			st.Active += r.N
 		case model.EnrollmentCompleted:
@@ -182,16 +168,9 @@ func JourneyStats(ctx context.Context, db *gorm.DB, key string, from, to time.Ti
 	}
 
 	// Visits by step, status and outcome (the arm a split took, and
-	// whether its enrollment reached the goal), in the index's order.
-	var visits []struct {
-		StepID  string
-		Status  string
-		Outcome *string
-		N       int64
-	}
-	if err := db.Raw("SELECT step_id, status, outcome, COUNT(*) AS n FROM step_visits "+
-		"WHERE journey_id = ?"+inRange+" GROUP BY step_id, status, outcome",
-		j.ID, first, last).Scan(&visits).Error; err != nil {
+	// whether its enrollment reached the goal).
+	visits, err := statsCounts(db, statsVisits, j.ID, first, last)
+	if err != nil {
 		return nil, fmt.Errorf("journey: count visits: %w", err)
 	}
 	steps := map[string]*StepStats{}
@@ -207,18 +186,15 @@ func JourneyStats(ctx context.Context, db *gorm.DB, key string, from, to time.Ti
 	known := len(order)
 	arms := map[string]map[string]int64{} // split step -> outcome -> visits
 	for _, r := range visits {
-		s := steps[r.StepID]
+		s := steps[r.K1]
 		if s == nil {
-			s = &StepStats{ID: r.StepID}
-			steps[r.StepID] = s
-			order = append(order, r.StepID)
+			s = &StepStats{ID: r.K1}
+			steps[r.K1] = s
+			order = append(order, r.K1)
 		}
-		outcome := ""
-		if r.Outcome != nil {
-			outcome = *r.Outcome
-		}
+		outcome := r.k3()
 		s.Reached += r.N
-		switch r.Status {
+		switch r.K2 {
 		case model.VisitDone:
 			if outcome == ReasonUnreachable {
 				s.Failed += r.N // the member left here, unreachable
@@ -226,10 +202,10 @@ func JourneyStats(ctx context.Context, db *gorm.DB, key string, from, to time.Ti
 				s.Passed += r.N
 			}
 			if strings.HasPrefix(outcome, "arm:") || strings.HasPrefix(outcome, "split:") || strings.HasPrefix(outcome, goalArm) {
-				if arms[r.StepID] == nil {
-					arms[r.StepID] = map[string]int64{}
+				if arms[r.K1] == nil {
+					arms[r.K1] = map[string]int64{}
 				}
-				arms[r.StepID][outcome] += r.N
+				arms[r.K1][outcome] += r.N
 			}
 		case model.VisitScheduled, model.VisitRunning, model.VisitWaiting:
 			s.Waiting += r.N
@@ -253,25 +229,20 @@ func JourneyStats(ctx context.Context, db *gorm.DB, key string, from, to time.Ti
 	}
 
 	// Messages by channel and status.
-	var dels []struct {
-		Channel string
-		Status  string
-		N       int64
-	}
-	if err := db.Raw("SELECT channel, status, COUNT(*) AS n FROM deliveries WHERE journey_id = ?"+inRange+" GROUP BY channel, status",
-		j.ID, first, last).Scan(&dels).Error; err != nil {
+	dels, err := statsCounts(db, statsDeliveries, j.ID, first, last)
+	if err != nil {
 		return nil, fmt.Errorf("journey: count deliveries: %w", err)
 	}
 	chans := map[string]*ChannelStats{}
 	var names []string
 	for _, r := range dels {
-		ch := chans[r.Channel]
+		ch := chans[r.K1]
 		if ch == nil {
-			ch = &ChannelStats{Channel: r.Channel}
-			chans[r.Channel] = ch
-			names = append(names, r.Channel)
+			ch = &ChannelStats{Channel: r.K1}
+			chans[r.K1] = ch
+			names = append(names, r.K1)
 		}
-		switch r.Status {
+		switch r.K2 {
 		case model.DeliverySent, model.DeliverySandbox:
 			ch.Sent += r.N
 		case model.DeliveryFailed:
@@ -283,6 +254,54 @@ func JourneyStats(ctx context.Context, db *gorm.DB, key string, from, to time.Ti
 		st.Channels = append(st.Channels, *chans[n])
 	}
 	return st, nil
+}
+
+// statsKind is one of the three counts the statistics read: its kind in
+// the SQLite rollup (stats_counts) and its GROUP BY query elsewhere.
+type statsKind struct {
+	kind, query string
+}
+
+var (
+	statsEnrollments = statsKind{"e", "SELECT status AS k1, '' AS k2, NULL AS k3, COUNT(*) AS n FROM enrollments " +
+		"WHERE journey_id = ? AND entered_day >= ? AND entered_day <= ? GROUP BY status"}
+	statsVisits = statsKind{"v", "SELECT step_id AS k1, status AS k2, outcome AS k3, COUNT(*) AS n FROM step_visits " +
+		"WHERE journey_id = ? AND entered_day >= ? AND entered_day <= ? GROUP BY step_id, status, outcome"}
+	statsDeliveries = statsKind{"d", "SELECT channel AS k1, status AS k2, NULL AS k3, COUNT(*) AS n FROM deliveries " +
+		"WHERE journey_id = ? AND entered_day >= ? AND entered_day <= ? GROUP BY channel, status"}
+)
+
+// statsRow is one count: K1..K3 are the kind's keys (status; step,
+// status, outcome; channel, status).
+type statsRow struct {
+	K1, K2 string
+	K3     *string
+	N      int64
+}
+
+func (r statsRow) k3() string {
+	if r.K3 == nil {
+		return ""
+	}
+	return *r.K3
+}
+
+// statsCounts reads one kind of counts of journey id for the entry days
+// first..last. On SQLite it sums the rollup's day rows (migration
+// 2026112802a_stats_rollup): a month is a few hundred rows. Elsewhere it
+// groups the rows themselves, from the narrow indexes of migration
+// 2026112801c_stats (idx_enrollments_stats, idx_visit_stats,
+// idx_delivery_stats), with nothing joined.
+func statsCounts(db *gorm.DB, k statsKind, id int64, first, last int) ([]statsRow, error) {
+	var rows []statsRow
+	var err error
+	if db.Dialector.Name() == "sqlite" {
+		err = db.Raw("SELECT k1, k2, k3, SUM(n) AS n FROM stats_counts WHERE journey_id = ? AND kind = ? AND entered_day >= ? AND entered_day <= ? "+
+			"GROUP BY k1, k2, k3 HAVING SUM(n) <> 0", id, k.kind, first, last).Scan(&rows).Error
+	} else {
+		err = db.Raw(k.query, id, first, last).Scan(&rows).Error
+	}
+	return rows, err
 }
 
 // splitStats is one split's arms as the current version has them, from

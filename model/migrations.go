@@ -65,6 +65,12 @@ func Migrations() []*gormigrate.Migration {
 			Migrate:  migrateSegments,
 			Rollback: rollbackSegments,
 		},
+		{
+			// running statistics counts on SQLite (see migration_rollup.go).
+			ID:       rollupID,
+			Migrate:  migrateRollup,
+			Rollback: rollbackRollup,
+		},
 	}
 }
 
