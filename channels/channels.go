@@ -291,7 +291,7 @@ func Setup(channel string) string {
 	case Email:
 		return "set WEJOURNEY_SMTP_URL and WEJOURNEY_EMAIL_FROM (or leave WEJOURNEY_SMTP_URL unset and emails are logged)"
 	case Webhook:
-		return "the webhook sender is not implemented yet"
+		return "webhooks need no configuration (WEJOURNEY_WEBHOOK_SECRET signs them)"
 	}
 	return ""
 }

@@ -102,6 +102,10 @@ type Config struct {
 	// the key its requests are signed with (DESIGN.md's webhook contract).
 	SMSWebhookURL    string `env:"WEJOURNEY_SMS_WEBHOOK_URL" yaml:"sms_webhook_url"`
 	SMSWebhookSecret string `env:"WEJOURNEY_SMS_WEBHOOK_SECRET" yaml:"sms_webhook_secret"`
+	// WebhookSecret signs the requests of webhook steps
+	// (X-Wejourney-Signature: sha256=<hex> of the body); empty, they are
+	// not signed.
+	WebhookSecret string `env:"WEJOURNEY_WEBHOOK_SECRET" yaml:"webhook_secret"`
 	// SMSUplinkToken protects the providers' reply callbacks
 	// (/sms/aliyun/uplink?token=…, /sms/tencent/uplink?token=…): empty, the
 	// routes answer 404.

@@ -161,7 +161,8 @@ func orderProblems(want, lines []string) []string {
 	return got
 }
 
-// testChannels has a sender on every channel but webhook, with the
+// testChannels has a sender on every channel but the WeCom mark-tag and
+// group-message channels, with the
 // capabilities the real senders declare (sms needs a template).
 func testChannels() *channels.Registry {
 	reg := channels.NewRegistry()
@@ -169,7 +170,7 @@ func testChannels() *channels.Registry {
 	for ch, caps := range wechat.Capabilities() {
 		reg.Register(ch, nop, caps)
 	}
-	for _, ch := range []string{channels.WeChatSubscribe, channels.WeComText, channels.WeComWelcome, channels.Email} {
+	for _, ch := range []string{channels.WeChatSubscribe, channels.WeComText, channels.WeComWelcome, channels.Email, channels.Webhook} {
 		reg.Register(ch, nop, channels.Capabilities{})
 	}
 	reg.Register(channels.SMS, nop, channels.Capabilities{Requires: []string{"template"}})
@@ -192,6 +193,18 @@ steps:
   - { id: hello, send: { channel: wechat.text, text: hi } }
 `,
 			want: []string{file + `: key: required`},
+		},
+		{
+			name: "webhook with a method HTTP has not and a URL that is not http",
+			src: `
+key: k
+trigger: { event: wechat.subscribe }
+steps:
+  - id: crm
+    webhook: { url: "crm.example.com/leads", method: FETCH, body: '{"a": {{ json .member.nickname }}}' }
+`,
+			want: []string{file + `:6: step "crm": webhook url "crm.example.com/leads": want an http:// or https:// URL`,
+				file + `:6: step "crm": webhook method "FETCH": want one of POST, PUT, PATCH, GET, DELETE`},
 		},
 		{
 			name: "missing trigger event",
@@ -957,9 +970,10 @@ func TestParseChecksWhatExists(t *testing.T) {
 	}{
 		{
 			name:     "channel without a sender",
-			src:      head + "  - id: crm\n    webhook: { url: \"https://crm.example.com\" }\n",
+			src:      head + "  - id: ask\n    send: { channel: wecom.group_message, text: hi }\n",
 			channels: true,
-			want:     []string{file + `:5: step "crm": channel webhook has no sender (the webhook sender is not implemented yet)`},
+			want: []string{file + `:5: step "ask": channel wecom.group_message has no sender (configure a WeCom app: WEJOURNEY_WECOM_CORPID, ` +
+				`WEJOURNEY_WECOM_AGENTID and WEJOURNEY_WECOM_SECRET (or add one in the admin))`},
 		},
 		{
 			name: "without WithChannels only the channel name is checked",
@@ -967,9 +981,9 @@ func TestParseChecksWhatExists(t *testing.T) {
 		},
 		{
 			name:     "fallback channel without a sender",
-			src:      head + "  - id: hi\n    send: { channel: wechat.text, text: hi, fallback: webhook }\n",
+			src:      head + "  - id: hi\n    send: { channel: wechat.text, text: hi, fallback: wecom.group_message }\n",
 			channels: true,
-			want:     []string{file + `:5: step "hi": channel webhook has no sender`},
+			want:     []string{file + `:5: step "hi": channel wecom.group_message has no sender`},
 		},
 		{
 			name:     "a field the channel requires",

@@ -2,6 +2,7 @@ package journey
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"slices"
@@ -350,10 +351,20 @@ func (ck *Check) Expr(field string, n *yaml.Node, src, eventType string) *vm.Pro
 	return p
 }
 
+// templateFuncs are the functions message templates may call: json
+// writes a value as JSON ({{ json .member.nickname }} is a quoted,
+// escaped string), for webhook bodies.
+var templateFuncs = template.FuncMap{
+	"json": func(v any) (string, error) {
+		b, err := json.Marshal(v)
+		return string(b), err
+	},
+}
+
 // Template parses a message template of field, checking the names it uses
 // like Expr does (.event.X, .member.X; any other top-level name is refused).
 func (ck *Check) Template(field string, n *yaml.Node, text string) *template.Template {
-	t, err := template.New(field).Option("missingkey=zero").Parse(text)
+	t, err := template.New(field).Option("missingkey=zero").Funcs(templateFuncs).Parse(text)
 	if err != nil {
 		ck.Problemf(n, "%s: %v", field, err)
 		return nil

@@ -9,6 +9,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/wejourney/wejourney/channels"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -56,7 +57,11 @@ func (sendKind) Compile(n *yaml.Node, ck *Check) StepBody {
 	if chNode == nil {
 		chNode = n
 	}
-	ck.Channel(chNode, s.Channel, has)
+	if s.Channel == channels.Webhook {
+		ck.Problemf(chNode, "send cannot use channel webhook: write a webhook step (webhook: { url: … })")
+	} else {
+		ck.Channel(chNode, s.Channel, has)
+	}
 	switch s.Category {
 	case "", model.CategoryMarketing, model.CategoryTransactional:
 	default:
@@ -108,6 +113,8 @@ func (s *Send) link(ck *Check, isStep func(string) bool) {
 				continue
 			}
 			s.fallback = fb
+		case fb == channels.Webhook:
+			ck.Problemf(s.fbNode, "fallback cannot be channel webhook: a webhook is not a message to the member (name a webhook step instead)")
 		case ck.IsChannel(fb):
 			if seen[fb] {
 				ck.Problemf(s.fbNode, "fallback channel %s is tried twice", fb)

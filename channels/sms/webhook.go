@@ -3,9 +3,6 @@ package sms
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,11 +14,13 @@ import (
 	"time"
 
 	"github.com/wejourney/wejourney/channels"
+	webhooks "github.com/wejourney/wejourney/channels/webhook"
 )
 
 // SignatureHeader carries the webhook body's HMAC-SHA256:
-// "sha256=<hex>", keyed with WEJOURNEY_SMS_WEBHOOK_SECRET.
-const SignatureHeader = "X-Wejourney-Signature"
+// "sha256=<hex>", keyed with WEJOURNEY_SMS_WEBHOOK_SECRET (the same
+// signature as webhook steps').
+const SignatureHeader = webhooks.SignatureHeader
 
 // WebhookRequest is the body the webhook provider POSTs to the brand's
 // gateway (DESIGN.md): ID is the same on every retry of one delivery, so
@@ -34,18 +33,12 @@ type WebhookRequest struct {
 }
 
 // Sign returns the X-Wejourney-Signature value of body under secret.
-func Sign(secret string, body []byte) string {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write(body)
-	return "sha256=" + hex.EncodeToString(m.Sum(nil))
-}
+func Sign(secret string, body []byte) string { return webhooks.Sign(secret, body) }
 
 // Verify reports whether sig (an X-Wejourney-Signature value) signs body
 // under secret, comparing in constant time. Gateways written in Go can use
 // it.
-func Verify(secret string, body []byte, sig string) bool {
-	return hmac.Equal([]byte(Sign(secret, body)), []byte(sig))
-}
+func Verify(secret string, body []byte, sig string) bool { return webhooks.Verify(secret, body, sig) }
 
 // webhook POSTs to the brand's own SMS gateway (model: listmonk's
 // postback messenger).
@@ -114,25 +107,10 @@ func (w *webhook) send(ctx context.Context, phone string, msg channels.Message) 
 		return channels.Result{ProviderID: id}, nil
 	case s == http.StatusTooManyRequests:
 		return channels.Result{}, &channels.Error{Class: channels.ErrQuota, Code: s, Msg: "gateway: too many requests " + text,
-			RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
+			RetryAfter: webhooks.RetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	case s >= 500:
 		return channels.Result{}, &channels.Error{Code: s, Msg: "gateway: " + http.StatusText(s) + " " + text}
 	default:
 		return channels.Result{}, &channels.Error{Class: channels.ErrPermanent, Code: s, Msg: "gateway refused the message: " + http.StatusText(s) + " " + text}
 	}
-}
-
-// retryAfter reads a Retry-After header: seconds or an HTTP date; zero
-// when absent or unreadable.
-func retryAfter(h string, now time.Time) time.Duration {
-	if h == "" {
-		return 0
-	}
-	if n, err := strconv.Atoi(strings.TrimSpace(h)); err == nil && n >= 0 {
-		return time.Duration(n) * time.Second
-	}
-	if t, err := http.ParseTime(h); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }

@@ -22,6 +22,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/channels"
+	"github.com/wejourney/wejourney/channels/webhook"
 	"github.com/wejourney/wejourney/channels/wechat"
 	"github.com/wejourney/wejourney/channels/wecom"
 	"github.com/wejourney/wejourney/codes"
@@ -262,8 +263,8 @@ type senderDeps struct {
 
 // buildSenders registers a sender for every channel this configuration
 // serves: the WeChat Official Account channels, SMS (WEJOURNEY_SMS_PROVIDER,
-// senders_sms.go), and email over SMTP (WEJOURNEY_SMTP_URL; without it, the
-// log sender). It opens nothing (the SMTP sender connects only to send;
+// senders_sms.go), email over SMTP (WEJOURNEY_SMTP_URL; without it, the
+// log sender), and webhook steps (signed with WEJOURNEY_WEBHOOK_SECRET). It opens nothing (the SMTP sender connects only to send;
 // with a database it seeds its token key), so `journeys validate` calls it
 // to learn the configured channels (with a WeChat client of no accounts:
 // sends then fail).
@@ -282,6 +283,7 @@ func buildSenders(d senderDeps) (*channels.Registry, error) {
 	if err := addEmailSender(senders, d); err != nil {
 		return nil, err
 	}
+	senders.Add(webhook.New(webhook.Config{Secret: d.cfg.WebhookSecret}))
 	return senders, nil
 }
 
