@@ -228,7 +228,7 @@ func TestCLIValidateChannels(t *testing.T) {
 		wantErr string
 	}{
 		{"webhook.yaml", "write a webhook step"}, // a channel, but not of send steps
-		{"wecom.yaml", ""}, // served always: WeCom apps may be added in the admin
+		{"wecom.yaml", ""},                       // served always: WeCom apps may be added in the admin
 		{"wechat.yaml", ""},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
