@@ -230,6 +230,7 @@ func (h *Handler) routes() http.Handler {
 		h.codeRoutes(api)
 		h.holdRoutes(api)
 		h.journeyTestRoutes(api)
+		h.memberRoutes(api)
 		h.enrollRoutes(api)
 		h.channelRoutes(api)
 		h.journeyRoutes(api)
