@@ -63,7 +63,7 @@ func newTestersAPI(t *testing.T) testersAPI {
 		if _, err := e.Publish(t.Context(), c, "test"); err != nil {
 			t.Fatal(err)
 		}
-	}, func(cfg *Config) { cfg.TestRuns, cfg.Senders = e, reg })
+	}, func(cfg *Config) { cfg.TestRuns = e })
 	return testersAPI{adminAPI: api, wx: wx}
 }
 

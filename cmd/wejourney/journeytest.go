@@ -190,8 +190,10 @@ func printTestRun(w io.Writer, run *journey.TestRun, m *model.Member) {
 			switch {
 			case d.Sandbox:
 				fmt.Fprintf(w, "    %s: ok, sandbox (logged, nothing sent)\n", d.Channel)
-			case d.Sent:
+			case d.Sent && d.ProviderID != "":
 				fmt.Fprintf(w, "    %s: ok, sent; provider id %q\n", d.Channel, d.ProviderID)
+			case d.Sent:
+				fmt.Fprintf(w, "    %s: ok, sent\n", d.Channel)
 			default:
 				fmt.Fprintf(w, "    %s: not sent: %s (class %s, code %d)\n", d.Channel, d.Error, d.Class, d.Code)
 			}
