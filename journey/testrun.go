@@ -109,9 +109,10 @@ type TestRunOptions struct {
 // to a member who does not carry model.TesterTag.
 var ErrNotTester = errors.New("the member is not a tester")
 
-// TestRun walks c for member m (see TestRun). Nothing is written and, but
-// when opts.Send asks for it and m is a tester, no channel is called; the
-// member is left as it is (update steps change a copy that later steps see).
+// TestRun walks c for member m (see TestRun). Nothing is written, and no
+// channel is called unless opts.Send asks for it (and then only for a
+// tester); the member is left as it is (update steps change a copy that
+// later steps see).
 func (e *Engine) TestRun(ctx context.Context, c *Compiled, version int, m *model.Member, opts TestRunOptions) (*TestRun, error) {
 	if opts.Send {
 		if !m.IsTester() {
