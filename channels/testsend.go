@@ -42,9 +42,7 @@ func (r TestRequest) Message(channel string) (Message, error) {
 	if strings.TrimSpace(r.To) == "" {
 		return Message{}, ErrNoAddress
 	}
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	msg := Message{Channel: channel, Category: "transactional", IdempotencyKey: "test-" + hex.EncodeToString(b[:]),
+	msg := Message{Channel: channel, Category: "transactional", IdempotencyKey: TestKey(),
 		Text: r.Text, Subject: r.Subject, TemplateID: r.TemplateID, Template: r.Template, URL: r.URL,
 		Data: map[string]string{}, Extra: map[string]string{}}
 	maps.Copy(msg.Data, r.Data)
@@ -74,6 +72,14 @@ func (r TestRequest) Message(channel string) (Message, error) {
 		msg.To = Recipient{AppID: r.AppID, OpenID: r.To, ExternalUserID: r.To, Phone: r.To, Email: r.To}
 	}
 	return msg, nil
+}
+
+// TestKey returns a fresh idempotency key for a test send, "test-<random>":
+// no delivery row stands behind it (DeliveryID is 0).
+func TestKey() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "test-" + hex.EncodeToString(b[:])
 }
 
 // Failure describes a send's error for an operator: its class

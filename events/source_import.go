@@ -37,7 +37,7 @@ func (Import) Events() []Spec {
 
 // Apply implements Source: the member follows the event's account, since
 // subscribe_time; the follower's tags are added to the member's (once
-// each); the QR scene they followed by becomes the first scene of a member
+// each, but for the reserved model.TesterTag); the QR scene they followed by becomes the first scene of a member
 // who has none.
 func (Import) Apply(m *model.Member, ev *model.Event) {
 	if ev.Type != WeChatFollowerImported {
@@ -49,7 +49,9 @@ func (Import) Apply(m *model.Member, ev *model.Event) {
 		m.SubscribedAt = &at
 	}
 	for _, t := range propStrings(ev.Props["tags"]) {
-		if t != "" && !slices.Contains(m.Tags, t) {
+		// A WeChat tag named "tester" does not make a tester: only the
+		// admin API marks one (model.TesterTag).
+		if t != "" && t != model.TesterTag && !slices.Contains(m.Tags, t) {
 			m.Tags = append(m.Tags, t)
 		}
 	}

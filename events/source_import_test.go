@@ -10,14 +10,15 @@ import (
 )
 
 // TestImportApply: an imported follower is subscribed to the event's
-// account since subscribe_time, gains its tags once each, and keeps a
+// account since subscribe_time, gains its tags once each (but not the
+// reserved tag tester: a WeChat tag does not make a tester), and keeps a
 // first scene it had; props read back from the database (JSON) work the
 // same as freshly built ones.
 func TestImportApply(t *testing.T) {
 	t.Parallel()
 	ev := &model.Event{Type: WeChatFollowerImported, Source: "import",
 		Member: model.MemberRef{AppID: "wxa", OpenID: "o1", UnionID: "u1"},
-		Props:  map[string]any{"tags": []string{"vip", "门店会员"}, "subscribe_time": int64(1700000000), "scene": "store_3", "subscribe_scene": "ADD_SCENE_QR_CODE", "remark": ""}}
+		Props:  map[string]any{"tags": []string{"vip", "门店会员", "tester"}, "subscribe_time": int64(1700000000), "scene": "store_3", "subscribe_scene": "ADD_SCENE_QR_CODE", "remark": ""}}
 	raw, err := json.Marshal(ev.Props)
 	if err != nil {
 		t.Fatal(err)

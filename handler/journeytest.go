@@ -14,8 +14,8 @@ import (
 	"github.com/wejourney/wejourney/model"
 )
 
-// JourneyTester parses journeys and walks them for one member without
-// sending: *journey.Engine is one.
+// JourneyTester parses journeys and walks them for one member, sending
+// only to a tester when asked to: *journey.Engine is one.
 type JourneyTester interface {
 	Parse(name string, src []byte) (*journey.Compiled, error)
 	TestRun(ctx context.Context, c *journey.Compiled, version int, m *model.Member, opts journey.TestRunOptions) (*journey.TestRun, error)
@@ -37,6 +37,9 @@ type testRunRequest struct {
 	Events []testRunEvent `json:"events"`
 	// YAML tests this source (a draft) instead of the published version.
 	YAML string `json:"yaml"`
+	// Send delivers the rendered messages to the member for real; the
+	// member must be a tester (model.TesterTag), else 403.
+	Send bool `json:"send"`
 }
 
 type testRunEvent struct {
@@ -62,7 +65,9 @@ func (h *Handler) journeyTestRoutes(api gin.IRoutes) {
 }
 
 // testJourney walks the journey for one member and answers the path and
-// each rendered message (journey.TestRun); nothing is sent or written.
+// each rendered message (journey.TestRun); nothing is written. With "send":
+// true the messages are delivered to the member, a tester (403 for anyone
+// else), and each step answers what its channel said.
 func (h *Handler) testJourney(c *gin.Context) {
 	var req testRunRequest
 	if err := c.ShouldBindJSON(&req); err != nil {
@@ -99,14 +104,23 @@ func (h *Handler) testJourney(c *gin.Context) {
 		c.JSON(http.StatusNotFound, gin.H{"error": err.Error()})
 		return
 	}
-	opts := journey.TestRunOptions{}
+	opts := journey.TestRunOptions{Send: req.Send}
 	if req.Event != nil {
 		opts.Event = req.Event.model()
 	}
 	for _, e := range req.Events {
 		opts.Later = append(opts.Later, e.model())
 	}
+	if req.Send {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, testSendTimeout)
+		defer cancel()
+	}
 	run, err := h.cfg.TestRuns.TestRun(ctx, compiled, version, m, opts)
+	if errors.Is(err, journey.ErrNotTester) {
+		c.JSON(http.StatusForbidden, gin.H{"error": fmt.Sprintf("%v; mark them as a tester with POST /api/v1/members/%d/tester, or test without \"send\"", err, m.ID)})
+		return
+	}
 	if err != nil {
 		c.JSON(http.StatusServiceUnavailable, gin.H{"error": err.Error()})
 		return

@@ -100,8 +100,9 @@ type Config struct {
 	// links (POST /api/v1/subscribe-links, GET
 	// /wechat/oa/{appid}/subscribemsg); nil: those routes answer 404.
 	SubscribeLinks *SubscribeLinkConfig
-	// TestRuns walks journeys for one member without sending (POST
-	// /api/v1/journeys/{key}/test); nil leaves the route out.
+	// TestRuns walks journeys for one member, sending only to a tester
+	// and only when asked to (POST /api/v1/journeys/{key}/test); nil
+	// leaves the route out.
 	TestRuns JourneyTester
 	// Journeys publishes, pauses, resumes and archives journeys for the
 	// admin API (POST /api/v1/journeys/{key}/publish, pause, resume,
@@ -230,6 +231,7 @@ func (h *Handler) routes() http.Handler {
 		h.codeRoutes(api)
 		h.holdRoutes(api)
 		h.journeyTestRoutes(api)
+		h.memberRoutes(api)
 		h.enrollRoutes(api)
 		h.channelRoutes(api)
 		h.journeyRoutes(api)

@@ -152,3 +152,24 @@ func TestEmailTrackingBadTokens(t *testing.T) {
 		}
 	}
 }
+
+// A test email (a test send, a test run sending to a tester) has no
+// delivery: its links carry a negative id of their own, and its
+// unsubscribe names the member by their identity, once per test email.
+func TestEmailTrackingTestSend(t *testing.T) {
+	t.Parallel()
+	tokens, _ := email.NewTokens([]byte("k"))
+	store := &recordingStore{}
+	h, db := newTrackRouter(t, store, tokens)
+	db.Create(&model.MemberIdentity{MemberID: 1, Kind: model.IdentityEmail, Value: "tester@example.com"})
+	for _, id := range []int64{-11, -12} {
+		tok := tokens.Sign(email.Claims{Kind: email.Unsubscribe, DeliveryID: id, MemberID: 1})
+		if w := serve(h, http.MethodPost, "/u/"+tok, "List-Unsubscribe=One-Click"); w.Code != http.StatusOK {
+			t.Fatalf("one-click unsubscribe of test email %d: %d %s", id, w.Code, w.Body)
+		}
+	}
+	if len(store.evs) != 2 || store.evs[0].DedupeKey == store.evs[1].DedupeKey || store.evs[1].Member.Email != "tester@example.com" ||
+		store.evs[1].Props["journey_id"] != nil {
+		t.Fatalf("events %+v: want two unsubscribes of the tester, each its own, of no journey", store.evs)
+	}
+}

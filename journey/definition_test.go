@@ -629,6 +629,20 @@ steps:
 			},
 		},
 		{
+			name: "the tester tag is reserved to the admin API",
+			src: `
+key: k
+trigger: { event: wechat.subscribe }
+steps:
+  - { id: mark, update: { add_tags: [vip, tester] }, next: unmark }
+  - { id: unmark, update: { remove_tags: [tester] } }
+`,
+			want: []string{
+				file + `:5: step "mark": add_tags: the tag "tester" is reserved: testers are marked through the admin API (POST /api/v1/members/{id}/tester)`,
+				file + `:6: step "unmark": remove_tags: the tag "tester" is reserved`,
+			},
+		},
+		{
 			name: "every problem of a file is reported",
 			src: `
 name: many mistakes

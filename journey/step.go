@@ -276,8 +276,7 @@ type handover struct {
 func (e *Engine) newHandover(cs *Step, enr *model.Enrollment, v *model.StepVisit, m *model.Member, channel string, msg channels.Message, now time.Time) *handover {
 	h := &handover{msg: msg}
 	h.msg.Channel = channel
-	h.msg.To = channels.Recipient{MemberID: m.ID, AppID: m.AppID, OpenID: m.OpenID, UnionID: m.UnionID,
-		ExternalUserID: m.ExternalUserID, Phone: m.Phone, Email: m.Email, MPAppID: m.MPAppID, MPOpenID: m.MPOpenID}
+	h.msg.To = recipientOf(m)
 	if e.cfg.Senders != nil {
 		h.caps, h.hasSender = e.cfg.Senders.Capabilities(channel)
 	}
@@ -346,14 +345,7 @@ func (e *Engine) handOver(ctx context.Context, h *handover, cs *Step, v *model.S
 		result channels.Result
 		err    error
 	)
-	switch {
-	case !h.hasSender:
-		err = fmt.Errorf("journey: %w %q: %w", channels.ErrNoSender, channel, channels.ErrPermanent)
-	case caps.OptOut != "" && msg.Category != model.CategoryTransactional && m.OptedOut(caps.OptOut):
-		err = &channels.Error{Class: channels.ErrUnreachable, Msg: "member opted out of marketing " + caps.OptOut + "; not sent"}
-	case caps.NeedsSubscribed && m.Subscription(msg.To.AppID) == model.SubscriptionUnsubscribed:
-		err = &channels.Error{Class: channels.ErrUnreachable, Code: 43004, Msg: "member has unfollowed"}
-	default:
+	if err = refusal(msg, caps, h.hasSender, m); err == nil {
 		// A member whose subscription is unknown (known only from a brand
 		// event or an import) is tried: WeChat's answer settles it.
 		result, err = e.cfg.Senders.Send(ctx, msg)
@@ -408,6 +400,28 @@ func (e *Engine) handOver(ctx context.Context, h *handover, cs *Step, v *model.S
 	default:
 		return stepResult{retryAt: now.Add(e.backoff(v.Attempts)), retryErr: err, deliveries: upd}
 	}
+}
+
+// recipientOf names member m on every channel.
+func recipientOf(m *model.Member) channels.Recipient {
+	return channels.Recipient{MemberID: m.ID, AppID: m.AppID, OpenID: m.OpenID, UnionID: m.UnionID,
+		ExternalUserID: m.ExternalUserID, Phone: m.Phone, Email: m.Email, MPAppID: m.MPAppID, MPOpenID: m.MPOpenID}
+}
+
+// refusal is why msg is not handed to its channel's sender for member m
+// (an error of channels' classes), or nil: the channel has no sender, m
+// opted out of the channel's marketing messages, or m unfollowed the
+// Official Account the channel needs.
+func refusal(msg channels.Message, caps channels.Capabilities, hasSender bool, m *model.Member) error {
+	switch {
+	case !hasSender:
+		return fmt.Errorf("journey: %w %q: %w", channels.ErrNoSender, msg.Channel, channels.ErrPermanent)
+	case caps.OptOut != "" && msg.Category != model.CategoryTransactional && m.OptedOut(caps.OptOut):
+		return &channels.Error{Class: channels.ErrUnreachable, Msg: "member opted out of marketing " + caps.OptOut + "; not sent"}
+	case caps.NeedsSubscribed && m.Subscription(msg.To.AppID) == model.SubscriptionUnsubscribed:
+		return &channels.Error{Class: channels.ErrUnreachable, Code: 43004, Msg: "member has unfollowed"}
+	}
+	return nil
 }
 
 // unfollowed reports whether WeChat answered that the member does not

@@ -1,9 +1,12 @@
 package journey
 
 import (
+	"slices"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/wejourney/wejourney/model"
 )
 
 // Update changes the member.
@@ -20,6 +23,16 @@ func (updateKind) Name() string { return KindUpdate }
 func (updateKind) Compile(n *yaml.Node, ck *Check) StepBody {
 	u := &Update{}
 	ck.Decode(n, u)
+	for _, f := range []struct {
+		field string
+		tags  []string
+	}{{"add_tags", u.AddTags}, {"remove_tags", u.RemoveTags}} {
+		if slices.Contains(f.tags, model.TesterTag) {
+			// A journey must not make its members testers: a test run
+			// really sends to them.
+			ck.Problemf(valueOf(n, f.field), "%s: the tag %q is reserved: testers are marked through the admin API (POST /api/v1/members/{id}/tester)", f.field, model.TesterTag)
+		}
+	}
 	return u
 }
 

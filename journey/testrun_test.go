@@ -1,10 +1,14 @@
 package journey_test
 
 import (
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/wejourney/wejourney/channels"
 	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
@@ -202,6 +206,91 @@ steps:
 			}
 			if run.End != tc.end {
 				t.Errorf("end %q; want %q", run.End, tc.end)
+			}
+		})
+	}
+}
+
+// A test run that sends delivers each message to a tester as a real run
+// would try it — fallback channels while unreachable, opt-outs honoured —
+// and records nothing; it refuses a member who is not a tester.
+func TestTestRunSendsToATester(t *testing.T) {
+	t.Parallel()
+	unreachable := &channels.Error{Class: channels.ErrUnreachable, Code: 43004, Msg: "require subscribe"}
+	tests := []struct {
+		name     string
+		tags     []string
+		optedOut bool
+		wantErr  error
+		want     []string // step: outcome [channel sent|not sent ...]
+		wantEnd  string
+		handed   []string // the channels handed a message, in order
+	}{
+		{name: "a tester: the template's fallback SMS, then the reminder", tags: []string{model.TesterTag},
+			want: []string{"hello: sent [wechat.text sent]", "pause: waited []", "ask: fallback:sms [wechat.template not sent sms sent]",
+				"wait_bind: timeout []", "remind: sent [sms sent]"},
+			wantEnd: journey.ReasonCompleted, handed: []string{"wechat.text", "wechat.template", "sms", "sms"}},
+		{name: "a tester who opted out of SMS: no marketing SMS, the path ends unreachable", tags: []string{model.TesterTag}, optedOut: true,
+			want:    []string{"hello: sent [wechat.text sent]", "pause: waited []", "ask: unreachable [wechat.template not sent sms not sent]"},
+			wantEnd: journey.ReasonUnreachable, handed: []string{"wechat.text", "wechat.template"}},
+		{name: "not a tester: refused, nothing sent", tags: []string{"vip"}, wantErr: journey.ErrNotTester},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			c := h.publish(testRunJourney)
+			h.subscribe("o1", "mall")
+			m := h.member("o1")
+			m.Nickname, m.Tags, m.Phone = "小王", tc.tags, "13800000000"
+			if tc.optedOut {
+				m.OptOut("sms", h.clk.Now())
+			}
+			if err := h.db.Save(&m).Error; err != nil {
+				t.Fatal(err)
+			}
+			h.rec.fail("wechat.template", unreachable)
+			run, err := h.e.TestRun(h.ctx, c, 1, &m, journey.TestRunOptions{
+				Event: &model.Event{Type: "wechat.subscribe", Props: map[string]any{"scene": "store_001"}},
+				Send:  true,
+			})
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) || len(h.rec.messages()) != 0 {
+					t.Fatalf("err %v, %d messages; want %v and none", err, len(h.rec.messages()), tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, s := range run.Steps {
+				var sends []string
+				for _, d := range s.Sends {
+					sends = append(sends, d.Channel+map[bool]string{true: " sent", false: " not sent"}[d.Sent])
+				}
+				got = append(got, fmt.Sprintf("%s: %s %v", s.Step, s.Outcome, sends))
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" || run.End != tc.wantEnd || !run.Send {
+				t.Errorf("path (-want +got):\n%s\nend %q, want %q", diff, run.End, tc.wantEnd)
+			}
+			var handed []string
+			for _, msg := range h.rec.messages() {
+				handed = append(handed, msg.Channel)
+				if msg.To.MemberID != m.ID || msg.DeliveryID != 0 || !strings.HasPrefix(msg.IdempotencyKey, "test-") {
+					t.Errorf("message %+v: want member %d, no delivery, a test- key", msg, m.ID)
+				}
+			}
+			if !cmp.Equal(handed, tc.handed) {
+				t.Errorf("handed to %v, want %v", handed, tc.handed)
+			}
+			if tc.optedOut && !strings.Contains(run.Steps[2].Sends[1].Error, "opted out") {
+				t.Errorf("the SMS refusal says %q", run.Steps[2].Sends[1].Error)
+			}
+			for _, table := range []any{&model.Delivery{}, &model.Enrollment{}, &model.StepVisit{}} {
+				if n := h.count(table); n != 0 {
+					t.Errorf("%d %T recorded by a test run", n, table)
+				}
 			}
 		})
 	}

@@ -8,6 +8,7 @@
 package model
 
 import (
+	"slices"
 	"strings"
 	"time"
 )
@@ -126,6 +127,15 @@ type Member struct {
 	// channel ("sms", "email"). Transactional sends ignore it.
 	OptOuts map[string]time.Time `gorm:"serializer:json;type:text"`
 }
+
+// TesterTag is the reserved member tag that marks a tester: an internal
+// user a journey's test run (POST /api/v1/journeys/{key}/test with "send":
+// true, `wejourney journeys test --send`) may really send to. It is set
+// and cleared through POST and DELETE /api/v1/members/{id}/tester.
+const TesterTag = "tester"
+
+// IsTester reports whether the member carries TesterTag.
+func (m *Member) IsTester() bool { return slices.Contains(m.Tags, TesterTag) }
 
 // OptedOut reports whether the member opted out of marketing messages on
 // channel ("sms", "email").

@@ -12,6 +12,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"net/mail"
 	"net/textproto"
 	"net/url"
@@ -192,6 +194,13 @@ func (s *Sender) Build(msg channels.Message) (*gomail.Msg, error) {
 	m.SetDateWithValue(s.cfg.Clock.Now())
 	m.SetMessageIDWithValue(s.messageID(msg))
 	claims := Claims{DeliveryID: msg.DeliveryID, MemberID: msg.To.MemberID}
+	if claims.DeliveryID == 0 {
+		// A test send has no delivery row: its links carry an id of their
+		// own, negative so that it names no delivery. Under a shared 0 the
+		// open, clicks and unsubscribe of only the first test email would
+		// be recorded (one event per delivery).
+		claims.DeliveryID = -1 - rand.Int64N(math.MaxInt64)
+	}
 	unsub := s.url(UnsubscribePath, claims, Unsubscribe, "")
 	m.SetGenHeaderPreformatted(gomail.HeaderListUnsubscribe, "<"+unsub+">")
 	m.SetGenHeaderPreformatted(gomail.HeaderListUnsubscribePost, "List-Unsubscribe=One-Click")

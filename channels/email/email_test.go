@@ -177,6 +177,33 @@ func TestSendTextOnly(t *testing.T) {
 	}
 }
 
+// A test send (channels test, a test run sending to a tester) has no
+// delivery: each test email's links carry an id of their own, naming no
+// delivery, so each one's unsubscribe and opens are recorded.
+func TestTestSendLinksNameNoDelivery(t *testing.T) {
+	t.Parallel()
+	s, srv, tokens := newTestSender(t)
+	seen := map[int64]bool{}
+	for range 2 {
+		msg := channels.Message{IdempotencyKey: channels.TestKey(), Subject: "test", Text: "hi", To: channels.Recipient{MemberID: 7, Email: "tester@example.com"}}
+		if err := send(t, s, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range srv.MessagesTo("tester@example.com") {
+		h, _ := parts(t, m.Data)
+		lu := h.Get("List-Unsubscribe")
+		c, err := tokens.Verify(strings.TrimSuffix(strings.TrimPrefix(lu, "<"+testPublic+"/u/"), ">"))
+		if err != nil || c.MemberID != 7 || c.DeliveryID >= 0 || seen[c.DeliveryID] {
+			t.Errorf("unsubscribe token %+v, %v: want member 7 and a negative id of its own", c, err)
+		}
+		seen[c.DeliveryID] = true
+	}
+	if len(seen) != 2 {
+		t.Errorf("%d test emails' tokens, want 2", len(seen))
+	}
+}
+
 func TestSendErrorClasses(t *testing.T) {
 	t.Parallel()
 	s, srv, _ := newTestSender(t)

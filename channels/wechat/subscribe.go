@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"strconv"
 
 	"github.com/silenceper/wechat/v2/miniprogram/subscribe"
@@ -48,6 +50,8 @@ type Grants interface {
 	// Claim spends one unused authorisation of the member for (appid,
 	// templateID) on deliveryID and returns it; ok is false when there is
 	// none. A retry of the same delivery gets the grant it claimed before.
+	// A test send, which has no delivery, claims under a random negative
+	// id of its own.
 	Claim(ctx context.Context, memberID int64, appid, templateID string, deliveryID int64) (g Grant, ok bool, err error)
 	// Release gives back the authorisation deliveryID claimed: WeChat
 	// refused the message without spending it.
@@ -122,8 +126,15 @@ func (s *Sender) sendSubscribe(ctx context.Context, grants Grants, msg channels.
 		grant Grant
 		found bool
 	)
+	claim := msg.DeliveryID
+	if claim == 0 {
+		// A test send has no delivery row: it claims its grant under an
+		// id of its own, negative so that it names no delivery. Under a
+		// shared 0, every test send would find the first one's grant.
+		claim = -1 - rand.Int64N(math.MaxInt64)
+	}
 	for _, c := range cands {
-		g, ok, err := grants.Claim(ctx, msg.To.MemberID, c.appid, msg.TemplateID, msg.DeliveryID)
+		g, ok, err := grants.Claim(ctx, msg.To.MemberID, c.appid, msg.TemplateID, claim)
 		if err != nil {
 			return channels.Result{}, fmt.Errorf("%s: claim an authorisation: %w", ch, err)
 		}
@@ -174,7 +185,7 @@ func (s *Sender) sendSubscribe(ctx context.Context, grants Grants, msg channels.
 	}
 	var ce *channels.Error
 	if errors.Is(err, channels.ErrPermanent) && !errors.As(err, &ce) || errors.As(err, &ce) && releasable(ce.Code) {
-		if rerr := grants.Release(ctx, msg.DeliveryID); rerr != nil {
+		if rerr := grants.Release(ctx, claim); rerr != nil {
 			s.log.WarnContext(ctx, "wechat: giving back a subscribe authorisation failed", "delivery", msg.DeliveryID, "err", rerr)
 		}
 	}

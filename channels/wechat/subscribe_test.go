@@ -366,3 +366,42 @@ func TestSubscribeDailyQuotaHolds(t *testing.T) {
 		t.Error("a held delivery gave its grant back: its retry would have none")
 	}
 }
+
+// Test sends (channels test, a test run sending to a tester) have no
+// delivery: each spends an authorisation of its own, never the one an
+// earlier test send spent, and a refused one gives back only its own.
+func TestSubscribeTestSendsSpendOneGrantEach(t *testing.T) {
+	t.Parallel()
+	fake := startFake(t, fakewx.Config{})
+	g := &memGrants{}
+	g.add(7, appID, "TPL", "oa_popup", "")
+	g.add(8, appID, "TPL", "oa_popup", "")
+	g.add(9, appID, "TPL", "oa_popup", "")
+	s, _ := newSubSender(t, fake.URL, g)
+	send := func(member int64, openid string) error {
+		to := subTo(openid, "")
+		to.MemberID = member
+		_, err := s.Send(context.Background(), channels.Message{Channel: channels.WeChatSubscribe, TemplateID: "TPL", To: to,
+			IdempotencyKey: channels.TestKey(), Data: map[string]string{"thing1": "x"}})
+		return err
+	}
+	if err := send(7, "o7"); err != nil {
+		t.Fatalf("member 7's test send: %v", err)
+	}
+	if err := send(8, "o8"); err != nil {
+		t.Fatalf("member 8's test send after member 7's: %v", err)
+	}
+	if err := send(7, "o7"); !errors.Is(err, channels.ErrUnreachable) {
+		t.Errorf("member 7's second test send, its grant spent: err = %v, want ErrUnreachable", err)
+	}
+	if n := len(fake.Messages()); n != 2 {
+		t.Errorf("WeChat got %d messages, want 2", n)
+	}
+	fake.SetError("o9", 40037) // refused before it counted (invalid template id): the grant is given back
+	if err := send(9, "o9"); err == nil {
+		t.Fatal("member 9's refused test send succeeded")
+	}
+	if n := g.unused(); n != 1 {
+		t.Errorf("%d grants unused after the refusal, want member 9's alone", n)
+	}
+}
