@@ -147,3 +147,45 @@ steps:
 		t.Errorf("sent %+v; want one message \"silver → gold\"", sent)
 	}
 }
+
+// An update step's set emits member.attribute_changed too, once per
+// attribute it changed: another journey starts on it, and setting the
+// same value again emits nothing.
+func TestUpdateStepEmitsAttributeChanged(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.publish(`
+key: stage
+trigger: { event: wechat.subscribe }
+steps:
+  - { id: aware, update: { set: { stage: aware, source: qr } } }
+`)
+	h.publish(`
+key: aware
+trigger: { event: member.attribute_changed, where: 'event.name == "stage" && event.new == "aware"' }
+steps:
+  - { id: hello, send: { channel: wechat.text, text: "{{ .event.old }}→{{ .event.new }}" } }
+`)
+	h.subscribe("o1", "")
+	h.drain()
+	h.drain() // the attribute changes route after the step's transaction
+	h.unsubscribe("o1")
+	h.subscribe("o1", "") // the same values again: no change
+	h.drain()
+	h.drain()
+	var changes []model.Event
+	if err := h.db.Where("type = ?", "member.attribute_changed").Order("id").Find(&changes).Error; err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range changes {
+		got = append(got, c.Props["name"].(string)+"="+c.Props["new"].(string))
+	}
+	if diff := cmp.Diff([]string{"source=qr", "stage=aware"}, got); diff != "" {
+		t.Errorf("attribute changes (-want +got):\n%s", diff)
+	}
+	sent := h.rec.sent()
+	if len(sent) != 1 || sent[0].Text != "→aware" {
+		t.Errorf("sent %+v; want one message \"→aware\"", sent)
+	}
+}

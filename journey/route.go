@@ -174,7 +174,7 @@ func (e *Engine) routeEvent(tx *gorm.DB, ev *model.Event, now time.Time, r *rout
 		return errConflict
 	}
 	if emit {
-		ids, err := emitAttributeChanges(tx, ev, before, m.Attrs, now)
+		ids, err := emitAttributeChanges(tx, fmt.Sprintf("attr:%d", ev.ID), ev.Member, before, m.Attrs, now)
 		if err != nil {
 			return err
 		}
@@ -616,9 +616,11 @@ func emitOptOuts(tx *gorm.DB, ev *model.Event, before, after map[string]time.Tim
 }
 
 // emitAttributeChanges stores one member.attribute_changed event (props
-// name, old, new) per attribute ev changed on the member, and returns their
-// ids: they are routed after ev's transaction commits.
-func emitAttributeChanges(tx *gorm.DB, ev *model.Event, before, after map[string]any, now time.Time) ([]int64, error) {
+// name, old, new) per attribute that differs between before and after,
+// for the member ref, deduped by cause (an event's "attr:<id>", an update
+// step's "attr:visit:<id>") and name, and returns their ids: they are
+// routed after the caller's transaction commits.
+func emitAttributeChanges(tx *gorm.DB, cause string, ref model.MemberRef, before, after map[string]any, now time.Time) ([]int64, error) {
 	var names []string
 	for k, v := range after {
 		if old, ok := before[k]; !ok || !reflect.DeepEqual(old, v) {
@@ -629,8 +631,8 @@ func emitAttributeChanges(tx *gorm.DB, ev *model.Event, before, after map[string
 	var ids []int64
 	for _, name := range names {
 		ch := &model.Event{
-			DedupeKey: fmt.Sprintf("attr:%d:%s", ev.ID, name),
-			Type:      events.MemberAttributeChanged, Source: events.Engine{}.Name(), Member: ev.Member,
+			DedupeKey: cause + ":" + name,
+			Type:      events.MemberAttributeChanged, Source: events.Engine{}.Name(), Member: ref,
 			Props: map[string]any{"name": name, "old": before[name], "new": after[name]},
 			At:    now, ReceivedAt: now,
 		}

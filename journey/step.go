@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	htmltemplate "html/template"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -480,9 +481,13 @@ func (e *Engine) backoff(attempt int) time.Duration {
 }
 
 // applyUpdate changes the member's tags and attributes, reading and writing
-// them in one transaction so concurrent updates from other journeys are kept.
-func (e *Engine) applyUpdate(db *gorm.DB, m *model.Member, u *Update, now time.Time) error {
-	return db.Transaction(func(tx *gorm.DB) error {
+// the member in one transaction (concurrent updates from other journeys are
+// kept), and stores a member.attribute_changed event per attribute it
+// changed (deduped by the visit: a retried step stores none twice). It
+// returns those events' ids, to be routed once it committed.
+func (e *Engine) applyUpdate(db *gorm.DB, m *model.Member, u *Update, visit int64, now time.Time) ([]int64, error) {
+	var ids []int64
+	err := db.Transaction(func(tx *gorm.DB) error {
 		var cur model.Member
 		if err := tx.Select("id", "tags", "attrs").First(&cur, m.ID).Error; err != nil {
 			return fmt.Errorf("journey: load member: %w", err)
@@ -496,6 +501,7 @@ func (e *Engine) applyUpdate(db *gorm.DB, m *model.Member, u *Update, now time.T
 		if cur.Attrs == nil {
 			cur.Attrs = map[string]any{}
 		}
+		before := maps.Clone(cur.Attrs)
 		for k, val := range u.Set {
 			cur.Attrs[k] = val
 		}
@@ -503,9 +509,16 @@ func (e *Engine) applyUpdate(db *gorm.DB, m *model.Member, u *Update, now time.T
 		if err := tx.Model(&cur).Select("tags", "attrs", "updated_at").Updates(&cur).Error; err != nil {
 			return fmt.Errorf("journey: update member: %w", err)
 		}
+		if ref := m.Ref(); len(u.Set) > 0 && ref.Key() != "" {
+			var err error
+			if ids, err = emitAttributeChanges(tx, fmt.Sprintf("attr:visit:%d", visit), ref, before, cur.Attrs, now); err != nil {
+				return err
+			}
+		}
 		m.Tags, m.Attrs, m.UpdatedAt = cur.Tags, cur.Attrs, now
 		return nil
 	})
+	return ids, err
 }
 
 // renderer executes message templates; missing values render empty. The

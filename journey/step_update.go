@@ -44,8 +44,15 @@ func (*Update) Refs() []Ref { return nil }
 
 // Run implements StepBody: tags and attributes change in one transaction.
 func (u *Update) Run(r *Run) (Result, error) {
-	if err := r.e.applyUpdate(r.e.cfg.DB.WithContext(r.Ctx), r.Member, u, r.Now); err != nil {
+	ids, err := r.e.applyUpdate(r.e.cfg.DB.WithContext(r.Ctx), r.Member, u, r.Visit.ID, r.Now)
+	if err != nil {
 		return Result{}, err
+	}
+	if len(ids) > 0 && r.e.cfg.Queue != nil {
+		// Should this fail, the sweeper routes them.
+		if _, err := r.e.cfg.Queue.EnqueueContext(r.Ctx, NewRouteEventsTask(ids, QueueMarketing)); err != nil {
+			r.e.log.Warn("enqueueing the attribute changes of an update step failed; the sweeper routes them", "events", len(ids), "err", err)
+		}
 	}
 	return Result{Outcome: "updated", Next: r.Step.Next}, nil
 }
