@@ -328,7 +328,7 @@ func (e *Engine) runRound(ctx context.Context, items []*stepItem, errs []error) 
 			vars["event"] = map[string]any{}
 		}
 		if snd, ok := it.cs.Body.(*Send); ok && !snd.held(e.quietOf(c), c, it.enr, now) {
-			if res, err := e.capped(roundCaps, c, it.cs, snd, it.enr, it.m, now); err != nil {
+			if res, err := e.capped(roundCaps, c, it.cs, snd, it.enr, it.m, it.v, now); err != nil {
 				fail(it, err)
 				continue
 			} else if res != nil {

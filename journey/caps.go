@@ -133,6 +133,7 @@ type capWatch struct {
 type capSend struct {
 	channel string
 	at      time.Time
+	visit   int64 // the step visit that sent it (0: one this round is about to send)
 }
 
 // capCounted are the delivery statuses a cap counts: handed to the
@@ -149,11 +150,12 @@ func (e *Engine) watchCaps(db *gorm.DB, members []int64, longest time.Duration, 
 	slices.Sort(members)
 	members = slices.Compact(members)
 	var rows []struct {
-		MemberID  int64
-		Channel   string
-		CreatedAt time.Time
+		MemberID    int64
+		Channel     string
+		CreatedAt   time.Time
+		StepVisitID int64
 	}
-	err := db.Model(&model.Delivery{}).Select("member_id", "channel", "created_at").
+	err := db.Model(&model.Delivery{}).Select("member_id", "channel", "created_at", "step_visit_id").
 		Where("member_id IN ? AND created_at > ? AND status IN ? AND (category IS NULL OR category <> ?)",
 			members, now.Add(-longest), capCounted, model.CategoryTransactional).
 		Find(&rows).Error
@@ -161,15 +163,17 @@ func (e *Engine) watchCaps(db *gorm.DB, members []int64, longest time.Duration, 
 		return nil, fmt.Errorf("journey: read members' recent messages for frequency caps: %w", err)
 	}
 	for _, r := range rows {
-		w.sent[r.MemberID] = append(w.sent[r.MemberID], capSend{r.Channel, r.CreatedAt})
+		w.sent[r.MemberID] = append(w.sent[r.MemberID], capSend{r.Channel, r.CreatedAt, r.StepVisitID})
 	}
 	return w, nil
 }
 
-// over returns, when a message to member on channel at now would pass one
-// of caps, until when it must wait (the earliest moment every cap allows
-// it) and the tightest cap it passes.
-func (w *capWatch) over(member int64, channel string, caps []FrequencyCap, now time.Time) (time.Time, FrequencyCap, bool) {
+// over returns, when a message to member on channel at now by step visit
+// visit would pass one of caps, until when it must wait (the earliest
+// moment every cap allows it) and the tightest cap it passes. The visit's
+// own message does not count: an earlier attempt whose worker died handed
+// it over, and the step now only settles its delivery.
+func (w *capWatch) over(member int64, channel string, visit int64, caps []FrequencyCap, now time.Time) (time.Time, FrequencyCap, bool) {
 	var (
 		until time.Time
 		hit   FrequencyCap
@@ -181,7 +185,7 @@ func (w *capWatch) over(member int64, channel string, caps []FrequencyCap, now t
 		}
 		var times []time.Time
 		for _, s := range w.sent[member] {
-			if c.covers(s.channel) && s.at.After(now.Add(-c.Per)) {
+			if c.covers(s.channel) && s.at.After(now.Add(-c.Per)) && s.visit != visit {
 				times = append(times, s.at)
 			}
 		}
@@ -204,7 +208,7 @@ func (w *capWatch) over(member int64, channel string, caps []FrequencyCap, now t
 
 // add counts a message the round is about to send.
 func (w *capWatch) add(member int64, channel string, at time.Time) {
-	w.sent[member] = append(w.sent[member], capSend{channel, at})
+	w.sent[member] = append(w.sent[member], capSend{channel, at, 0})
 }
 
 // capsOf returns the caps that bound c's sends: the engine's and the
@@ -242,11 +246,11 @@ func answersAction(c *Compiled, enr *model.Enrollment, now time.Time) bool {
 	return c.answersMember() && now.Sub(enr.EnteredAt) <= ReplyWindow
 }
 
-// capped checks a send of c to member m against its frequency caps: the
+// capped checks a send of c to member m by visit v against its frequency caps: the
 // step's result when a cap holds or skips it (nil: it goes, and is counted
 // in the round's watch). watch reads the members' recent messages, once a
 // round; longest is the longest period it must cover.
-func (e *Engine) capped(watch func(longest time.Duration) (*capWatch, error), c *Compiled, cs *Step, snd *Send, enr *model.Enrollment, m *model.Member, now time.Time) (*stepResult, error) {
+func (e *Engine) capped(watch func(longest time.Duration) (*capWatch, error), c *Compiled, cs *Step, snd *Send, enr *model.Enrollment, m *model.Member, v *model.StepVisit, now time.Time) (*stepResult, error) {
 	caps := e.capsOf(c)
 	if len(caps) == 0 || capExempt(snd, c, enr, now) {
 		return nil, nil
@@ -255,7 +259,7 @@ func (e *Engine) capped(watch func(longest time.Duration) (*capWatch, error), c 
 	if err != nil {
 		return nil, err
 	}
-	if until, hit, over := w.over(m.ID, snd.Channel, caps, now); over {
+	if until, hit, over := w.over(m.ID, snd.Channel, v.ID, caps, now); over {
 		r := capResult(cs, c.onCap, hit, until)
 		return &r, nil
 	}

@@ -37,8 +37,13 @@ type sendRecorder struct {
 // sender returns a registry whose every channel records into r, with the
 // capabilities the real senders declare.
 func (r *sendRecorder) sender() *channels.Registry {
+	return senderThrough(r.send())
+}
+
+// senderThrough returns a registry whose every channel sends through f,
+// with the capabilities the real senders declare.
+func senderThrough(f channels.SenderFunc) *channels.Registry {
 	reg := channels.NewRegistry()
-	f := r.send()
 	for ch, caps := range wechat.Capabilities() {
 		reg.Register(ch, f, caps)
 	}

@@ -167,7 +167,7 @@ func (s *Send) Run(r *Run) (Result, error) {
 	watch := func(longest time.Duration) (*capWatch, error) {
 		return r.e.watchCaps(r.e.cfg.DB.WithContext(r.Ctx), []int64{r.Member.ID}, longest, now)
 	}
-	if res, err := r.e.capped(watch, r.c, r.Step, s, enr, r.Member, now); err != nil || res != nil {
+	if res, err := r.e.capped(watch, r.c, r.Step, s, enr, r.Member, r.Visit, now); err != nil || res != nil {
 		if err != nil {
 			return Result{}, err
 		}
