@@ -65,6 +65,12 @@ func Migrations() []*gormigrate.Migration {
 			Migrate:  migrateSegments,
 			Rollback: rollbackSegments,
 		},
+		{
+			// Console roles on admin users and the audit log (see migration_roles.go).
+			ID:       rolesID,
+			Migrate:  migrateRoles,
+			Rollback: rollbackRoles,
+		},
 	}
 }
 
