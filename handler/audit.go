@@ -60,11 +60,11 @@ func currentUser(c *gin.Context) model.AdminUser {
 // signed-in user, or the API key by name), the answer's status once
 // written, and detail. A failure to write is logged, never answered: the
 // action has happened.
-func recordAudit(c *gin.Context, db *gorm.DB, log *slog.Logger, action, object string, detail map[string]any) {
+func recordAudit(c *gin.Context, db *gorm.DB, log *slog.Logger, now time.Time, action, object string, detail map[string]any) {
 	if detail == nil {
 		detail = map[string]any{}
 	}
-	e := model.AuditEntry{At: time.Now(), Action: action, Object: object, IP: c.ClientIP(), Via: model.ViaSession}
+	e := model.AuditEntry{At: now, Action: action, Object: object, IP: c.ClientIP(), Via: model.ViaSession}
 	if c.GetBool(apiKeyAuthenticated) {
 		e.Via, e.Actor, e.Role = model.ViaAPIKey, c.GetString(ctxAPIKeyName), model.ScopeAdmin
 		detail["api_key_id"] = c.GetInt64(ctxAPIKeyID)
@@ -85,12 +85,12 @@ func recordAudit(c *gin.Context, db *gorm.DB, log *slog.Logger, action, object s
 
 // audit records an admin API action in the audit log (see recordAudit).
 func (h *Handler) audit(c *gin.Context, action, object string, detail gin.H) {
-	recordAudit(c, h.cfg.DB, h.log, action, object, detail)
+	recordAudit(c, h.cfg.DB, h.log, h.now(), action, object, detail)
 }
 
 // audit records a console action in the audit log (see recordAudit).
 func (a *Admin) audit(c *gin.Context, action, object string, detail gin.H) {
-	recordAudit(c, a.cfg.DB, a.log, action, object, detail)
+	recordAudit(c, a.cfg.DB, a.log, a.cfg.Now(), action, object, detail)
 }
 
 // AuditRow is one audit entry as GET /api/v1/audit answers it; Detail is

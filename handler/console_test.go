@@ -241,12 +241,14 @@ func TestConsoleRoles(t *testing.T) {
 			wantStatus(t, "pause", op.call("POST", "/api/v1/journeys/welcome/pause", ""), 200)
 			wantStatus(t, "resume (by key)", withKey(app, "bot-key", "POST", "/api/v1/journeys/welcome/resume", ""), 200)
 			wantStatus(t, "enroll", op.call("POST", "/api/v1/journeys/welcome/enroll", `{"id":"r1","member":{"unionid":"u1"}}`), 202)
+			app.db.Create(&model.Member{OpenID: "o_t", AppID: "wx1"})
+			wantStatus(t, "test run", op.call("POST", "/api/v1/journeys/welcome/test", `{"member":{"openid":"o_t"}}`), 200)
 			wantStatus(t, "test send", op.call("POST", "/api/v1/channels/wechat.text/test", `{"to":"o_t","appid":"wx1","text":"hi"}`), 200)
 			es := auditLog(t, app, "")
 			for _, want := range []struct{ actor, action, object string }{
 				{"op", AuditSignInFailed, "op"}, {"op", AuditSignIn, "op"}, {"op", AuditJourneyPublish, "welcome"},
 				{"op", AuditJourneyPause, "welcome"}, {"deploy-bot", AuditJourneyResume, "welcome"},
-				{"op", AuditJourneyEnroll, "welcome"}, {"op", AuditChannelTest, "wechat.text"},
+				{"op", AuditJourneyEnroll, "welcome"}, {"op", AuditJourneyTest, "welcome"}, {"op", AuditChannelTest, "wechat.text"},
 			} {
 				if !hasEntry(es, want.actor, want.action, want.object) {
 					t.Errorf("no audit entry %s %s %s in %+v", want.actor, want.action, want.object, es)
