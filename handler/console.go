@@ -112,6 +112,8 @@ func (a *Admin) userError(c *gin.Context, err error) {
 		status, msg = http.StatusBadRequest, "err_bad_username"
 	case errors.Is(err, errBadPassword):
 		status, msg = http.StatusBadRequest, "err_password"
+	case errors.Is(err, errNotConfirmed):
+		status, msg = http.StatusBadRequest, "err_confirm"
 	default:
 		a.log.Error("changing a user", "err", err)
 	}
@@ -120,7 +122,8 @@ func (a *Admin) userError(c *gin.Context, err error) {
 
 var (
 	errBadUsername = errors.New("bad username")
-	errBadPassword = errors.New("bad password")
+	errBadPassword  = errors.New("bad password")
+	errNotConfirmed = errors.New("removal not confirmed")
 )
 
 // newPasswordHash checks and hashes the form's password.
@@ -188,6 +191,10 @@ func (a *Admin) changeUser(c *gin.Context) {
 		before, err = model.SetUserDisabled(ctx, db, name, time.Time{})
 		action, done = AuditUserEnable, "user_enabled"
 	case "remove":
+		if c.PostForm("confirm") != "yes" {
+			a.userError(c, errNotConfirmed)
+			return
+		}
 		before, err = model.RemoveAdminUser(ctx, db, name)
 		action, done, detail["role"] = AuditUserRemove, "user_removed", before.Role
 	default:

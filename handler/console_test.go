@@ -179,7 +179,7 @@ func TestConsoleRoles(t *testing.T) {
 			wantStatus(t, "users page", op.do("GET", "/admin/users", nil), 403, "你没有权限", "管理员")
 			form := url.Values{"username": {"mallory"}, "role": {"admin"}, "password": {"mallory-password"}}
 			wantStatus(t, "add a user", op.post("/admin/", "/admin/users", form), 403, "你没有权限")
-			wantStatus(t, "remove admin", op.post("/admin/", "/admin/users/remove", url.Values{"username": {"admin"}}), 403)
+			wantStatus(t, "remove admin", op.post("/admin/", "/admin/users/remove", url.Values{"username": {"admin"}, "confirm": {"yes"}}), 403)
 			wantStatus(t, "promote itself", op.post("/admin/", "/admin/users/role", url.Values{"username": {"op"}, "role": {"admin"}}), 403)
 			wantStatus(t, "audit API", op.call("GET", "/api/v1/audit", ""), 403, `"needs":"admin"`)
 			if userExists(app, "mallory") || !userExists(app, "admin") {
@@ -207,7 +207,7 @@ func TestConsoleRoles(t *testing.T) {
 		{"the last admin cannot be removed, disabled or demoted", func(t *testing.T, app *adminApp) {
 			adm := signedIn(t, app, "admin")
 			for _, c := range []struct{ path, role string }{{"/admin/users/remove", ""}, {"/admin/users/disable", ""}, {"/admin/users/role", "operator"}} {
-				wantStatus(t, c.path, adm.post("/admin/users", c.path, url.Values{"username": {"admin"}, "role": {c.role}}), 409, "最后一位管理员")
+				wantStatus(t, c.path, adm.post("/admin/users", c.path, url.Values{"username": {"admin"}, "role": {c.role}, "confirm": {"yes"}}), 409, "最后一位管理员")
 			}
 			var u model.AdminUser
 			if app.db.Where("username = ?", "admin").Take(&u).Error != nil || u.Role != model.RoleAdmin || u.DisabledAt != nil {
@@ -216,7 +216,11 @@ func TestConsoleRoles(t *testing.T) {
 			// With a second admin, the first can go.
 			wantStatus(t, "promote op", adm.post("/admin/users", "/admin/users/role", url.Values{"username": {"op"}, "role": {"admin"}}), 303)
 			op := signedIn(t, app, "op")
-			wantStatus(t, "op removes admin", op.post("/admin/users", "/admin/users/remove", url.Values{"username": {"admin"}}), 303)
+			wantStatus(t, "op removes admin, unconfirmed", op.post("/admin/users", "/admin/users/remove", url.Values{"username": {"admin"}}), 400, "确认删除")
+			if !userExists(app, "admin") {
+				t.Fatal("an unconfirmed removal removed admin")
+			}
+			wantStatus(t, "op removes admin", op.post("/admin/users", "/admin/users/remove", url.Values{"username": {"admin"}, "confirm": {"yes"}}), 303)
 			if userExists(app, "admin") {
 				t.Error("admin was not removed")
 			}
