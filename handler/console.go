@@ -121,7 +121,7 @@ func (a *Admin) userError(c *gin.Context, err error) {
 }
 
 var (
-	errBadUsername = errors.New("bad username")
+	errBadUsername  = errors.New("bad username")
 	errBadPassword  = errors.New("bad password")
 	errNotConfirmed = errors.New("removal not confirmed")
 )
