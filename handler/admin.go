@@ -106,6 +106,7 @@ type Admin struct {
 	cfg     AdminConfig
 	log     *slog.Logger
 	tmpl    *template.Template
+	catalog *web.Catalog
 	store   *SessionStore
 	sm      *scs.SessionManager
 	limits  *signinLimits
@@ -139,7 +140,11 @@ func NewAdmin(cfg AdminConfig) *Admin {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	a := &Admin{cfg: cfg, log: cfg.Logger, tmpl: web.Templates(), limits: newSigninLimits(),
+	catalog, err := web.NewCatalog()
+	if err != nil {
+		panic(fmt.Sprintf("the embedded message files: %v", err)) // a build defect: web's tests catch it
+	}
+	a := &Admin{cfg: cfg, log: cfg.Logger, tmpl: web.Templates(consoleFuncs), catalog: catalog, limits: newSigninLimits(),
 		slots: make(chan struct{}, cfg.BcryptSlots), slotWait: bcryptWait}
 	for _, p := range cfg.TrustedProxies {
 		if pfx, err := netip.ParsePrefix(p); err == nil {
@@ -357,31 +362,32 @@ func (a *Admin) saveSession(c *gin.Context) error {
 	return nil
 }
 
-// signedIn returns the session's user, or "" when the session is missing,
-// expired, or older than the user's current password. A valid session's
-// idle deadline moves on.
-func (a *Admin) signedIn(c *gin.Context) (string, error) {
+// signedIn returns the session's user (its role read now, so a change
+// counts at the next request), or a zero user when the session is
+// missing, expired, older than the user's current password, or the user
+// is disabled or gone. A valid session's idle deadline moves on.
+func (a *Admin) signedIn(c *gin.Context) (model.AdminUser, error) {
 	ctx := c.Request.Context()
 	name := a.sm.GetString(ctx, sessionUser)
 	if name == "" {
-		return "", nil
+		return model.AdminUser{}, nil
 	}
 	var u model.AdminUser
 	err := a.cfg.DB.WithContext(ctx).Where(&model.AdminUser{Username: name}).Take(&u).Error
 	if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
-		return "", fmt.Errorf("load admin user: %w", err)
+		return model.AdminUser{}, fmt.Errorf("load admin user: %w", err)
 	}
-	if err != nil || !hmac.Equal([]byte(passwordFingerprint(u.PasswordHash)), []byte(a.sm.GetString(ctx, sessionPWHash))) {
-		a.log.Info("admin session ended: the user's password changed or the user is gone", "user", name, "ip", c.ClientIP())
+	if err != nil || u.DisabledAt != nil || !hmac.Equal([]byte(passwordFingerprint(u.PasswordHash)), []byte(a.sm.GetString(ctx, sessionPWHash))) {
+		a.log.Info("admin session ended: the user's password changed, or the user is disabled or gone", "user", name, "ip", c.ClientIP())
 		if err := a.sm.Destroy(ctx); err != nil {
-			return "", fmt.Errorf("end admin session: %w", err)
+			return model.AdminUser{}, fmt.Errorf("end admin session: %w", err)
 		}
-		return "", a.saveSession(c)
+		return model.AdminUser{}, a.saveSession(c)
 	}
 	if err := a.saveSession(c); err != nil {
-		return "", fmt.Errorf("save admin session: %w", err)
+		return model.AdminUser{}, fmt.Errorf("save admin session: %w", err)
 	}
-	return name, nil
+	return u, nil
 }
 
 // apiAuth admits the admin JSON API with an API key of scope admin
@@ -400,26 +406,39 @@ func (a *Admin) apiAuth(c *gin.Context) {
 		c.AbortWithStatusJSON(http.StatusServiceUnavailable, gin.H{"error": "database error"})
 		return
 	}
-	if user == "" {
+	if user.Username == "" {
 		c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"error": "sign in at /admin/login, or send Authorization: Bearer <api key with scope admin>"})
 		return
 	}
+	c.Set(ctxUser, user)
 	c.Next()
 }
 
-func lang(c *gin.Context) string {
-	if l := c.Query("lang"); l != "" {
-		c.SetCookie("wj_lang", web.Lang(l), 365*24*3600, "/", "", false, false)
-		return web.Lang(l)
+// langCookie keeps the language a person chose with ?lang=.
+const langCookie = "wj_lang"
+
+// lang is the request's language (web.Catalog.Lang): a ?lang= switch,
+// which is remembered in a cookie, else the cookie's, else the browser's
+// Accept-Language, else zh-CN.
+func (a *Admin) lang(c *gin.Context) string {
+	q := c.Query("lang")
+	if a.catalog.Supported(q) {
+		c.SetCookie(langCookie, q, 365*24*3600, "/", "", false, false)
 	}
-	l, _ := c.Cookie("wj_lang")
-	return web.Lang(l)
+	ck, _ := c.Cookie(langCookie)
+	return a.catalog.Lang(q, ck, c.GetHeader("Accept-Language"))
 }
 
+// render writes a page: data gets the language, its texts (T), the CSRF
+// field and the signed-in user (User, for the console's shell).
 func (a *Admin) render(c *gin.Context, status int, name string, data map[string]any) {
-	l := lang(c)
-	data["Lang"], data["T"] = l, web.Messages[l]
+	l := a.lang(c)
+	data["Lang"], data["T"] = l, a.catalog.Texts(l)
 	data["CSRF"] = csrf.TemplateField(c.Request)
+	if u := currentUser(c); u.Username != "" {
+		data["User"] = &u
+	}
+	c.Header("Vary", "Cookie, Accept-Language")
 	c.Status(status)
 	c.Header("Content-Type", "text/html; charset=utf-8")
 	if err := a.tmpl.ExecuteTemplate(c.Writer, name, data); err != nil {
@@ -429,11 +448,11 @@ func (a *Admin) render(c *gin.Context, status int, name string, data map[string]
 
 // renderError answers with the error page showing message key msg.
 func (a *Admin) renderError(c *gin.Context, status int, msg string) {
-	a.render(c, status, "error.html", map[string]any{"Message": web.Messages[lang(c)][msg]})
+	a.render(c, status, "error.html", map[string]any{"Message": a.catalog.T(a.lang(c), msg, nil)})
 }
 
 func (a *Admin) loginPage(c *gin.Context) {
-	if user, err := a.signedIn(c); err == nil && user != "" {
+	if user, err := a.signedIn(c); err == nil && user.Username != "" {
 		c.Redirect(http.StatusFound, "/admin/")
 		return
 	}
@@ -486,7 +505,7 @@ func (a *Admin) login(c *gin.Context) {
 	ctx := c.Request.Context()
 	var u model.AdminUser
 	err := a.cfg.DB.WithContext(ctx).Where(&model.AdminUser{Username: name}).Take(&u).Error
-	known := err == nil
+	known := err == nil && u.DisabledAt == nil // a disabled user signs in as an unknown one
 	if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
 		userTurn.CancelAt(now)
 		log.Error("admin sign-in failed", "outcome", "database error", "err", err)
@@ -507,10 +526,17 @@ func (a *Admin) login(c *gin.Context) {
 	}
 	if !ok || !known {
 		outcome := "wrong password"
-		if !known {
+		switch {
+		case u.DisabledAt != nil:
+			outcome = "user disabled"
+		case !known:
 			outcome = "unknown user"
 		}
 		log.Warn("admin sign-in refused", "outcome", outcome)
+		if u.Username != "" { // a known user: the log tells its owner someone tried
+			c.Set(ctxUser, model.AdminUser{Username: u.Username, Role: u.Role})
+			a.audit(c, AuditSignInFailed, u.Username, gin.H{"reason": outcome})
+		}
 		a.renderLogin(c, http.StatusUnauthorized, "bad_login")
 		return
 	}
@@ -528,11 +554,13 @@ func (a *Admin) login(c *gin.Context) {
 		return
 	}
 	log.Info("admin signed in", "outcome", "ok")
+	c.Set(ctxUser, u)
+	a.audit(c, AuditSignIn, u.Username, nil)
 	c.Redirect(http.StatusSeeOther, "/admin/")
 }
 
 func (a *Admin) renderLogin(c *gin.Context, status int, msg string) {
-	a.render(c, status, "login.html", map[string]any{"Error": web.Messages[lang(c)][msg]})
+	a.render(c, status, "login.html", map[string]any{"Error": a.catalog.T(a.lang(c), msg, nil)})
 }
 
 // tooMany answers 429 with the minutes until the next attempt.
@@ -543,7 +571,7 @@ func (a *Admin) tooMany(c *gin.Context, wait time.Duration) {
 	}
 	c.Header("Retry-After", strconv.Itoa(minutes*60))
 	a.render(c, http.StatusTooManyRequests, "login.html",
-		map[string]any{"Error": fmt.Sprintf(web.Messages[lang(c)]["too_many"], minutes)})
+		map[string]any{"Error": a.catalog.T(a.lang(c), "too_many", map[string]any{"Minutes": minutes})})
 }
 
 // logout serves POST /admin/logout: the session row is deleted, so the
@@ -561,6 +589,8 @@ func (a *Admin) logout(c *gin.Context) {
 	}
 	if user != "" {
 		a.log.Info("admin signed out", "user", user, "ip", c.ClientIP())
+		c.Set(ctxUser, model.AdminUser{Username: user})
+		a.audit(c, AuditSignOut, user, nil)
 	}
 	c.Redirect(http.StatusSeeOther, "/admin/login")
 }
@@ -718,17 +748,8 @@ func (a *Admin) deliveries(c *gin.Context, limit int) ([]DeliveryRow, error) {
 	return rows, nil
 }
 
+// page serves the dashboard, /admin/: the journeys and the last deliveries.
 func (a *Admin) page(c *gin.Context) {
-	user, err := a.signedIn(c)
-	if err != nil {
-		a.log.Error("checking admin session", "err", err)
-		a.renderError(c, http.StatusServiceUnavailable, "db_error")
-		return
-	}
-	if user == "" {
-		c.Redirect(http.StatusFound, "/admin/login")
-		return
-	}
 	js, err := a.journeys(c)
 	if err != nil {
 		a.renderError(c, http.StatusInternalServerError, "db_error")
@@ -739,7 +760,7 @@ func (a *Admin) page(c *gin.Context) {
 		a.renderError(c, http.StatusInternalServerError, "db_error")
 		return
 	}
-	a.render(c, http.StatusOK, "admin.html", map[string]any{"Journeys": js, "Deliveries": ds, "Sandbox": a.cfg.Sandbox})
+	a.render(c, http.StatusOK, "admin.html", map[string]any{"Nav": "dashboard", "Journeys": js, "Deliveries": ds, "Sandbox": a.cfg.Sandbox})
 }
 
 func (a *Admin) listJourneys(c *gin.Context) {

@@ -92,7 +92,8 @@ func requireAPIKey(c *gin.Context, db *gorm.DB, log *slog.Logger, scope string) 
 			log.Warn("recording api key use", "key_id", k.ID, "err", err)
 		}
 	}
-	c.Set("api_key_id", k.ID)
+	c.Set(ctxAPIKeyID, k.ID)
+	c.Set(ctxAPIKeyName, k.Name)
 	c.Set(apiKeyAuthenticated, true)
 	return true
 }

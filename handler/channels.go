@@ -51,6 +51,7 @@ func (h *Handler) testSend(c *gin.Context) {
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), testSendTimeout)
 	defer cancel()
+	defer h.audit(c, AuditChannelTest, channel, gin.H{"to": msg.To})
 	res, err := h.cfg.Senders.Send(ctx, msg)
 	switch {
 	case errors.Is(err, channels.ErrNoSender):

@@ -127,4 +127,5 @@ func (h *Handler) enroll(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusAccepted, gin.H{"journey": key, "accepted": accepted, "duplicates": duplicates})
+	h.audit(c, AuditJourneyEnroll, key, gin.H{"request_id": id, "members": len(evs), "accepted": accepted, "duplicates": duplicates})
 }

@@ -69,6 +69,7 @@ func (h *Handler) publishJourney(c *gin.Context) {
 // the problems of a refused definition, 404 for an unknown key, 409 for a
 // transition the journey's status does not allow.
 func (h *Handler) journeyAnswer(c *gin.Context, action string, st journey.Status, err error) {
+	defer h.audit(c, "journey."+action, c.Param("key"), gin.H{"version": st.Version, "journey_status": st.Status})
 	switch {
 	case err == nil:
 		c.JSON(http.StatusOK, st)

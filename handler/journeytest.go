@@ -126,6 +126,7 @@ func (h *Handler) testJourney(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, run)
+	h.audit(c, AuditJourneyTest, key, gin.H{"member_id": m.ID, "draft": req.YAML != ""})
 }
 
 // journeyByKey loads the journey key names; when there is none (404) or

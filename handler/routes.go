@@ -218,12 +218,23 @@ func (h *Handler) routes() http.Handler {
 	if a := cfg.Admin; a != nil {
 		r.GET("/", func(c *gin.Context) { c.Redirect(http.StatusFound, "/admin/") })
 		r.GET("/admin", func(c *gin.Context) { c.Redirect(http.StatusMovedPermanently, "/admin/") })
+		// The console's pages and the admin API check the caller's role
+		// with authorize, against the one table of routeRoles (roles.go).
 		pages := r.Group("/admin", a.headers, a.withSession, a.csrfGuard)
-		pages.GET("/", a.page)
 		pages.GET("/login", a.loginPage)
 		pages.POST("/login", a.login)
 		pages.POST("/logout", a.logout)
-		api := r.Group("/api/v1", a.headers, a.apiAuth, a.csrfGuard)
+		console := pages.Group("", a.requireUser, a.authorize)
+		console.GET("/", a.page)
+		console.GET("/users", a.usersPage)
+		console.POST("/users", a.addUser)
+		console.POST("/users/:op", a.changeUser)
+		console.GET("/audit", a.auditPage)
+		for _, id := range soonPages {
+			console.GET("/"+id, a.soonPage(id))
+		}
+		api := r.Group("/api/v1", a.headers, a.apiAuth, a.csrfGuard, a.authorize)
+		api.GET("/audit", a.listAudit)
 		api.GET("/journeys", a.listJourneys)
 		api.GET("/journeys/:key/stats", a.journeyStats)
 		api.GET("/deliveries", a.listDeliveries)

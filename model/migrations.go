@@ -66,6 +66,12 @@ func Migrations() []*gormigrate.Migration {
 			Rollback: rollbackSegments,
 		},
 		{
+			// Console roles on admin users and the audit log (see migration_roles.go).
+			ID:       rolesID,
+			Migrate:  migrateRoles,
+			Rollback: rollbackRoles,
+		},
+		{
 			// running statistics counts on SQLite (see migration_rollup.go).
 			ID:       rollupID,
 			Migrate:  migrateRollup,

@@ -427,13 +427,36 @@ type Account struct {
 	UpdatedAt time.Time
 }
 
-// AdminUser can log into the admin page.
+// AdminUser can log into the admin console. Role is RoleAdmin,
+// RoleOperator or RoleViewer (see handler/roles.go for what each may do);
+// a user with DisabledAt set cannot sign in and its sessions end.
 type AdminUser struct {
 	ID           int64  `gorm:"primaryKey;autoIncrement"`
 	Username     string `gorm:"size:64;not null;uniqueIndex"`
 	PasswordHash string `gorm:"size:255;not null"`
 	CreatedAt    time.Time
+	Role         string `gorm:"size:16;not null;default:viewer"`
+	DisabledAt   *time.Time
 }
+
+// AuditEntry is one line of the audit log: who (Actor, a user name or an
+// API key's name; Via says which: "session", "api_key" or "cli"), with
+// which role, did Action ("journey.publish", "user.add", ...) to Object,
+// from IP, at At. Detail is a JSON object with the action's particulars.
+type AuditEntry struct {
+	ID     int64     `gorm:"primaryKey;autoIncrement"`
+	At     time.Time `gorm:"not null;index:idx_audit_log_at"`
+	Actor  string    `gorm:"size:128;not null;index:idx_audit_log_actor"`
+	Via    string    `gorm:"size:16;not null"`
+	Role   string    `gorm:"size:16"`
+	Action string    `gorm:"size:64;not null;index:idx_audit_log_action"`
+	Object string    `gorm:"size:255"`
+	Detail string    `gorm:"type:text"`
+	IP     string    `gorm:"size:64"`
+}
+
+// TableName is audit_log.
+func (AuditEntry) TableName() string { return "audit_log" }
 
 // API key scopes.
 const (

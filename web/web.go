@@ -1,51 +1,145 @@
-// Package web holds the admin page's templates and static assets, embedded
-// into the binary. Pages speak Chinese (zh-CN) first; every text has an
-// English version chosen with ?lang=en.
+// Package web holds the admin console's templates and message files,
+// embedded into the binary. Pages speak Chinese (zh-CN) first; every text
+// has an English version (locales/active.en.toml), chosen with ?lang=en
+// (kept in a cookie) or by the browser's Accept-Language.
 package web
 
 import (
 	"embed"
+	"fmt"
 	"html/template"
+	"io/fs"
+	"strings"
+
+	"github.com/nicksnyder/go-i18n/v2/i18n"
+	"github.com/pelletier/go-toml/v2"
+	"golang.org/x/text/language"
 )
 
-//go:embed templates/*.html
+//go:embed templates/*.html locales/*.toml
 var files embed.FS
 
-// Messages are the page texts by language ("zh-CN", "en") and key.
-var Messages = map[string]map[string]string{
-	"zh-CN": {
-		"title": "wejourney 旅程管理", "login": "登录", "username": "用户名", "password": "密码",
-		"bad_login": "用户名或密码错误", "logout": "退出", "journeys": "旅程", "key": "标识", "name": "名称",
-		"version": "版本", "status": "状态", "entered": "进入", "active": "进行中", "completed": "已完成",
-		"goal": "达成目标", "exited": "退出", "dropped": "流失", "deliveries": "最近发送", "time": "时间", "member": "会员",
-		"channel": "渠道", "content": "内容", "journey": "旅程", "none": "暂无", "callback": "回调地址",
-		"other_lang": "English", "other_lang_code": "en", "sandbox_note": "沙箱账号：消息只记录不发送。",
-		"too_many": "尝试次数过多，请 %d 分钟后再试", "busy": "服务器繁忙，请稍后再试",
-		"db_error": "暂时无法访问数据库，请稍后再试", "csrf_failed": "表单已过期或无效（CSRF 校验失败），请刷新页面后重试",
-		"back_to_login": "返回登录",
-	},
-	"en": {
-		"title": "wejourney journeys", "login": "Log in", "username": "Username", "password": "Password",
-		"bad_login": "Wrong username or password", "logout": "Log out", "journeys": "Journeys", "key": "Key", "name": "Name",
-		"version": "Version", "status": "Status", "entered": "Entered", "active": "Active", "completed": "Completed",
-		"goal": "Reached goal", "exited": "Exited", "dropped": "Dropped", "deliveries": "Recent deliveries", "time": "Time", "member": "Member",
-		"channel": "Channel", "content": "Content", "journey": "Journey", "none": "None yet", "callback": "Callback URL",
-		"other_lang": "中文", "other_lang_code": "zh-CN", "sandbox_note": "Sandbox account: messages are recorded, not sent.",
-		"too_many": "Too many attempts; try again in %d min", "busy": "The server is busy; try again in a moment",
-		"db_error": "The database cannot be reached; try again shortly", "csrf_failed": "This form has expired or is not valid (CSRF check failed); reload the page and try again",
-		"back_to_login": "Back to sign-in",
-	},
+// Supported languages, the default first.
+const (
+	Chinese = "zh-CN"
+	English = "en"
+)
+
+// languages are the supported languages in Catalog.Lang's order of
+// preference: zh-CN first, so it is what a browser that asks for none of
+// them gets.
+var languages = []language.Tag{language.MustParse(Chinese), language.English}
+
+// Catalog holds the console's texts in every supported language, read
+// from the embedded message files with go-i18n.
+type Catalog struct {
+	bundle  *i18n.Bundle
+	matcher language.Matcher
+	// ids are the message ids of the default language's file.
+	ids []string
+	// texts are the plain texts (no template data) by language and id.
+	texts map[string]map[string]string
+	// locs are the localizers by language.
+	locs map[string]*i18n.Localizer
 }
 
-// Lang returns a supported language for a ?lang= value, zh-CN by default.
-func Lang(v string) string {
-	if _, ok := Messages[v]; ok {
-		return v
+// NewCatalog loads the embedded message files locales/active.*.toml.
+func NewCatalog() (*Catalog, error) {
+	b := i18n.NewBundle(languages[0])
+	b.RegisterUnmarshalFunc("toml", toml.Unmarshal)
+	c := &Catalog{bundle: b, matcher: language.NewMatcher(languages),
+		texts: map[string]map[string]string{}, locs: map[string]*i18n.Localizer{}}
+	for _, tag := range languages {
+		lang := tag.String()
+		f, err := b.LoadMessageFileFS(files, "locales/active."+lang+".toml")
+		if err != nil {
+			return nil, fmt.Errorf("load messages %s: %w", lang, err)
+		}
+		if lang == Chinese {
+			for _, m := range f.Messages {
+				c.ids = append(c.ids, m.ID)
+			}
+		}
+		c.locs[lang] = i18n.NewLocalizer(b, lang)
 	}
-	return "zh-CN"
+	for lang, loc := range c.locs {
+		texts := map[string]string{}
+		for _, id := range c.ids {
+			s, tag, err := loc.LocalizeWithTag(&i18n.LocalizeConfig{MessageID: id})
+			if err != nil || tag.String() != lang {
+				return nil, fmt.Errorf("message %q has no %s text", id, lang)
+			}
+			texts[id] = s
+		}
+		c.texts[lang] = texts
+	}
+	return c, nil
 }
 
-// Templates parses the admin page templates.
-func Templates() *template.Template {
-	return template.Must(template.New("").ParseFS(files, "templates/*.html"))
+// Lang returns the language of a request: a supported ?lang= value (query),
+// else the language cookie's, else the best match for Accept-Language,
+// else zh-CN.
+func (c *Catalog) Lang(query, cookie, acceptLanguage string) string {
+	for _, v := range []string{query, cookie} {
+		if _, ok := c.texts[v]; ok {
+			return v
+		}
+	}
+	if acceptLanguage != "" {
+		tags, _, err := language.ParseAcceptLanguage(acceptLanguage)
+		if err == nil && len(tags) > 0 {
+			_, i, conf := c.matcher.Match(tags...)
+			if conf != language.No {
+				return languages[i].String()
+			}
+		}
+	}
+	return Chinese
+}
+
+// Supported reports whether lang is a language of the catalog.
+func (c *Catalog) Supported(lang string) bool {
+	_, ok := c.texts[lang]
+	return ok
+}
+
+// Texts returns every plain text of lang by message id (templates read
+// them with index).
+func (c *Catalog) Texts(lang string) map[string]string {
+	if t, ok := c.texts[lang]; ok {
+		return t
+	}
+	return c.texts[Chinese]
+}
+
+// T returns message id in lang, filled in with data (a template's
+// {{.Name}} values); an unknown id comes back as itself.
+func (c *Catalog) T(lang, id string, data map[string]any) string {
+	loc, ok := c.locs[lang]
+	if !ok {
+		loc = c.locs[Chinese]
+	}
+	s, err := loc.Localize(&i18n.LocalizeConfig{MessageID: id, TemplateData: data})
+	if err != nil {
+		return id
+	}
+	return s
+}
+
+// IDs returns the message ids (of the default language's file).
+func (c *Catalog) IDs() []string { return c.ids }
+
+// Templates parses the console's page templates; funcs are the template
+// functions they call (see handler's consoleFuncs).
+func Templates(funcs template.FuncMap) *template.Template {
+	return template.Must(template.New("").Funcs(funcs).ParseFS(files, "templates/*.html"))
+}
+
+// Locales returns the names of the embedded message files.
+func Locales() []string {
+	names, _ := fs.Glob(files, "locales/*.toml")
+	for i, n := range names {
+		names[i] = strings.TrimPrefix(n, "locales/")
+	}
+	return names
 }

@@ -149,6 +149,11 @@ func newChromeTab(t *testing.T) *chromeTab {
 		chromedp.NoFirstRun,
 		chromedp.UserDataDir(profile),
 		chromedp.WindowSize(1280, 900),
+		// A Chinese operator's browser: it asks for Chinese pages
+		// (Accept-Language), as headless Chromium's default en-US would
+		// get the console in English.
+		chromedp.Flag("lang", "zh-CN"),
+		chromedp.Flag("accept-lang", "zh-CN,zh"),
 		// The machine has no network: keep Chromium from reaching out
 		// (it stalls otherwise), and from any proxy the environment names.
 		chromedp.Flag("disable-quic", true),

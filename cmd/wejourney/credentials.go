@@ -36,14 +36,15 @@ func adminConfig(ctx context.Context, db *gorm.DB, secret string, cfg config.Con
 		PublicURL: cfg.PublicURL, TrustedProxies: proxies, Context: ctx, Logger: log}
 }
 
-// setPassword gives user the password pw, creating the user if missing.
-// Sessions signed in with the old password end at their next request.
+// setPassword gives user the password pw, creating the user if missing
+// (with role admin; an existing user keeps its role). Sessions signed in
+// with the old password end at their next request.
 func setPassword(ctx context.Context, db *gorm.DB, user, pw string) (created bool, err error) {
 	hash, err := handler.HashPassword(pw)
 	if err != nil {
 		return false, err
 	}
-	res := model.InsertIgnore(db.WithContext(ctx)).Create(&model.AdminUser{Username: user, PasswordHash: hash})
+	res := model.InsertIgnore(db.WithContext(ctx)).Create(&model.AdminUser{Username: user, PasswordHash: hash, Role: model.RoleAdmin})
 	if res.Error != nil {
 		return false, fmt.Errorf("create admin %s: %w", user, res.Error)
 	}
@@ -97,7 +98,7 @@ func createFirstAdmin(ctx context.Context, db *gorm.DB) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	res := model.InsertIgnore(db.WithContext(ctx)).Create(&model.AdminUser{Username: FirstAdmin, PasswordHash: hash})
+	res := model.InsertIgnore(db.WithContext(ctx)).Create(&model.AdminUser{Username: FirstAdmin, PasswordHash: hash, Role: model.RoleAdmin})
 	if res.Error != nil {
 		return "", fmt.Errorf("create admin: %w", res.Error)
 	}
@@ -217,6 +218,11 @@ func adminCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	created, err := setPassword(ctx, db, user, pw)
 	if err != nil {
 		return err
+	}
+	if created {
+		cliAudit(ctx, db, stderr, "user.add", user, map[string]any{"role": model.RoleAdmin})
+	} else {
+		cliAudit(ctx, db, stderr, "user.password", user, nil)
 	}
 	if created {
 		fmt.Fprintf(stdout, "created admin user %s\n", user)
@@ -344,6 +350,7 @@ func apikeysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			if err := db.Create(&k).Error; err != nil {
 				return fmt.Errorf("store api key: %w", err)
 			}
+			cliAudit(ctx, db, stderr, handler.AuditAPIKeyCreate, k.Name, map[string]any{"api_key_id": k.ID, "scope": k.Scope, "prefix": k.Prefix})
 			fmt.Fprintln(stdout, key)
 			fmt.Fprintf(stderr, "api key %d %q, scope %s: shown once, store it now (only its hash is kept)\n", k.ID, k.Name, k.Scope)
 			return nil
@@ -387,6 +394,7 @@ func apikeysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			if err := db.Model(&k).Update("revoked_at", time.Now().UTC()).Error; err != nil {
 				return fmt.Errorf("revoke api key: %w", err)
 			}
+			cliAudit(ctx, db, stderr, handler.AuditAPIKeyRevoke, k.Name, map[string]any{"api_key_id": k.ID, "scope": k.Scope})
 			fmt.Fprintf(stdout, "revoked api key %d %q: requests with it now get 401\n", k.ID, k.Name)
 			if k.Name == EnvAPIKeyName && cfg.APIKey != "" && handler.HashAPIKey(cfg.APIKey) == k.Hash {
 				fmt.Fprintln(stderr, "note: WEJOURNEY_API_KEY still holds this key; it stays revoked: set a new value")

@@ -8,6 +8,7 @@
 //	wejourney journeys validate FILE|DIR...
 //	wejourney journeys publish FILE | pause KEY | resume KEY | archive KEY
 //	wejourney admin passwd [USER] [--password-stdin]
+//	wejourney users add USER [--role viewer|operator|admin] [--password-stdin] | list | role USER ROLE | remove USER
 //	wejourney apikeys create --name NAME [--scope events|admin] | list | revoke ID
 //	wejourney qrcodes create --scene S --label L [flags] | list | png ID FILE
 //	wejourney contact-ways create --state S --user U --label L [flags] | list
@@ -72,6 +73,11 @@ usage:
   wejourney bench [flags]                    measure callbacks and follow → message latency
   wejourney admin passwd [USER] [--password-stdin]
                                              set (or create) an admin's password; ends its sessions
+  wejourney users add USER [--role viewer|operator|admin] [--password-stdin]
+                                             add a console user (default role viewer) with an initial password
+  wejourney users list                       list console users, their roles and status
+  wejourney users role USER ROLE             change a user's role (the last admin cannot be demoted)
+  wejourney users remove USER                remove a user and end their sessions (never the last admin)
   wejourney apikeys create --name NAME [--scope events|admin]
                                              make an API key (printed once)
   wejourney apikeys list                     list API keys (never the keys themselves)
@@ -142,6 +148,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return adminCmd(ctx, args, os.Stdin, stdout, stderr)
 	case "apikeys":
 		return apikeysCmd(ctx, args, stdout, stderr)
+	case "users":
+		return usersCmd(ctx, args, os.Stdin, stdout, stderr)
 	case "qrcodes":
 		return qrcodesCmd(ctx, args, stdout, stderr)
 	case "contact-ways":
