@@ -281,7 +281,8 @@ func (e *Engine) runSegment(ctx context.Context, lj liveJourney, s *Segment, sin
 	// changed holds the ids of the members changed since since, read on
 	// the updated_at index by that one condition: with another beside it
 	// (merged_into IS NULL, id > ?), a planner without statistics (SQLite)
-	// walks every live member instead. The members are then read by id.
+	// walks every live member instead. The members are then read by id
+	// alone (the primary key), the merged ones skipped.
 	var changed []int64
 	if !since.IsZero() {
 		if err := db.Model(&model.Member{}).Where("updated_at > ?", since).Pluck("id", &changed).Error; err != nil {
@@ -299,11 +300,12 @@ func (e *Engine) runSegment(ctx context.Context, lj liveJourney, s *Segment, sin
 			}
 			page := changed[:min(schedulePage, len(changed))]
 			changed = changed[len(page):]
-			q = db.Where("id IN ? AND merged_into IS NULL", page)
+			q = db.Where("id IN ?", page)
 		}
 		if err := q.Find(&ms).Error; err != nil {
 			return total, checked, fmt.Errorf("find members: %w", err)
 		}
+		ms = slices.DeleteFunc(ms, func(m model.Member) bool { return m.MergedInto != nil })
 		if len(ms) == 0 {
 			if since.IsZero() {
 				return total, checked, nil
