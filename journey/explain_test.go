@@ -179,6 +179,12 @@ func hotQueries(jid int64, now time.Time) []hotQuery {
 			return tx.Select("id", "due_at", "status").Where("status = ? AND lease_until < ?", model.VisitRunning, now).
 				Order("due_at").Limit(1000).Find(&[]model.StepVisit{})
 		}, true},
+		{"runSegment: the members changed since the last evaluation", "idx_members_updated_at", 1000, func(tx *gorm.DB) *gorm.DB {
+			return tx.Model(&model.Member{}).Where("updated_at > ?", now.Add(time.Minute)).Pluck("id", &ids)
+		}, true},
+		{"runSegment: a page of them", "", 500, func(tx *gorm.DB) *gorm.DB {
+			return tx.Where("id IN ?", []int64{10, 11, 12}).Find(&[]model.Member{})
+		}, true},
 	}
 }
 

@@ -1,6 +1,7 @@
 package journey
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -506,6 +507,7 @@ func (e *Engine) resolveMember(tx *gorm.DB, ref model.MemberRef, now time.Time, 
 		found = append(found, f...)
 	}
 	m := &model.Member{}
+	var was []byte // the member as loaded, when nothing merged into it
 	if len(found) > 0 {
 		keep, others := e.mergeTargets(found)
 		if err := tx.First(m, keep).Error; err != nil {
@@ -515,18 +517,25 @@ func (e *Engine) resolveMember(tx *gorm.DB, ref model.MemberRef, now time.Time, 
 			if err := e.mergeMembers(tx, m, others, now); err != nil {
 				return nil, err
 			}
+		} else {
+			was = memberState(m)
 		}
 	} else {
 		m.CreatedAt = now
 	}
 	fillMember(m, ref)
 	apply(m)
-	if m.ID == 0 {
+	switch {
+	case m.ID == 0:
 		if err := tx.Create(m).Error; err != nil {
 			return nil, fmt.Errorf("journey: create member: %w", err)
 		}
-	} else if err := tx.Save(m).Error; err != nil {
-		return nil, fmt.Errorf("journey: save member: %w", err)
+	case was != nil && bytes.Equal(was, memberState(m)):
+		// unchanged: updated_at stays when the member last changed
+	default:
+		if err := tx.Save(m).Error; err != nil {
+			return nil, fmt.Errorf("journey: save member: %w", err)
+		}
 	}
 	for _, id := range ids {
 		if slices.ContainsFunc(found, func(f model.MemberIdentity) bool { return f.Kind == id.Kind && f.Value == id.Value }) {

@@ -1,7 +1,9 @@
 package journey
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -414,11 +416,13 @@ func (e *Engine) batchMembers(tx *gorm.DB, members []*batchMember, now time.Time
 		}
 	}
 	var created []*model.Member
+	was := map[*batchMember][]byte{} // stored members as loaded
 	for _, bm := range members {
 		if id, ok := memberOf[bm]; ok {
 			if bm.m = stored[id]; bm.m == nil {
 				return fmt.Errorf("journey: member %d of an identity not found", id)
 			}
+			was[bm] = memberState(bm.m)
 		} else {
 			bm.m = &model.Member{CreatedAt: now}
 			created = append(created, bm.m)
@@ -437,6 +441,9 @@ func (e *Engine) batchMembers(tx *gorm.DB, members []*batchMember, now time.Time
 	for _, bm := range members {
 		if _, ok := memberOf[bm]; !ok {
 			continue
+		}
+		if w := was[bm]; w != nil && bytes.Equal(w, memberState(bm.m)) {
+			continue // unchanged: updated_at stays when the member last changed
 		}
 		if err := tx.Save(bm.m).Error; err != nil {
 			return fmt.Errorf("journey: save member: %w", err)
@@ -511,6 +518,22 @@ func loadActive(tx *gorm.DB, members []*batchMember) error {
 		}
 	}
 	return nil
+}
+
+// memberState is the member as routing would store it, but for UpdatedAt;
+// nil when it cannot tell. Routing saves a member only when its events
+// changed this: updated_at says when the member last changed, and a
+// segment trigger re-checks only those members (an event that changes
+// nothing, such as the journey.enroll a segment stores, does not bring its
+// member back).
+func memberState(m *model.Member) []byte {
+	c := *m
+	c.UpdatedAt = time.Time{}
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 // fillMember copies the reference's identities into the member's empty

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -145,14 +146,28 @@ func (e *Engine) RunSegments(ctx context.Context) (entered int, err error) {
 	return e.runSegments(ctx, true)
 }
 
+// RunSegmentsChecked is RunSegments that also returns how many members the
+// due segments read and evaluated: every live member at a segment's first
+// evaluation (of a version), then only those changed since the previous
+// one.
+func (e *Engine) RunSegmentsChecked(ctx context.Context) (entered, checked int, err error) {
+	return e.evalSegments(ctx, true)
+}
+
 func (e *Engine) runSegments(ctx context.Context, inline bool) (int, error) {
+	n, _, err := e.evalSegments(ctx, inline)
+	return n, err
+}
+
+// evalSegments evaluates the due segment journeys; it returns how many
+// members it stored an event for and how many it evaluated.
+func (e *Engine) evalSegments(ctx context.Context, inline bool) (total, checked int, err error) {
 	db := e.cfg.DB.WithContext(ctx)
 	live, err := e.triggers(db, triggerSegment, segmentIndexKey)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	now := e.now()
-	total := 0
 	var errs []error
 	for _, lj := range live {
 		if v, ok := e.schedules.Load(segmentCacheKey{lj.journeyID}); ok && now.Before(v.(time.Time)) {
@@ -176,8 +191,9 @@ func (e *Engine) runSegments(ctx context.Context, inline bool) (int, error) {
 		if !won {
 			continue
 		}
-		n, err := e.runSegment(ctx, lj, s, since, now, inline)
+		n, read, err := e.runSegment(ctx, lj, s, since, now, inline)
 		total += n
+		checked += read
 		if err != nil {
 			errs = append(errs, fmt.Errorf("journey %s: %w", key, err)) // the lease runs out, and the next run retries
 			continue
@@ -187,7 +203,7 @@ func (e *Engine) runSegments(ctx context.Context, inline bool) (int, error) {
 			errs = append(errs, fmt.Errorf("journey %s: mark the segment run: %w", key, err))
 		}
 	}
-	return total, errors.Join(errs...)
+	return total, checked, errors.Join(errs...)
 }
 
 // segmentSetting is the settings row recording a segment journey's runs.
@@ -257,24 +273,46 @@ func parseSegmentRun(v string, version int64) (last, mark, lease time.Time) {
 
 // runSegment evaluates the segment for the members changed since since
 // (all when zero), enters those who newly match and forgets those who no
-// longer do. It returns how many events were new.
-func (e *Engine) runSegment(ctx context.Context, lj liveJourney, s *Segment, since, now time.Time, inline bool) (int, error) {
+// longer do. It returns how many events were new and how many members it
+// evaluated.
+func (e *Engine) runSegment(ctx context.Context, lj liveJourney, s *Segment, since, now time.Time, inline bool) (total, checked int, err error) {
 	db := e.cfg.DB.WithContext(ctx)
 	key := lj.c.Def.Key
-	total := 0
+	// changed holds the ids of the members changed since since, read on
+	// the updated_at index by that one condition: with another beside it
+	// (merged_into IS NULL, id > ?), a planner without statistics (SQLite)
+	// walks every live member instead. The members are then read by id
+	// alone (the primary key), the merged ones skipped.
+	var changed []int64
+	if !since.IsZero() {
+		if err := db.Model(&model.Member{}).Where("updated_at > ?", since).Pluck("id", &changed).Error; err != nil {
+			return total, checked, fmt.Errorf("find changed members: %w", err)
+		}
+		slices.Sort(changed)
+	}
 	var last int64
 	for {
-		q := db.Where("id > ? AND merged_into IS NULL", last)
-		if !since.IsZero() {
-			q = q.Where("updated_at > ?", since)
-		}
 		var ms []model.Member
-		if err := q.Order("id").Limit(schedulePage).Find(&ms).Error; err != nil {
-			return total, fmt.Errorf("find members: %w", err)
+		q := db.Where("id > ? AND merged_into IS NULL", last).Order("id").Limit(schedulePage)
+		if !since.IsZero() {
+			if len(changed) == 0 {
+				return total, checked, nil
+			}
+			page := changed[:min(schedulePage, len(changed))]
+			changed = changed[len(page):]
+			q = db.Where("id IN ?", page)
 		}
+		if err := q.Find(&ms).Error; err != nil {
+			return total, checked, fmt.Errorf("find members: %w", err)
+		}
+		ms = slices.DeleteFunc(ms, func(m model.Member) bool { return m.MergedInto != nil })
 		if len(ms) == 0 {
-			return total, nil
+			if since.IsZero() {
+				return total, checked, nil
+			}
+			continue // all merged away
 		}
+		checked += len(ms)
 		last = ms[len(ms)-1].ID
 		ids := make([]int64, len(ms))
 		for i := range ms {
@@ -283,7 +321,7 @@ func (e *Engine) runSegment(ctx context.Context, lj liveJourney, s *Segment, sin
 		var in []int64
 		if err := db.Model(&model.SegmentMember{}).Where("journey_id = ? AND member_id IN ?", lj.journeyID, ids).
 			Pluck("member_id", &in).Error; err != nil {
-			return total, fmt.Errorf("load segment members: %w", err)
+			return total, checked, fmt.Errorf("load segment members: %w", err)
 		}
 		was := make(map[int64]bool, len(in))
 		for _, id := range in {
@@ -316,18 +354,18 @@ func (e *Engine) runSegment(ctx context.Context, lj liveJourney, s *Segment, sin
 		}
 		if len(left) > 0 {
 			if err := db.Where("journey_id = ? AND member_id IN ?", lj.journeyID, left).Delete(&model.SegmentMember{}).Error; err != nil {
-				return total, fmt.Errorf("forget segment members: %w", err)
+				return total, checked, fmt.Errorf("forget segment members: %w", err)
 			}
 		}
 		if len(joined) > 0 {
 			if err := model.InsertIgnore(db).Create(&joined).Error; err != nil {
-				return total, fmt.Errorf("record segment members: %w", err)
+				return total, checked, fmt.Errorf("record segment members: %w", err)
 			}
 		}
 		n, err := e.storeEnrollEvents(ctx, evs, inline)
 		total += n
 		if err != nil {
-			return total, err
+			return total, checked, err
 		}
 	}
 }

@@ -178,3 +178,39 @@ func TestSegmentTriggerPaused(t *testing.T) {
 		t.Errorf("resumed: %d entered; want 1", n)
 	}
 }
+
+// An evaluation re-checks only the members changed since the previous one:
+// not the others, and not those it entered (entering a journey and running
+// its steps does not change the member).
+func TestSegmentTriggerRechecksOnlyChanged(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	for openid, v := range map[string]int{"big": 800, "small": 100, "other": 50} {
+		h.setCart(openid, v)
+	}
+	// Written a day ago: before any evaluation's overlap.
+	if err := h.db.Model(&model.Member{}).Where("id > 0").UpdateColumn("updated_at", time.Now().UTC().Add(-24*time.Hour)).Error; err != nil {
+		t.Fatal(err)
+	}
+	h.publish(cartJourney)
+	run := func(d time.Duration) (entered, checked int) {
+		t.Helper()
+		h.clk.Advance(d)
+		entered, checked, err := h.e.RunSegmentsChecked(h.ctx)
+		if err != nil {
+			t.Fatalf("RunSegmentsChecked: %v", err)
+		}
+		h.drain()
+		return entered, checked
+	}
+	if entered, checked := run(time.Minute); entered != 1 || checked != 3 {
+		t.Errorf("first evaluation: %d entered, %d checked; want 1 (big), 3 (every member)", entered, checked)
+	}
+	h.setCart("small", 900)
+	if entered, checked := run(time.Hour); entered != 1 || checked != 1 {
+		t.Errorf("second evaluation: %d entered, %d checked; want 1 (small), 1 (small alone: big only entered)", entered, checked)
+	}
+	if got := len(h.rec.messages()); got != 2 {
+		t.Errorf("%d messages sent; want 2 (big, small)", got)
+	}
+}

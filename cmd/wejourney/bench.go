@@ -91,6 +91,10 @@ type benchOpts struct {
 	// the follow runs: this many members with random birthdays, and a
 	// birthday journey due now (see bench_birthdays.go).
 	birthdays int
+	// segments, when positive, runs the segment-trigger run instead of the
+	// follow runs: this many members, a segment journey evaluated once,
+	// then again after changed of them changed (see bench_segments.go).
+	segments, changed int
 }
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -123,6 +127,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Float64Var(&o.welcomeRate, "welcome-rate", 100, "with --welcomes: WeCom adds per second")
 	fs.IntVar(&o.stats, "stats", 0, "instead of the follow runs, load this many step visits of one journey directly into the database (--database-url, or a temporary SQLite file), then time GET /api/v1/journeys/{key}/stats 20 times and report p50/p99 (0: off)")
 	fs.IntVar(&o.birthdays, "birthdays", 0, "instead of the follow runs, load this many members with random birthdays directly into the database and time Engine.RunSchedules entering today's into a birthday journey (0: off)")
+	fs.IntVar(&o.segments, "segments", 0, "instead of the follow runs, load this many members with points directly into the database, time a segment journey's first evaluation, change --changed of them and time the second, which must re-check only those (0: off)")
+	fs.IntVar(&o.changed, "changed", 1000, "with --segments: members changed between the two evaluations (a third newly match, a third stop matching, the rest change an attribute the segment does not read)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole bench to this file")
 	cfg, err := loadConfig(fs, args, stdout)
 	if err != nil {
@@ -152,6 +158,12 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if o.birthdays > 0 {
 		return runBirthdaysBench(ctx, o, stdout, stderr)
+	}
+	if err := o.checkSegments(); err != nil {
+		return err
+	}
+	if o.segments > 0 {
+		return runSegmentsBench(ctx, o, stdout, stderr)
 	}
 	if err := o.checkSteps(); err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/wejourney/wejourney/config"
+	"github.com/wejourney/wejourney/internal/clock"
 	"github.com/wejourney/wejourney/internal/redact"
 	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
@@ -44,64 +45,13 @@ const birthdaysBatch = 4000
 // (China time), and times Engine.RunSchedules until today's birthday
 // members are all enrolled.
 func runBirthdaysBench(ctx context.Context, o benchOpts, stdout, stderr io.Writer) error {
-	dbURL, desc := o.databaseURL, ""
-	if dbURL == "" {
-		dir, err := os.MkdirTemp("", "wejourney-bench")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		dbURL = "sqlite:" + filepath.Join(dir, "bench.db")
-		desc = "a temporary SQLite file"
-	} else {
-		did, err := prepareBenchStore(ctx, dbURL, o.reset)
-		if err != nil {
-			return err
-		}
-		desc = fmt.Sprintf("%s (%s)", redact.String(dbURL), did)
-	}
-	dialect, dsn, err := config.ParseDatabaseURL(dbURL)
-	if err != nil {
-		return fmt.Errorf("--database-url: %w", err)
-	}
-	db, err := model.Open(dialect, dsn)
+	st, err := openScenarioStore(ctx, o, stderr)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if s, err := db.DB(); err == nil {
-			s.Close()
-		}
-	}()
-	if err := model.Migrate(db); err != nil {
-		return err
-	}
-	var redisOpt asynq.RedisConnOpt
-	if o.redisURL != "" {
-		if o.reset {
-			if err := flushBenchRedis(ctx, o.redisURL); err != nil {
-				return err
-			}
-		}
-		if redisOpt, err = parseRedisURL(o.redisURL); err != nil {
-			return fmt.Errorf("--redis-url: %w", err)
-		}
-	} else {
-		mr, err := miniredis.Run()
-		if err != nil {
-			return err
-		}
-		defer mr.Close()
-		redisOpt = asynq.RedisClientOpt{Addr: mr.Addr()}
-	}
-	q := asynq.NewClient(redisOpt)
-	defer q.Close()
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	slots := 0
-	if dialect == "sqlite" {
-		slots = 1
-	}
-	e := journey.New(journey.Config{DB: db, Queue: q, Logger: logger, DBSlots: slots, BaseContext: ctx})
+	defer st.Close()
+	db, dialect, desc := st.db, st.dialect, st.desc
+	e := st.engine(ctx, nil)
 
 	now := time.Now()
 	local := now.In(model.ChinaTime)
@@ -170,7 +120,7 @@ func runBirthdaysBench(ctx context.Context, o benchOpts, stdout, stderr io.Write
 	db.Model(&model.Enrollment{}).Where("journey_id = ? AND status = ?", j.ID, model.EnrollmentCompleted).Count(&completed)
 	// Another process (a second engine on the same database) finds the day
 	// claimed.
-	e2 := journey.New(journey.Config{DB: db, Queue: q, Logger: logger, DBSlots: slots, BaseContext: ctx})
+	e2 := st.engine(ctx, nil)
 	again := time.Now()
 	n, err := e2.RunSchedules(ctx)
 	if err != nil {
@@ -249,4 +199,99 @@ func loadBirthdays(ctx context.Context, db *gorm.DB, n int, local time.Time, pro
 	}
 	bar.Finish()
 	return today, time.Since(start), nil
+}
+
+// scenarioStore is the database and queue a scenario run (--birthdays,
+// --segments) drives journey engines on, in the bench's process.
+type scenarioStore struct {
+	db      *gorm.DB
+	dialect string
+	// desc says which database it is, for the report's first line.
+	desc    string
+	queue   *asynq.Client
+	logger  *slog.Logger
+	closers []func()
+}
+
+// openScenarioStore opens --database-url (emptied first with --reset) or a
+// temporary SQLite file, migrated, and --redis-url (flushed with --reset)
+// or an in-process Redis.
+func openScenarioStore(ctx context.Context, o benchOpts, stderr io.Writer) (_ *scenarioStore, err error) {
+	st := &scenarioStore{}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	dbURL := o.databaseURL
+	if dbURL == "" {
+		dir, err := os.MkdirTemp("", "wejourney-bench")
+		if err != nil {
+			return nil, err
+		}
+		st.closers = append(st.closers, func() { os.RemoveAll(dir) })
+		dbURL = "sqlite:" + filepath.Join(dir, "bench.db")
+		st.desc = "a temporary SQLite file"
+	} else {
+		did, err := prepareBenchStore(ctx, dbURL, o.reset)
+		if err != nil {
+			return nil, err
+		}
+		st.desc = fmt.Sprintf("%s (%s)", redact.String(dbURL), did)
+	}
+	dialect, dsn, err := config.ParseDatabaseURL(dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("--database-url: %w", err)
+	}
+	st.dialect = dialect
+	if st.db, err = model.Open(dialect, dsn); err != nil {
+		return nil, err
+	}
+	st.closers = append(st.closers, func() {
+		if s, err := st.db.DB(); err == nil {
+			s.Close()
+		}
+	})
+	if err := model.Migrate(st.db); err != nil {
+		return nil, err
+	}
+	var redisOpt asynq.RedisConnOpt
+	if o.redisURL != "" {
+		if o.reset {
+			if err := flushBenchRedis(ctx, o.redisURL); err != nil {
+				return nil, err
+			}
+		}
+		if redisOpt, err = parseRedisURL(o.redisURL); err != nil {
+			return nil, fmt.Errorf("--redis-url: %w", err)
+		}
+	} else {
+		mr, err := miniredis.Run()
+		if err != nil {
+			return nil, err
+		}
+		st.closers = append(st.closers, mr.Close)
+		redisOpt = asynq.RedisClientOpt{Addr: mr.Addr()}
+	}
+	st.queue = asynq.NewClient(redisOpt)
+	st.closers = append(st.closers, func() { st.queue.Close() })
+	st.logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return st, nil
+}
+
+// engine returns a journey engine on the store telling time by clk (nil:
+// the real clock).
+func (st *scenarioStore) engine(ctx context.Context, clk clock.Clock) *journey.Engine {
+	slots := 0
+	if st.dialect == "sqlite" {
+		slots = 1
+	}
+	return journey.New(journey.Config{DB: st.db, Queue: st.queue, Logger: st.logger, DBSlots: slots, BaseContext: ctx, Clock: clk})
+}
+
+// Close closes what openScenarioStore opened, last first.
+func (st *scenarioStore) Close() {
+	for i := len(st.closers) - 1; i >= 0; i-- {
+		st.closers[i]()
+	}
 }

@@ -24,7 +24,7 @@ import (
 // Accounts, admin users, API keys, sessions and settings are kept: the
 // bench seeds its own account and they hold nothing a run measures.
 var benchTables = []string{"events", "members", "member_identities", "enrollments",
-	"step_visits", "deliveries", "journeys", "journey_versions"}
+	"step_visits", "deliveries", "journeys", "journey_versions", "segment_members"}
 
 // benchSecretKey encrypts the bench account's secrets when
 // WEJOURNEY_SECRET_KEY is not set: fixed, so that runs after the first open

@@ -388,6 +388,35 @@ func TestBenchBirthdays(t *testing.T) {
 	}
 }
 
+// TestBenchSegments runs `bench --segments` with few members and checks the
+// report: the first evaluation reads every member, the second only the
+// changed ones (on the updated_at index), entering those who newly match.
+func TestBenchSegments(t *testing.T) {
+	parallel(t)
+	var out bytes.Buffer
+	if err := runSegmentsBench(t.Context(), benchOpts{segments: 2000, changed: 50}, &out, io.Discard); err != nil {
+		t.Fatalf("bench --segments: %v\n%s", err, out.String())
+	}
+	report := out.String()
+	// 30 of 2,000 match (every 50th, less every 200th); of the 50 changed,
+	// 16 newly match, 16 stop matching and 18 change city.
+	for _, w := range []string{
+		"loaded: 2000 members", "30 of them in the segment",
+		"members checked 2000 (want 2000, every member), entered 30 (want 30)",
+		"16 newly match, 16 stop matching (8 fewer points, 8 opted out), 18 another city",
+		"members re-checked 50 (want 50, the changed ones; not 2000), newly entered 16 (want 16)",
+		"in the segment     30 (want 30); enrollments 46 (want 46)",
+		"USING COVERING INDEX idx_members_updated_at",
+	} {
+		if !strings.Contains(report, w) {
+			t.Errorf("report lacks %q:\n%s", w, report)
+		}
+	}
+	if _, _, err := runCLI(t, "bench", "--segments", "100", "--changed", "80"); err == nil || !strings.Contains(err.Error(), "--changed: want 3 to half of --segments (50)") {
+		t.Errorf("bench --segments 100 --changed 80: %v; want --changed refused", err)
+	}
+}
+
 // `bench --write-journeys DIR` writes the journeys a --target server needs
 // and the configuration to start it with.
 func TestBenchWriteJourneys(t *testing.T) {
