@@ -143,15 +143,10 @@ func runBirthdaysBench(ctx context.Context, o benchOpts, stdout, stderr io.Write
 func loadBirthdays(ctx context.Context, db *gorm.DB, n int, local time.Time, progress io.Writer) (int, time.Duration, error) {
 	start := time.Now()
 	db = db.WithContext(ctx)
-	dialect := db.Dialector.Name()
 	prefix := "obd_" + randomHex(4) + "_"
 	appID := "wxbench000000001"
 	md := local.Format("01-02")
 	rng := rand.New(rand.NewPCG(uint64(start.UnixNano()), 1))
-	concat := "app_id || '/' || open_id"
-	if dialect == "mysql" {
-		concat = "CONCAT(app_id, '/', open_id)"
-	}
 	ts := time.Now().UTC()
 	bar := progressbar.NewOptions(n, progressbar.OptionSetWriter(progress),
 		progressbar.OptionSetDescription("loading members with birthdays"),
@@ -178,21 +173,7 @@ func loadBirthdays(ctx context.Context, db *gorm.DB, n int, local time.Time, pro
 			}
 			args = append(args, appID, fmt.Sprintf("%s%d", prefix, i), `{"birthday":"`+b+`"}`, true, ts, ts)
 		}
-		err := db.Transaction(func(tx *gorm.DB) error {
-			var floor int64
-			if err := tx.Table("members").Select("COALESCE(MAX(id), 0)").Scan(&floor).Error; err != nil {
-				return err
-			}
-			if err := tx.Exec(sb.String(), args...).Error; err != nil {
-				return fmt.Errorf("members: %w", err)
-			}
-			if err := tx.Exec("INSERT INTO member_identities (kind, value, member_id) SELECT ?, "+concat+", id FROM members WHERE id > ?",
-				model.IdentityOpenID, floor).Error; err != nil {
-				return fmt.Errorf("member identities: %w", err)
-			}
-			return nil
-		})
-		if err != nil {
+		if err := insertBenchMembers(db, sb.String(), args); err != nil {
 			return 0, 0, fmt.Errorf("--birthdays: batch from %d: %w", lo, err)
 		}
 		bar.Add(hi - lo)
@@ -294,4 +275,27 @@ func (st *scenarioStore) Close() {
 	for i := len(st.closers) - 1; i >= 0; i-- {
 		st.closers[i]()
 	}
+}
+
+// insertBenchMembers runs one batch's INSERT of members (insert, args) and
+// gives each new member its openid identity, in one transaction.
+func insertBenchMembers(db *gorm.DB, insert string, args []any) error {
+	concat := "app_id || '/' || open_id"
+	if db.Dialector.Name() == "mysql" {
+		concat = "CONCAT(app_id, '/', open_id)"
+	}
+	return db.Transaction(func(tx *gorm.DB) error {
+		var floor int64
+		if err := tx.Table("members").Select("COALESCE(MAX(id), 0)").Scan(&floor).Error; err != nil {
+			return err
+		}
+		if err := tx.Exec(insert, args...).Error; err != nil {
+			return fmt.Errorf("members: %w", err)
+		}
+		if err := tx.Exec("INSERT INTO member_identities (kind, value, member_id) SELECT ?, "+concat+", id FROM members WHERE id > ?",
+			model.IdentityOpenID, floor).Error; err != nil {
+			return fmt.Errorf("member identities: %w", err)
+		}
+		return nil
+	})
 }

@@ -213,12 +213,7 @@ func runSegmentsBench(ctx context.Context, o benchOpts, stdout, stderr io.Writer
 // batches. It returns what it loaded, by index, and their openids' prefix.
 func loadSegmentMembers(ctx context.Context, db *gorm.DB, n int, rng *rand.Rand, progress io.Writer) ([]segmentMember, string, time.Duration, error) {
 	start := time.Now()
-	dialect := db.Dialector.Name()
 	prefix := "osg_" + randomHex(4) + "_"
-	concat := "app_id || '/' || open_id"
-	if dialect == "mysql" {
-		concat = "CONCAT(app_id, '/', open_id)"
-	}
 	ts := start.Add(-24 * time.Hour).UTC()
 	bar := progressbar.NewOptions(n, progressbar.OptionSetWriter(progress),
 		progressbar.OptionSetDescription("loading members with points"),
@@ -242,21 +237,7 @@ func loadSegmentMembers(ctx context.Context, db *gorm.DB, n int, rng *rand.Rand,
 			loaded[i] = m
 			args = append(args, segmentsAppID, fmt.Sprintf("%s%d", prefix, i), m.attrs(), m.tags(), true, ts, ts)
 		}
-		err := db.Transaction(func(tx *gorm.DB) error {
-			var floor int64
-			if err := tx.Table("members").Select("COALESCE(MAX(id), 0)").Scan(&floor).Error; err != nil {
-				return err
-			}
-			if err := tx.Exec(sb.String(), args...).Error; err != nil {
-				return fmt.Errorf("members: %w", err)
-			}
-			if err := tx.Exec("INSERT INTO member_identities (kind, value, member_id) SELECT ?, "+concat+", id FROM members WHERE id > ?",
-				model.IdentityOpenID, floor).Error; err != nil {
-				return fmt.Errorf("member identities: %w", err)
-			}
-			return nil
-		})
-		if err != nil {
+		if err := insertBenchMembers(db, sb.String(), args); err != nil {
 			return nil, "", 0, fmt.Errorf("--segments: batch from %d: %w", lo, err)
 		}
 		bar.Add(hi - lo)

@@ -141,6 +141,17 @@ func openCredentialsDB(cfg config.Config) (*gorm.DB, func(), error) {
 	return openDatabase(cfg, strings.HasPrefix(cfg.DatabaseURL, "sqlite:"))
 }
 
+// withCredentialsDB runs f on the credentials database (openCredentialsDB)
+// and closes it.
+func withCredentialsDB(ctx context.Context, cfg config.Config, f func(db *gorm.DB) error) error {
+	db, closeDB, err := openCredentialsDB(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	return f(db.WithContext(ctx))
+}
+
 // parseInterspersed parses fs's flags wherever they are among args (flag
 // stops at the first non-flag) and returns the configuration and the
 // positional arguments. Help goes to stdout, as loadConfig sends it.
@@ -322,14 +333,7 @@ func apikeysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	run := func(f func(db *gorm.DB) error) error {
-		db, closeDB, err := openCredentialsDB(cfg)
-		if err != nil {
-			return err
-		}
-		defer closeDB()
-		return f(db.WithContext(ctx))
-	}
+	run := func(f func(db *gorm.DB) error) error { return withCredentialsDB(ctx, cfg, f) }
 	switch args[0] {
 	case "create":
 		if *name == "" || len(*name) > 128 || len(pos) > 0 {

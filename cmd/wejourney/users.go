@@ -36,14 +36,7 @@ func usersCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return err
 	}
-	run := func(f func(db *gorm.DB) error) error {
-		db, closeDB, err := openCredentialsDB(cfg)
-		if err != nil {
-			return err
-		}
-		defer closeDB()
-		return f(db.WithContext(ctx))
-	}
+	run := func(f func(db *gorm.DB) error) error { return withCredentialsDB(ctx, cfg, f) }
 	switch args[0] {
 	case "add":
 		if len(pos) != 1 {
