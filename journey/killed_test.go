@@ -187,17 +187,24 @@ func rigDatabase(t *testing.T) func() *gorm.DB {
 }
 
 // rigRedis returns the Redis of the rig: the real one of
-// WEJOURNEY_TEST_REDIS_URL, flushed, or an in-process one.
+// WEJOURNEY_TEST_REDIS_URL, in the database after its own (go test runs
+// packages side by side, and cmd/wejourney's tests flush that one),
+// flushed; or an in-process one.
 func rigRedis(t *testing.T) asynq.RedisConnOpt {
 	t.Helper()
 	raw := os.Getenv("WEJOURNEY_TEST_REDIS_URL")
 	if raw == "" {
 		return asynq.RedisClientOpt{Addr: miniredis.RunT(t).Addr()}
 	}
-	opt, err := asynq.ParseRedisURI(raw)
+	parsed, err := asynq.ParseRedisURI(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
+	opt, ok := parsed.(asynq.RedisClientOpt)
+	if !ok {
+		t.Fatalf("WEJOURNEY_TEST_REDIS_URL %s: want one Redis server (redis://host:port/db)", raw)
+	}
+	opt.DB = (opt.DB + 1) % 16
 	rdb := opt.MakeRedisClient().(redis.UniversalClient)
 	defer rdb.Close()
 	if err := rdb.FlushDB(t.Context()).Err(); err != nil {
@@ -797,6 +804,76 @@ steps:
 			wantEnrollments: []enrollment{{"o1", model.EnrollmentExited, "pause2", "exit:when"}},
 			wantVisits: []visit{{"pause", model.VisitDone, "waited"}, {"hello", model.VisitDone, "unknown"},
 				{"pause2", model.VisitCancelled, "exit:when"}},
+		},
+		{
+			name: "exit event with where, the first reminder killed",
+			journeys: []string{`
+key: cart
+trigger: { event: cart.abandoned }
+exit:
+  - { event: order.paid, where: 'event.amount > 0' }
+steps:
+  - { id: remind, send: { channel: wechat.text, text: remind }, next: pause }
+  - { id: pause, wait: 1d, next: coupon }
+  - { id: coupon, send: { channel: wechat.text, text: coupon } }
+`},
+			killAt: 1,
+			run: func(t *testing.T, r *rig) {
+				r.ingest(&model.Event{Type: "cart.abandoned", Source: api, Member: model.MemberRef{AppID: testAppID, OpenID: "o1"}})
+				r.recoverKilled()
+				r.after(time.Hour)
+				r.event("order.paid", api, "o1", map[string]any{"amount": 0}) // nothing paid: stays
+				r.event("order.paid", api, "o1", map[string]any{"amount": 99})
+				r.after(2 * day)
+			},
+			wantMessages:    []string{"wechat.text:remind"},
+			wantEnrollments: []enrollment{{"o1", model.EnrollmentExited, "pause", "exit:order.paid"}},
+			wantVisits:      []visit{{"remind", model.VisitDone, "unknown"}, {"pause", model.VisitCancelled, "exit:order.paid"}},
+		},
+		{
+			name: "entry once",
+			journeys: []string{`
+key: once
+trigger: { event: wechat.subscribe }
+entry: { once: true }
+steps:
+  - { id: hello, send: { channel: wechat.text, text: once } }
+`},
+			killAt: 1,
+			run: func(t *testing.T, r *rig) {
+				r.ingest(wechatEvent("wechat.subscribe", "o1", nil))
+				r.recoverKilled()
+				r.after(day)
+				r.event("wechat.subscribe", wechat, "o1", nil) // once is once
+				r.after(time.Minute)
+			},
+			wantMessages:    []string{"wechat.text:once"},
+			wantEnrollments: []enrollment{{"o1", model.EnrollmentCompleted, "hello", journey.ReasonCompleted}},
+			wantVisits:      []visit{{"hello", model.VisitDone, "unknown"}},
+		},
+		{
+			name: "entry cooldown",
+			journeys: []string{`
+key: cool
+trigger: { event: wechat.subscribe }
+entry: { cooldown: 24h }
+steps:
+  - { id: hi, send: { channel: wechat.text, text: cool } }
+`},
+			killAt: 1,
+			run: func(t *testing.T, r *rig) {
+				r.ingest(wechatEvent("wechat.subscribe", "o1", nil))
+				r.recoverKilled()
+				r.after(time.Hour)
+				r.event("wechat.subscribe", wechat, "o1", nil) // within the cooldown: nothing
+				r.after(day)
+				r.event("wechat.subscribe", wechat, "o1", nil) // after it: again
+				r.after(time.Minute)
+			},
+			wantMessages: []string{"wechat.text:cool", "wechat.text:cool"},
+			wantEnrollments: []enrollment{{"o1", model.EnrollmentCompleted, "hi", journey.ReasonCompleted},
+				{"o1", model.EnrollmentCompleted, "hi", journey.ReasonCompleted}},
+			wantVisits: []visit{{"hi", model.VisitDone, "unknown"}, {"hi", model.VisitDone, "sent"}},
 		},
 		{
 			name: "entry.max_active",
