@@ -43,7 +43,9 @@ type Catalog struct {
 	locs map[string]*i18n.Localizer
 }
 
-// NewCatalog loads the embedded message files locales/active.*.toml.
+// NewCatalog loads the embedded message files locales/*.<lang>.toml
+// (active.zh-CN.toml, active.en.toml, and one pair per part of the
+// console); every id needs a text in every language.
 func NewCatalog() (*Catalog, error) {
 	b := i18n.NewBundle(languages[0])
 	b.RegisterUnmarshalFunc("toml", toml.Unmarshal)
@@ -51,13 +53,21 @@ func NewCatalog() (*Catalog, error) {
 		texts: map[string]map[string]string{}, locs: map[string]*i18n.Localizer{}}
 	for _, tag := range languages {
 		lang := tag.String()
-		f, err := b.LoadMessageFileFS(files, "locales/active."+lang+".toml")
-		if err != nil {
-			return nil, fmt.Errorf("load messages %s: %w", lang, err)
+		// One file a part of the console: active.<lang>.toml, then the
+		// pages' own (journeys.<lang>.toml, …), each in every language.
+		names, err := fs.Glob(files, "locales/*."+lang+".toml")
+		if err != nil || len(names) == 0 {
+			return nil, fmt.Errorf("no message files for %s", lang)
 		}
-		if lang == Chinese {
-			for _, m := range f.Messages {
-				c.ids = append(c.ids, m.ID)
+		for _, name := range names {
+			f, err := b.LoadMessageFileFS(files, name)
+			if err != nil {
+				return nil, fmt.Errorf("load messages %s: %w", name, err)
+			}
+			if lang == Chinese {
+				for _, m := range f.Messages {
+					c.ids = append(c.ids, m.ID)
+				}
 			}
 		}
 		c.locs[lang] = i18n.NewLocalizer(b, lang)

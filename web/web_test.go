@@ -12,11 +12,11 @@ import (
 	"github.com/pelletier/go-toml/v2"
 )
 
-// Both message files hold the same ids: a text missing in English (or
-// only in English) is a page that mixes languages.
+// Every message file has its pair in the other language with the same
+// ids: a text missing in English (or only in English) is a page that
+// mixes languages.
 func TestMessageFilesMatch(t *testing.T) {
-	ids := map[string]map[string]string{}
-	for _, f := range []string{"active.zh-CN.toml", "active.en.toml"} {
+	read := func(f string) map[string]string {
 		b, err := os.ReadFile("locales/" + f)
 		if err != nil {
 			t.Fatal(err)
@@ -25,34 +25,43 @@ func TestMessageFilesMatch(t *testing.T) {
 		if err := toml.Unmarshal(b, &m); err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		ids[f] = m
-	}
-	zh, en := ids["active.zh-CN.toml"], ids["active.en.toml"]
-	for id, s := range zh {
-		if en[id] == "" {
-			t.Errorf("%s has no English text", id)
-		}
-		if s == "" {
-			t.Errorf("%s has no Chinese text", id)
-		}
-	}
-	for id := range en {
-		if _, ok := zh[id]; !ok {
-			t.Errorf("%s is only in English", id)
-		}
+		return m
 	}
 	han := regexp.MustCompile(`\p{Han}`)
-	for id, s := range en {
-		if han.MatchString(s) && id != "other_lang" {
-			t.Errorf("the English text of %s is Chinese: %q", id, s)
+	all := 0
+	for _, f := range Locales() {
+		part, ok := strings.CutSuffix(f, ".zh-CN.toml")
+		if !ok {
+			if _, err := os.Stat("locales/" + strings.TrimSuffix(f, ".en.toml") + ".zh-CN.toml"); err != nil {
+				t.Errorf("%s has no Chinese pair", f)
+			}
+			continue
+		}
+		zh, en := read(f), read(part+".en.toml")
+		all += len(zh)
+		for id, s := range zh {
+			if en[id] == "" {
+				t.Errorf("%s: %s has no English text", part, id)
+			}
+			if s == "" {
+				t.Errorf("%s: %s has no Chinese text", part, id)
+			}
+		}
+		for id, s := range en {
+			if _, ok := zh[id]; !ok {
+				t.Errorf("%s: %s is only in English", part, id)
+			}
+			if han.MatchString(s) && id != "other_lang" {
+				t.Errorf("%s: the English text of %s is Chinese: %q", part, id, s)
+			}
 		}
 	}
 	c, err := NewCatalog()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.IDs()) != len(zh) {
-		t.Errorf("the catalog has %d ids, the file %d", len(c.IDs()), len(zh))
+	if len(c.IDs()) != all {
+		t.Errorf("the catalog has %d ids, the files %d", len(c.IDs()), all)
 	}
 }
 
