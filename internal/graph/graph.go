@@ -13,7 +13,7 @@ import (
 	"html"
 	"io"
 	"strings"
-	)
+)
 
 // Node is one box: an id, a title line (its kind), lines of summary and
 // lines of counts, each drawn on a line of its own.
