@@ -21,8 +21,8 @@ type Node struct {
 	ID    string
 	Title string
 	Lines []string
-	// Counts is drawn under Lines, in a second colour.
-	Counts string
+	// Counts are drawn under Lines, in a second colour.
+	Counts []string
 	// Class is an extra CSS class of the box's group (e.g. the step kind).
 	Class string
 }
@@ -196,10 +196,7 @@ func Place(g Graph) *Layout {
 }
 
 func boxHeight(n Node) int {
-	lines := 2 + len(n.Lines) // id, title
-	if n.Counts != "" {
-		lines++
-	}
+	lines := 2 + len(n.Lines) + len(n.Counts) // id, title
 	return lines*lineH + 2*padY
 }
 
@@ -319,9 +316,9 @@ func (l *Layout) WriteSVG(w io.Writer, title string) error {
 			y += lineH
 			fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="12" fill="#444">%s</text>`, tx, y, esc(Shorten(s, maxChars)))
 		}
-		if bx.Counts != "" {
+		for _, s := range bx.Counts {
 			y += lineH
-			fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11" fill="#1677ff" class="counts">%s</text>`, tx, y, esc(Shorten(bx.Counts, maxChars+4)))
+			fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="12" fill="#1677ff" class="counts">%s</text>`, tx, y, esc(Shorten(s, maxChars)))
 		}
 		b.WriteString(`</g>`)
 	}

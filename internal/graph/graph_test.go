@@ -12,7 +12,7 @@ import (
 func welcome() Graph {
 	return Graph{
 		Nodes: []Node{
-			{ID: "hello", Title: "send", Lines: []string{"wechat.text: hi <b>&"}, Counts: "reached 4"},
+			{ID: "hello", Title: "send", Lines: []string{"wechat.text: hi <b>&"}, Counts: []string{"reached 4"}},
 			{ID: "wait_order", Title: "wait_for", Lines: []string{"order.paid · 2d"}},
 			{ID: "check", Title: "branch"},
 			{ID: "vip", Title: "split", Lines: []string{"50% / 50%"}},
