@@ -108,11 +108,11 @@ type journeyListRow struct {
 	Key, Name string
 	statusView
 	Version                    int
-	Entered, Active, Completed      int64
-	Goal, Exited, Failed            int64
-	HasGoal                         bool
-	GoalRate                        string
-	Link                            string
+	Entered, Active, Completed int64
+	Goal, Exited, Failed       int64
+	HasGoal                    bool
+	GoalRate                   string
+	Link                       string
 }
 
 // journeysPage serves GET /admin/journeys?from=&to=: every journey, its
