@@ -57,7 +57,8 @@ const (
 	gapX      = 40
 	gapY      = 56
 	margin    = 20
-	loopSpace = 60 // room on the right for back edges
+	loopSpace = 70 // room on the right for back edges
+	skipSpace = 50 // room on the left for edges that skip layers
 	maxChars  = 30 // characters a box's line holds
 	labelMax  = 24
 )
@@ -179,7 +180,7 @@ func Place(g Graph) *Layout {
 			h = max(h, boxHeight(l.Boxes[n].Node))
 		}
 		rowW := len(ns)*BoxWidth + (len(ns)-1)*gapX
-		x := margin + (inner-rowW)/2
+		x := margin + skipSpace + (inner-rowW)/2
 		for _, n := range ns {
 			b := &l.Boxes[n]
 			b.X, b.Y, b.W, b.H, b.Layer = x, y, BoxWidth, h, li
@@ -187,7 +188,7 @@ func Place(g Graph) *Layout {
 		}
 		y += h + gapY
 	}
-	l.Width = inner + 2*margin + loopSpace
+	l.Width = inner + 2*margin + loopSpace + skipSpace
 	l.Height = y - gapY + margin
 	if len(l.Boxes) == 0 {
 		l.Width, l.Height = 2*margin, 2*margin
@@ -255,7 +256,7 @@ func (l *Layout) WriteSVG(w io.Writer, title string) error {
 	for _, ln := range l.Lines {
 		outs[ln.From]++
 	}
-	backs := 0
+	backs, skips := 0, 0
 	for _, ln := range l.Lines {
 		f, _ := l.Box(ln.From)
 		t, _ := l.Box(ln.To)
@@ -267,7 +268,7 @@ func (l *Layout) WriteSVG(w io.Writer, title string) error {
 			// Round the right of the boxes, back up to the target.
 			backs++
 			off := 12 * backs
-			right := l.Width - loopSpace + off - margin/2
+			right := l.Width - margin - loopSpace + 30 + off
 			x1, y1 := f.X+f.W, f.Y+f.H/2+k*6
 			x2, y2 := t.X+t.W, t.Y+t.H/2
 			fmt.Fprintf(&b, `<path class="%s back" d="M%d,%d C%d,%d %d,%d %d,%d" fill="none" stroke="#d48806" stroke-width="1.5" stroke-dasharray="6 4" marker-end="url(#arrb)"/>`,
@@ -277,18 +278,25 @@ func (l *Layout) WriteSVG(w io.Writer, title string) error {
 			}
 			continue
 		}
+		if t.Layer-f.Layer > 1 {
+			// Down the left of the boxes, past the layers between.
+			skips++
+			left := margin + skipSpace - 30 - 8*((skips-1)%3)
+			x1, y1 := f.X, f.Y+f.H/2+k*6
+			x2, y2 := t.X, t.Y+t.H/2
+			fmt.Fprintf(&b, `<path class="%s skip" d="M%d,%d C%d,%d %d,%d %d,%d" fill="none" stroke="%s" stroke-width="1.5"%s marker-end="url(#arr)"/>`,
+				cls, x1, y1, left, y1, left, y2, x2, y2, edgeStroke(ln.Kind), edgeDash(ln.Kind))
+			if label != "" {
+				fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11" fill="#555" paint-order="stroke" stroke="#fff" stroke-width="3">%s</text>`, left+6, (y1+y2)/2, esc(label))
+			}
+			continue
+		}
 		n := outs[ln.From]
 		x1 := f.X + f.W*(k+1)/(n+1)
 		y1 := f.Y + f.H
 		x2, y2 := t.X+t.W/2, t.Y
 		my := (y1 + y2) / 2
-		stroke, dash := "#888", ""
-		switch ln.Kind {
-		case EdgeTimeout:
-			stroke, dash = "#cf1322", ` stroke-dasharray="3 3"`
-		case EdgeFallback:
-			stroke, dash = "#722ed1", ` stroke-dasharray="2 4"`
-		}
+		stroke, dash := edgeStroke(ln.Kind), edgeDash(ln.Kind)
 		fmt.Fprintf(&b, `<path class="%s" d="M%d,%d C%d,%d %d,%d %d,%d" fill="none" stroke="%s" stroke-width="1.5"%s marker-end="url(#arr)"/>`,
 			cls, x1, y1, x1, my, x2, my, x2, y2, stroke, dash)
 		if label != "" {
@@ -325,4 +333,26 @@ func (l *Layout) WriteSVG(w io.Writer, title string) error {
 	b.WriteString(`</svg>`)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// edgeStroke is the colour of an edge of kind.
+func edgeStroke(kind string) string {
+	switch kind {
+	case EdgeTimeout:
+		return "#cf1322"
+	case EdgeFallback:
+		return "#722ed1"
+	}
+	return "#888"
+}
+
+// edgeDash is the stroke-dasharray attribute of an edge of kind.
+func edgeDash(kind string) string {
+	switch kind {
+	case EdgeTimeout:
+		return ` stroke-dasharray="3 3"`
+	case EdgeFallback:
+		return ` stroke-dasharray="2 4"`
+	}
+	return ""
 }
