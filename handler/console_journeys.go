@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"gorm.io/gorm/clause"
 
 	"github.com/wejourney/wejourney/internal/graph"
 	"github.com/wejourney/wejourney/journey"
@@ -132,7 +133,8 @@ func (a *Admin) journeysPage(c *gin.Context) {
 func (a *Admin) journeyList(c *gin.Context, rg journeyRange) ([]journeyListRow, error) {
 	db := a.cfg.DB.WithContext(c.Request.Context())
 	var js []model.Journey
-	if err := db.Order("key").Find(&js).Error; err != nil {
+	// "key" is quoted by gorm: it is a reserved word in MySQL.
+	if err := db.Order(clause.OrderByColumn{Column: clause.Column{Name: "key"}}).Find(&js).Error; err != nil {
 		return nil, fmt.Errorf("load journeys: %w", err)
 	}
 	ids := make([]int64, 0, len(js))

@@ -63,9 +63,15 @@ func newJourneysApp(t *testing.T) *journeysApp {
 // the journeys it triggers and run their steps up to the first wait.
 func (app *journeysApp) follow(t *testing.T, openids ...string) {
 	t.Helper()
+	app.event(t, "wechat.subscribe", openids...)
+}
+
+// event stores an event of type typ from each openid and routes it.
+func (app *journeysApp) event(t *testing.T, typ string, openids ...string) {
+	t.Helper()
 	var evs []*model.Event
 	for _, o := range openids {
-		evs = append(evs, &model.Event{DedupeKey: "follow-" + o, Type: "wechat.subscribe", Source: "wechat",
+		evs = append(evs, &model.Event{DedupeKey: typ + "-" + o, Type: typ, Source: strings.Split(typ, ".")[0],
 			Member: model.MemberRef{AppID: "wx1", OpenID: o}, At: time.Now(), ReceivedAt: time.Now()})
 	}
 	if _, _, err := app.ing.Ingest(t.Context(), evs...); err != nil {
@@ -132,19 +138,20 @@ func TestConsoleJourneys(t *testing.T) {
 			app.publish(t, "drive", driveYAML)
 			app.publish(t, "quiet", quietYAML)
 			app.follow(t, "o1", "o2", "o3")
+			app.event(t, "order.paid", "o1")
 			op := signedIn(t, app.adminApp, "op")
 			wantStatus(t, "pause quiet", op.post("/admin/journeys/quiet", "/admin/journeys/quiet/pause", url.Values{}), http.StatusSeeOther)
 			rec := op.do("GET", "/admin/journeys", nil)
 			wantStatus(t, "list", rec, 200)
 			text := visible(rec.Body.String())
-			// drive: 3 entered, 3 in progress (waiting a day), no goal yet.
-			for _, want := range []string{"drive Drive 运行中 v1 3 3 0 0 (0%) 0 0", "quiet Quiet 已暂停 (由操作员暂停) v1 0 0 0 无目标 0 0", "目标达成率"} {
+			// drive: 3 entered, 2 in progress (waiting a day), 1 paid.
+			for _, want := range []string{"drive Drive 运行中 v1 3 2 0 1 (33.3%) 0 0", "quiet Quiet 已暂停 (由操作员暂停) v1 0 0 0 无目标 0 0", "目标达成率"} {
 				if !strings.Contains(text, want) {
 					t.Errorf("the list lacks %q:\n%s", want, text)
 				}
 			}
 			en := visible(op.do("GET", "/admin/journeys?lang=en", nil).Body.String())
-			for _, want := range []string{"drive Drive Active v1 3 3 0 0 (0%) 0 0", "quiet Quiet Paused (paused by an operator) v1 0 0 0 no goal 0 0", "Goal rate"} {
+			for _, want := range []string{"drive Drive Active v1 3 2 0 1 (33.3%) 0 0", "quiet Quiet Paused (paused by an operator) v1 0 0 0 no goal 0 0", "Goal rate"} {
 				if !strings.Contains(en, want) {
 					t.Errorf("the English list lacks %q:\n%s", want, en)
 				}

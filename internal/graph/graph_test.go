@@ -3,6 +3,7 @@ package graph
 import (
 	"encoding/xml"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -97,6 +98,18 @@ func TestWriteSVG(t *testing.T) {
 	}
 	if n := strings.Count(svg, `class="e e-next back"`); n != 1 {
 		t.Errorf("%d back edges drawn dashed, want 1 (remind → wait_order)", n)
+	}
+	// check → a skips vip's layer: it goes round the left of every box.
+	skip := regexp.MustCompile(`<path class="e e-arm skip" d="M(\d+),\d+ C(\d+),`).FindStringSubmatch(svg)
+	if skip == nil {
+		t.Errorf("the edge check → a, past vip's layer, is not drawn round the boxes")
+	} else {
+		gutter, _ := strconv.Atoi(skip[2])
+		for _, bx := range Place(welcome()).Boxes {
+			if gutter >= bx.X {
+				t.Errorf("the skipping edge runs at x=%d, over box %s at x=%d", gutter, bx.ID, bx.X)
+			}
+		}
 	}
 	if !strings.Contains(svg, "hi &lt;b&gt;&amp;") || strings.Contains(svg, "hi <b>") {
 		t.Error("a box's text is not escaped")
