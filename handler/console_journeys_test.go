@@ -156,11 +156,22 @@ func TestConsoleJourneys(t *testing.T) {
 					t.Errorf("the English list lacks %q:\n%s", want, en)
 				}
 			}
+			wantStatus(t, "a wrong date", op.do("GET", "/admin/journeys?lang=zh-CN&from=yesterday", nil), 200, "日期不对", "下面显示的是最近 30 天")
 			// A range before today counts nobody.
 			old := visible(op.do("GET", "/admin/journeys?lang=zh-CN&from=2020-01-01&to=2020-01-31", nil).Body.String())
 			if !strings.Contains(old, "drive Drive 运行中 v1 0 0 0 0 (–) 0 0") {
 				t.Errorf("the list for January 2020 counts members:\n%s", old)
 			}
+		}},
+		{"a journey without a published version is a draft", func(t *testing.T, app *journeysApp) {
+			if err := app.db.Create(&model.Journey{Key: "wip", Name: "WIP", Status: model.JourneyActive}).Error; err != nil {
+				t.Fatal(err)
+			}
+			view := signedIn(t, app.adminApp, "view")
+			if text := visible(view.do("GET", "/admin/journeys", nil).Body.String()); !strings.Contains(text, "wip WIP 草稿 –") {
+				t.Errorf("the draft's row: %s", text)
+			}
+			wantStatus(t, "draft page", view.do("GET", "/admin/journeys/wip?lang=en", nil), 200, "Draft", "no published version yet", `href="/admin/journeys/wip/edit"`)
 		}},
 		{"the journey page draws each step with its counts", func(t *testing.T, app *journeysApp) {
 			app.publish(t, "drive", driveYAML)
