@@ -31,6 +31,10 @@ var routeRoles = map[string]string{
 	"POST /api/v1/qrcodes":                model.RoleOperator,
 	"POST /api/v1/contact-ways":           model.RoleOperator,
 	"POST /api/v1/followers/sync":         model.RoleOperator,
+	// The console's journey page: pause, resume, archive.
+	"POST /admin/journeys/:key/pause":   model.RoleOperator,
+	"POST /admin/journeys/:key/resume":  model.RoleOperator,
+	"POST /admin/journeys/:key/archive": model.RoleOperator,
 	// Admins manage users and read the audit log.
 	"GET /api/v1/audit": model.RoleAdmin,
 	"GET /admin/users":  model.RoleAdmin,
