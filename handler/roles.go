@@ -31,6 +31,13 @@ var routeRoles = map[string]string{
 	"POST /api/v1/qrcodes":                model.RoleOperator,
 	"POST /api/v1/contact-ways":           model.RoleOperator,
 	"POST /api/v1/followers/sync":         model.RoleOperator,
+	// Operators edit, test and publish journeys in the console's editor.
+	"POST /admin/journeys/new":           model.RoleOperator,
+	"POST /admin/journeys/:key/edit":     model.RoleOperator,
+	"POST /admin/journeys/:key/validate": model.RoleOperator,
+	"POST /admin/journeys/:key/publish":  model.RoleOperator,
+	"POST /admin/journeys/:key/discard":  model.RoleOperator,
+	"POST /admin/journeys/:key/test":     model.RoleOperator,
 	// Admins manage users and read the audit log.
 	"GET /api/v1/audit": model.RoleAdmin,
 	"GET /admin/users":  model.RoleAdmin,
