@@ -63,7 +63,8 @@ var editorChannels = []string{channels.WeChatText, channels.WeChatNews, channels
 	channels.WeChatTemplate, channels.WeChatSubscribe, channels.WeComWelcome, channels.WeComText, channels.WeComGroupMessage,
 	channels.SMS, channels.Email}
 
-// journeyKeyPattern is a key the editor's URLs can carry.
+// journeyKeyPattern is a key the editor's URLs can carry ("new" names
+// the new journey's page, so it is not a key either).
 var journeyKeyPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
 // editorRoutes adds the journey editor and test pages to the console.
@@ -280,9 +281,10 @@ func (h *Handler) renderEditor(c *gin.Context, status int, key string, src []byt
 		}
 	}
 	previews, _ := data["Previews"].(map[string]*journey.TestMessage)
+	texts := a.catalog.Texts(a.lang(c))
 	for i, s := range ed.J.Steps {
 		v := edStepView{edStep: s, Index: i, Problems: stepSec["step:"+s.ID], ChannelKnown: slices.Contains(ed.Channels, s.Channel),
-			Num: i + 1, T: a.catalog.Texts(a.lang(c)), Channels: ed.Channels, Holders: ed.Holders}
+			Num: i + 1, T: texts, Channels: ed.Channels, Holders: ed.Holders}
 		if previews != nil && s.Kind == "send" {
 			v.Preview = previews[s.ID]
 			v.NotOnPath = v.Preview == nil
@@ -421,7 +423,7 @@ func (h *Handler) editorSave(c *gin.Context) {
 		j, _ := edFromYAML(src)
 		refuse := ""
 		switch {
-		case !journeyKeyPattern.MatchString(j.Key):
+		case !journeyKeyPattern.MatchString(j.Key) || j.Key == "new":
 			refuse = a.catalog.T(l, "editor_bad_key", map[string]any{"Key": j.Key})
 		case h.journeyKnown(ctx, j.Key):
 			refuse = a.catalog.T(l, "editor_key_taken", map[string]any{"Key": j.Key})
@@ -589,6 +591,7 @@ func (h *Handler) editorDiscard(c *gin.Context) {
 // testStepView is a step of a test run as the test page shows it.
 type testStepView struct {
 	journey.TestStep
+	Num                     int
 	KindLabel, OutcomeLabel string
 }
 
@@ -673,14 +676,14 @@ func (h *Handler) testPageRun(c *gin.Context) {
 		return v
 	}
 	var steps []testStepView
-	for _, s := range run.Steps {
+	for i, s := range run.Steps {
 		out := label("editor_outcome_", s.Outcome)
 		if arm, ok := strings.CutPrefix(s.Outcome, "arm:"); ok {
 			out = a.catalog.T(l, "editor_outcome_arm", map[string]any{"Step": arm})
 		} else if n, err := strconv.Atoi(strings.TrimPrefix(s.Outcome, "branch:")); err == nil {
 			out = a.catalog.T(l, "editor_outcome_branch", map[string]any{"N": n + 1})
 		}
-		steps = append(steps, testStepView{TestStep: s, KindLabel: label("editor_kind_", s.Kind), OutcomeLabel: out})
+		steps = append(steps, testStepView{TestStep: s, Num: i + 1, KindLabel: label("editor_kind_", s.Kind), OutcomeLabel: out})
 	}
 	data["Run"], data["RunSteps"], data["End"], data["Who"] = run, steps, label("editor_end_", run.End), m
 	h.renderTest(c, http.StatusOK, data)
