@@ -571,10 +571,17 @@ func (h *Handler) editorPublish(c *gin.Context) {
 	c.Redirect(http.StatusSeeOther, "/admin/journeys/"+url.PathEscape(key)+"?done=published")
 }
 
-// editorDiscard serves POST /admin/journeys/{key}/discard: the draft is
-// deleted (the live version, if any, is untouched).
+// editorDiscard serves POST /admin/journeys/{key}/discard with confirm=yes:
+// the draft is deleted (the live version, if any, is untouched).
 func (h *Handler) editorDiscard(c *gin.Context) {
 	a, ctx, key := h.cfg.Admin, c.Request.Context(), c.Param("key")
+	if c.PostForm("confirm") != "yes" {
+		src, ok := h.editorSource(c, key)
+		if ok {
+			h.renderEditor(c, http.StatusBadRequest, key, src, map[string]any{"Error": a.catalog.T(a.lang(c), "editor_discard_unconfirmed", nil)})
+		}
+		return
+	}
 	if err := model.DeleteDraft(ctx, h.cfg.DB, key); err != nil {
 		h.log.Error("deleting a journey draft", "journey", key, "err", err)
 		a.renderError(c, http.StatusServiceUnavailable, "db_error")

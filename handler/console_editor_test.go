@@ -238,6 +238,28 @@ func TestJourneyEditor(t *testing.T) {
 				t.Error("a viewer's refused change happened")
 			}
 		}},
+		{"a draft is discarded only when confirmed, and the live version stays", func(t *testing.T, app *adminApp) {
+			op, view := signedIn(t, app, "op"), signedIn(t, app, "view")
+			wantStatus(t, "publish welcome", op.call("POST", "/api/v1/journeys/welcome/publish", editorWelcome), 200)
+			edit := "/admin/journeys/welcome/edit"
+			draft := strings.Replace(editorWelcome, "wait: 2h", "wait: 3h", 1)
+			wantStatus(t, "save a draft", op.post(edit, edit, url.Values{"op": {"yaml"}, "yaml": {draft}}), http.StatusSeeOther)
+			discard := "/admin/journeys/welcome/discard"
+			wantStatus(t, "viewer discards", view.post(edit, discard, url.Values{"confirm": {"yes"}}), http.StatusForbidden)
+			wantText(t, "discard unconfirmed", op.post(edit, discard, url.Values{}), http.StatusBadRequest, "请勾选“确认丢弃”")
+			if d, err := model.GetDraft(t.Context(), app.db, "welcome"); err != nil || d.Source != draft {
+				t.Fatalf("the draft after refused discards: %v", err)
+			}
+			rec := op.post(edit, discard, url.Values{"confirm": {"yes"}})
+			wantStatus(t, "discard", rec, http.StatusSeeOther)
+			body := wantText(t, "after discarding", op.do("GET", rec.Header().Get("Location"), nil), 200, "草稿已丢弃", "从线上版本开始编辑")
+			if !strings.Contains(textarea(t, body), "wait: 2h") {
+				t.Error("the editor does not show the live version after the discard")
+			}
+			if !hasEntry(auditLog(t, app, "?action=journey.draft_discard"), "op", AuditJourneyDraftDiscard, "welcome") {
+				t.Error("the discard is not in the audit log")
+			}
+		}},
 		{"a form posted without its CSRF token is refused", func(t *testing.T, app *adminApp) {
 			op := signedIn(t, app, "op")
 			wantText(t, "save without a token", op.do("POST", "/admin/journeys/new", url.Values{"op": {"yaml"}, "yaml": {editorWelcome}}), http.StatusForbidden, "CSRF")
