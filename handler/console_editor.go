@@ -486,6 +486,10 @@ func (h *Handler) editorPreview(c *gin.Context, key string, src []byte, problems
 		data["PreviewErr"] = a.catalog.T(l, "editor_preview_invalid", nil)
 	default:
 		run, _, _, err := h.runTest(c.Request.Context(), key, testRequestFor(who, string(src)))
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			data["PreviewErr"] = a.catalog.T(l, "editor_no_member", map[string]any{"Member": who})
+			break
+		}
 		if err != nil {
 			data["PreviewErr"] = err.Error()
 			break
@@ -667,6 +671,14 @@ func (h *Handler) testPageRun(c *gin.Context) {
 	switch {
 	case errors.As(err, &notTester):
 		data["Error"] = a.catalog.T(l, "editor_not_tester", map[string]any{"Member": who, "ID": notTester.member})
+		h.renderTest(c, status, data)
+		return
+	case errors.Is(err, gorm.ErrRecordNotFound):
+		data["Error"] = a.catalog.T(l, "editor_no_member", map[string]any{"Member": who})
+		h.renderTest(c, status, data)
+		return
+	case errors.Is(err, journey.ErrInvalid):
+		data["Error"], data["Problems"] = a.catalog.T(l, "editor_test_invalid", nil), invalidProblems(err)
 		h.renderTest(c, status, data)
 		return
 	case err != nil:

@@ -303,7 +303,7 @@ func TestJourneyEditor(t *testing.T) {
 			app.db.Save(&m)
 			wantText(t, "send to a tester", op.post(test, test, run), 200, "已真实发送", "已发送")
 			run.Set("member", "o_nobody")
-			wantText(t, "an unknown member", op.post(test, test, run), http.StatusNotFound, "no such member")
+			wantText(t, "an unknown member", op.post(test, test, run), http.StatusNotFound, "没有找到会员 “o_nobody”")
 		}},
 		{"the editor previews a send step for a member and test-runs the draft", func(t *testing.T, app *adminApp) {
 			op := signedIn(t, app, "op")
@@ -316,6 +316,12 @@ func TestJourneyEditor(t *testing.T) {
 			wantText(t, "preview", op.post(edit, edit, form), 200, "渲染结果：", "阿青，欢迎")
 			test := "/admin/journeys/welcome/test"
 			wantText(t, "test the draft", op.post(test, test, url.Values{"member": {"o_p"}, "source": {"draft"}}), 200, "阿青，欢迎", "草稿")
+			bad := strings.Replace(editorWelcome, "wait: 2h", "wait: soon", 1)
+			wantStatus(t, "save a bad draft", op.post(edit, edit, url.Values{"op": {"yaml"}, "yaml": {bad}}), http.StatusSeeOther)
+			wantText(t, "test the bad draft", op.post(test, test, url.Values{"member": {"o_p"}, "source": {"draft"}}), http.StatusBadRequest,
+				"草稿有错误，无法试运行", `bad duration "soon"`)
+			form.Set("s.1.duration", "soon")
+			wantText(t, "preview the bad draft", op.post(edit, edit, form), 200, "草稿有错误，无法预览", `bad duration "soon"`)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
