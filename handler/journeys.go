@@ -74,14 +74,7 @@ func (h *Handler) journeyAnswer(c *gin.Context, action string, st journey.Status
 	case err == nil:
 		c.JSON(http.StatusOK, st)
 	case errors.Is(err, journey.ErrInvalid):
-		var problems []string
-		for _, line := range strings.Split(err.Error(), "\n") {
-			line = strings.TrimPrefix(strings.TrimSpace(line), journey.ErrInvalid.Error()+": ")
-			if line != "" && line != journey.ErrInvalid.Error()+":" {
-				problems = append(problems, line)
-			}
-		}
-		c.JSON(http.StatusBadRequest, gin.H{"error": journey.ErrInvalid.Error(), "problems": problems})
+		c.JSON(http.StatusBadRequest, gin.H{"error": journey.ErrInvalid.Error(), "problems": invalidProblems(err)})
 	case errors.Is(err, journey.ErrUnknownJourney):
 		c.JSON(http.StatusNotFound, gin.H{"error": "no journey with key " + c.Param("key")})
 	case errors.Is(err, journey.ErrTransition):
@@ -94,4 +87,17 @@ func (h *Handler) journeyAnswer(c *gin.Context, action string, st journey.Status
 		h.log.Error("journey "+action+" failed", "journey", c.Param("key"), "err", err)
 		c.JSON(http.StatusInternalServerError, gin.H{"error": "database error"})
 	}
+}
+
+// invalidProblems are the problems of a refused definition (an error
+// wrapping journey.ErrInvalid), one a line as the engine wrote them.
+func invalidProblems(err error) []string {
+	var problems []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		line = strings.TrimPrefix(strings.TrimSpace(line), journey.ErrInvalid.Error()+": ")
+		if line != "" && line != journey.ErrInvalid.Error()+":" {
+			problems = append(problems, line)
+		}
+	}
+	return problems
 }

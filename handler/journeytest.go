@@ -74,35 +74,61 @@ func (h *Handler) testJourney(c *gin.Context) {
 		c.JSON(http.StatusBadRequest, gin.H{"error": "want JSON: {\"member_id\": 1} or {\"member\": {\"openid\": …}}, \"event\": {\"type\": …, \"props\": {…}}, \"events\": […]: " + err.Error()})
 		return
 	}
-	ctx := c.Request.Context()
-	db := h.cfg.DB.WithContext(ctx)
 	key := c.Param("key")
+	run, m, status, err := h.runTest(c.Request.Context(), key, req)
+	if err != nil {
+		c.JSON(status, gin.H{"error": err.Error()})
+		return
+	}
+	c.JSON(http.StatusOK, run)
+	h.audit(c, AuditJourneyTest, key, gin.H{"member_id": m.ID, "draft": req.YAML != ""})
+}
+
+// errTestNotTester is a test run asked to send to a member who is not a
+// tester (it wraps journey.ErrNotTester).
+type errTestNotTester struct {
+	err    error
+	member int64
+}
+
+func (e *errTestNotTester) Error() string {
+	return fmt.Sprintf("%v; mark them as a tester with POST /api/v1/members/%d/tester, or test without \"send\"", e.err, e.member)
+}
+
+func (e *errTestNotTester) Unwrap() error { return e.err }
+
+// runTest walks journey key for the member req names (its published
+// version, or req.YAML), as POST /api/v1/journeys/{key}/test and the
+// console's test page do. On failure it returns the HTTP status that
+// answers the error.
+func (h *Handler) runTest(ctx context.Context, key string, req testRunRequest) (*journey.TestRun, *model.Member, int, error) {
+	db := h.cfg.DB.WithContext(ctx)
 	src, version := req.YAML, 0
 	if src == "" {
-		j, ok := journeyByKey(c, db, key)
-		if !ok {
-			return
+		var j model.Journey
+		err := db.Where(&model.Journey{Key: key}).First(&j).Error
+		switch {
+		case errors.Is(err, gorm.ErrRecordNotFound):
+			return nil, nil, http.StatusNotFound, fmt.Errorf("no journey %q", key)
+		case err != nil:
+			return nil, nil, http.StatusServiceUnavailable, fmt.Errorf("database: %w", err)
 		}
 		var v model.JourneyVersion
 		if err := db.First(&v, j.CurrentVersionID).Error; err != nil {
-			c.JSON(http.StatusServiceUnavailable, gin.H{"error": "database: " + err.Error()})
-			return
+			return nil, nil, http.StatusServiceUnavailable, fmt.Errorf("database: %w", err)
 		}
 		src, version = v.Source, v.Version
 	}
 	compiled, err := h.cfg.TestRuns.Parse(key+".yaml", []byte(src))
 	if err != nil {
-		c.JSON(http.StatusBadRequest, gin.H{"error": err.Error()})
-		return
+		return nil, nil, http.StatusBadRequest, err
 	}
 	if req.YAML != "" && compiled.Def.Key != key {
-		c.JSON(http.StatusBadRequest, gin.H{"error": fmt.Sprintf("the YAML is journey %q, not %q", compiled.Def.Key, key)})
-		return
+		return nil, nil, http.StatusBadRequest, fmt.Errorf("the YAML is journey %q, not %q", compiled.Def.Key, key)
 	}
 	m, err := h.testMember(db, req)
 	if err != nil {
-		c.JSON(http.StatusNotFound, gin.H{"error": err.Error()})
-		return
+		return nil, nil, http.StatusNotFound, err
 	}
 	opts := journey.TestRunOptions{Send: req.Send}
 	if req.Event != nil {
@@ -118,15 +144,12 @@ func (h *Handler) testJourney(c *gin.Context) {
 	}
 	run, err := h.cfg.TestRuns.TestRun(ctx, compiled, version, m, opts)
 	if errors.Is(err, journey.ErrNotTester) {
-		c.JSON(http.StatusForbidden, gin.H{"error": fmt.Sprintf("%v; mark them as a tester with POST /api/v1/members/%d/tester, or test without \"send\"", err, m.ID)})
-		return
+		return nil, m, http.StatusForbidden, &errTestNotTester{err, m.ID}
 	}
 	if err != nil {
-		c.JSON(http.StatusServiceUnavailable, gin.H{"error": err.Error()})
-		return
+		return nil, m, http.StatusServiceUnavailable, err
 	}
-	c.JSON(http.StatusOK, run)
-	h.audit(c, AuditJourneyTest, key, gin.H{"member_id": m.ID, "draft": req.YAML != ""})
+	return run, m, http.StatusOK, nil
 }
 
 // journeyByKey loads the journey key names; when there is none (404) or

@@ -35,6 +35,13 @@ var routeRoles = map[string]string{
 	"POST /admin/journeys/:key/pause":   model.RoleOperator,
 	"POST /admin/journeys/:key/resume":  model.RoleOperator,
 	"POST /admin/journeys/:key/archive": model.RoleOperator,
+	// Operators edit, test and publish journeys in the console's editor.
+	"POST /admin/journeys/new":           model.RoleOperator,
+	"POST /admin/journeys/:key/edit":     model.RoleOperator,
+	"POST /admin/journeys/:key/validate": model.RoleOperator,
+	"POST /admin/journeys/:key/publish":  model.RoleOperator,
+	"POST /admin/journeys/:key/discard":  model.RoleOperator,
+	"POST /admin/journeys/:key/test":     model.RoleOperator,
 	// Admins manage users and read the audit log.
 	"GET /api/v1/audit": model.RoleAdmin,
 	"GET /admin/users":  model.RoleAdmin,

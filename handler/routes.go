@@ -231,6 +231,7 @@ func (h *Handler) routes() http.Handler {
 		console.POST("/users/:op", a.changeUser)
 		console.GET("/audit", a.auditPage)
 		h.consoleJourneyRoutes(console, a)
+		h.editorRoutes(console) // journey editor: /journeys/new, /journeys/:key/edit, /journeys/:key/test
 		for _, id := range soonPages {
 			console.GET("/"+id, a.soonPage(id))
 		}

@@ -77,6 +77,12 @@ func Migrations() []*gormigrate.Migration {
 			Migrate:  migrateRollup,
 			Rollback: rollbackRollup,
 		},
+		{
+			// the console's journey drafts (see migration_drafts.go).
+			ID:       draftsID,
+			Migrate:  migrateDrafts,
+			Rollback: rollbackDrafts,
+		},
 	}
 }
 
