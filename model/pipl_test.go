@@ -3,8 +3,8 @@ package model
 import (
 	"context"
 	"errors"
-	"strings"
 	"maps"
+	"strings"
 	"testing"
 	"time"
 
