@@ -31,6 +31,10 @@ var routeRoles = map[string]string{
 	"POST /api/v1/qrcodes":                model.RoleOperator,
 	"POST /api/v1/contact-ways":           model.RoleOperator,
 	"POST /api/v1/followers/sync":         model.RoleOperator,
+	// Members console: operators enroll and remove; export, erase and the
+	// tester mark stay an admin's (not listed).
+	"POST /admin/members/:id/enroll": model.RoleOperator,
+	"POST /admin/members/:id/remove": model.RoleOperator,
 	// Admins manage users and read the audit log.
 	"GET /api/v1/audit": model.RoleAdmin,
 	"GET /admin/users":  model.RoleAdmin,

@@ -230,6 +230,7 @@ func (h *Handler) routes() http.Handler {
 		console.POST("/users", a.addUser)
 		console.POST("/users/:op", a.changeUser)
 		console.GET("/audit", a.auditPage)
+		h.memberConsoleRoutes(console)
 		for _, id := range soonPages {
 			console.GET("/"+id, a.soonPage(id))
 		}
