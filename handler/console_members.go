@@ -148,20 +148,21 @@ func (h *Handler) searchMembers(ctx context.Context, field, q string) ([]int64, 
 		err = db.Model(&model.Event{}).Distinct("member_id").Where("scene = ? AND member_id IS NOT NULL", q).
 			Limit(memberSearchLimit).Pluck("member_id", &ids).Error
 	case "nickname":
-		err = db.Model(&model.Member{}).Where("nickname LIKE ? AND merged_into IS NULL", escapeLike(q)+"%").
+		err = db.Model(&model.Member{}).Where("nickname LIKE ? ESCAPE '!' AND merged_into IS NULL", escapeLike(q)+"%").
 			Limit(memberSearchLimit).Pluck("id", &ids).Error
 	case "tag":
 		// Tags are a JSON text column: a LIKE on the text, limited.
 		b, _ := json.Marshal(q)
-		err = db.Model(&model.Member{}).Where("tags LIKE ? AND merged_into IS NULL", "%"+escapeLike(string(b))+"%").
+		err = db.Model(&model.Member{}).Where("tags LIKE ? ESCAPE '!' AND merged_into IS NULL", "%"+escapeLike(string(b))+"%").
 			Limit(memberSearchLimit).Pluck("id", &ids).Error
 	}
 	return ids, err
 }
 
-// escapeLike makes s match itself in LIKE (no wildcards of its own).
+// escapeLike makes s match itself in a LIKE with ESCAPE '!': its own %
+// and _ are not wildcards.
 func escapeLike(s string) string {
-	return strings.NewReplacer("%", "", "_", "").Replace(s)
+	return strings.NewReplacer("!", "!!", "%", "!%", "_", "!_").Replace(s)
 }
 
 // membersPage serves GET /admin/members?q=&field=: the search, and its

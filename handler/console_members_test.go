@@ -49,7 +49,7 @@ func memberFixture(t *testing.T, app *adminApp) (alice, bob int64) {
 		Subscriptions: map[string]string{"wx1": model.SubscriptionSubscribed},
 		OptOuts:       map[string]time.Time{"sms": at.Add(-24 * time.Hour)}, CreatedAt: at, UpdatedAt: at}
 	must(db.Create(&a).Error)
-	b := model.Member{AppID: "wx1", OpenID: "oBob0123456789abcdefghijkl", Nickname: "Bob", Tags: []string{"vip"}, CreatedAt: at, UpdatedAt: at}
+	b := model.Member{AppID: "wx1", OpenID: "oBob0123456789abcdefghijkl", Nickname: "Bob_1", Tags: []string{"vip"}, CreatedAt: at, UpdatedAt: at}
 	must(db.Create(&b).Error)
 	for _, id := range []model.MemberIdentity{
 		{Kind: model.IdentityOpenID, Value: "wx1/" + aliceOpenID, MemberID: a.ID},
@@ -147,6 +147,12 @@ func TestConsoleMembers(t *testing.T) {
 				}
 				if !strings.Contains(s.q, "1234") && strings.Contains(rec.Body.String(), alicePhone) {
 					t.Errorf("%s shows the whole phone number", what)
+				}
+			}
+			// A nickname's _ is no wildcard.
+			for q, want := range map[string]int{"Bob_": 1, "Bo_": 0, "B%": 0} {
+				if n := searchRows(t, view, q); n != want {
+					t.Errorf("nickname %q lists %d members; want %d", q, n, want)
 				}
 			}
 			// "vip" is bob's tag, not a prefix match of alice's "vip-gold".
@@ -281,7 +287,7 @@ func TestConsoleMembers(t *testing.T) {
 			if searchRows(t, adm, aliceOpenID) != 0 {
 				t.Error("alice's openid is still found after the erase")
 			}
-			if searchRows(t, adm, "Bob") != 1 {
+			if searchRows(t, adm, "Bob_1") != 1 {
 				t.Error("bob is gone too")
 			}
 			es := auditLog(t, app, "")
