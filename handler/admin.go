@@ -99,6 +99,9 @@ type AdminConfig struct {
 	// (journey.WithStepKinds), with which the statistics read a journey's
 	// current version.
 	JourneyOptions []journey.ParseOption
+	// CSAllowance reads members' customer-service allowance for the member
+	// page (the WeChat sender's *wechat.Allowance); nil: not shown.
+	CSAllowance CSAllowance
 }
 
 // Admin serves the admin page and the JSON API behind it.

@@ -326,7 +326,7 @@ func TestConsoleRoles(t *testing.T) {
 			if strings.Contains(rec.Body.String(), `class="badge" id="role">admin<`) {
 				t.Error("the role shows in English on the Chinese page")
 			}
-			wantStatus(t, "a page to come", adm.do("GET", "/admin/members", nil), 200, "即将推出")
+			wantStatus(t, "a page to come", adm.do("GET", "/admin/deliveries", nil), 200, "即将推出")
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

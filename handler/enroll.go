@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -110,12 +111,7 @@ func (h *Handler) enroll(c *gin.Context) {
 			bad = append(bad, gin.H{"index": i, "error": err.Error()})
 			continue
 		}
-		ev := &model.Event{Type: events.JourneyEnroll, Source: events.Engine{}.Name(), Member: ref,
-			Props: map[string]any{"journey": key, "by": "api"}, At: now,
-			DedupeKey: fmt.Sprintf("enroll:%s:%s:%s", key, id, ref.Key())}
-		sum := sha256.Sum256([]byte(ev.DedupeKey))
-		ev.PayloadHash = hex.EncodeToString(sum[:])
-		evs = append(evs, ev)
+		evs = append(evs, enrollEvent(key, id, "api", ref, now))
 	}
 	if len(bad) > 0 {
 		c.JSON(http.StatusBadRequest, gin.H{"errors": bad})
@@ -128,4 +124,16 @@ func (h *Handler) enroll(c *gin.Context) {
 	}
 	c.JSON(http.StatusAccepted, gin.H{"journey": key, "accepted": accepted, "duplicates": duplicates})
 	h.audit(c, AuditJourneyEnroll, key, gin.H{"request_id": id, "members": len(evs), "accepted": accepted, "duplicates": duplicates})
+}
+
+// enrollEvent is the journey.enroll event that enters the member ref into
+// the journey with key, for request id, made by "api" or "console": the
+// router enters the member as the journey's entry rules allow.
+func enrollEvent(key, id, by string, ref model.MemberRef, now time.Time) *model.Event {
+	ev := &model.Event{Type: events.JourneyEnroll, Source: events.Engine{}.Name(), Member: ref,
+		Props: map[string]any{"journey": key, "by": by}, At: now,
+		DedupeKey: fmt.Sprintf("enroll:%s:%s:%s", key, id, ref.Key())}
+	sum := sha256.Sum256([]byte(ev.DedupeKey))
+	ev.PayloadHash = hex.EncodeToString(sum[:])
+	return ev
 }

@@ -1,11 +1,13 @@
 package handler
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"gorm.io/gorm"
@@ -35,25 +37,7 @@ func (h *Handler) setTester(c *gin.Context) {
 		return
 	}
 	on := c.Request.Method == http.MethodPost
-	var m model.Member
-	err = h.cfg.DB.WithContext(c.Request.Context()).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).Select("id", "tags", "merged_into").First(&m, id).Error; err != nil {
-			return err
-		}
-		if m.MergedInto != nil {
-			return errMerged
-		}
-		if m.IsTester() == on {
-			return nil
-		}
-		if on {
-			m.Tags = append(m.Tags, model.TesterTag)
-		} else {
-			m.Tags = slices.DeleteFunc(m.Tags, func(t string) bool { return t == model.TesterTag })
-		}
-		// updated_at too: a segment trigger reading the tag sees the change.
-		return tx.Model(&m).Select("tags", "updated_at").Updates(&model.Member{Tags: m.Tags, UpdatedAt: h.now()}).Error
-	})
+	m, err := markTester(c.Request.Context(), h.cfg.DB, id, on, h.now())
 	switch {
 	case errors.Is(err, gorm.ErrRecordNotFound):
 		c.JSON(http.StatusNotFound, gin.H{"error": fmt.Sprintf("no member %d", id)})
@@ -71,4 +55,30 @@ func (h *Handler) setTester(c *gin.Context) {
 		tags = []string{}
 	}
 	c.JSON(http.StatusOK, gin.H{"member_id": id, "tester": on, "tags": tags})
+}
+
+// markTester adds (on) or removes the tag model.TesterTag of member id at
+// now, and returns the member's id, tags and merged_into. An unknown member
+// is gorm.ErrRecordNotFound; one merged into another errMerged.
+func markTester(ctx context.Context, db *gorm.DB, id int64, on bool, now time.Time) (model.Member, error) {
+	var m model.Member
+	err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).Select("id", "tags", "merged_into").First(&m, id).Error; err != nil {
+			return err
+		}
+		if m.MergedInto != nil {
+			return errMerged
+		}
+		if m.IsTester() == on {
+			return nil
+		}
+		if on {
+			m.Tags = append(m.Tags, model.TesterTag)
+		} else {
+			m.Tags = slices.DeleteFunc(m.Tags, func(t string) bool { return t == model.TesterTag })
+		}
+		// updated_at too: a segment trigger reading the tag sees the change.
+		return tx.Model(&m).Select("tags", "updated_at").Updates(&model.Member{Tags: m.Tags, UpdatedAt: now}).Error
+	})
+	return m, err
 }

@@ -42,6 +42,10 @@ var routeRoles = map[string]string{
 	"POST /admin/journeys/:key/publish":  model.RoleOperator,
 	"POST /admin/journeys/:key/discard":  model.RoleOperator,
 	"POST /admin/journeys/:key/test":     model.RoleOperator,
+	// Members console: operators enroll and remove; export, erase and the
+	// tester mark stay an admin's (not listed).
+	"POST /admin/members/:id/enroll": model.RoleOperator,
+	"POST /admin/members/:id/remove": model.RoleOperator,
 	// Admins manage users and read the audit log.
 	"GET /api/v1/audit": model.RoleAdmin,
 	"GET /admin/users":  model.RoleAdmin,

@@ -232,6 +232,7 @@ func (h *Handler) routes() http.Handler {
 		console.GET("/audit", a.auditPage)
 		h.consoleJourneyRoutes(console, a)
 		h.editorRoutes(console) // journey editor: /journeys/new, /journeys/:key/edit, /journeys/:key/test
+		h.memberConsoleRoutes(console)
 		for _, id := range soonPages {
 			console.GET("/"+id, a.soonPage(id))
 		}

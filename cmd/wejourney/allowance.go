@@ -6,6 +6,7 @@ import (
 
 	"github.com/wejourney/wejourney/channels/wechat"
 	"github.com/wejourney/wejourney/events"
+	"github.com/wejourney/wejourney/handler"
 	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
@@ -55,4 +56,13 @@ func (a *App) observer() journey.Observer {
 		return nil
 	}
 	return allowanceWindows{allowance: a.wechat.Allowance(), log: a.Log}
+}
+
+// withAllowance lets the console's member page read the customer-service
+// allowance the WeChat sender keeps, when it keeps one.
+func withAllowance(cfg handler.AdminConfig, wx *wechat.Sender) handler.AdminConfig {
+	if wx != nil && wx.Allowance() != nil {
+		cfg.CSAllowance = wx.Allowance()
+	}
+	return cfg
 }

@@ -388,7 +388,7 @@ func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Serv
 	hc := handler.Config{
 		DB: a.DB, Ingestor: a.ingestor, Accounts: accounts, Registry: a.registry, Logger: a.Log,
 		Ready: a.ready, Sources: a.sources, Followers: a.followers,
-		Admin: handler.NewAdmin(adminConfig(a.runCtx, a.DB, secret.Value, a.Cfg, a.Log)),
+		Admin: handler.NewAdmin(withAllowance(adminConfig(a.runCtx, a.DB, secret.Value, a.Cfg, a.Log), a.wechat)),
 		Codes: newCodes(a.Cfg, a.DB, a.wechat, a.wecom, a.Log), Holds: channels.NewHolds(a.rdb), Senders: a.senders,
 		SMSUplinkToken: a.Cfg.SMSUplinkToken, Journeys: a.Engine,
 	}
