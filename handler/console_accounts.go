@@ -138,7 +138,7 @@ func (h *Handler) renderAccounts(c *gin.Context, status int, data map[string]any
 		syncOf[syncs[i].AppID] = &syncs[i]
 		running = running || syncs[i].Status == "running"
 	}
-	isAdmin := currentUser(c).Role == model.RoleAdmin
+	isAdmin := allowed(currentUser(c).Role, http.MethodGet, "/admin/apikeys")
 	base, configured := h.publicBase(c)
 	views := make([]accountView, 0, len(rows))
 	for _, r := range rows {
@@ -168,7 +168,7 @@ func (h *Handler) renderAccounts(c *gin.Context, status int, data map[string]any
 	data["Nav"], data["Accounts"], data["Base"], data["BaseSet"] = "accounts", views, base, configured
 	data["Settings"], data["Overrides"], data["Refresh"] = h.cfg.Console, overrides, running
 	data["IsAdmin"] = isAdmin
-	data["CanOperate"] = model.RoleRank(currentUser(c).Role) >= model.RoleRank(model.RoleOperator)
+	data["CanOperate"] = allowed(currentUser(c).Role, http.MethodPost, "/admin/accounts/check")
 	data["TestChannels"] = []string{channels.SMS, channels.Email}
 	data["HasSenders"], data["HasFollowers"] = h.cfg.Senders != nil, h.cfg.Followers != nil
 	a.render(c, status, "accounts.html", data)

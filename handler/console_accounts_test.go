@@ -50,7 +50,7 @@ func (m modelWX) Account(ctx context.Context, appid string) (wechat.Account, err
 // key "bot-key") with two Official Accounts, a fake WeChat API on
 // loopback that knows acctOA's secret, the QR code service on it, and the
 // SMS channel answered by a stub.
-func newAccountsApp(t *testing.T) *adminApp {
+func newAccountsApp(t *testing.T, configure ...func(*Config)) *adminApp {
 	t.Helper()
 	db, err := model.Open("sqlite", filepath.Join(t.TempDir(), "c.db"))
 	if err != nil {
@@ -91,11 +91,31 @@ func newAccountsApp(t *testing.T) *adminApp {
 	t.Cleanup(a.Close)
 	cheap, _ := bcrypt.GenerateFromPassword([]byte("dummy"), bcrypt.MinCost)
 	a.dummy = cheap
-	h := New(Config{DB: db, Ingestor: ing, Accounts: accounts, Admin: a, Logger: quiet, Codes: svc, Senders: reg,
+	cfg := Config{DB: db, Ingestor: ing, Accounts: accounts, Admin: a, Logger: quiet, Codes: svc, Senders: reg,
 		Console: ConsoleSettings{PublicURL: "https://wj.example.com", SMSProvider: "aliyun", SMSSignName: "品牌",
 			EmailProvider: "smtp", EmailFrom: "news@brand.example", QuietHours: "22:00-08:00", FrequencyCaps: "*:3/1d",
-			Checkers: map[string]CredentialChecker{model.AccountWeChatOA: sender}}})
+			Checkers: map[string]CredentialChecker{model.AccountWeChatOA: sender}}}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	h := New(cfg)
 	return &adminApp{h: h, db: db, admin: a}
+}
+
+// oneSync is a follower syncer that starts one import and then reports
+// it running.
+type oneSync struct{ started []string }
+
+func (s *oneSync) Start(appid string, restart bool) (bool, error) {
+	if len(s.started) > 0 {
+		return false, nil
+	}
+	s.started = append(s.started, appid)
+	return true, nil
+}
+
+func (s *oneSync) Status(context.Context, string) (model.FollowerSync, bool, error) {
+	return model.FollowerSync{}, false, nil
 }
 
 // pageText is a page's text with tags removed and entities decoded.
@@ -186,6 +206,39 @@ func TestConsoleAccounts(t *testing.T) {
 			tc.run(t, newAccountsApp(t))
 		})
 	}
+}
+
+// TestConsoleFollowerImport starts a follower import from the accounts
+// page and follows its progress.
+func TestConsoleFollowerImport(t *testing.T) {
+	t.Parallel()
+	sync := &oneSync{}
+	app := newAccountsApp(t, func(c *Config) { c.Followers = sync })
+	refresh := `<meta http-equiv="refresh" content="5">`
+	b := signedIn(t, app, "op")
+	rec := b.post("/admin/accounts", "/admin/accounts/followers", url.Values{"appid": {acctOA}})
+	wantStatus(t, "start", rec, http.StatusSeeOther)
+	if loc := rec.Header().Get("Location"); loc != "/admin/accounts?done=sync_started" || len(sync.started) != 1 || sync.started[0] != acctOA {
+		t.Errorf("start: to %q, started %v", loc, sync.started)
+	}
+	now := time.Now()
+	app.db.Create(&model.FollowerSync{AppID: acctOA, RunID: "r1", Status: "running", Imported: 5, Total: 10, StartedAt: now, UpdatedAt: now})
+	page := b.do("GET", "/admin/accounts?done=sync_started", nil).Body.String()
+	wantIn(t, "running", page, []string{refresh}, nil)
+	wantIn(t, "running", pageText(page), []string{"已开始导入粉丝", "导入中: 5 / 10"}, nil)
+	rec = b.post("/admin/accounts", "/admin/accounts/followers", url.Values{"appid": {acctOA}})
+	if loc := rec.Header().Get("Location"); loc != "/admin/accounts?done=sync_running" {
+		t.Errorf("a second start goes to %q", loc)
+	}
+	app.db.Model(&model.FollowerSync{}).Where("app_id = ?", acctOA).Updates(map[string]any{"status": "done", "imported": 10})
+	page = b.do("GET", "/admin/accounts?lang=en", nil).Body.String()
+	wantIn(t, "done", page, nil, []string{refresh})
+	wantIn(t, "done", pageText(page), []string{"Imported: 10 / 10"}, nil)
+	if es := auditLog(t, app, "?action=followers.sync"); len(es) != 1 || !hasEntry(es, "op", AuditFollowerSync, acctOA) {
+		t.Errorf("audit: %+v", es)
+	}
+	rec = signedIn(t, app, "view").post("/admin/accounts", "/admin/accounts/followers", url.Values{"appid": {acctOA}})
+	wantStatus(t, "viewer's start", rec, http.StatusForbidden)
 }
 
 // TestConsoleAPIKeys creates, uses and revokes API keys through the
@@ -316,7 +369,9 @@ func TestConsoleQRCodes(t *testing.T) {
 			}
 		}},
 		{"a viewer cannot create a code; a taken scene is refused", func(t *testing.T, app *adminApp) {
-			rec := signedIn(t, app, "view").post("/admin/qrcodes", "/admin/qrcodes", url.Values{"label": {"x"}, "scene": {"s1"}})
+			v := signedIn(t, app, "view")
+			wantIn(t, "viewer's page", v.do("GET", "/admin/qrcodes", nil).Body.String(), []string{`id="no-qrcodes"`}, []string{`id="create-qr"`})
+			rec := v.post("/admin/qrcodes", "/admin/qrcodes", url.Values{"label": {"x"}, "scene": {"s1"}})
 			wantStatus(t, "viewer's create", rec, http.StatusForbidden)
 			b := signedIn(t, app, "op")
 			wantStatus(t, "create", b.post("/admin/qrcodes", "/admin/qrcodes", url.Values{"label": {"A"}, "scene": {"s1"}}), http.StatusSeeOther)

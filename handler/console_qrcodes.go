@@ -36,6 +36,7 @@ func (h *Handler) qrcodesPage(c *gin.Context) {
 func (h *Handler) renderQRCodes(c *gin.Context, status int, data map[string]any) {
 	a := h.cfg.Admin
 	data["Nav"] = "qrcodes"
+	data["CanOperate"] = allowed(currentUser(c).Role, http.MethodPost, "/admin/qrcodes")
 	if h.cfg.Codes == nil {
 		data["NoCodes"] = true
 		a.render(c, status, "qrcodes.html", data)
