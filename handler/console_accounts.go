@@ -257,7 +257,7 @@ func checkWords(err error) (string, map[string]any) {
 	if errors.As(err, &ce) {
 		vars := map[string]any{"Code": ce.Code, "Msg": ce.Msg}
 		switch ce.Code {
-		case 40013, 40056:
+		case 40013:
 			return "accounts_check_bad_appid", vars
 		case 40125, 40001, 41004:
 			return "accounts_check_bad_secret", vars
