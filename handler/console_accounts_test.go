@@ -20,7 +20,9 @@ import (
 
 	"github.com/wejourney/wejourney/channels"
 	"github.com/wejourney/wejourney/channels/wechat"
+	"github.com/wejourney/wejourney/channels/wecom"
 	"github.com/wejourney/wejourney/codes"
+	"github.com/wejourney/wejourney/internal/fakewecom"
 	"github.com/wejourney/wejourney/internal/fakewx"
 	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
@@ -77,7 +79,11 @@ func newAccountsApp(t *testing.T, configure ...func(*Config)) *adminApp {
 	quiet := slog.New(slog.DiscardHandler)
 	accounts := model.NewAccounts(db, nil)
 	sender := wechat.NewSender(wechat.Config{Accounts: modelWX{accounts}, APIBase: wx.URL, Logger: quiet})
-	svc := codes.New(codes.Config{DB: db, DefaultAppID: acctOA, Logger: quiet, WeChat: sender})
+	wc := fakewecom.New()
+	t.Cleanup(wc.Close)
+	wc.AddCorp(codesCorp, "corp-secret")
+	svc := codes.New(codes.Config{DB: db, DefaultAppID: acctOA, DefaultWeComApp: codesApp, Logger: quiet, WeChat: sender,
+		WeCom: wecom.New(wecom.Config{Accounts: codesWeCom{}, APIBase: wc.URL, Logger: quiet})})
 	reg := channels.NewRegistry()
 	reg.Register(channels.SMS, channels.SenderFunc(func(_ context.Context, m channels.Message) (channels.Result, error) {
 		if m.To.Phone == "13900000000" {
@@ -365,6 +371,28 @@ func TestConsoleQRCodes(t *testing.T) {
 				t.Errorf("follows after one: %v", m)
 			}
 			if es := auditLog(t, app, "?action=qrcode.create"); !hasEntry(es, "op", AuditQRCodeCreate, "nanjing_west_rd_store") {
+				t.Errorf("audit: %+v", es)
+			}
+		}},
+		{"an operator creates a contact-me link; its PNG downloads", func(t *testing.T, app *adminApp) {
+			b := signedIn(t, app, "op")
+			rec := b.do("GET", "/admin/qrcodes?lang=en", nil)
+			wantIn(t, "empty", pageText(rec.Body.String()), []string{"No contact-me links yet"}, nil)
+			rec = b.post("/admin/qrcodes", "/admin/contact-ways", url.Values{"label": {"门店导购"}, "state": {"store_7"}, "users": {"rep1, rep2"}})
+			wantStatus(t, "create", rec, http.StatusSeeOther)
+			rec = b.do("GET", rec.Header().Get("Location")+"&lang=zh-CN", nil)
+			wantIn(t, "list", pageText(rec.Body.String()), []string{"联系我链接已创建", "门店导购", "store_7", "rep1, rep2"}, []string{"还没有联系我链接"})
+			var way model.ContactWay
+			if err := app.db.Take(&way).Error; err != nil {
+				t.Fatal(err)
+			}
+			rec = b.do("GET", fmt.Sprintf("/admin/contact-ways/%d/png", way.ID), nil)
+			wantStatus(t, "png", rec, http.StatusOK)
+			if ct := rec.Header().Get("Content-Type"); ct != "image/png" || !bytes.HasPrefix(rec.Body.Bytes(), []byte("\x89PNG")) {
+				t.Errorf("png: %s", ct)
+			}
+			wantStatus(t, "an unknown code's png", b.do("GET", "/admin/contact-ways/99/png", nil), http.StatusNotFound)
+			if es := auditLog(t, app, "?action=contactway.create"); !hasEntry(es, "op", AuditContactWayCreate, "store_7") {
 				t.Errorf("audit: %+v", es)
 			}
 		}},
