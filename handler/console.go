@@ -26,7 +26,7 @@ var consoleNav = []navItem{
 }
 
 // soonPages are the navigation's pages still to come.
-var soonPages = []string{"deliveries", "accounts", "qrcodes"}
+var soonPages = []string{"deliveries"}
 
 // consoleFuncs are the templates' functions.
 var consoleFuncs = template.FuncMap{

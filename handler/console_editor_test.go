@@ -18,12 +18,13 @@ import (
 )
 
 // pageText is a page's body with its HTML entities decoded.
-func pageText(rec *httptest.ResponseRecorder) string { return html.UnescapeString(rec.Body.String()) }
+// editorPage is a page's HTML with its entities decoded.
+func editorPage(rec *httptest.ResponseRecorder) string { return html.UnescapeString(rec.Body.String()) }
 
 // wantText checks a page's status and that its text has each of in.
 func wantText(t *testing.T, what string, rec *httptest.ResponseRecorder, status int, in ...string) string {
 	t.Helper()
-	body := pageText(rec)
+	body := editorPage(rec)
 	shown := body
 	if _, after, ok := strings.Cut(body, "<main>"); ok {
 		shown = after

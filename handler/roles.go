@@ -46,10 +46,19 @@ var routeRoles = map[string]string{
 	// tester mark stay an admin's (not listed).
 	"POST /admin/members/:id/enroll": model.RoleOperator,
 	"POST /admin/members/:id/remove": model.RoleOperator,
+	// The accounts and QR codes pages (console_accounts.go, console_qrcodes.go).
+	"POST /admin/accounts/check":     model.RoleOperator,
+	"POST /admin/accounts/followers": model.RoleOperator,
+	"POST /admin/accounts/test":      model.RoleOperator,
+	"POST /admin/qrcodes":            model.RoleOperator,
+	"POST /admin/contact-ways":       model.RoleOperator,
 	// Admins manage users and read the audit log.
 	"GET /api/v1/audit": model.RoleAdmin,
 	"GET /admin/users":  model.RoleAdmin,
 	"GET /admin/audit":  model.RoleAdmin,
+	// API keys are an admin's (console_apikeys.go).
+	"GET /admin/apikeys":  model.RoleAdmin,
+	"GET /api/v1/apikeys": model.RoleAdmin,
 }
 
 // requiredRole is the role a route needs (see routeRoles).

@@ -108,6 +108,9 @@ type Config struct {
 	// admin API (POST /api/v1/journeys/{key}/publish, pause, resume,
 	// archive); nil leaves those routes out.
 	Journeys JourneyLifecycle
+	// Console is what the console's accounts page shows of the
+	// configuration and how it checks credentials (console_accounts.go).
+	Console ConsoleSettings
 	// MaxConcurrentBodies caps how many callback bodies are read at once,
 	// bounding the memory that request bodies can take; a callback that
 	// finds no free slot within a second is answered 503. Default
@@ -233,11 +236,14 @@ func (h *Handler) routes() http.Handler {
 		h.consoleJourneyRoutes(console, a)
 		h.editorRoutes(console) // journey editor: /journeys/new, /journeys/:key/edit, /journeys/:key/test
 		h.memberConsoleRoutes(console)
+		h.accountRoutes(console) // accounts, QR codes, API keys: console_{accounts,qrcodes,apikeys}.go
+		h.qrcodeRoutes(console)
 		for _, id := range soonPages {
 			console.GET("/"+id, a.soonPage(id))
 		}
 		api := r.Group("/api/v1", a.headers, a.apiAuth, a.csrfGuard, a.authorize)
 		api.GET("/audit", a.listAudit)
+		a.apiKeyRoutes(console, api)
 		api.GET("/journeys", a.listJourneys)
 		api.GET("/journeys/:key/stats", a.journeyStats)
 		api.GET("/deliveries", a.listDeliveries)

@@ -391,6 +391,7 @@ func (a *App) newHTTP(ctx context.Context, accounts *model.Accounts) (*http.Serv
 		Admin: handler.NewAdmin(withAllowance(adminConfig(a.runCtx, a.DB, secret.Value, a.Cfg, a.Log), a.wechat)),
 		Codes: newCodes(a.Cfg, a.DB, a.wechat, a.wecom, a.Log), Holds: channels.NewHolds(a.rdb), Senders: a.senders,
 		SMSUplinkToken: a.Cfg.SMSUplinkToken, Journeys: a.Engine,
+		Console: consoleSettings(a.Cfg, a.wechat, a.wecom), // console_settings.go
 	}
 	if a.Engine != nil {
 		hc.TestRuns = a.Engine

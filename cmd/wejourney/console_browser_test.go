@@ -81,11 +81,20 @@ func TestBrowserConsolePhone(t *testing.T) {
 	if findRow(audit, "操作", "登录") == nil {
 		t.Errorf("audit log has no sign-in: %q", audit)
 	}
-	b.do("open a page to come", chromedp.Navigate(h.base+"/admin/qrcodes"), chromedp.WaitVisible(chromedp.ID("soon")))
+	b.do("open the QR codes page", chromedp.Navigate(h.base+"/admin/qrcodes"), chromedp.WaitVisible(chromedp.ID("create-qr")))
 	fits("the QR codes page")
+	b.do("open the accounts page", chromedp.Navigate(h.base+"/admin/accounts"), chromedp.WaitVisible(chromedp.ID("accounts")))
+	fits("the accounts page")
+	if got := chromeRun(b, "read the accounts", chromedp.Text(chromedp.ID("accounts"))); !strings.Contains(got, "/wechat/oa/") {
+		t.Errorf("the accounts page shows no callback URL: %q", got)
+	}
+	png := chromeRun(b, "take a screenshot", chromedp.FullScreenshot(100))
+	os.WriteFile("/tmp/wejourney-console-accounts-390.png", png, 0o644)
+	b.do("open the API keys page", chromedp.Navigate(h.base+"/admin/apikeys"), chromedp.WaitVisible(chromedp.ID("create-key")))
+	fits("the API keys page")
 	b.do("switch to English", chromedp.Navigate(h.base+"/admin/?lang=en"), chromedp.WaitVisible(chromedp.ID("journeys")))
 	fits("the English dashboard")
-	png := chromeRun(b, "take a screenshot", chromedp.FullScreenshot(100))
+	png = chromeRun(b, "take a screenshot", chromedp.FullScreenshot(100))
 	if err := os.WriteFile("/tmp/wejourney-console-390.png", png, 0o644); err == nil {
 		t.Log("screenshot: /tmp/wejourney-console-390.png")
 	}

@@ -24,7 +24,7 @@ import (
 )
 
 // EnvAPIKeyName names the API key that WEJOURNEY_API_KEY sets.
-const EnvAPIKeyName = "WEJOURNEY_API_KEY"
+const EnvAPIKeyName = handler.EnvAPIKeyName
 
 // FirstAdmin is the user a first start creates.
 const FirstAdmin = "admin"
@@ -346,13 +346,9 @@ func apikeysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return fmt.Errorf("--scope: want events or admin, got %q", *scope)
 		}
 		return run(func(db *gorm.DB) error {
-			key, err := handler.NewAPIKey()
+			key, k, err := handler.CreateAPIKey(ctx, db, *name, *scope, time.Now())
 			if err != nil {
 				return err
-			}
-			k := model.APIKey{Name: *name, Hash: handler.HashAPIKey(key), Scope: *scope, Prefix: handler.KeyPrefix(key), CreatedAt: time.Now().UTC()}
-			if err := db.Create(&k).Error; err != nil {
-				return fmt.Errorf("store api key: %w", err)
 			}
 			cliAudit(ctx, db, stderr, handler.AuditAPIKeyCreate, k.Name, map[string]any{"api_key_id": k.ID, "scope": k.Scope, "prefix": k.Prefix})
 			fmt.Fprintln(stdout, key)
@@ -364,9 +360,9 @@ func apikeysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return errors.New("usage: wejourney apikeys list")
 		}
 		return run(func(db *gorm.DB) error {
-			var keys []model.APIKey
-			if err := db.Order("id").Find(&keys).Error; err != nil {
-				return fmt.Errorf("list api keys: %w", err)
+			keys, err := handler.ListAPIKeys(ctx, db)
+			if err != nil {
+				return err
 			}
 			w := newTable(stdout)
 			fmt.Fprintln(w, "ID\tNAME\tSCOPE\tPREFIX\tCREATED\tLAST USED\tREVOKED")
@@ -385,18 +381,15 @@ func apikeysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return fmt.Errorf("revoke: %q is not a key id (see wejourney apikeys list)", pos[0])
 		}
 		return run(func(db *gorm.DB) error {
-			var k model.APIKey
-			if err := db.Take(&k, id).Error; errors.Is(err, gorm.ErrRecordNotFound) {
+			k, err := handler.RevokeAPIKey(ctx, db, id, time.Now())
+			if errors.Is(err, handler.ErrNoAPIKey) {
 				return fmt.Errorf("no api key with id %d", id)
 			} else if err != nil {
-				return fmt.Errorf("load api key: %w", err)
+				return err
 			}
 			if k.RevokedAt != nil {
 				fmt.Fprintf(stdout, "api key %d %q was already revoked at %s\n", k.ID, k.Name, when(k.RevokedAt))
 				return nil
-			}
-			if err := db.Model(&k).Update("revoked_at", time.Now().UTC()).Error; err != nil {
-				return fmt.Errorf("revoke api key: %w", err)
 			}
 			cliAudit(ctx, db, stderr, handler.AuditAPIKeyRevoke, k.Name, map[string]any{"api_key_id": k.ID, "scope": k.Scope})
 			fmt.Fprintf(stdout, "revoked api key %d %q: requests with it now get 401\n", k.ID, k.Name)
