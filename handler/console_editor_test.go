@@ -17,7 +17,6 @@ import (
 	"github.com/wejourney/wejourney/model"
 )
 
-// pageText is a page's body with its HTML entities decoded.
 // editorPage is a page's HTML with its entities decoded.
 func editorPage(rec *httptest.ResponseRecorder) string { return html.UnescapeString(rec.Body.String()) }
 
