@@ -47,7 +47,8 @@ var AuditActions = []string{AuditSignIn, AuditSignInFailed, AuditSignOut, AuditU
 	AuditUserPassword, AuditUserDisable, AuditUserEnable, AuditUserRemove, AuditJourneyPublish,
 	AuditJourneyPause, AuditJourneyResume, AuditJourneyArchive, AuditJourneyEnroll, AuditJourneyTest,
 	AuditChannelTest, AuditAPIKeyCreate, AuditAPIKeyRevoke,
-	AuditMemberTester, AuditMemberRemove, AuditMemberExport, AuditMemberErase}
+	AuditMemberTester, AuditMemberRemove, AuditMemberExport, AuditMemberErase,
+	AuditJourneyDraft, AuditJourneyDraftDiscard, AuditFollowerSync, AuditQRCodeCreate, AuditContactWayCreate}
 
 // currentUser is the signed-in user of the request (zero for an API key
 // or no session).
