@@ -212,14 +212,14 @@ func TestFirstMigrationIsFrozen(t *testing.T) {
 func liveTables() []any {
 	return []any{&Event{}, &Member{}, &MemberIdentity{}, &Journey{}, &JourneyVersion{},
 		&Enrollment{}, &StepVisit{}, &Delivery{}, &Account{}, &AdminUser{}, &APIKey{}, &Setting{}, &Session{},
-		&QRCode{}, &ContactWay{}, &FollowerSync{}, &SubscribeGrant{}, &SegmentMember{}, &AuditEntry{}}
+		&QRCode{}, &ContactWay{}, &FollowerSync{}, &SubscribeGrant{}, &SegmentMember{}, &AuditEntry{}, &JourneyDraft{}}
 }
 
 // TestMigrationsUpgradeAndMatchModel migrates a fresh database, upgrades one
 // created by v1 (with rows in it), and checks both end at the same schema,
 // the one the live model structs describe.
 func TestMigrationsUpgradeAndMatchModel(t *testing.T) {
-	tables := append(slices.Clone(schemaTables), "sessions", "qr_codes", "contact_ways", "follower_syncs", "subscribe_grants", "segment_members", "audit_log")
+	tables := append(slices.Clone(schemaTables), "sessions", "qr_codes", "contact_ways", "follower_syncs", "subscribe_grants", "segment_members", "audit_log", "journey_drafts")
 	for _, dialect := range []string{"sqlite", "postgres", "mysql"} {
 		t.Run(dialect, func(t *testing.T) {
 			fresh := testDB(t, dialect)
