@@ -77,6 +77,13 @@ func Migrations() []*gormigrate.Migration {
 			Migrate:  migrateRollup,
 			Rollback: rollbackRollup,
 		},
+		{
+			// indexes of the console's Deliveries page and Dashboard (see
+			// migration_deliveries_console.go).
+			ID:       deliveriesConsoleID,
+			Migrate:  migrateDeliveriesConsole,
+			Rollback: rollbackDeliveriesConsole,
+		},
 	}
 }
 
