@@ -748,21 +748,6 @@ func (a *Admin) deliveries(c *gin.Context, limit int) ([]DeliveryRow, error) {
 	return rows, nil
 }
 
-// page serves the dashboard, /admin/: the journeys and the last deliveries.
-func (a *Admin) page(c *gin.Context) {
-	js, err := a.journeys(c)
-	if err != nil {
-		a.renderError(c, http.StatusInternalServerError, "db_error")
-		return
-	}
-	ds, err := a.deliveries(c, 50)
-	if err != nil {
-		a.renderError(c, http.StatusInternalServerError, "db_error")
-		return
-	}
-	a.render(c, http.StatusOK, "admin.html", map[string]any{"Nav": "dashboard", "Journeys": js, "Deliveries": ds, "Sandbox": a.cfg.Sandbox})
-}
-
 func (a *Admin) listJourneys(c *gin.Context) {
 	js, err := a.journeys(c)
 	if err != nil {

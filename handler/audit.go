@@ -46,7 +46,7 @@ const (
 var AuditActions = []string{AuditSignIn, AuditSignInFailed, AuditSignOut, AuditUserAdd, AuditUserRole,
 	AuditUserPassword, AuditUserDisable, AuditUserEnable, AuditUserRemove, AuditJourneyPublish,
 	AuditJourneyPause, AuditJourneyResume, AuditJourneyArchive, AuditJourneyEnroll, AuditJourneyTest,
-	AuditChannelTest, AuditAPIKeyCreate, AuditAPIKeyRevoke}
+	AuditChannelTest, AuditAPIKeyCreate, AuditAPIKeyRevoke, AuditDeliveryRetry}
 
 // currentUser is the signed-in user of the request (zero for an API key
 // or no session).

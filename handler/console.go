@@ -26,7 +26,7 @@ var consoleNav = []navItem{
 }
 
 // soonPages are the navigation's pages still to come.
-var soonPages = []string{"journeys", "members", "deliveries", "accounts", "qrcodes"}
+var soonPages = []string{"journeys", "members", "accounts", "qrcodes"}
 
 // consoleFuncs are the templates' functions.
 var consoleFuncs = template.FuncMap{

@@ -31,6 +31,7 @@ var routeRoles = map[string]string{
 	"POST /api/v1/qrcodes":                model.RoleOperator,
 	"POST /api/v1/contact-ways":           model.RoleOperator,
 	"POST /api/v1/followers/sync":         model.RoleOperator,
+	"POST /admin/deliveries/:id/retry":    model.RoleOperator,
 	// Admins manage users and read the audit log.
 	"GET /api/v1/audit": model.RoleAdmin,
 	"GET /admin/users":  model.RoleAdmin,
