@@ -99,8 +99,8 @@ func (a *Admin) dashboardFollows(ctx context.Context, today, week time.Time) ([]
 		Week  int64
 	}
 	err := a.cfg.DB.WithContext(ctx).Table("events AS e").
-		Joins("LEFT JOIN members AS m ON m.id = e.member_id").
-		Select("CASE WHEN e.type = 'wechat.subscribe' THEN e.scene ELSE COALESCE(m.first_scene, '') END AS scene, e.type AS type, "+
+		Select("CASE WHEN e.type = 'wechat.subscribe' THEN e.scene "+
+			"ELSE COALESCE((SELECT m.first_scene FROM members AS m WHERE m.id = e.member_id), '') END AS scene, e.type AS type, "+
 			"SUM(CASE WHEN e.at >= ? THEN 1 ELSE 0 END) AS today, COUNT(*) AS week", today).
 		Where("e.type IN ('wechat.subscribe', 'wechat.unsubscribe') AND e.at >= ?", week).
 		Group("1, 2").Scan(&rows).Error
@@ -157,7 +157,7 @@ func (a *Admin) dashboardJourneys(ctx context.Context, today, week time.Time) ([
 	}
 	if err := db.Model(&model.Enrollment{}).
 		Select("journey_id, SUM(CASE WHEN entered_day >= ? THEN 1 ELSE 0 END) AS today, COUNT(*) AS week", model.EntryDay(today)).
-		Where("journey_id IN ? AND entered_day >= ?", ids, model.EntryDay(week)).
+		Where("journey_id IN ? AND status IN ? AND entered_day >= ?", ids, enrollmentStatuses, model.EntryDay(week)).
 		Group("journey_id").Scan(&counts).Error; err != nil {
 		return nil, fmt.Errorf("count entries: %w", err)
 	}
@@ -174,6 +174,12 @@ func (a *Admin) dashboardJourneys(ctx context.Context, today, week time.Time) ([
 	}
 	return out, nil
 }
+
+// enrollmentStatuses are every enrollment status: the entries' count names
+// them all, so that it reads idx_enrollments_stats (journey_id, status,
+// entered_day) as a range a status.
+var enrollmentStatuses = []string{model.EnrollmentActive, model.EnrollmentCompleted, model.EnrollmentGoal,
+	model.EnrollmentExited, model.EnrollmentFailed}
 
 // dashboardChannels counts the messages of the last 7 days by channel
 // and status (idx_deliveries_created).

@@ -10,12 +10,14 @@ import (
 // and Dashboard without scanning the big tables:
 //
 //   - deliveries get (status, id) and (channel, id), so a list filtered by
-//     status or channel pages newest first from an index, and (created_at),
-//     so the dashboard counts a day's or a week's deliveries from a range;
-//   - events get (type, at) for follows and unfollows only (a partial index
-//     where the database has them: the other events, most of them, pay
-//     nothing for it), so the dashboard counts a week's follows from a
-//     range. Queries that use it spell the types out as literals.
+//     status or channel pages newest first from an index, and (created_at,
+//     channel, status), so the dashboard counts a day's or a week's
+//     deliveries by channel and status from a range of the index alone;
+//   - events get (type, at, scene, member_id) for follows and unfollows
+//     only (a partial index where the database has them: the other events,
+//     most of them, pay nothing for it), so the dashboard counts a week's
+//     follows by scene from a range of the index alone. Queries that use
+//     it spell the types out as literals.
 //
 // On PostgreSQL the indexes are built CONCURRENTLY, like v3's.
 const deliveriesConsoleID = "2026112802d_deliveries_console"
@@ -27,8 +29,8 @@ func deliveriesConsoleIndexes() []v3Index {
 	return []v3Index{
 		{"idx_deliveries_status", "deliveries", "status, id", ""},
 		{"idx_deliveries_channel", "deliveries", "channel, id", ""},
-		{"idx_deliveries_created", "deliveries", "created_at", ""},
-		{"idx_events_follows", "events", "type, at", followsWhere},
+		{"idx_deliveries_created", "deliveries", "created_at, channel, status", ""},
+		{"idx_events_follows", "events", "type, at, scene, member_id", followsWhere},
 	}
 }
 
