@@ -2,9 +2,11 @@ package handler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -69,18 +71,37 @@ func (a *Admin) dashboard(c *gin.Context) {
 	ctx, l := c.Request.Context(), a.lang(c)
 	today, week := dashboardDays(a.cfg.Now())
 	data := map[string]any{"Nav": "dashboard", "Sandbox": a.cfg.Sandbox, "Today": today, "Week": week}
-	var err error
-	step := func(f func() error) {
-		if err == nil {
-			err = f()
-		}
+	// The blocks are read side by side: on PostgreSQL and MySQL each
+	// takes a connection of its own (SQLite's one connection serves them in
+	// turn).
+	var (
+		follows    []dashboardFollows
+		journeys   []dashboardJourney
+		chans      []dashboardChannel
+		failures   []dashboardFailure
+		events     []dashboardEvent
+		deliveries []DeliveryRow
+	)
+	errs := make([]error, 6)
+	var wg sync.WaitGroup
+	for i, read := range []func() error{
+		func() (err error) { follows, err = a.dashboardFollows(ctx, today, week); return err },
+		func() (err error) { journeys, err = a.dashboardJourneys(ctx, today, week); return err },
+		func() (err error) { chans, err = a.dashboardChannels(ctx, today, week); return err },
+		func() (err error) { failures, err = a.dashboardFailures(ctx, l, week); return err },
+		func() (err error) { events, err = a.dashboardEvents(ctx); return err },
+		func() (err error) { deliveries, err = a.deliveries(c, dashboardRecentDeliveries); return err },
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = read()
+		}()
 	}
-	step(func() error { data["Follows"], err = a.dashboardFollows(ctx, today, week); return err })
-	step(func() error { data["Journeys"], err = a.dashboardJourneys(ctx, today, week); return err })
-	step(func() error { data["Channels"], err = a.dashboardChannels(ctx, today, week); return err })
-	step(func() error { data["Failures"], err = a.dashboardFailures(ctx, l, week); return err })
-	step(func() error { data["Events"], err = a.dashboardEvents(ctx); return err })
-	step(func() error { data["Deliveries"], err = a.deliveries(c, dashboardRecentDeliveries); return err })
+	wg.Wait()
+	data["Follows"], data["Journeys"], data["Channels"] = follows, journeys, chans
+	data["Failures"], data["Events"], data["Deliveries"] = failures, events, deliveries
+	err := errors.Join(errs...)
 	if err != nil {
 		a.log.Error("reading the dashboard", "err", err)
 		a.renderError(c, http.StatusServiceUnavailable, "db_error")
