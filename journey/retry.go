@@ -34,7 +34,7 @@ type RetryState struct {
 // failed, the provider answered that it could not take it for now or that
 // a quota was spent (channels.StoredFailure.Retryable: never a permanent
 // or unreachable failure, nor one the provider may have taken), the
-// journey is not archived, and the enrollment either still waits at that
+// journey is neither archived nor paused, and the enrollment either still waits at that
 // step to retry it (active, the visit scheduled) or ended failed at that
 // very step (its last visit).
 func RetrySafe(s RetryState) error {
@@ -46,6 +46,9 @@ func RetrySafe(s RetryState) error {
 		return fmt.Errorf("%w: the failure is %s, not temporary", ErrRetryNotSafe, channels.StoredClass(d.Error))
 	case s.JourneyStatus == model.JourneyArchived:
 		return fmt.Errorf("%w: the journey is archived", ErrRetryNotSafe)
+	case s.JourneyStatus == model.JourneyPaused:
+		// Its steps are held: the retry would wait for Resume.
+		return fmt.Errorf("%w: the journey is paused; resume it first", ErrRetryNotSafe)
 	case v.ID != d.StepVisitID || enr.ID != d.EnrollmentID || enr.StepID != v.StepID:
 		return fmt.Errorf("%w: the member has moved on from that step", ErrRetryNotSafe)
 	case enr.Status == model.EnrollmentActive && v.Status == model.VisitScheduled:

@@ -75,6 +75,60 @@ func TestRetryDelivery(t *testing.T) {
 			}
 		})
 	}
+	t.Run("not while the journey is paused", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t)
+		h.publish(src)
+		h.rec.fail(channels.WeChatText, busy)
+		h.subscribe("o1", "")
+		h.drain()
+		h.rec.fail(channels.WeChatText, nil)
+		if _, err := h.e.Pause(h.ctx, "welcome"); err != nil {
+			t.Fatal(err)
+		}
+		var d model.Delivery
+		h.db.First(&d)
+		if _, err := h.e.RetryDelivery(h.ctx, d.ID); !errors.Is(err, journey.ErrRetryNotSafe) {
+			t.Errorf("RetryDelivery in a paused journey = %v, want ErrRetryNotSafe", err)
+		}
+		if _, err := h.e.Resume(h.ctx, "welcome"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.e.RetryDelivery(h.ctx, d.ID); err != nil {
+			t.Errorf("RetryDelivery once resumed = %v", err)
+		}
+		if n := len(h.rec.messages()); n != 2 {
+			t.Errorf("%d messages handed to the channel, want 2 (the failure, the retry once resumed)", n)
+		}
+	})
+	t.Run("not once the member entered the journey again", func(t *testing.T) {
+		t.Parallel()
+		h := newHarnessWith(t, func(c *journey.Config) { c.MaxAttempts = 1 })
+		h.publish(src)
+		h.rec.fail(channels.WeChatText, busy)
+		h.subscribe("o1", "")
+		h.drain()
+		var d model.Delivery
+		h.db.First(&d)
+		// The member enters again: the new enrollment is active (its send
+		// is held for a spent quota).
+		h.rec.fail(channels.WeChatText, &channels.Error{Class: channels.ErrQuota, Code: 45009, Msg: "quota"})
+		h.subscribe("o1", "")
+		h.drain()
+		var active int64
+		h.db.Model(&model.Enrollment{}).Where("status = ?", model.EnrollmentActive).Count(&active)
+		if n := h.count(&model.Enrollment{}); n != 2 || active != 1 {
+			t.Fatalf("%d enrollments after the second follow, %d active; want 2, 1", n, active)
+		}
+		h.rec.fail(channels.WeChatText, nil)
+		before := len(h.rec.messages())
+		if _, err := h.e.RetryDelivery(h.ctx, d.ID); !errors.Is(err, journey.ErrRetryNotSafe) {
+			t.Errorf("RetryDelivery of the first enrollment = %v, want ErrRetryNotSafe", err)
+		}
+		if n := len(h.rec.messages()); n != before {
+			t.Errorf("a refused retry sent %d messages", n-before)
+		}
+	})
 	t.Run("no such delivery", func(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t)
