@@ -336,3 +336,80 @@ func TestConsoleDeliveries(t *testing.T) {
 		})
 	}
 }
+
+// TestDeliveryAnswers checks the words the Deliveries page and the
+// dashboard give a recorded delivery: the provider's answer, the fallback
+// the step took, and the raw error when no words are known.
+func TestDeliveryAnswers(t *testing.T) {
+	t.Parallel()
+	a := NewAdmin(AdminConfig{DB: nil, Secret: []byte("secret"), Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(a.Close)
+	for _, tc := range []struct {
+		lang    string
+		d       model.Delivery
+		outcome string
+		answer  string
+		fb      string
+	}{
+		{"zh-CN", model.Delivery{Channel: "wechat.text", Status: model.DeliveryFailed, ErrorCode: 45015,
+			Error: outsideWindow.Error()}, "fallback:sms", "超出 48 小时窗口：会员最近没有互动", "已改用 短信 发送"},
+		{"en", model.Delivery{Channel: "wechat.text", Status: model.DeliveryFailed, ErrorCode: 45015,
+			Error: outsideWindow.Error()}, "fallback:sms", "outside the 48-hour window — the member has not interacted recently", "fallback: SMS sent"},
+		{"en", model.Delivery{Channel: "wechat.text", Status: model.DeliveryFailed, ErrorCode: 43004,
+			Error: "member unreachable on this channel: code 43004: member has unfollowed"}, "fallback:ask_phone", "the member has unfollowed", "fallback: went on to step ask_phone"},
+		{"en", model.Delivery{Channel: "wechat.template", Status: model.DeliveryHeld, ErrorCode: 45009,
+			Error: "channel quota exceeded: code 45009: reach max api daily quota limit"}, "", "today's API quota is spent: held until midnight China time", ""},
+		{"en", model.Delivery{Channel: "webhook", Status: model.DeliveryFailed, ErrorCode: 502,
+			Error: "temporary: code 502: webhook: Bad Gateway"}, "", "the webhook answered HTTP 502", ""},
+		{"zh-CN", model.Delivery{Channel: "email", Status: model.DeliveryFailed, ErrorCode: 550,
+			Error: "member unreachable on this channel: code 550: recipient refused: 550 5.1.1 mailbox unavailable"}, "", "收件邮箱不可用（550）", ""},
+		{"en", model.Delivery{Channel: "wechat.text", Status: model.DeliveryFailed,
+			Error: "post https://api.weixin.qq.com: connection reset by peer"}, "", "post https://api.weixin.qq.com: connection reset by peer", ""},
+		{"en", model.Delivery{Channel: "wechat.text", Status: model.DeliverySent}, "sent", "", ""},
+	} {
+		words, _ := a.answer(tc.lang, tc.d)
+		fb := a.fallback(tc.lang, tc.d, model.StepVisit{Outcome: tc.outcome})
+		if words != tc.answer || fb != tc.fb {
+			t.Errorf("%s %s %d %q: answer %q, fallback %q; want %q, %q", tc.lang, tc.d.Channel, tc.d.ErrorCode, tc.d.Error, words, fb, tc.answer, tc.fb)
+		}
+	}
+}
+
+// TestConsoleDeliveriesPages pages through 120 deliveries 50 at a time,
+// newest first, with the filter kept on every page.
+func TestConsoleDeliveriesPages(t *testing.T) {
+	t.Parallel()
+	app := newDeliveriesApp(t)
+	now := time.Now().UTC()
+	for i := range 120 {
+		status := model.DeliverySent
+		if i%2 == 1 {
+			status = model.DeliveryFailed
+		}
+		if err := app.db.Create(&model.Delivery{StepVisitID: int64(1000 + i), Channel: "wechat.text", EnrollmentID: 1, JourneyID: 1,
+			MemberID: 1, To: fmt.Sprintf("o_%03d", i), Status: status, CreatedAt: now.Add(time.Duration(i) * time.Second)}).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	view := signedIn(t, app.adminApp, "view")
+	page := view.do("GET", "/admin/deliveries?status=sent", nil).Body.String()
+	rows := tableRows(t, page, "delivery-list")
+	if len(rows) != 51 || !strings.Contains(rows[1], "o_118") || !strings.Contains(rows[50], "o_020") {
+		t.Fatalf("first page: %d rows from %q to %q; want 50 sent ones, o_118 down to o_020", len(rows)-1, rows[1], rows[len(rows)-1])
+	}
+	older := regexp.MustCompile(`<a href="([^"]+)" id="older">`).FindStringSubmatch(page)
+	if older == nil {
+		t.Fatal("the first page has no link to older deliveries")
+	}
+	page = view.do("GET", html.UnescapeString(older[1]), nil).Body.String()
+	rows = tableRows(t, page, "delivery-list")
+	if len(rows) != 11 || !strings.Contains(rows[1], "o_018") || !strings.Contains(rows[10], "o_000") {
+		t.Errorf("second page: %d rows %q; want the 10 oldest sent ones", len(rows)-1, rows)
+	}
+	if strings.Contains(page, `id="older"`) {
+		t.Error("the last page links to older deliveries")
+	}
+	if rowWith(rows, "失败") != "" {
+		t.Error("the second page lost the status filter")
+	}
+}
