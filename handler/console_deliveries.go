@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -100,23 +101,22 @@ type deliveryView struct {
 	Retry bool
 }
 
-// deliveryRetryDone are the confirmations after a retry (?done=).
-var deliveryRetryDone = map[string]string{"sent": "deliveries_retried_sent", "status": "deliveries_retried_status"}
+// deliveryErrors are the messages of a refused retry (?error=).
+var deliveryErrors = map[string]string{"refused": "deliveries_retry_refused", "no_delivery": "deliveries_no_delivery"}
 
 // deliveriesPage serves GET /admin/deliveries.
 func (a *Admin) deliveriesPage(r DeliveryRetrier) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		l := a.lang(c)
 		data := map[string]any{"Nav": "deliveries", "Channels": consoleChannels, "Statuses": deliveryStatuses}
-		switch d := c.Query("done"); d {
-		case "sent":
-			data["Done"] = a.catalog.T(l, deliveryRetryDone[d], nil)
-		case "status":
-			st := c.Query("st")
-			data["Done"] = a.catalog.T(l, deliveryRetryDone[d], map[string]any{"Status": a.catalog.T(l, "deliveries_status_"+st, nil)})
+		switch d, st := c.Query("done"), c.Query("st"); {
+		case d == "sent":
+			data["Done"] = a.catalog.T(l, "deliveries_retried_sent", nil)
+		case d == "status" && slices.Contains(deliveryStatuses, st):
+			data["Done"] = a.catalog.T(l, "deliveries_retried_status", map[string]any{"Status": a.catalog.T(l, "deliveries_status_"+st, nil)})
 		}
-		if e := c.Query("error"); e == "refused" || e == "no_delivery" {
-			data["Error"] = a.catalog.T(l, "deliveries_"+map[string]string{"refused": "retry_refused", "no_delivery": "no_delivery"}[e], nil)
+		if id, ok := deliveryErrors[c.Query("error")]; ok {
+			data["Error"] = a.catalog.T(l, id, nil)
 		}
 		a.renderDeliveries(c, r, data)
 	}

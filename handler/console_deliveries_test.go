@@ -291,6 +291,23 @@ func TestConsoleDeliveries(t *testing.T) {
 				t.Errorf("audit log has %d retries (%v), want op's retry of %d only", len(es), es, d.ID)
 			}
 		}},
+		{"a retry the provider refuses again says so, and is audited", func(t *testing.T, app *deliveriesApp) {
+			app.follow(t, "o_busy", "", systemBusy)
+			d := app.deliveryOf(t, "o_busy")
+			op := signedIn(t, app.adminApp, "op")
+			rec := op.post("/admin/deliveries", fmt.Sprintf("/admin/deliveries/%d/retry", d.ID), url.Values{})
+			loc := rec.Header().Get("Location")
+			if loc != "/admin/deliveries?done=status&st=failed" {
+				t.Fatalf("a retry that failed again went to %q", loc)
+			}
+			wantStatus(t, "the outcome", op.do("GET", loc, nil), 200, "已重试：消息当前状态为「失败」。")
+			if n := app.sent("o_busy"); n != 2 {
+				t.Errorf("%d sends, want 2 (the first, the retry)", n)
+			}
+			if es := auditLog(t, app.adminApp, "?action="+AuditDeliveryRetry); !hasEntry(es, "op", AuditDeliveryRetry, fmt.Sprint(d.ID)) {
+				t.Errorf("the retry is not in the audit log: %v", es)
+			}
+		}},
 		{"the dashboard counts a follow by scene and a failure reason", func(t *testing.T, app *deliveriesApp) {
 			view := signedIn(t, app.adminApp, "view")
 			empty := view.do("GET", "/admin/", nil).Body.String()
