@@ -41,8 +41,8 @@ func TestBrowserConsoleDeliveries(t *testing.T) {
 		t.Errorf("dashboard #follows: no store_001 row with 1 follow today: %q", b.table("follows"))
 	}
 	b.do("open the deliveries", chromedp.Click(`//nav//a[normalize-space()="发送记录"]`), chromedp.WaitVisible(chromedp.ID("delivery-list")))
-	row := findRow(b.table("delivery-list"), "会员", "o_deliv")
-	if row == nil || row["渠道"] != "微信文本" || row["状态"] != "已发送" || row["步骤"] != "hello" || !strings.HasSuffix(row["时间"], "CST") {
+	row := findRow(b.table("delivery-list"), "渠道", "微信文本")
+	if row == nil || row["会员"] != "o_deliv" || row["状态"] != "已发送" || row["步骤"] != "hello" || !strings.HasSuffix(row["时间"], "CST") {
 		t.Errorf("deliveries: o_deliv's row = %q, want 微信文本 已发送 at step hello with a CST time", row)
 	}
 	b.do("filter failed ones with the form",
@@ -54,7 +54,7 @@ func TestBrowserConsoleDeliveries(t *testing.T) {
 		t.Errorf("the empty state says %q, want what to do next", got)
 	}
 	b.do("in English", chromedp.Navigate(h.base+"/admin/deliveries?lang=en"), chromedp.WaitVisible(chromedp.ID("delivery-list")))
-	if row := findRow(b.table("delivery-list"), "Member", "o_deliv"); row == nil || row["Channel"] != "WeChat text" || row["Status"] != "sent" {
+	if row := findRow(b.table("delivery-list"), "Channel", "WeChat text"); row == nil || row["Member"] != "o_deliv" || row["Status"] != "sent" {
 		t.Errorf("English deliveries: o_deliv's row = %q, want WeChat text, sent", row)
 	}
 	shot := func(name string) {
