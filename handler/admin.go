@@ -727,14 +727,23 @@ func (a *Admin) deliveries(c *gin.Context, limit int) ([]DeliveryRow, error) {
 	if err := db.Order("id DESC").Limit(limit).Find(&ds).Error; err != nil {
 		return nil, err
 	}
-	keys := map[int64]string{}
+	// The journeys' keys, in one query.
+	ids := map[int64]bool{}
+	for _, d := range ds {
+		ids[d.JourneyID] = true
+	}
+	var js []model.Journey
+	if len(ids) > 0 {
+		if err := db.Select("id", "key").Where("id IN ?", keys(ids)).Find(&js).Error; err != nil {
+			return nil, err
+		}
+	}
+	keyOf := make(map[int64]string, len(js))
+	for _, j := range js {
+		keyOf[j.ID] = j.Key
+	}
 	rows := make([]DeliveryRow, 0, len(ds))
 	for _, d := range ds {
-		if _, ok := keys[d.JourneyID]; !ok {
-			var j model.Journey
-			db.Select("key").First(&j, d.JourneyID)
-			keys[d.JourneyID] = j.Key
-		}
 		var p struct {
 			Text       string
 			TemplateID string
@@ -745,25 +754,10 @@ func (a *Admin) deliveries(c *gin.Context, limit int) ([]DeliveryRow, error) {
 		if content == "" && p.TemplateID != "" {
 			content = "template " + p.TemplateID
 		}
-		rows = append(rows, DeliveryRow{ID: d.ID, CreatedAt: d.CreatedAt.In(chinaTime), Journey: keys[d.JourneyID], To: d.To,
+		rows = append(rows, DeliveryRow{ID: d.ID, CreatedAt: d.CreatedAt.In(chinaTime), Journey: keyOf[d.JourneyID], To: d.To,
 			Channel: d.Channel, Status: d.Status, Content: content, Error: redact.String(d.Error)})
 	}
 	return rows, nil
-}
-
-// page serves the dashboard, /admin/: the journeys and the last deliveries.
-func (a *Admin) page(c *gin.Context) {
-	js, err := a.journeys(c)
-	if err != nil {
-		a.renderError(c, http.StatusInternalServerError, "db_error")
-		return
-	}
-	ds, err := a.deliveries(c, 50)
-	if err != nil {
-		a.renderError(c, http.StatusInternalServerError, "db_error")
-		return
-	}
-	a.render(c, http.StatusOK, "admin.html", map[string]any{"Nav": "dashboard", "Journeys": js, "Deliveries": ds, "Sandbox": a.cfg.Sandbox})
 }
 
 func (a *Admin) listJourneys(c *gin.Context) {

@@ -48,7 +48,8 @@ var AuditActions = []string{AuditSignIn, AuditSignInFailed, AuditSignOut, AuditU
 	AuditJourneyPause, AuditJourneyResume, AuditJourneyArchive, AuditJourneyEnroll, AuditJourneyTest,
 	AuditChannelTest, AuditAPIKeyCreate, AuditAPIKeyRevoke,
 	AuditMemberTester, AuditMemberRemove, AuditMemberExport, AuditMemberErase,
-	AuditJourneyDraft, AuditJourneyDraftDiscard, AuditFollowerSync, AuditQRCodeCreate, AuditContactWayCreate}
+	AuditJourneyDraft, AuditJourneyDraftDiscard, AuditFollowerSync, AuditQRCodeCreate, AuditContactWayCreate,
+	AuditDeliveryRetry}
 
 // currentUser is the signed-in user of the request (zero for an API key
 // or no session).

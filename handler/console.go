@@ -17,16 +17,12 @@ import (
 // navItem is one link of the console's navigation.
 type navItem struct{ ID, Path string }
 
-// consoleNav is the console's navigation, in order. Pages not built yet
-// (soonPages) answer a "coming soon" page.
+// consoleNav is the console's navigation, in order.
 var consoleNav = []navItem{
 	{"dashboard", "/admin/"}, {"journeys", "/admin/journeys"}, {"members", "/admin/members"},
 	{"deliveries", "/admin/deliveries"}, {"accounts", "/admin/accounts"}, {"qrcodes", "/admin/qrcodes"},
 	{"users", "/admin/users"}, {"audit", "/admin/audit"},
 }
-
-// soonPages are the navigation's pages still to come.
-var soonPages = []string{"deliveries"}
 
 // consoleFuncs are the templates' functions.
 var consoleFuncs = template.FuncMap{
@@ -62,13 +58,6 @@ func (a *Admin) requireUser(c *gin.Context) {
 	}
 	c.Set(ctxUser, u)
 	c.Next()
-}
-
-// soonPage answers a navigation page not built yet.
-func (a *Admin) soonPage(id string) gin.HandlerFunc {
-	return func(c *gin.Context) {
-		a.render(c, http.StatusOK, "soon.html", map[string]any{"Nav": id})
-	}
 }
 
 // userDone are the confirmations the users page shows after a change

@@ -47,11 +47,12 @@ var routeRoles = map[string]string{
 	"POST /admin/members/:id/enroll": model.RoleOperator,
 	"POST /admin/members/:id/remove": model.RoleOperator,
 	// The accounts and QR codes pages (console_accounts.go, console_qrcodes.go).
-	"POST /admin/accounts/check":     model.RoleOperator,
-	"POST /admin/accounts/followers": model.RoleOperator,
-	"POST /admin/accounts/test":      model.RoleOperator,
-	"POST /admin/qrcodes":            model.RoleOperator,
-	"POST /admin/contact-ways":       model.RoleOperator,
+	"POST /admin/accounts/check":       model.RoleOperator,
+	"POST /admin/accounts/followers":   model.RoleOperator,
+	"POST /admin/accounts/test":        model.RoleOperator,
+	"POST /admin/qrcodes":              model.RoleOperator,
+	"POST /admin/contact-ways":         model.RoleOperator,
+	"POST /admin/deliveries/:id/retry": model.RoleOperator,
 	// Admins manage users and read the audit log.
 	"GET /api/v1/audit": model.RoleAdmin,
 	"GET /admin/users":  model.RoleAdmin,

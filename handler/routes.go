@@ -228,7 +228,9 @@ func (h *Handler) routes() http.Handler {
 		pages.POST("/login", a.login)
 		pages.POST("/logout", a.logout)
 		console := pages.Group("", a.requireUser, a.authorize)
-		console.GET("/", a.page)
+		console.GET("/", a.dashboard)
+		console.GET("/deliveries", a.deliveriesPage(retrierOf(cfg.Journeys)))
+		console.POST("/deliveries/:id/retry", a.retryDelivery(retrierOf(cfg.Journeys)))
 		console.GET("/users", a.usersPage)
 		console.POST("/users", a.addUser)
 		console.POST("/users/:op", a.changeUser)
@@ -238,9 +240,6 @@ func (h *Handler) routes() http.Handler {
 		h.memberConsoleRoutes(console)
 		h.accountRoutes(console) // accounts, QR codes, API keys: console_{accounts,qrcodes,apikeys}.go
 		h.qrcodeRoutes(console)
-		for _, id := range soonPages {
-			console.GET("/"+id, a.soonPage(id))
-		}
 		api := r.Group("/api/v1", a.headers, a.apiAuth, a.csrfGuard, a.authorize)
 		api.GET("/audit", a.listAudit)
 		a.apiKeyRoutes(console, api)

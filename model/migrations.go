@@ -83,6 +83,13 @@ func Migrations() []*gormigrate.Migration {
 			Migrate:  migrateDrafts,
 			Rollback: rollbackDrafts,
 		},
+		{
+			// indexes of the console's Deliveries page and Dashboard (see
+			// migration_deliveries_console.go).
+			ID:       deliveriesConsoleID,
+			Migrate:  migrateDeliveriesConsole,
+			Rollback: rollbackDeliveriesConsole,
+		},
 	}
 }
 

@@ -65,14 +65,14 @@ func (r MemberRef) Key() string {
 type Event struct {
 	ID         int64          `gorm:"primaryKey;autoIncrement;index:idx_events_member_unrouted,priority:3"`
 	DedupeKey  string         `gorm:"size:191;not null;uniqueIndex"`
-	Type       string         `gorm:"size:64;not null;index:idx_events_scene,priority:2"`
+	Type       string         `gorm:"size:64;not null;index:idx_events_scene,priority:2;index:idx_events_follows,priority:1,where:type = 'wechat.subscribe' OR type = 'wechat.unsubscribe'"`
 	Source     string         `gorm:"size:32;not null"`
 	Member     MemberRef      `gorm:"serializer:json;type:text"`
 	MemberKey  string         `gorm:"size:191;index:idx_events_member_unrouted,priority:1"` // Member.Key()
 	Props      map[string]any `gorm:"serializer:json;type:text"`
-	At         time.Time      `gorm:"not null"`
+	At         time.Time      `gorm:"not null;index:idx_events_follows,priority:2"`
 	ReceivedAt time.Time      `gorm:"not null;index:idx_events_unrouted,priority:2"`
-	MemberID   *int64         `gorm:"index"`
+	MemberID   *int64         `gorm:"index;index:idx_events_follows,priority:4"`
 	// RoutedAt is nil until routed; the indexes on it hold only unrouted
 	// events where the database has partial indexes (not MySQL).
 	RoutedAt *time.Time `gorm:"index:idx_events_member_unrouted,priority:2,where:routed_at IS NULL;index:idx_events_unrouted,priority:1,where:routed_at IS NULL AND received_at IS NOT NULL"`
@@ -85,7 +85,7 @@ type Event struct {
 	// Scene is the QR scene (wechat.subscribe, wechat.scan) or contact-me
 	// state (wecom.contact_added) the event carries, "" otherwise: follows
 	// and adds are counted per code by it.
-	Scene string `gorm:"size:128;index:idx_events_scene,priority:1"`
+	Scene string `gorm:"size:128;index:idx_events_scene,priority:1;index:idx_events_follows,priority:3"`
 }
 
 // Member is one person, however many identities they arrived with.
@@ -354,20 +354,21 @@ const (
 // Delivery is one message on one channel for one step visit;
 // (StepVisitID, Channel) is unique: at most one message per step visit and channel.
 type Delivery struct {
-	ID           int64  `gorm:"primaryKey;autoIncrement"`
+	ID           int64  `gorm:"primaryKey;autoIncrement;index:idx_deliveries_status,priority:2;index:idx_deliveries_channel,priority:2"`
 	StepVisitID  int64  `gorm:"not null;uniqueIndex:idx_delivery_visit"`
-	Channel      string `gorm:"size:64;not null;uniqueIndex:idx_delivery_visit;index:idx_delivery_stats,priority:2"`
+	Channel      string `gorm:"size:64;not null;uniqueIndex:idx_delivery_visit;index:idx_delivery_stats,priority:2;index:idx_deliveries_channel,priority:1;index:idx_deliveries_created,priority:2"`
 	EnrollmentID int64  `gorm:"not null"`
 	JourneyID    int64  `gorm:"not null;index;index:idx_delivery_stats,priority:1"`
 	MemberID     int64  `gorm:"not null;index"`
 	To           string `gorm:"size:191"`
-	Status       string `gorm:"size:16;not null;index:idx_delivery_stats,priority:3"`
+	Status       string `gorm:"size:16;not null;index:idx_delivery_stats,priority:3;index:idx_deliveries_status,priority:1;index:idx_deliveries_created,priority:3"`
 	ProviderID   string `gorm:"size:128"`
 	ErrorCode    int
 	Error        string `gorm:"type:text"`
 	Payload      string `gorm:"type:text"`
-	CreatedAt    time.Time
-	SentAt       *time.Time
+	// CreatedAt is indexed for the dashboard's day and week counts.
+	CreatedAt time.Time `gorm:"index:idx_deliveries_created,priority:1"`
+	SentAt    *time.Time
 	// Category is CategoryMarketing or CategoryTransactional.
 	Category string `gorm:"size:16"`
 	// EnteredDay is the enrollment's EnteredDay, copied so that the

@@ -73,8 +73,12 @@ func TestBrowserAdmin(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("journeys")),
 		chromedp.WaitVisible(chromedp.ID("deliveries")),
 	)
-	if got := b.headings(); !slices.Equal(got, []string{"旅程", "最近发送"}) {
-		t.Errorf("dashboard headings = %q, want [旅程 最近发送]", got)
+	wantHeadings := []string{"关注与取关（按场景）", "旅程", "消息（按渠道）", "主要失败原因（近 7 天）", "最近事件", "最近发送"}
+	if got := b.headings(); !slices.Equal(got, wantHeadings) {
+		t.Errorf("dashboard headings = %q, want %q", got, wantHeadings)
+	}
+	if f := findRow(b.table("follows"), "场景", "store_001"); f == nil || f["今天关注"] != "1" {
+		t.Errorf("#follows has no row of store_001 with 1 follow today: %q", b.table("follows"))
 	}
 	journeys := b.table("journeys")
 	if j := findRow(journeys, "标识", "welcome-store"); j == nil {
@@ -83,15 +87,15 @@ func TestBrowserAdmin(t *testing.T) {
 		if j["名称"] != "门店扫码关注欢迎" {
 			t.Errorf("welcome-store is named %q on the page, want 门店扫码关注欢迎", j["名称"])
 		}
-		if j["进入"] != "1" {
-			t.Errorf("welcome-store shows %q entered, want 1", j["进入"])
+		if j["今天进入"] != "1" {
+			t.Errorf("welcome-store shows %q entered today, want 1", j["今天进入"])
 		}
 	}
 	deliveries := b.table("deliveries")
-	if d := findRow(deliveries, "渠道", "wechat.text"); d == nil {
-		t.Errorf("#deliveries has no wechat.text row: %q", deliveries)
+	if d := findRow(deliveries, "渠道", "微信文本"); d == nil {
+		t.Errorf("#deliveries has no wechat.text (微信文本) row: %q", deliveries)
 	} else {
-		want := map[string]string{"旅程": "welcome-store", "会员": "o_x", "状态": "sent", "内容": "欢迎来到 store_001!"}
+		want := map[string]string{"旅程": "welcome-store", "会员": "o_x", "状态": "已发送", "内容": "欢迎来到 store_001!"}
 		for col, v := range want {
 			if d[col] != v {
 				t.Errorf("#deliveries wechat.text row: %s = %q, want %q (row %q)", col, d[col], v, d)
@@ -104,11 +108,12 @@ func TestBrowserAdmin(t *testing.T) {
 		chromedp.Click(`//header//a[normalize-space()="English"]`),
 		chromedp.WaitVisible(`//h3[normalize-space()="Journeys"]`),
 	)
-	if got := b.headings(); !slices.Equal(got, []string{"Journeys", "Recent deliveries"}) {
-		t.Errorf("English headings = %q, want [Journeys \"Recent deliveries\"]", got)
+	wantHeadings = []string{"Follows and unfollows by scene", "Journeys", "Messages by channel", "Top failure reasons (7 days)", "Recent events", "Recent deliveries"}
+	if got := b.headings(); !slices.Equal(got, wantHeadings) {
+		t.Errorf("English headings = %q, want %q", got, wantHeadings)
 	}
-	if d := findRow(b.table("deliveries"), "Channel", "wechat.text"); d == nil || d["Member"] != "o_x" {
-		t.Errorf("English #deliveries: wechat.text row = %q, want one for member o_x", d)
+	if d := findRow(b.table("deliveries"), "Channel", "WeChat text"); d == nil || d["Member"] != "o_x" || d["Status"] != "sent" {
+		t.Errorf("English #deliveries: WeChat text row = %q, want one sent to member o_x", d)
 	}
 
 	// A screenshot of what the operator sees.
