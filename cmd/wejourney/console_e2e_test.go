@@ -237,6 +237,11 @@ func TestConsoleEndToEnd(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("timeline")),
 	)
 	waitPage(op, latePage, `#timeline tr.tl-event`, "wechat.subscribe")
+	// The follow was routed to the journeys (so a live journey would
+	// have taken the member in by now).
+	h.eventually("the late follow routed", 5*time.Second, func() bool {
+		return h.count(&model.Event{}, "routed_at IS NULL") == 0
+	})
 	op.do("reload the late member", chromedp.Navigate(latePage), chromedp.WaitVisible(chromedp.ID("enrollments")))
 	if exists(op, "#timeline tr.tl-visit") || exists(op, `#enrollments [data-journey]`) {
 		t.Errorf("a follow after the pause entered the journey: %s", textOf(op, "#enrollments"))
