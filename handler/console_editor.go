@@ -295,6 +295,8 @@ func (h *Handler) renderEditor(c *gin.Context, status int, key string, src []byt
 	ed.PreviewErr, _ = data["PreviewErr"].(string)
 	ed.FieldError, _ = data["FieldError"].(string)
 	data["Nav"], data["Ed"] = "journeys", ed
+	// A viewer reads the editor but gets no publish or discard button.
+	data["CanOperate"] = allowed(currentUser(c).Role, http.MethodPost, "/admin/journeys/:key/publish")
 	a.render(c, status, "editor.html", data)
 }
 

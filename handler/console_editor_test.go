@@ -223,7 +223,12 @@ func TestJourneyEditor(t *testing.T) {
 			op, view := signedIn(t, app, "op"), signedIn(t, app, "view")
 			wantStatus(t, "op saves", op.post("/admin/journeys/new", "/admin/journeys/new", url.Values{"op": {"yaml"}, "yaml": {editorWelcome}}), http.StatusSeeOther)
 			edit := "/admin/journeys/welcome/edit"
-			wantText(t, "viewer reads", view.do("GET", edit, nil), 200, "编辑旅程")
+			if body := wantText(t, "viewer reads", view.do("GET", edit, nil), 200, "编辑旅程"); strings.Contains(body, `id="publish"`) || strings.Contains(body, "/discard") {
+				t.Error("the viewer sees the draft's publish or discard button")
+			}
+			if body := wantText(t, "op reads", op.do("GET", edit, nil), 200, "编辑旅程"); !strings.Contains(body, `id="publish"`) {
+				t.Error("the operator sees no publish button for the draft")
+			}
 			wantText(t, "viewer saves", view.post(edit, edit, url.Values{"op": {"yaml"}, "yaml": {"key: welcome\n"}}), http.StatusForbidden, "你没有权限")
 			wantStatus(t, "viewer starts a journey", view.post(edit, "/admin/journeys/new", url.Values{"op": {"yaml"}, "yaml": {"key: other\n"}}), http.StatusForbidden)
 			wantStatus(t, "viewer publishes", view.post(edit, "/admin/journeys/welcome/publish", url.Values{}), http.StatusForbidden)
