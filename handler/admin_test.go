@@ -23,6 +23,10 @@ type adminApp struct {
 	h     http.Handler
 	db    *gorm.DB
 	admin *Admin
+	// eng and ing are the journey engine and the ingestor, when the app
+	// has them (consoleOn).
+	eng *journey.Engine
+	ing *journey.Ingestor
 }
 
 // newAdminApp returns a fresh app with user admin (password "right-pw"),

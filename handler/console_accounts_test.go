@@ -10,13 +10,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/wejourney/wejourney/channels"
 	"github.com/wejourney/wejourney/channels/wechat"
@@ -24,7 +21,6 @@ import (
 	"github.com/wejourney/wejourney/codes"
 	"github.com/wejourney/wejourney/internal/fakewecom"
 	"github.com/wejourney/wejourney/internal/fakewx"
-	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -54,18 +50,7 @@ func (m modelWX) Account(ctx context.Context, appid string) (wechat.Account, err
 // SMS channel answered by a stub.
 func newAccountsApp(t *testing.T, configure ...func(*Config)) *adminApp {
 	t.Helper()
-	db, err := model.Open("sqlite", filepath.Join(t.TempDir(), "c.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s, _ := db.DB(); s.Close() })
-	if err := model.Migrate(db); err != nil {
-		t.Fatal(err)
-	}
-	for name, role := range map[string]string{"admin": model.RoleAdmin, "op": model.RoleOperator, "view": model.RoleViewer} {
-		addUser(t, db, name, role)
-	}
-	db.Create(&model.APIKey{Name: "deploy-bot", Hash: HashAPIKey("bot-key"), Scope: model.ScopeAdmin})
+	db := consoleDB(t)
 	for _, a := range []model.Account{
 		{Kind: model.AccountWeChatOA, AppID: acctOA, Name: "品牌服务号", AppSecret: "right-secret", Token: acctToken, AESKey: acctAESKey},
 		{Kind: model.AccountWeChatOA, AppID: acctBad, Name: "Old account", AppSecret: "stale-secret", Token: "tok-old"},
@@ -91,21 +76,14 @@ func newAccountsApp(t *testing.T, configure ...func(*Config)) *adminApp {
 		}
 		return channels.Result{ProviderID: "sms-42"}, nil
 	}), channels.Capabilities{Address: channels.ByPhone})
-	ing := journey.NewIngestor(journey.IngestorConfig{DB: db})
-	t.Cleanup(ing.Close)
-	a := NewAdmin(AdminConfig{DB: db, Secret: []byte("secret"), Logger: quiet})
-	t.Cleanup(a.Close)
-	cheap, _ := bcrypt.GenerateFromPassword([]byte("dummy"), bcrypt.MinCost)
-	a.dummy = cheap
-	cfg := Config{DB: db, Ingestor: ing, Accounts: accounts, Admin: a, Logger: quiet, Codes: svc, Senders: reg,
+	cfg := Config{Accounts: accounts, Codes: svc, Senders: reg,
 		Console: ConsoleSettings{PublicURL: "https://wj.example.com", SMSProvider: "aliyun", SMSSignName: "品牌",
 			EmailProvider: "smtp", EmailFrom: "news@brand.example", QuietHours: "22:00-08:00", FrequencyCaps: "*:3/1d",
 			Checkers: map[string]CredentialChecker{model.AccountWeChatOA: sender}}}
 	for _, f := range configure {
 		f(&cfg)
 	}
-	h := New(cfg)
-	return &adminApp{h: h, db: db, admin: a}
+	return consoleOn(t, db, cfg)
 }
 
 // oneSync is a follower syncer that starts one import and then reports

@@ -7,14 +7,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/wejourney/wejourney/channels"
 	"github.com/wejourney/wejourney/journey"
@@ -26,9 +23,7 @@ import (
 // those a test configures, with the journey welcome published.
 type deliveriesApp struct {
 	*adminApp
-	eng *journey.Engine
-	ing *journey.Ingestor
-	mu  sync.Mutex
+	mu sync.Mutex
 	// sends counts the messages handed to wechat.text by openid.
 	sends map[string]int
 	// fail is the error of the sends to an openid (nil: sent).
@@ -40,18 +35,7 @@ const deliveriesAppID = "wxdeliveries"
 
 func newDeliveriesApp(t *testing.T) *deliveriesApp {
 	t.Helper()
-	db, err := model.Open("sqlite", filepath.Join(t.TempDir(), "d.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s, _ := db.DB(); s.Close() })
-	if err := model.Migrate(db); err != nil {
-		t.Fatal(err)
-	}
-	for name, role := range map[string]string{"admin": model.RoleAdmin, "op": model.RoleOperator, "view": model.RoleViewer} {
-		addUser(t, db, name, role)
-	}
-	db.Create(&model.APIKey{Name: "deploy-bot", Hash: HashAPIKey("bot-key"), Scope: model.ScopeAdmin})
+	db := consoleDB(t)
 	db.Create(&model.Account{Kind: "oa", AppID: deliveriesAppID, Name: "Test OA"})
 	app := &deliveriesApp{sends: map[string]int{}, fail: map[string]error{}}
 	quiet := slog.New(slog.DiscardHandler)
@@ -65,16 +49,9 @@ func newDeliveriesApp(t *testing.T) *deliveriesApp {
 		}
 		return channels.Result{ProviderID: "m1"}, nil
 	}), channels.Capabilities{Address: channels.ByOpenID})
-	app.eng = journey.New(journey.Config{DB: db, Senders: reg, Logger: quiet})
-	app.ing = journey.NewIngestor(journey.IngestorConfig{DB: db})
-	t.Cleanup(app.ing.Close)
-	a := NewAdmin(AdminConfig{DB: db, Secret: []byte("secret"), Logger: quiet})
-	t.Cleanup(a.Close)
-	cheap, _ := bcrypt.GenerateFromPassword([]byte("dummy"), bcrypt.MinCost)
-	a.dummy = cheap
-	h := New(Config{DB: db, Ingestor: app.ing, Accounts: model.NewAccounts(db, nil), Admin: a, Logger: quiet,
-		Journeys: app.eng, TestRuns: app.eng, Senders: reg})
-	app.adminApp = &adminApp{h: h, db: db, admin: a}
+	eng := journey.New(journey.Config{DB: db, Senders: reg, Logger: quiet})
+	app.adminApp = consoleOn(t, db, Config{Journeys: eng, TestRuns: eng, Senders: reg})
+	app.eng = eng
 	if _, err := app.eng.PublishSource(t.Context(), "welcome", "welcome.yaml", []byte(welcomeYAML), "test"); err != nil {
 		t.Fatal(err)
 	}

@@ -1,22 +1,14 @@
 package handler
 
 import (
-	"context"
-
 	"html"
-	"log/slog"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
-
-	"github.com/wejourney/wejourney/channels"
-	"github.com/wejourney/wejourney/journey"
 	"github.com/wejourney/wejourney/model"
 )
 
@@ -24,39 +16,11 @@ import (
 // ingestor at hand, to drive members through journeys.
 type journeysApp struct {
 	*adminApp
-	eng *journey.Engine
-	ing *journey.Ingestor
 }
 
 func newJourneysApp(t *testing.T) *journeysApp {
 	t.Helper()
-	db, err := model.Open("sqlite", filepath.Join(t.TempDir(), "j.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s, _ := db.DB(); s.Close() })
-	if err := model.Migrate(db); err != nil {
-		t.Fatal(err)
-	}
-	for name, role := range map[string]string{"admin": model.RoleAdmin, "op": model.RoleOperator, "view": model.RoleViewer} {
-		addUser(t, db, name, role)
-	}
-	db.Create(&model.APIKey{Name: "deploy-bot", Hash: HashAPIKey("bot-key"), Scope: model.ScopeAdmin})
-	quiet := slog.New(slog.DiscardHandler)
-	reg := channels.NewRegistry()
-	reg.Register(channels.WeChatText, channels.SenderFunc(func(context.Context, channels.Message) (channels.Result, error) {
-		return channels.Result{ProviderID: "m1"}, nil
-	}), channels.Capabilities{Address: channels.ByOpenID})
-	eng := journey.New(journey.Config{DB: db, Senders: reg, Logger: quiet})
-	ing := journey.NewIngestor(journey.IngestorConfig{DB: db})
-	t.Cleanup(ing.Close)
-	a := NewAdmin(AdminConfig{DB: db, Secret: []byte("secret"), Logger: quiet})
-	t.Cleanup(a.Close)
-	cheap, _ := bcrypt.GenerateFromPassword([]byte("dummy"), bcrypt.MinCost)
-	a.dummy = cheap
-	h := New(Config{DB: db, Ingestor: ing, Accounts: model.NewAccounts(db, nil), Admin: a, Logger: quiet,
-		Journeys: eng, TestRuns: eng, Senders: reg})
-	return &journeysApp{adminApp: &adminApp{h: h, db: db, admin: a}, eng: eng, ing: ing}
+	return &journeysApp{newConsoleApp(t)}
 }
 
 // follow stores a follow of each openid and routes it: the members enter

@@ -24,11 +24,10 @@ import (
 // welcomeYAML is the journey the console tests publish.
 const welcomeYAML = "key: welcome\nname: Welcome\ntrigger: { event: wechat.subscribe }\nsteps:\n  - { id: hello, send: { channel: wechat.text, text: hi } }\n"
 
-// newConsoleApp is a fresh console on its own SQLite database, with a
-// journey engine (wechat.text sent nowhere) and users admin, op
+// consoleDB is a fresh SQLite database, migrated, with users admin, op
 // (operator) and view (viewer), each with password NAME+"-password", and
 // an admin API key "bot-key" named deploy-bot.
-func newConsoleApp(t *testing.T) *adminApp {
+func consoleDB(t *testing.T) *gorm.DB {
 	t.Helper()
 	db, err := model.Open("sqlite", filepath.Join(t.TempDir(), "c.db"))
 	if err != nil {
@@ -42,21 +41,41 @@ func newConsoleApp(t *testing.T) *adminApp {
 		addUser(t, db, name, role)
 	}
 	db.Create(&model.APIKey{Name: "deploy-bot", Hash: HashAPIKey("bot-key"), Scope: model.ScopeAdmin})
+	return db
+}
+
+// consoleOn is the console and its API on db: an ingestor, the admin
+// (cheap bcrypt for unknown users) and the handler of cfg, whose DB,
+// Ingestor, Admin and Logger it fills (and Accounts when unset).
+func consoleOn(t *testing.T, db *gorm.DB, cfg Config) *adminApp {
+	t.Helper()
 	quiet := slog.New(slog.DiscardHandler)
-	reg := channels.NewRegistry()
-	reg.Register(channels.WeChatText, channels.SenderFunc(func(context.Context, channels.Message) (channels.Result, error) {
-		return channels.Result{ProviderID: "m1"}, nil
-	}), channels.Capabilities{Address: channels.ByOpenID})
-	eng := journey.New(journey.Config{DB: db, Senders: reg, Logger: quiet})
 	ing := journey.NewIngestor(journey.IngestorConfig{DB: db})
 	t.Cleanup(ing.Close)
 	a := NewAdmin(AdminConfig{DB: db, Secret: []byte("secret"), Logger: quiet})
 	t.Cleanup(a.Close)
 	cheap, _ := bcrypt.GenerateFromPassword([]byte("dummy"), bcrypt.MinCost)
 	a.dummy = cheap
-	h := New(Config{DB: db, Ingestor: ing, Accounts: model.NewAccounts(db, nil), Admin: a, Logger: quiet,
-		Journeys: eng, TestRuns: eng, Senders: reg})
-	return &adminApp{h: h, db: db, admin: a}
+	cfg.DB, cfg.Ingestor, cfg.Admin, cfg.Logger = db, ing, a, quiet
+	if cfg.Accounts == nil {
+		cfg.Accounts = model.NewAccounts(db, nil)
+	}
+	return &adminApp{h: New(cfg), db: db, admin: a, ing: ing}
+}
+
+// newConsoleApp is a fresh console (consoleDB) with a journey engine
+// (wechat.text sent nowhere).
+func newConsoleApp(t *testing.T) *adminApp {
+	t.Helper()
+	db := consoleDB(t)
+	reg := channels.NewRegistry()
+	reg.Register(channels.WeChatText, channels.SenderFunc(func(context.Context, channels.Message) (channels.Result, error) {
+		return channels.Result{ProviderID: "m1"}, nil
+	}), channels.Capabilities{Address: channels.ByOpenID})
+	eng := journey.New(journey.Config{DB: db, Senders: reg, Logger: slog.New(slog.DiscardHandler)})
+	app := consoleOn(t, db, Config{Journeys: eng, TestRuns: eng, Senders: reg})
+	app.eng = eng
+	return app
 }
 
 // addUser creates a user with a role and the password NAME+"-password".
