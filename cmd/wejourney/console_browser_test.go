@@ -28,16 +28,9 @@ func TestBrowserConsolePhone(t *testing.T) {
 	})
 
 	b := newChromeTab(t)
-	b.do("sign in on a phone",
-		chromedp.EmulateViewport(390, 844),
-		chromedp.Navigate(h.base+"/admin/login"),
-		chromedp.WaitVisible(chromedp.CSS(`input[name=password]`)),
-		chromedp.Clear(chromedp.CSS(`input[name=username]`)),
-		chromedp.SendKeys(chromedp.CSS(`input[name=username]`), "admin"),
-		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), "admin-pass"),
-		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.ID("deliveries")),
-	)
+	b.do("prepare the browser", chromedp.EmulateViewport(390, 844))
+	chromeSignIn(b, h.base, "admin", "admin-pass")
+	b.do("wait for the dashboard", chromedp.WaitVisible(chromedp.ID("deliveries")))
 	fits := func(page string) {
 		t.Helper()
 		w := chromeRun(b, "measure "+page, chromedp.Evaluate[int](`document.documentElement.scrollWidth`))

@@ -27,16 +27,9 @@ func TestBrowserConsoleDeliveries(t *testing.T) {
 		return h.count(&model.Delivery{}, "channel = ? AND status = ?", "wechat.text", model.DeliverySent) == 1
 	})
 	b := newChromeTab(t)
-	b.do("sign in",
-		chromedp.EmulateViewport(1280, 900),
-		chromedp.Navigate(h.base+"/admin/login"),
-		chromedp.WaitVisible(chromedp.CSS(`input[name=password]`)),
-		chromedp.Clear(chromedp.CSS(`input[name=username]`)),
-		chromedp.SendKeys(chromedp.CSS(`input[name=username]`), "admin"),
-		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), "admin-pass"),
-		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.ID("follows")),
-	)
+	b.do("prepare the browser", chromedp.EmulateViewport(1280, 900))
+	chromeSignIn(b, h.base, "admin", "admin-pass")
+	b.do("wait for the dashboard", chromedp.WaitVisible(chromedp.ID("follows")))
 	if r := findRow(b.table("follows"), "场景", "store_001"); r == nil || r["今天关注"] != "1" {
 		t.Errorf("dashboard #follows: no store_001 row with 1 follow today: %q", b.table("follows"))
 	}

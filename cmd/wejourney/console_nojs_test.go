@@ -39,16 +39,8 @@ func TestBrowserConsoleWithoutJavaScript(t *testing.T) {
 		_, err := cdp.Call(ctx, tg, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
 		return err
 	})
-	b.do("turn JavaScript off and sign in with the plain form",
-		noScript,
-		chromedp.Navigate(h.base+"/admin/login"),
-		chromedp.WaitVisible(chromedp.CSS(`input[name=password]`)),
-		chromedp.Clear(chromedp.CSS(`input[name=username]`)),
-		chromedp.SendKeys(chromedp.CSS(`input[name=username]`), "admin"),
-		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), "admin-pass"),
-		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.ID("whoami")),
-	)
+	b.do("turn JavaScript off", noScript)
+	chromeSignIn(b, h.base, "admin", "admin-pass")
 	pages := []struct{ path, heading, content string }{
 		{"/admin/", "仪表盘", "门店扫码关注欢迎"},
 		{"/admin/journeys", "旅程", "welcome-store"},
