@@ -434,7 +434,12 @@ func (a *Admin) journeySVG(lang string, comp *journey.Compiled, st *journey.Stat
 	var g graph.Graph
 	for i := range comp.Def.Steps {
 		s := &comp.Def.Steps[i]
-		n := graph.Node{ID: s.ID, Title: s.Kind(), Class: s.Kind()}
+		// The kind in the operator's words (the editor's names of kinds).
+		title := t("editor_kind_"+s.Kind(), nil)
+		if title == "editor_kind_"+s.Kind() {
+			title = s.Kind()
+		}
+		n := graph.Node{ID: s.ID, Title: title, Class: s.Kind()}
 		cs := counts[s.ID]
 		n.Counts = []string{
 			t("journeys_box_counts1", map[string]any{"Reached": cs.Reached, "Passed": cs.Passed}),
