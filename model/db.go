@@ -50,8 +50,13 @@ func Open(dialect, dsn string) (*gorm.DB, error) {
 		// gorm's prepared statements are re-prepared on the transaction's
 		// connection and closed at its commit: three round trips for every
 		// statement in a transaction. pgx caches prepared statements per
-		// connection by itself, so PostgreSQL goes without them.
-		PrepareStmt: dialect != "postgres",
+		// connection by itself, so PostgreSQL goes without them. SQLite
+		// goes without them too: on its one connection, gorm's statement
+		// cache deadlocks — a statement being prepared outside a
+		// transaction waits for the connection, while the transaction
+		// holding it waits for that statement to be prepared (seen as a
+		// server that stopped answering under a burst).
+		PrepareStmt: dialect == "mysql",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("model: open %s: %w", dialect, err)
