@@ -10,6 +10,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"gopkg.in/yaml.v3"
+	"gorm.io/gorm/clause"
 
 	"github.com/wejourney/wejourney/channels"
 	"github.com/wejourney/wejourney/model"
@@ -181,9 +182,12 @@ func (h *Handler) journeyOverrides(ctx context.Context) ([]journeyOverride, erro
 		Key, Name, Source string
 	}
 	err := h.cfg.DB.WithContext(ctx).Table("journeys").
-		Select("journeys.key AS key, journeys.name AS name, journey_versions.source AS source").
+		// key is a reserved word in MySQL: the columns are quoted by gorm.
+		Select("?, ?, ?", clause.Column{Table: "journeys", Name: "key"}, clause.Column{Table: "journeys", Name: "name"},
+			clause.Column{Table: "journey_versions", Name: "source"}).
 		Joins("JOIN journey_versions ON journey_versions.id = journeys.current_version_id").
-		Where("journeys.status <> ?", model.JourneyArchived).Order("journeys.key").Scan(&rows).Error
+		Where("journeys.status <> ?", model.JourneyArchived).
+		Order(clause.OrderByColumn{Column: clause.Column{Table: "journeys", Name: "key"}}).Scan(&rows).Error
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/wejourney/wejourney/channels/wechat"
 	"github.com/wejourney/wejourney/journey"
@@ -326,7 +327,9 @@ func (h *Handler) renderMember(c *gin.Context, status int, id int64, data map[st
 	}{
 		{"identities", func() error { return db.Where("member_id = ?", id).Order("kind, value").Find(&idents).Error }},
 		{"journeys", func() error {
-			return db.Model(&model.Journey{}).Select("id, key, name, status").Order("key").Find(&journeys).Error
+			// key is a reserved word in MySQL: gorm quotes the columns named apart.
+			return db.Model(&model.Journey{}).Select("id", "key", "name", "status").
+				Order(clause.OrderByColumn{Column: clause.Column{Name: "key"}}).Find(&journeys).Error
 		}},
 		{"accounts", func() error { return db.Select("app_id, name, kind").Find(&accounts).Error }},
 		{"enrollments", func() error {
