@@ -108,12 +108,11 @@ func (r journeyRange) query() string {
 type journeyListRow struct {
 	Key, Name string
 	statusView
-	Version                    int
-	Entered, Active, Completed int64
-	Goal, Exited, Failed       int64
-	HasGoal                    bool
-	GoalRate                   string
-	Link                       string
+	Version int
+	journey.EnrollmentCounts
+	HasGoal  bool
+	GoalRate string
+	Link     string
 }
 
 // journeysPage serves GET /admin/journeys?from=&to=: every journey, its
@@ -184,20 +183,7 @@ func (a *Admin) journeyList(c *gin.Context, rg journeyRange) ([]journeyListRow, 
 		if !ok {
 			continue
 		}
-		r := &rows[i]
-		r.Entered += ct.N
-		switch ct.Status {
-		case model.EnrollmentActive:
-			r.Active += ct.N
-		case model.EnrollmentCompleted:
-			r.Completed += ct.N
-		case model.EnrollmentGoal:
-			r.Goal += ct.N
-		case model.EnrollmentExited:
-			r.Exited += ct.N
-		case model.EnrollmentFailed:
-			r.Failed += ct.N
-		}
+		rows[i].Add(ct.Status, ct.N)
 	}
 	for i := range rows {
 		rows[i].GoalRate = percent(rows[i].Goal, rows[i].Entered)

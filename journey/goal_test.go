@@ -196,7 +196,8 @@ steps:
 		}
 	}
 	want := &journey.Stats{
-		Journey: "stats", Entered: 7, Active: 1, Completed: 2, Goal: 2, Exited: 1, Failed: 1,
+		Journey:          "stats",
+		EnrollmentCounts: journey.EnrollmentCounts{Entered: 7, Active: 1, Completed: 2, Goal: 2, Exited: 1, Failed: 1},
 		Steps: []journey.StepStats{
 			{ID: "hello", Reached: 7, Passed: 6, Failed: 1},
 			{ID: "pause", Reached: 6, Passed: 3, Waiting: 1}, // o2 and o6 cancelled

@@ -19,14 +19,7 @@ import (
 // enrollment status, per step, per split arm and per channel.
 type Stats struct {
 	Journey string `json:"journey"`
-	// Entered counts the enrollments; Active, Completed, Goal, Exited and
-	// Failed split them by status (model.Enrollment*).
-	Entered   int64 `json:"entered"`
-	Active    int64 `json:"active"`
-	Completed int64 `json:"completed"`
-	Goal      int64 `json:"goal"`
-	Exited    int64 `json:"exited"`
-	Failed    int64 `json:"failed"`
+	EnrollmentCounts
 	// Steps are the current version's steps in its order, then steps only
 	// older versions have, by id.
 	Steps []StepStats `json:"steps"`
@@ -34,6 +27,35 @@ type Stats struct {
 	Splits []SplitStats `json:"splits"`
 	// Channels are the channels messages went out on, by name.
 	Channels []ChannelStats `json:"channels"`
+}
+
+// EnrollmentCounts counts enrollments: Entered all of them; Active,
+// Completed, Goal, Exited and Failed split them by status
+// (model.Enrollment*).
+type EnrollmentCounts struct {
+	Entered   int64 `json:"entered"`
+	Active    int64 `json:"active"`
+	Completed int64 `json:"completed"`
+	Goal      int64 `json:"goal"`
+	Exited    int64 `json:"exited"`
+	Failed    int64 `json:"failed"`
+}
+
+// Add counts n enrollments of status.
+func (c *EnrollmentCounts) Add(status string, n int64) {
+	c.Entered += n
+	switch status {
+	case model.EnrollmentActive:
+		c.Active += n
+	case model.EnrollmentCompleted:
+		c.Completed += n
+	case model.EnrollmentGoal:
+		c.Goal += n
+	case model.EnrollmentExited:
+		c.Exited += n
+	case model.EnrollmentFailed:
+		c.Failed += n
+	}
 }
 
 // StepStats counts the visits of one step: Reached all of them, Passed
@@ -152,19 +174,7 @@ func JourneyStats(ctx context.Context, db *gorm.DB, key string, from, to time.Ti
 		return nil, fmt.Errorf("journey: count enrollments: %w", err)
 	}
 	for _, r := range enrs {
-		st.Entered += r.N
-		switch r.K1 {
-		case model.EnrollmentActive:
-			st.Active += r.N
-		case model.EnrollmentCompleted:
-			st.Completed += r.N
-		case model.EnrollmentGoal:
-			st.Goal += r.N
-		case model.EnrollmentExited:
-			st.Exited += r.N
-		case model.EnrollmentFailed:
-			st.Failed += r.N
-		}
+		st.Add(r.K1, r.N)
 	}
 
 	// Visits by step, status and outcome (the arm a split took, and
