@@ -75,19 +75,9 @@ func runBirthdaysBench(ctx context.Context, o benchOpts, stdout, stderr io.Write
 	}
 	// A run earlier today on this database claimed the day: forget it
 	// (--reset keeps the settings table).
-	if err := db.Where(&model.Setting{Key: "schedule:" + birthdaysJourneyKey}).Delete(&model.Setting{}).Error; err != nil {
-		return err
-	}
 	src := fmt.Sprintf(birthdaysJourney, at.Format("15:04"))
-	c, err := e.Parse("bench-birthday.yaml", []byte(src))
+	j, err := publishBenchJourney(ctx, e, db, "schedule:", birthdaysJourneyKey, "bench-birthday.yaml", src)
 	if err != nil {
-		return err
-	}
-	if _, err := e.Publish(ctx, c, "bench"); err != nil {
-		return err
-	}
-	var j model.Journey
-	if err := db.Where(&model.Journey{Key: birthdaysJourneyKey}).First(&j).Error; err != nil {
 		return err
 	}
 
@@ -298,4 +288,23 @@ func insertBenchMembers(db *gorm.DB, insert string, args []any) error {
 		}
 		return nil
 	})
+}
+
+// publishBenchJourney forgets the trigger's last claim (the settings row
+// claim+key, so a rerun evaluates again), publishes src as a new version
+// and returns the journey.
+func publishBenchJourney(ctx context.Context, e *journey.Engine, db *gorm.DB, claim, key, file, src string) (model.Journey, error) {
+	var j model.Journey
+	if err := db.Where(&model.Setting{Key: claim + key}).Delete(&model.Setting{}).Error; err != nil {
+		return j, err
+	}
+	c, err := e.Parse(file, []byte(src))
+	if err != nil {
+		return j, err
+	}
+	if _, err := e.Publish(ctx, c, "bench"); err != nil {
+		return j, err
+	}
+	err = db.Where(&model.Journey{Key: key}).First(&j).Error
+	return j, err
 }

@@ -131,18 +131,8 @@ func runSegmentsBench(ctx context.Context, o benchOpts, stdout, stderr io.Writer
 
 	// A run before --reset left its evaluation's mark (--reset keeps the
 	// settings table): the journey starts afresh.
-	if err := db.Where(&model.Setting{Key: "segment:" + segmentsJourneyKey}).Delete(&model.Setting{}).Error; err != nil {
-		return err
-	}
-	c, err := e.Parse(segmentsJourneyKey+".yaml", []byte(segmentsJourney))
+	j, err := publishBenchJourney(ctx, e, db, "segment:", segmentsJourneyKey, segmentsJourneyKey+".yaml", segmentsJourney)
 	if err != nil {
-		return err
-	}
-	if _, err := e.Publish(ctx, c, "bench"); err != nil {
-		return err
-	}
-	var j model.Journey
-	if err := db.Where(&model.Journey{Key: segmentsJourneyKey}).First(&j).Error; err != nil {
 		return err
 	}
 
